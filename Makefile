@@ -1,0 +1,38 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The notebook test starts a Jupyter kernel by name; it must find this venv's Python first.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/wordcount.py
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check lockgate tests examples benchmarks
+	$(BIN)/ruff format --check lockgate tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict lockgate
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/keyed_sum.py --variant a
+	$(BIN)/python benchmarks/keyed_sum.py --variant b
+	$(BIN)/python benchmarks/stateless.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

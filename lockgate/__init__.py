@@ -1,0 +1,64 @@
+"""lockgate: an asyncio, actor-based dataflow engine with Flink-grade state management.
+
+Import it as ``import lockgate as lg``; everything public is importable from here.
+"""
+
+from lockgate._errors import ConfigurationError as ConfigurationError
+from lockgate._errors import JobCancelledError as JobCancelledError
+from lockgate._errors import JobFailedError as JobFailedError
+from lockgate._errors import KeySerializationError as KeySerializationError
+from lockgate._errors import LockgateError as LockgateError
+from lockgate.actors import Job as Job
+from lockgate.actors import JobResult as JobResult
+from lockgate.actors import JobStatus as JobStatus
+from lockgate.api import DataStream as DataStream
+from lockgate.api import KeyedStream as KeyedStream
+from lockgate.api import StreamEnvironment as StreamEnvironment
+from lockgate.connectors import CollectSink as CollectSink
+from lockgate.connectors import PrintSink as PrintSink
+from lockgate.connectors import QueueSource as QueueSource
+from lockgate.connectors import Sink as Sink
+from lockgate.connectors import SinkWriter as SinkWriter
+from lockgate.connectors import Source as Source
+from lockgate.connectors import SourceReader as SourceReader
+from lockgate.functions import KeyedProcessFunction as KeyedProcessFunction
+from lockgate.functions import ProcessFunction as ProcessFunction
+from lockgate.functions import RuntimeContext as RuntimeContext
+from lockgate.mailbox import ChannelStatistics as ChannelStatistics
+from lockgate.state import HeapStateBackend as HeapStateBackend
+from lockgate.state import KeyedStateBackend as KeyedStateBackend
+from lockgate.state import StateBackend as StateBackend
+from lockgate.state import ValueState as ValueState
+from lockgate.state import ValueStateDescriptor as ValueStateDescriptor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelStatistics",
+    "CollectSink",
+    "ConfigurationError",
+    "DataStream",
+    "HeapStateBackend",
+    "Job",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobResult",
+    "JobStatus",
+    "KeySerializationError",
+    "KeyedProcessFunction",
+    "KeyedStateBackend",
+    "KeyedStream",
+    "LockgateError",
+    "PrintSink",
+    "ProcessFunction",
+    "QueueSource",
+    "RuntimeContext",
+    "Sink",
+    "SinkWriter",
+    "Source",
+    "SourceReader",
+    "StateBackend",
+    "StreamEnvironment",
+    "ValueState",
+    "ValueStateDescriptor",
+]

@@ -1,0 +1,50 @@
+"""The exception hierarchy: every error lockgate raises derives from :class:`LockgateError`."""
+
+from __future__ import annotations
+
+
+class LockgateError(Exception):
+    """Base of every error raised by lockgate."""
+
+
+class ConfigurationError(LockgateError):
+    """A job graph or a setting is invalid; raised while the job is being built, before it runs."""
+
+
+class JobFailedError(LockgateError):
+    """A job failed because an operator subtask raised.
+
+    Attributes:
+        job_name: The name the job was started with.
+        operator_uid: The uid of the operator whose function raised.
+        subtask_index: The index of the failing subtask, from 0.
+        parallelism: The operator's parallelism.
+
+    The original exception is chained as ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        job_name: str,
+        operator_uid: str,
+        subtask_index: int,
+        parallelism: int,
+        cause: BaseException,
+    ) -> None:
+        self.job_name = job_name
+        self.operator_uid = operator_uid
+        self.subtask_index = subtask_index
+        self.parallelism = parallelism
+        super().__init__(
+            f"job {job_name!r} failed: operator {operator_uid!r} subtask {subtask_index} "
+            f"(of {parallelism}) raised {type(cause).__name__}: {cause}"
+        )
+        self.__cause__ = cause
+
+
+class JobCancelledError(LockgateError):
+    """The result of a job was asked for, but the job was cancelled before it finished."""
+
+
+class KeySerializationError(LockgateError):
+    """A key cannot be serialised canonically, so it cannot pick a key group or address state."""

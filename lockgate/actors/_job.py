@@ -1,0 +1,108 @@
+"""A job running in the background of the caller's event loop, and the handle to it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import sniffio
+
+from lockgate._errors import JobCancelledError, LockgateError
+from lockgate.actors._runner import JobResult, JobRunner
+from lockgate.mailbox import ChannelStatistics
+
+
+class JobStatus(enum.Enum):
+    """Where a job is in its life."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def spawn_detached(body: Callable[[], Awaitable[None]], name: str) -> Any:
+    """Start ``body`` as a task of the running event loop that nobody awaits.
+
+    ``body`` must not raise: on trio a system task that raises crashes the run. Returns the task
+    object where there is one, so the caller can keep it referenced.
+    """
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        import asyncio
+
+        async def main() -> None:
+            await body()
+
+        return asyncio.get_running_loop().create_task(main(), name=name)
+    if library == "trio":
+        import trio
+
+        trio.lowlevel.spawn_system_task(body, name=name)
+        return None
+    raise LockgateError(f"lockgate runs on asyncio or trio, not on {library}")
+
+
+class Job:
+    """A handle to a job started with :meth:`StreamEnvironment.start`.
+
+    The job runs as a task of the caller's event loop. :meth:`wait` returns its result (or raises its
+    error); :meth:`cancel` stops it and waits until every one of its tasks has ended.
+    """
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.name = runner.job_name
+        self._runner = runner
+        self.status = JobStatus.RUNNING
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+        self._result: JobResult | None = None
+        self._error: Exception | None = None
+        self._task = spawn_detached(self._run, name=f"lockgate job {self.name!r}")
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r} [{self.status.value}]>"
+
+    async def _run(self) -> None:
+        try:
+            with self._scope:
+                self._result = await self._runner.run()
+            if self._result is not None:
+                self.status = JobStatus.FINISHED
+            else:
+                self.status = JobStatus.CANCELLED
+        except Exception as exc:  # kept for wait(): nothing may escape a detached task
+            self._error = exc
+            self.status = JobStatus.FAILED
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended, however it ended."""
+        return self._done.is_set()
+
+    def channel_statistics(self) -> dict[str, ChannelStatistics]:
+        """The statistics of every channel of the job now, by channel name."""
+        return self._runner.channel_statistics()
+
+    async def wait(self) -> JobResult:
+        """Wait for the job to end and return its result.
+
+        Raises:
+            JobFailedError: An operator raised.
+            JobCancelledError: The job was cancelled.
+        """
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        if self._result is None:
+            raise JobCancelledError(f"job {self.name!r} was cancelled before it finished")
+        return self._result
+
+    async def cancel(self) -> None:
+        """Stop the job and wait until all its tasks have ended. Does nothing if it has ended."""
+        self._scope.cancel()
+        await self._done.wait()

@@ -1,0 +1,107 @@
+"""Where a subtask's outputs go: one router per subtask, one edge output per outgoing job edge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lockgate.mailbox import Channel, ControlEvent
+from lockgate.state import key_group_owners, stable_key_hash
+
+
+class EdgeOutput:
+    """Sends batches to the channels of one edge; batches larger than ``batch_size`` are split."""
+
+    def __init__(self, channels: list[Channel], batch_size: int) -> None:
+        self.channels = channels
+        self.batch_size = batch_size
+
+    async def _send(self, channel: Channel, batch: list[Any]) -> None:
+        size = self.batch_size
+        if len(batch) <= size:
+            await channel.send(batch)
+        else:
+            for start in range(0, len(batch), size):
+                await channel.send(batch[start : start + size])
+
+    async def emit(self, batch: list[Any]) -> None:
+        """Send a non-empty batch of records."""
+        raise NotImplementedError
+
+    async def emit_event(self, event: ControlEvent) -> None:
+        """Send a control event to every channel of the edge."""
+        for channel in self.channels:
+            await channel.send(event)
+
+
+class ForwardOutput(EdgeOutput):
+    async def emit(self, batch: list[Any]) -> None:
+        await self._send(self.channels[0], batch)
+
+
+class BroadcastOutput(EdgeOutput):
+    async def emit(self, batch: list[Any]) -> None:
+        for channel in self.channels:  # one list shared by all: records are never mutated downstream
+            await self._send(channel, batch)
+
+
+class RebalanceOutput(EdgeOutput):
+    """Round-robin by record, continuing where the last batch stopped."""
+
+    def __init__(self, channels: list[Channel], batch_size: int, start: int) -> None:
+        super().__init__(channels, batch_size)
+        self._next = start % len(channels)
+
+    async def emit(self, batch: list[Any]) -> None:
+        count = len(self.channels)
+        first = self._next
+        for offset in range(min(count, len(batch))):
+            await self._send(self.channels[(first + offset) % count], batch[offset::count])
+        self._next = (first + len(batch)) % count
+
+
+class KeyGroupOutput(EdgeOutput):
+    """Each record goes to the owner of its key's key group."""
+
+    def __init__(
+        self,
+        channels: list[Channel],
+        batch_size: int,
+        key_selector: Callable[[Any], Any],
+        max_parallelism: int,
+    ) -> None:
+        super().__init__(channels, batch_size)
+        self._key_selector = key_selector
+        self._max_parallelism = max_parallelism
+        self._owners = key_group_owners(max_parallelism, len(channels))
+
+    async def emit(self, batch: list[Any]) -> None:
+        channels = self.channels
+        if len(channels) == 1:
+            await self._send(channels[0], batch)
+            return
+        buckets: list[list[Any]] = [[] for _ in channels]
+        appends = [bucket.append for bucket in buckets]
+        owners, max_parallelism, key_of = self._owners, self._max_parallelism, self._key_selector
+        for record in batch:
+            appends[owners[stable_key_hash(key_of(record)) % max_parallelism]](record)
+        for channel, bucket in zip(channels, buckets, strict=True):
+            if bucket:
+                await self._send(channel, bucket)
+
+
+class OutputRouter:
+    """All outputs of one subtask."""
+
+    def __init__(self, edges: list[EdgeOutput]) -> None:
+        self.edges = edges
+
+    async def emit(self, batch: list[Any]) -> None:
+        """Send a non-empty batch along every outgoing edge."""
+        for edge in self.edges:
+            await edge.emit(batch)
+
+    async def emit_event(self, event: ControlEvent) -> None:
+        """Send a control event to every downstream channel."""
+        for edge in self.edges:
+            await edge.emit_event(event)

@@ -1,0 +1,276 @@
+"""Streams: the user-facing builders of the logical graph."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lockgate._errors import ConfigurationError
+from lockgate.connectors import Sink
+from lockgate.functions import KeyedProcessFunction, ProcessFunction
+from lockgate.graph import (
+    BroadcastPartitioner,
+    FilterSpec,
+    FlatMapSpec,
+    ForwardPartitioner,
+    KeyedProcessSpec,
+    KeyGroupPartitioner,
+    KeySelector,
+    MapSpec,
+    OperatorSpec,
+    OperatorTransformation,
+    Partitioner,
+    PartitionTransformation,
+    ProcessSpec,
+    RebalancePartitioner,
+    ReduceSpec,
+    SinkSpec,
+    Transformation,
+    UnionTransformation,
+)
+
+if TYPE_CHECKING:
+    from lockgate.api._environment import StreamEnvironment
+
+S = TypeVar("S", bound=Sink)
+
+
+def _require_function(method: str, fn: object, example: str) -> None:
+    if not callable(fn) or isinstance(fn, type):
+        got = f"the class {fn.__qualname__}" if isinstance(fn, type) else repr(fn)
+        raise ConfigurationError(f"{method}() needs a function, got {got}; for example {example}")
+
+
+def _require_instance(method: str, function: object, base: type) -> None:
+    if isinstance(function, type):
+        raise ConfigurationError(
+            f"{method}() needs an instance of {base.__name__}, got the class {function.__qualname__}; "
+            f"pass {function.__qualname__}() instead"
+        )
+    if not isinstance(function, base):
+        raise ConfigurationError(
+            f"{method}() needs an instance of a {base.__name__} subclass, got {function!r}"
+        )
+
+
+class DataStream:
+    """A stream of records. Each method adds an operator and returns the stream it produces.
+
+    Every operator method takes ``uid=`` (its stable name in checkpoints, unique in the job),
+    ``name=`` (its display name) and ``parallelism=`` (its number of subtasks).
+    """
+
+    def __init__(self, env: StreamEnvironment, node: Transformation) -> None:
+        self.env = env
+        self._node = node
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {getattr(self._node, 'uid', type(self._node).__name__)}>"
+
+    @property
+    def parallelism(self) -> int:
+        """The parallelism of the operator that produces this stream."""
+        return self._node.parallelism
+
+    def _operator(
+        self,
+        spec: OperatorSpec,
+        uid: str | None,
+        name: str | None,
+        parallelism: int | None,
+        source: Transformation | None = None,
+    ) -> OperatorTransformation:
+        env = self.env
+        parallelism = env._check_parallelism(parallelism, name or uid or spec.kind)
+        node = OperatorTransformation(
+            id=env._next_id(),
+            parallelism=parallelism,
+            inputs=(source or self._node,),
+            spec=spec,
+            **env._naming(spec.kind, uid, name),
+        )
+        return env._add(node)
+
+    def _partitioned(self, partitioner: Partitioner) -> DataStream:
+        node = PartitionTransformation(
+            id=self.env._next_id(),
+            parallelism=self._node.parallelism,
+            inputs=(self._node,),
+            partitioner=partitioner,
+        )
+        return DataStream(self.env, self.env._add(node))
+
+    # ---- record-at-a-time functions
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Each record becomes ``fn(record)``; ``fn`` is a ``def`` or an ``async def``."""
+        _require_function("map", fn, "map(lambda r: r * 2)")
+        return DataStream(self.env, self._operator(MapSpec(fn), uid, name, parallelism))
+
+    def filter(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Keep the records for which ``fn(record)`` is true; ``fn`` may be ``async def``."""
+        _require_function("filter", fn, "filter(lambda r: r > 0)")
+        return DataStream(self.env, self._operator(FilterSpec(fn), uid, name, parallelism))
+
+    def flat_map(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Each record becomes what ``fn(record)`` yields or returns (an iterable, or None).
+
+        ``fn`` may be a generator, an async generator, or a ``def``/``async def`` returning an iterable.
+        """
+        _require_function("flat_map", fn, "flat_map(str.split)")
+        return DataStream(self.env, self._operator(FlatMapSpec(fn), uid, name, parallelism))
+
+    def process(
+        self,
+        function: ProcessFunction[Any, Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Run a :class:`ProcessFunction` on every record (no keyed state; see KeyedStream.process)."""
+        _require_instance("process", function, ProcessFunction)
+        return DataStream(self.env, self._operator(ProcessSpec(function), uid, name, parallelism))
+
+    # ---- partitioning
+
+    def key_by(self, key_selector: KeySelector) -> KeyedStream:
+        """Partition by key: records of one key go to one subtask, in order, with their keyed state.
+
+        ``key_selector(record)`` returns the key: None, bool, int, float, str, bytes, a tuple of these
+        or a dataclass instance.
+        """
+        _require_function("key_by", key_selector, "key_by(lambda r: r[0])")
+        stream = self._partitioned(KeyGroupPartitioner(key_selector))
+        return KeyedStream(self.env, stream._node, key_selector)
+
+    def rebalance(self) -> DataStream:
+        """Spread records round-robin over the next operator's subtasks."""
+        return self._partitioned(RebalancePartitioner())
+
+    def broadcast(self) -> DataStream:
+        """Send every record to every subtask of the next operator."""
+        return self._partitioned(BroadcastPartitioner())
+
+    def forward(self) -> DataStream:
+        """Send subtask i's records to subtask i of the next operator (equal parallelism only)."""
+        return self._partitioned(ForwardPartitioner())
+
+    def union(self, *others: DataStream) -> DataStream:
+        """One stream of the records of this stream and ``others``."""
+        if not others:
+            raise ConfigurationError("union() needs at least one other stream")
+        for other in others:
+            if not isinstance(other, DataStream):
+                raise ConfigurationError(f"union() takes streams, got {other!r}")
+            if other.env is not self.env:
+                raise ConfigurationError("union() cannot join streams of different environments")
+        nodes = (self._node, *(other._node for other in others))
+        node = UnionTransformation(id=self.env._next_id(), parallelism=self._node.parallelism, inputs=nodes)
+        return DataStream(self.env, self.env._add(node))
+
+    # ---- sinks
+
+    def sink(
+        self,
+        sink: S,
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> S:
+        """Write the stream to ``sink``; returns the sink: ``out = s.sink(lg.CollectSink())``."""
+        _require_instance("sink", sink, Sink)
+        self._operator(SinkSpec(sink), uid, name, parallelism)
+        return sink
+
+
+class KeyedStream(DataStream):
+    """A stream partitioned by key (see :meth:`DataStream.key_by`)."""
+
+    def __init__(self, env: StreamEnvironment, node: Transformation, key_selector: KeySelector) -> None:
+        super().__init__(env, node)
+        self.key_selector = key_selector
+
+    def process(  # type: ignore[override]
+        self,
+        function: KeyedProcessFunction[Any, Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Run a :class:`KeyedProcessFunction`, with keyed state, on every record."""
+        _require_instance("process", function, KeyedProcessFunction)
+        spec = KeyedProcessSpec(function, self.key_selector)
+        return DataStream(self.env, self._operator(spec, uid, name, parallelism))
+
+    def reduce(
+        self,
+        fn: Callable[[Any, Any], Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Per key, emit ``fn(previous_result, record)`` for every record (the first passes as is)."""
+        _require_function("reduce", fn, "reduce(lambda a, b: (a[0], a[1] + b[1]))")
+        spec = ReduceSpec(fn, self.key_selector)
+        return DataStream(self.env, self._operator(spec, uid, name, parallelism))
+
+    def sum(
+        self,
+        field: int | str | None = None,
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """A running sum per key of ``field``: a tuple or list index, a dataclass field or dict key.
+
+        With no ``field`` the records themselves are the numbers summed.
+        """
+        return self.reduce(_summer(field), uid=uid, name=name or "sum", parallelism=parallelism)
+
+
+def _summer(field: int | str | None) -> Callable[[Any, Any], Any]:
+    if field is None:
+        return lambda total, value: total + value
+    if not isinstance(field, int | str):
+        raise ConfigurationError(f"sum() takes an index or field name, got {field!r}")
+
+    def add(total: Any, value: Any) -> Any:
+        if isinstance(total, tuple | list) and isinstance(field, int):
+            summed = list(total)
+            summed[field] = total[field] + value[field]
+            return type(total)(summed) if type(total) in (tuple, list) else type(total)(*summed)
+        if isinstance(total, dict):
+            return {**total, field: total[field] + value[field]}
+        if dataclasses.is_dataclass(total) and isinstance(field, str):
+            summed_field = getattr(total, field) + getattr(value, field)
+            return dataclasses.replace(total, **{field: summed_field})  # type: ignore[type-var]
+        raise TypeError(f"sum({field!r}) cannot read that field of a {type(total).__qualname__}")
+
+    return add

@@ -1,0 +1,210 @@
+"""The stream environment: where a job graph is built, configured and started."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import sniffio
+
+from lockgate._errors import ConfigurationError
+from lockgate.actors import Job, JobResult, JobRunner, RuntimeOptions
+from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
+from lockgate.graph import SourceTransformation, Transformation, build_job_graph
+from lockgate.state import HeapStateBackend, StateBackend, check_parallelism
+
+if TYPE_CHECKING:
+    from lockgate.api._datastream import DataStream
+
+T = TypeVar("T")
+
+
+class StreamEnvironment:
+    """Builds a streaming job and runs it in the caller's event loop.
+
+    Args:
+        parallelism: The default number of subtasks of each operator.
+        max_parallelism: The number of key groups: the most subtasks a keyed operator can ever have.
+            It is fixed for the life of the job's state, so choose it with room to grow.
+        batch_size: The most records in a batch handed from one actor to another.
+        channel_capacity: The most batches queued in one channel before its producer waits; with
+            ``batch_size`` it bounds the memory of each channel.
+    """
+
+    def __init__(
+        self,
+        parallelism: int = 1,
+        max_parallelism: int = 128,
+        *,
+        batch_size: int = 1000,
+        channel_capacity: int = 8,
+    ) -> None:
+        check_parallelism(parallelism, max_parallelism)
+        for name, value in (("batch_size", batch_size), ("channel_capacity", channel_capacity)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+        self.parallelism = parallelism
+        self.max_parallelism = max_parallelism
+        self.batch_size = batch_size
+        self.channel_capacity = channel_capacity
+        self.state_backend: StateBackend = HeapStateBackend()
+        self._transformations: list[Transformation] = []
+        self._uids: set[str] = set()
+        self._ids = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamEnvironment [parallelism {self.parallelism}, max_parallelism "
+            f"{self.max_parallelism}, {len(self._transformations)} transformations, "
+            f"{self.state_backend!r}]>"
+        )
+
+    # ---- configuration
+
+    def set_state_backend(self, backend: StateBackend) -> StreamEnvironment:
+        """Choose where keyed operators keep live state (default: :class:`HeapStateBackend`)."""
+        if not isinstance(backend, StateBackend):
+            raise ConfigurationError(
+                f"set_state_backend() takes a state backend such as lg.HeapStateBackend(), got {backend!r}"
+            )
+        self.state_backend = backend
+        return self
+
+    # ---- sources
+
+    def from_collection(
+        self,
+        items: Iterable[T],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """A stream of the items of a collection, in order at parallelism 1 (its default).
+
+        The items are copied into a list when this is called.
+        """
+        return self.from_source(
+            CollectionSource(list(items)),
+            uid=uid,
+            name=name or "from_collection",
+            parallelism=parallelism or 1,
+        )
+
+    def from_async_iterable(
+        self, iterable: AsyncIterable[T], *, uid: str | None = None, name: str | None = None
+    ) -> DataStream:
+        """A stream of what an async iterable yields (at parallelism 1; it cannot be replayed)."""
+        if not isinstance(iterable, AsyncIterable):
+            raise ConfigurationError(
+                f"from_async_iterable() takes an async iterable (an async generator, say), got {iterable!r}"
+            )
+        return self.from_source(AsyncIterableSource(iterable), uid=uid, name=name or "from_async_iterable")
+
+    def from_source(
+        self,
+        source: Source,
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """A stream read from ``source``, such as a :class:`QueueSource`."""
+        from lockgate.api._datastream import DataStream
+
+        if not isinstance(source, Source):
+            raise ConfigurationError(f"from_source() takes a source such as lg.QueueSource(), got {source!r}")
+        fixed = source.fixed_parallelism
+        if parallelism is not None and fixed is not None and parallelism != fixed:
+            raise ConfigurationError(
+                f"{type(source).__name__} runs at parallelism {fixed} only, not {parallelism}"
+            )
+        parallelism = parallelism or fixed or self.parallelism
+        kind = "source"
+        node = SourceTransformation(
+            id=self._next_id(),
+            parallelism=self._check_parallelism(parallelism, name or kind),
+            source=source,
+            **self._naming(kind, uid, name),
+        )
+        return DataStream(self, self._add(node))
+
+    # ---- graph building, used by the stream classes
+
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    def _add(self, node: T) -> T:
+        assert isinstance(node, Transformation)
+        self._transformations.append(node)
+        return node
+
+    def _check_parallelism(self, parallelism: int | None, what: str) -> int:
+        if parallelism is None:
+            return self.parallelism
+        check_parallelism(parallelism, self.max_parallelism, f"the parallelism of {what!r}")
+        return parallelism
+
+    def _naming(self, kind: str, uid: str | None, name: str | None) -> dict[str, Any]:
+        """The uid and name of a new operator; a uid may be used once per job."""
+        if uid is not None:
+            if not isinstance(uid, str) or not uid:
+                raise ConfigurationError(f"a uid must be a non-empty str, got {uid!r}")
+            if uid in self._uids:
+                raise ConfigurationError(
+                    f"uid {uid!r} is already used by another operator of this job; uids name state "
+                    "in checkpoints, so each operator needs its own"
+                )
+        identifier = self._next_id()
+        chosen = uid if uid is not None else f"{kind}-{identifier}"
+        # An auto uid could collide with a later explicit one; keep both in one namespace.
+        while chosen in self._uids:
+            chosen = f"{kind}-{identifier}-{next(self._ids)}"
+        self._uids.add(chosen)
+        return {"uid": chosen, "uid_is_explicit": uid is not None, "name": name or chosen}
+
+    # ---- running
+
+    def _runner(self, job_name: str) -> JobRunner:
+        if not isinstance(job_name, str) or not job_name:
+            raise ConfigurationError(f"a job name must be a non-empty str, got {job_name!r}")
+        graph = build_job_graph(self._transformations, self.max_parallelism)
+        options = RuntimeOptions(self.batch_size, self.channel_capacity, self.state_backend)
+        return JobRunner(job_name, graph, options)
+
+    async def execute(self, job_name: str = "lockgate job") -> JobResult:
+        """Run the job to its end in the current task and return its result.
+
+        Works inside an already running event loop (a notebook, a service), on asyncio and trio.
+        Cancelling the calling task cancels the job.
+
+        Raises:
+            JobFailedError: An operator raised; the job's tasks have all ended.
+            ConfigurationError: The graph is invalid.
+        """
+        return await self._runner(job_name).run()
+
+    async def start(self, job_name: str = "lockgate job") -> Job:
+        """Start the job in the background of the current event loop and return its handle."""
+        return Job(self._runner(job_name))
+
+    def execute_blocking(self, job_name: str = "lockgate job") -> JobResult:
+        """Run the job from plain, synchronous code: starts an event loop and runs it to the end.
+
+        Raises:
+            ConfigurationError: Called while an event loop is running in this thread; there, use
+                ``await env.execute(...)``.
+        """
+        try:
+            library = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            library = None
+        if library is not None:
+            raise ConfigurationError(
+                f"execute_blocking() cannot run inside a running {library} event loop; "
+                "use 'await env.execute(...)' there instead"
+            )
+        runner = self._runner(job_name)
+        return anyio.run(runner.run)

@@ -1,0 +1,11 @@
+"""Sources and sinks: the interfaces and the built-in connectors."""
+
+from lockgate.connectors._sink import CollectSink as CollectSink
+from lockgate.connectors._sink import PrintSink as PrintSink
+from lockgate.connectors._sink import Sink as Sink
+from lockgate.connectors._sink import SinkWriter as SinkWriter
+from lockgate.connectors._source import AsyncIterableSource as AsyncIterableSource
+from lockgate.connectors._source import CollectionSource as CollectionSource
+from lockgate.connectors._source import QueueSource as QueueSource
+from lockgate.connectors._source import Source as Source
+from lockgate.connectors._source import SourceReader as SourceReader

@@ -1,0 +1,223 @@
+"""The source interface and the built-in sources: collections, queues and async iterables."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+from lockgate._errors import ConfigurationError, LockgateError
+from lockgate.functions import RuntimeContext
+
+T = TypeVar("T")
+
+
+class SourceReader(ABC):
+    """Reads the records of one source subtask, a batch at a time."""
+
+    @abstractmethod
+    async def read(self, max_records: int) -> list[Any] | None:
+        """The next records, at least one and at most ``max_records``; waits until some are there.
+
+        Returns None once the input has ended. Must not wait for more records once it has one:
+        latency comes before batch size.
+        """
+
+    async def run_background(self) -> None:  # noqa: B027 - optional hook
+        """Work that runs beside :meth:`read` while the reader lives (a pump from an iterator, say).
+
+        It is cancelled when the source ends. The default does nothing.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the reader holds; called once, however the subtask ends."""
+
+
+class Source(ABC):
+    """Creates a reader for each subtask of a source operator.
+
+    Attributes:
+        fixed_parallelism: The only parallelism the source supports, or None if any will do.
+    """
+
+    fixed_parallelism: int | None = None
+
+    @abstractmethod
+    def create_reader(self, ctx: RuntimeContext) -> SourceReader:
+        """The reader for subtask ``ctx.subtask_index`` of ``ctx.parallelism``."""
+
+
+class CollectionSource(Source, Generic[T]):
+    """Emits the items of a sequence. Subtask ``i`` of ``p`` emits the items at indexes ``i, i+p, ...``,
+    in order, so at parallelism 1 the order is the sequence's."""
+
+    def __init__(self, items: Sequence[T]) -> None:
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"CollectionSource(<{len(self.items)} items>)"
+
+    def create_reader(self, ctx: RuntimeContext) -> SourceReader:
+        return _CollectionReader(self.items, ctx.subtask_index, ctx.parallelism)
+
+
+class _CollectionReader(SourceReader):
+    def __init__(self, items: Sequence[Any], subtask_index: int, parallelism: int) -> None:
+        self._items = items
+        self._step = parallelism
+        self._next = subtask_index  # index of the next item to emit
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        start = self._next
+        if start >= len(self._items):
+            return None
+        stop = start + max_records * self._step
+        self._next = stop
+        return list(self._items[start : stop : self._step])
+
+
+class _RecordBuffer:
+    """A bounded FIFO of records between one writer side and one reading source subtask."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self.maxsize = maxsize
+        self.closed = False
+        self._items: deque[Any] = deque()
+        self._failure: BaseException | None = None
+        self._readable: anyio.Event | None = None
+        self._writable: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _wake_reader(self) -> None:
+        if self._readable is not None:
+            self._readable.set()
+            self._readable = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self.closed:
+            raise LockgateError("the source is closed: it accepts no more records")
+        if len(self._items) >= self.maxsize:
+            raise anyio.WouldBlock
+        self._items.append(item)
+        self._wake_reader()
+
+    async def put(self, item: Any) -> None:
+        while not self.closed and len(self._items) >= self.maxsize:
+            self._writable = anyio.Event()
+            await self._writable.wait()
+        self.put_nowait(item)
+
+    def close(self, failure: BaseException | None = None) -> None:
+        self.closed = True
+        self._failure = failure
+        self._wake_reader()
+        if self._writable is not None:
+            self._writable.set()
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        items = self._items
+        while not items:
+            if self._failure is not None:
+                raise self._failure
+            if self.closed:
+                return None
+            self._readable = anyio.Event()
+            await self._readable.wait()
+        count = min(max_records, len(items))
+        batch = [items.popleft() for _ in range(count)]
+        if self._writable is not None:
+            self._writable.set()
+            self._writable = None
+        return batch
+
+
+class QueueSource(Source, Generic[T]):
+    """A source that the application pushes records into: ``await q.put(x)``, then ``q.close()``.
+
+    A record whose ``put()`` returned has been accepted by the job. ``put()`` waits while ``maxsize``
+    records are buffered (backpressure reaches the application). After ``close()`` the job reads what
+    is buffered and then its input ends. It runs at parallelism 1.
+    """
+
+    fixed_parallelism = 1
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self._buffer = _RecordBuffer(maxsize)
+        self._reader_created = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._buffer.closed else "open"
+        return f"<QueueSource [{len(self._buffer)}/{self._buffer.maxsize} buffered, {state}]>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._buffer.closed
+
+    async def put(self, item: T) -> None:
+        """Hand ``item`` to the job, waiting while the buffer is full."""
+        await self._buffer.put(item)
+
+    def put_nowait(self, item: T) -> None:
+        """Hand ``item`` to the job; raises ``anyio.WouldBlock`` if the buffer is full."""
+        self._buffer.put_nowait(item)
+
+    def close(self) -> None:
+        """End the input: the job processes what is buffered, then finishes."""
+        self._buffer.close()
+
+    def create_reader(self, ctx: RuntimeContext) -> SourceReader:
+        if self._reader_created:
+            raise ConfigurationError(
+                "a QueueSource feeds one job run only; create a new QueueSource for each run"
+            )
+        self._reader_created = True
+        return _BufferReader(self._buffer)
+
+
+class _BufferReader(SourceReader):
+    def __init__(self, buffer: _RecordBuffer) -> None:
+        self._buffer = buffer
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        return await self._buffer.read(max_records)
+
+
+class AsyncIterableSource(Source, Generic[T]):
+    """Emits what an async iterable yields, at parallelism 1.
+
+    It cannot rewind, so after a failure its records cannot be replayed.
+    """
+
+    fixed_parallelism = 1
+
+    def __init__(self, iterable: AsyncIterable[T], buffer_size: int = 1000) -> None:
+        self.iterable = iterable
+        self.buffer_size = buffer_size
+
+    def create_reader(self, ctx: RuntimeContext) -> SourceReader:
+        return _AsyncIterableReader(self.iterable, self.buffer_size)
+
+
+class _AsyncIterableReader(_BufferReader):
+    """A background pump moves items into a buffer, so a read takes all that is ready at once."""
+
+    def __init__(self, iterable: AsyncIterable[Any], buffer_size: int) -> None:
+        super().__init__(_RecordBuffer(buffer_size))
+        self._iterable = iterable
+
+    async def run_background(self) -> None:
+        try:
+            async for item in self._iterable:
+                await self._buffer.put(item)
+        except Exception as exc:  # handed to read(), which raises it in the source's subtask
+            self._buffer.close(exc)
+        else:
+            self._buffer.close()

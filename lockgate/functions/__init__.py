@@ -1,0 +1,5 @@
+"""The base classes of user functions and their runtime context."""
+
+from lockgate.functions._functions import KeyedProcessFunction as KeyedProcessFunction
+from lockgate.functions._functions import ProcessFunction as ProcessFunction
+from lockgate.functions._functions import RuntimeContext as RuntimeContext

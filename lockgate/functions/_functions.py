@@ -1,0 +1,81 @@
+"""The base classes of user functions and the context the runtime hands them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Generic, TypeVar
+
+from lockgate.state import ValueState, ValueStateDescriptor
+
+IN = TypeVar("IN")
+OUT = TypeVar("OUT")
+T = TypeVar("T")
+
+
+class RuntimeContext(ABC):
+    """What a function sees of the subtask that runs it.
+
+    The same object is handed to ``open()`` and to every ``process_element()`` call of a subtask.
+
+    Attributes:
+        operator_uid: The operator's uid (explicit, or derived from its place in the graph).
+        operator_name: The operator's display name.
+        subtask_index: This subtask's index, from 0.
+        parallelism: The operator's number of subtasks.
+        max_parallelism: The job's number of key groups.
+    """
+
+    operator_uid: str
+    operator_name: str
+    subtask_index: int
+    parallelism: int
+    max_parallelism: int
+
+    @abstractmethod
+    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
+        """The keyed :class:`ValueState` that ``descriptor`` declares (keyed streams only)."""
+
+    @abstractmethod
+    def get_current_key(self) -> Any:
+        """The key of the record being processed (keyed streams only)."""
+
+
+class KeyedProcessFunction(ABC, Generic[IN, OUT]):
+    """A function of a keyed stream, with keyed state.
+
+    Implement ``process_element(value, ctx)`` in one of these forms; each record's outputs are what it
+    yields (or returns):
+
+    - ``async def`` with ``yield``: may ``await`` anything, state included (the PyFlink form);
+    - ``def`` with ``yield``, or a ``def`` that returns an iterable of outputs or None: the fast form.
+      It reaches state through the ``*_nowait`` handle methods, which work on every local backend.
+
+    State handles are created in :meth:`open` with ``ctx.get_state(...)``; they act on the key of the
+    record being processed. Each subtask works on its own copy of the function object.
+    """
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Called once per subtask before the first record: declare state here."""
+
+    @abstractmethod
+    def process_element(self, value: IN, ctx: RuntimeContext) -> AsyncIterator[OUT] | Iterable[OUT] | None:
+        """Process one record of the current key; yield (or return) its outputs."""
+
+    def close(self) -> None:
+        """Called once per subtask when it ends, however it ends."""
+
+
+class ProcessFunction(ABC, Generic[IN, OUT]):
+    """A function of a non-keyed stream. ``process_element`` takes the same forms as in
+    :class:`KeyedProcessFunction`; keyed state is not available here."""
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Called once per subtask before the first record."""
+
+    @abstractmethod
+    def process_element(self, value: IN, ctx: RuntimeContext) -> AsyncIterator[OUT] | Iterable[OUT] | None:
+        """Process one record; yield (or return) its outputs."""
+
+    def close(self) -> None:
+        """Called once per subtask when it ends, however it ends."""

@@ -1,0 +1,154 @@
+"""From the logical graph to the job graph: operators chained into vertices joined by edges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lockgate._errors import ConfigurationError
+from lockgate.graph._transformations import (
+    ForwardPartitioner,
+    OperatorTransformation,
+    Partitioner,
+    PartitionTransformation,
+    PhysicalTransformation,
+    RebalancePartitioner,
+    SinkSpec,
+    SourceTransformation,
+    Transformation,
+    UnionTransformation,
+)
+
+
+@dataclass(eq=False)
+class JobEdge:
+    """Records flow from every subtask of ``source`` to the subtasks of ``target`` by ``partitioner``."""
+
+    source: JobVertex
+    target: JobVertex
+    partitioner: Partitioner
+
+    def __repr__(self) -> str:
+        return f"<JobEdge {self.source.name} -{self.partitioner.name}-> {self.target.name}>"
+
+
+@dataclass(eq=False)
+class JobVertex:
+    """A chain of operators that runs as one actor per subtask; ``operators[0]`` is the head."""
+
+    index: int
+    operators: list[PhysicalTransformation]
+    parallelism: int
+    inputs: list[JobEdge] = field(default_factory=list)
+    outputs: list[JobEdge] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The chain's operator names, joined by ``->``."""
+        return " -> ".join(op.name for op in self.operators)
+
+    @property
+    def is_source(self) -> bool:
+        """Whether the chain starts with a source."""
+        return isinstance(self.operators[0], SourceTransformation)
+
+    def __repr__(self) -> str:
+        return f"<JobVertex {self.name} [parallelism {self.parallelism}]>"
+
+
+@dataclass(eq=False)
+class JobGraph:
+    """Vertices in topological order (every vertex after its inputs)."""
+
+    vertices: list[JobVertex]
+    max_parallelism: int
+
+    def __repr__(self) -> str:
+        return f"<JobGraph [{len(self.vertices)} vertices: {', '.join(v.name for v in self.vertices)}]>"
+
+
+def _resolve_inputs(
+    node: Transformation, partitioner: Partitioner | None = None
+) -> list[tuple[PhysicalTransformation, Partitioner | None]]:
+    # Walk back through virtual nodes; the partitioner nearest the consumer wins.
+    if isinstance(node, PhysicalTransformation):
+        return [(node, partitioner)]
+    if isinstance(node, PartitionTransformation):
+        return _resolve_inputs(node.inputs[0], partitioner or node.partitioner)
+    if isinstance(node, UnionTransformation):
+        return [edge for source in node.inputs for edge in _resolve_inputs(source, partitioner)]
+    raise TypeError(f"unknown transformation {node!r}")
+
+
+def build_job_graph(transformations: Iterable[Transformation], max_parallelism: int) -> JobGraph:
+    """Chain and connect the operators that lead to a sink; raise ConfigurationError for a bad graph."""
+    sinks = [
+        t for t in transformations if isinstance(t, OperatorTransformation) and isinstance(t.spec, SinkSpec)
+    ]
+    if not sinks:
+        raise ConfigurationError(
+            "the job has no sink, so nothing would be executed; add one, e.g. stream.sink(lg.PrintSink())"
+        )
+
+    # The physical operators that lead to a sink, and their resolved input edges.
+    inputs: dict[PhysicalTransformation, list[tuple[PhysicalTransformation, Partitioner]]] = {}
+    pending: list[PhysicalTransformation] = list(sinks)
+    while pending:
+        node = pending.pop()
+        if node in inputs:
+            continue
+        resolved: list[tuple[PhysicalTransformation, Partitioner]] = []
+        for logical_input in node.inputs:
+            for upstream, partitioner in _resolve_inputs(logical_input):
+                resolved.append((upstream, _effective(upstream, node, partitioner)))
+                pending.append(upstream)
+        inputs[node] = resolved
+    nodes = sorted(inputs, key=lambda t: t.id)
+    outputs: dict[PhysicalTransformation, list[PhysicalTransformation]] = {n: [] for n in nodes}
+    for node in nodes:
+        for upstream, _ in inputs[node]:
+            outputs[upstream].append(node)
+
+    def chains_into(node: PhysicalTransformation) -> bool:
+        # Chain into the single upstream when nothing but a forward edge of equal parallelism joins them.
+        if len(inputs[node]) != 1:
+            return False
+        upstream, partitioner = inputs[node][0]
+        return (
+            isinstance(partitioner, ForwardPartitioner)
+            and len(outputs[upstream]) == 1
+            and upstream.parallelism == node.parallelism
+        )
+
+    vertex_of: dict[PhysicalTransformation, JobVertex] = {}
+    vertices: list[JobVertex] = []
+    for node in nodes:  # in id order, so a chain's head comes before its members
+        if chains_into(node):
+            vertex = vertex_of[inputs[node][0][0]]
+            vertex.operators.append(node)
+        else:
+            vertex = JobVertex(len(vertices), [node], node.parallelism)
+            vertices.append(vertex)
+        vertex_of[node] = vertex
+    for vertex in vertices:
+        head = vertex.operators[0]
+        for upstream, partitioner in inputs[head]:
+            edge = JobEdge(vertex_of[upstream], vertex, partitioner)
+            vertex.inputs.append(edge)
+            edge.source.outputs.append(edge)
+    return JobGraph(vertices, max_parallelism)
+
+
+def _effective(
+    upstream: PhysicalTransformation, node: PhysicalTransformation, partitioner: Partitioner | None
+) -> Partitioner:
+    if partitioner is None:
+        same = upstream.parallelism == node.parallelism
+        return ForwardPartitioner() if same else RebalancePartitioner()
+    if isinstance(partitioner, ForwardPartitioner) and upstream.parallelism != node.parallelism:
+        raise ConfigurationError(
+            f"forward() joins {upstream.name!r} (parallelism {upstream.parallelism}) to {node.name!r} "
+            f"(parallelism {node.parallelism}): forward needs equal parallelism; use rebalance() "
+            "or give both operators the same parallelism"
+        )
+    return partitioner

@@ -1,0 +1,166 @@
+"""Bounded channels from one producer subtask to one consumer subtask, and the mailbox that reads them.
+
+A channel is a FIFO of messages, each a batch of records or a control event, so a record can never
+overtake a control event on one channel. It holds at most ``capacity`` messages: a producer that finds
+it full waits, which is how a slow consumer slows its producers (backpressure) and bounds memory.
+Batches keep the cost of the hand-off per batch, not per record.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+
+from lockgate.mailbox._events import ControlEvent, Message
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    """A snapshot of a channel's counters.
+
+    Attributes:
+        queued: Messages in the channel now.
+        capacity: The most messages it holds.
+        max_queued: The most messages it ever held at once.
+        batches_sent: Batches of records sent through it.
+        records_sent: Records sent through it.
+        max_batch: The largest batch sent, in records.
+    """
+
+    queued: int
+    capacity: int
+    max_queued: int
+    batches_sent: int
+    records_sent: int
+    max_batch: int
+
+
+class Channel:
+    """A bounded FIFO of messages from one producer to one :class:`Mailbox`."""
+
+    __slots__ = (
+        "_batches",
+        "_mailbox",
+        "_max_batch",
+        "_max_queued",
+        "_queue",
+        "_records",
+        "_space",
+        "capacity",
+        "name",
+    )
+
+    def __init__(self, capacity: int, name: str = "channel") -> None:
+        if capacity < 1:
+            raise ValueError(f"a channel's capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.name = name
+        self._queue: deque[Message] = deque()
+        self._mailbox: Mailbox | None = None
+        self._space: anyio.Event | None = None
+        self._max_queued = 0
+        self._batches = 0
+        self._records = 0
+        self._max_batch = 0
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name} [{len(self._queue)}/{self.capacity} queued]>"
+
+    async def send(self, message: Message) -> None:
+        """Append ``message``, waiting while the channel is full. A batch must not be empty."""
+        queue = self._queue
+        while len(queue) >= self.capacity:
+            # One producer per channel, so one waiter at most.
+            self._space = anyio.Event()
+            await self._space.wait()
+        queue.append(message)
+        if len(queue) > self._max_queued:
+            self._max_queued = len(queue)
+        if not isinstance(message, ControlEvent):
+            size = len(message)
+            self._batches += 1
+            self._records += size
+            if size > self._max_batch:
+                self._max_batch = size
+        mailbox = self._mailbox
+        if mailbox is not None and mailbox._wakeup is not None:
+            mailbox._wakeup.set()
+
+    def _take(self) -> Message:
+        message = self._queue.popleft()
+        space = self._space
+        if space is not None:
+            self._space = None
+            space.set()
+        return message
+
+    def statistics(self) -> ChannelStatistics:
+        """The channel's counters now."""
+        return ChannelStatistics(
+            queued=len(self._queue),
+            capacity=self.capacity,
+            max_queued=self._max_queued,
+            batches_sent=self._batches,
+            records_sent=self._records,
+            max_batch=self._max_batch,
+        )
+
+
+class Mailbox:
+    """The inbox of one actor: reads its input channels one message at a time.
+
+    Channels are read round-robin, so no input starves another. A channel can be paused with
+    :meth:`pause` (barrier alignment holds an input that delivered a barrier) and resumed later;
+    messages wait in a paused channel, in order, and its producer feels the backpressure.
+    """
+
+    def __init__(self, channels: list[Channel]) -> None:
+        for channel in channels:
+            if channel._mailbox is not None:
+                raise ValueError(f"{channel!r} already feeds a mailbox")
+            channel._mailbox = self
+        self._channels = channels
+        self._paused = [False] * len(channels)
+        self._next = 0
+        self._wakeup: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        queued = sum(len(c._queue) for c in self._channels)
+        paused = sum(self._paused)
+        return f"<Mailbox [{len(self._channels)} channels, {queued} queued, {paused} paused]>"
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The input channels, by index."""
+        return list(self._channels)
+
+    def pause(self, index: int) -> None:
+        """Stop reading channel ``index`` until :meth:`resume`."""
+        self._paused[index] = True
+
+    def resume(self, index: int) -> None:
+        """Read channel ``index`` again."""
+        self._paused[index] = False
+        if self._wakeup is not None and self._channels[index]._queue:
+            self._wakeup.set()
+
+    async def receive(self) -> tuple[int, Message]:
+        """The next message of any unpaused channel, with the channel's index; waits for one."""
+        channels = self._channels
+        paused = self._paused
+        count = len(channels)
+        while True:
+            start = self._next
+            for step in range(count):
+                index = (start + step) % count
+                if not paused[index] and channels[index]._queue:
+                    self._next = (index + 1) % count
+                    return index, channels[index]._take()
+            # Nothing runs between the scan and here (no await), so no send can be missed.
+            self._wakeup = anyio.Event()
+            try:
+                await self._wakeup.wait()
+            finally:
+                self._wakeup = None

@@ -1,0 +1,41 @@
+"""Keyed state: descriptors, handles, key groups, key serialisation and the state backends."""
+
+from lockgate.state._backend import (
+    DEFAULT_NAMESPACE as DEFAULT_NAMESPACE,
+)
+from lockgate.state._backend import (
+    MISSING as MISSING,
+)
+from lockgate.state._backend import (
+    KeyedStateBackend as KeyedStateBackend,
+)
+from lockgate.state._backend import (
+    StateBackend as StateBackend,
+)
+from lockgate.state._descriptors import ValueStateDescriptor as ValueStateDescriptor
+from lockgate.state._handles import ValueState as ValueState
+from lockgate.state._handles import make_value_state as make_value_state
+from lockgate.state._heap import HeapKeyedStateBackend as HeapKeyedStateBackend
+from lockgate.state._heap import HeapStateBackend as HeapStateBackend
+from lockgate.state._keygroups import (
+    UPPER_BOUND_MAX_PARALLELISM as UPPER_BOUND_MAX_PARALLELISM,
+)
+from lockgate.state._keygroups import (
+    KeyGroupRange as KeyGroupRange,
+)
+from lockgate.state._keygroups import (
+    check_parallelism as check_parallelism,
+)
+from lockgate.state._keygroups import (
+    key_group_for as key_group_for,
+)
+from lockgate.state._keygroups import (
+    key_group_owners as key_group_owners,
+)
+from lockgate.state._keygroups import (
+    stable_key_hash as stable_key_hash,
+)
+from lockgate.state._keygroups import (
+    subtask_for_key_group as subtask_for_key_group,
+)
+from lockgate.state._serialization import canonical_key_bytes as canonical_key_bytes

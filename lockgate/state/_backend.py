@@ -1,0 +1,123 @@
+"""The keyed state backend interface: one instance per keyed operator subtask.
+
+A backend holds the keyed state of the key groups its subtask owns. Access is async, so a backend may
+live anywhere; a local backend (heap, RocksDB) also answers synchronously through the ``*_nowait``
+methods, which state handles use to skip an await on the hot path.
+
+Every access names the state, the key and the namespace. The runtime sets :attr:`current_key` before
+it hands a record to a keyed function; state handles read it, as Flink's ``setCurrentKey`` does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Final
+
+from lockgate._errors import ConfigurationError
+from lockgate.state._descriptors import ValueStateDescriptor
+from lockgate.state._keygroups import KeyGroupRange
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: Returned by ``get`` for a key that holds no value (None is a value a state may hold).
+MISSING: Final = _Missing()
+
+#: The namespace of state that is not scoped to a window.
+DEFAULT_NAMESPACE: Final = None
+
+
+class KeyedStateBackend(ABC):
+    """Keyed state of one subtask, scoped to its key group range.
+
+    Attributes:
+        current_key: The key of the record being processed; state handles read and write under it.
+        key_group_range: The key groups this subtask owns.
+        max_parallelism: The number of key groups of the job.
+    """
+
+    #: Whether the ``*_nowait`` methods work. Backends whose state is remote set this to False.
+    supports_nowait: bool = False
+
+    def __init__(self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int) -> None:
+        self.operator_uid = operator_uid
+        self.key_group_range = key_group_range
+        self.max_parallelism = max_parallelism
+        self.current_key: Any = None
+        self._kinds: dict[str, str] = {}
+
+    def register_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
+        """Declare a state; the same name may be declared again only with the same kind."""
+        kind = self._kinds.setdefault(descriptor.name, descriptor.kind)
+        if kind != descriptor.kind:
+            raise ConfigurationError(
+                f"operator {self.operator_uid!r} declares state {descriptor.name!r} as {descriptor.kind} "
+                f"state, but it is already {kind} state; give each state its own name"
+            )
+        self._create_state(descriptor.name)
+
+    @abstractmethod
+    def _create_state(self, name: str) -> None:
+        """Make room for state ``name``; called once per registration, so it must be idempotent."""
+
+    @abstractmethod
+    async def get(self, state: str, key: Any, namespace: Any) -> Any:
+        """The value of ``key`` in ``state`` and ``namespace``, or :data:`MISSING`."""
+
+    @abstractmethod
+    async def put(self, state: str, key: Any, namespace: Any, value: Any) -> None:
+        """Set the value of ``key``."""
+
+    @abstractmethod
+    async def delete(self, state: str, key: Any, namespace: Any) -> None:
+        """Remove the value of ``key``; removing an absent key does nothing."""
+
+    async def get_many(self, state: str, keys: Sequence[Any], namespace: Any) -> list[Any]:
+        """The values of ``keys``, :data:`MISSING` where absent; backends batch this where they can."""
+        return [await self.get(state, key, namespace) for key in keys]
+
+    async def put_many(self, state: str, items: Iterable[tuple[Any, Any]], namespace: Any) -> None:
+        """Set many values at once; backends batch this where they can."""
+        for key, value in items:
+            await self.put(state, key, namespace, value)
+
+    @abstractmethod
+    def items(self, state: str, namespace: Any) -> AsyncIterator[tuple[Any, Any]]:
+        """Every ``(key, value)`` of ``state`` in ``namespace``, in no particular order."""
+
+    def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
+        """Synchronous :meth:`get`, for local backends (see :attr:`supports_nowait`)."""
+        raise self._no_nowait()
+
+    def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
+        """Synchronous :meth:`put`, for local backends."""
+        raise self._no_nowait()
+
+    def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
+        """Synchronous :meth:`delete`, for local backends."""
+        raise self._no_nowait()
+
+    def _no_nowait(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"{type(self).__name__} has no synchronous access; use the awaitable state methods "
+            "(await state.value()) instead of the *_nowait ones"
+        )
+
+    async def dispose(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release what the backend holds; called once when its subtask ends, however it ends."""
+
+
+class StateBackend(ABC):
+    """Decides where live keyed state lives; creates one :class:`KeyedStateBackend` per subtask."""
+
+    @abstractmethod
+    def create_keyed_backend(
+        self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int
+    ) -> KeyedStateBackend:
+        """The backend for one subtask of a keyed operator."""

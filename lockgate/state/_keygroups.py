@@ -1,0 +1,99 @@
+"""Key groups: the unit in which keyed state is partitioned, assigned and moved.
+
+A key's key group is ``stable_key_hash(key) % max_parallelism``. Key groups are assigned to subtasks in
+contiguous ranges with Flink's formula, so that rescaling moves whole key groups and never splits one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from lockgate._errors import ConfigurationError
+from lockgate.state._serialization import canonical_key_bytes
+
+#: The largest max parallelism: key groups are stored in two bytes (as in Flink, 2**15).
+UPPER_BOUND_MAX_PARALLELISM = 1 << 15
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _fmix32(h: int) -> int:
+    # The finaliser of MurmurHash3: CRC32 alone is linear, so its low bits cluster for similar keys;
+    # this mixes every input bit into the low bits that pick a key group.
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _MASK32
+    h ^= h >> 16
+    return h
+
+
+@lru_cache(maxsize=1 << 17)
+def stable_key_hash(key: Any) -> int:
+    """A 32-bit hash of ``key`` that is the same in every process, machine and Python version.
+
+    It hashes the canonical key bytes, never the built-in ``hash()``, which is salted per process.
+    Results are cached: partitioning calls this once per record, and keys repeat.
+    """
+    return _fmix32(zlib.crc32(canonical_key_bytes(key)))
+
+
+def key_group_for(key: Any, max_parallelism: int) -> int:
+    """The key group of ``key`` among ``max_parallelism`` key groups."""
+    return stable_key_hash(key) % max_parallelism
+
+
+def check_parallelism(parallelism: int, max_parallelism: int, what: str = "parallelism") -> None:
+    """Raise :class:`ConfigurationError` unless ``1 <= parallelism <= max_parallelism <= 2**15``."""
+    if not isinstance(max_parallelism, int) or not 1 <= max_parallelism <= UPPER_BOUND_MAX_PARALLELISM:
+        raise ConfigurationError(
+            f"max_parallelism must be an int from 1 to {UPPER_BOUND_MAX_PARALLELISM}, got {max_parallelism!r}"
+        )
+    if not isinstance(parallelism, int) or parallelism < 1:
+        raise ConfigurationError(f"{what} must be a positive int, got {parallelism!r}")
+    if parallelism > max_parallelism:
+        raise ConfigurationError(
+            f"{what} {parallelism} is above max_parallelism {max_parallelism}: a keyed operator cannot "
+            "have more subtasks than key groups; raise max_parallelism or lower the parallelism"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGroupRange:
+    """The inclusive range of key groups ``start..end`` owned by one subtask."""
+
+    start: int
+    end: int
+
+    def __contains__(self, key_group: object) -> bool:
+        return isinstance(key_group, int) and self.start <= key_group <= self.end
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.end + 1))
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start + 1)
+
+    @classmethod
+    def for_subtask(cls, max_parallelism: int, parallelism: int, subtask_index: int) -> KeyGroupRange:
+        """The key groups of subtask ``subtask_index`` (Flink's range assignment)."""
+        check_parallelism(parallelism, max_parallelism)
+        if not 0 <= subtask_index < parallelism:
+            raise ValueError(f"subtask_index {subtask_index} is outside 0..{parallelism - 1}")
+        start = -(-subtask_index * max_parallelism // parallelism)
+        end = -(-(subtask_index + 1) * max_parallelism // parallelism) - 1
+        return cls(start, end)
+
+
+def subtask_for_key_group(max_parallelism: int, parallelism: int, key_group: int) -> int:
+    """The index of the subtask that owns ``key_group`` at ``parallelism``."""
+    return key_group * parallelism // max_parallelism
+
+
+def key_group_owners(max_parallelism: int, parallelism: int) -> list[int]:
+    """``owners[kg]`` is the subtask that owns key group ``kg``: a table for the hot path."""
+    return [subtask_for_key_group(max_parallelism, parallelism, kg) for kg in range(max_parallelism)]
