@@ -83,19 +83,28 @@ class SubtaskActor:
             raise failure
 
     async def _run_source(self, uid: str, reader: SourceReader) -> None:
+        failure: Exception | None = None
         async with anyio.create_task_group() as background:
             background.start_soon(reader.run_background)
-            while True:
-                try:
-                    batch = await reader.read(self.batch_size)
-                except Exception as exc:
-                    raise OperatorFailure(uid) from exc
-                if batch is None:
-                    break
-                if batch:
-                    await self._process(batch, 0)
-                await anyio.lowlevel.checkpoint()
+            try:
+                await self._read_source(uid, reader)
+            except Exception as exc:  # raised below, outside the group, so it is not wrapped
+                failure = exc
             background.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _read_source(self, uid: str, reader: SourceReader) -> None:
+        while True:
+            try:
+                batch = await reader.read(self.batch_size)
+            except Exception as exc:
+                raise OperatorFailure(uid) from exc
+            if batch is None:
+                return
+            if batch:
+                await self._process(batch, 0)
+            await anyio.lowlevel.checkpoint()
 
     async def _run_mailbox(self, mailbox: Mailbox) -> None:
         open_inputs = len(mailbox.channels)

@@ -37,9 +37,8 @@ S = TypeVar("S", bound=Sink)
 
 
 def _require_function(method: str, fn: object, example: str) -> None:
-    if not callable(fn) or isinstance(fn, type):
-        got = f"the class {fn.__qualname__}" if isinstance(fn, type) else repr(fn)
-        raise ConfigurationError(f"{method}() needs a function, got {got}; for example {example}")
+    if not callable(fn):
+        raise ConfigurationError(f"{method}() needs a function, got {fn!r}; for example {example}")
 
 
 def _require_instance(method: str, function: object, base: type) -> None:

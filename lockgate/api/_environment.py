@@ -89,7 +89,7 @@ class StreamEnvironment:
         return self.from_source(
             CollectionSource(list(items)),
             uid=uid,
-            name=name or "from_collection",
+            name=name,
             parallelism=parallelism or 1,
         )
 
@@ -101,7 +101,7 @@ class StreamEnvironment:
             raise ConfigurationError(
                 f"from_async_iterable() takes an async iterable (an async generator, say), got {iterable!r}"
             )
-        return self.from_source(AsyncIterableSource(iterable), uid=uid, name=name or "from_async_iterable")
+        return self.from_source(AsyncIterableSource(iterable), uid=uid, name=name)
 
     def from_source(
         self,

@@ -1,0 +1,53 @@
+"""Helpers shared by the benchmarks: timing, a counting sink, and the JSON line."""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lockgate as lg
+
+
+class CountSink(lg.Sink):
+    """A sink that only counts what it receives, so the sink costs next to nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def create_writer(self, ctx: lg.RuntimeContext) -> lg.SinkWriter:
+        return _CountWriter(self)
+
+
+class _CountWriter(lg.SinkWriter):
+    def __init__(self, sink: CountSink) -> None:
+        self._sink = sink
+
+    async def write(self, records: list[Any]) -> None:
+        self._sink.count += len(records)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds taken by ``fn()`` and its result, after a collection so earlier garbage is not charged."""
+    gc.collect()
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def median_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """The median time of ``repeat`` runs of ``fn`` and the last result."""
+    times = []
+    result = None
+    for _ in range(repeat):
+        seconds, result = timed(fn)
+        times.append(seconds)
+    return statistics.median(times), result
+
+
+def report(line: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON line."""
+    print(json.dumps(line), flush=True)
