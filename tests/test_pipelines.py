@@ -252,3 +252,46 @@ async def test_print_sink_prefixes_subtask_numbers_above_parallelism_one(
     env.from_collection(range(4), parallelism=2).sink(lg.PrintSink())
     await env.execute("print")
     assert sorted(capsys.readouterr().out.splitlines()) == ["1> 0", "1> 2", "2> 1", "2> 3"]
+
+
+class CountForms:
+    """The four forms process_element may take; each emits (key, count so far), none for "skip"."""
+
+    class AsyncGenerator(lg.KeyedProcessFunction[str, tuple[str, int]]):
+        def open(self, ctx: lg.RuntimeContext) -> None:
+            self.count = ctx.get_state(lg.ValueStateDescriptor("count", default=0))
+
+        async def process_element(self, value: str, ctx: lg.RuntimeContext) -> Any:
+            count = await self.count.value() + 1
+            await self.count.update(count)
+            if value != "skip":
+                yield (value, count)
+
+    class Coroutine(AsyncGenerator):
+        async def process_element(self, value: str, ctx: lg.RuntimeContext) -> Any:  # type: ignore[override]
+            count = await self.count.value() + 1
+            await self.count.update(count)
+            return None if value == "skip" else [(value, count)]
+
+    class Generator(AsyncGenerator):
+        def process_element(self, value: str, ctx: lg.RuntimeContext) -> Any:  # type: ignore[override]
+            count = self.count.value_nowait() + 1
+            self.count.update_nowait(count)
+            if value != "skip":
+                yield (value, count)
+
+    class Function(AsyncGenerator):
+        def process_element(self, value: str, ctx: lg.RuntimeContext) -> Any:  # type: ignore[override]
+            count = self.count.value_nowait() + 1
+            self.count.update_nowait(count)
+            return None if value == "skip" else [(value, count)]
+
+
+@pytest.mark.parametrize("form", ["AsyncGenerator", "Coroutine", "Generator", "Function"])
+async def test_every_form_of_process_element_gives_the_same_results(form: str) -> None:
+    words = ["a", "b", "skip", "a", "c", "a", "skip", "b"]
+    env = lg.StreamEnvironment(parallelism=2)
+    function = getattr(CountForms, form)()
+    out = env.from_collection(words).key_by(lambda w: w).process(function).sink(lg.CollectSink())
+    await env.execute(form)
+    assert sorted(out.results) == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)]
