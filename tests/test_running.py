@@ -168,3 +168,33 @@ async def test_a_slow_sink_bounds_the_records_in_flight() -> None:
         assert stats.max_queued <= stats.capacity == capacity
         assert stats.max_batch <= batch_size
     assert sum(s.records_sent for name, s in result.channels.items() if "->sum" in name) == total
+
+
+async def test_a_producer_blocked_on_put_is_released_when_the_job_fails() -> None:
+    queue: lg.QueueSource[int] = lg.QueueSource(maxsize=2)
+    env = lg.StreamEnvironment()
+
+    def fail_on_three(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    env.from_source(queue).map(fail_on_three, uid="fails").sink(lg.CollectSink())
+    job = await env.start("fails")
+    refused: list[BaseException] = []
+
+    async def produce() -> None:
+        try:
+            for i in range(100):
+                await queue.put(i)
+        except lg.LockgateError as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        with pytest.raises(lg.JobFailedError, match="'fails'"):
+            await job.wait()
+    # The producer was not left waiting on a full buffer: its put() raised instead.
+    assert len(refused) == 1 and "has ended" in str(refused[0])
+    with pytest.raises(lg.LockgateError, match="has ended"):
+        queue.put_nowait(1)

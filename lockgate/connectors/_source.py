@@ -8,6 +8,7 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.functions import RuntimeContext
@@ -87,6 +88,7 @@ class _RecordBuffer:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self.maxsize = maxsize
         self.closed = False
+        self.reader_gone = False
         self._items: deque[Any] = deque()
         self._failure: BaseException | None = None
         self._readable: anyio.Event | None = None
@@ -101,6 +103,11 @@ class _RecordBuffer:
             self._readable = None
 
     def put_nowait(self, item: Any) -> None:
+        if self.reader_gone:
+            raise LockgateError(
+                "the job reading this source has ended, so the record was not accepted; "
+                "check the job's result (await job.wait()) for why"
+            )
         if self.closed:
             raise LockgateError("the source is closed: it accepts no more records")
         if len(self._items) >= self.maxsize:
@@ -109,6 +116,7 @@ class _RecordBuffer:
         self._wake_reader()
 
     async def put(self, item: Any) -> None:
+        await anyio.lowlevel.checkpoint()  # a put is a cancellation point and lets others run
         while not self.closed and len(self._items) >= self.maxsize:
             self._writable = anyio.Event()
             await self._writable.wait()
@@ -118,8 +126,18 @@ class _RecordBuffer:
         self.closed = True
         self._failure = failure
         self._wake_reader()
+        self._wake_writer()
+
+    def detach_reader(self) -> None:
+        """The reading subtask has ended (finished, failed or cancelled): refuse further records."""
+        self.reader_gone = True
+        self.closed = True
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         if self._writable is not None:
             self._writable.set()
+            self._writable = None
 
     async def read(self, max_records: int) -> list[Any] | None:
         items = self._items
@@ -132,9 +150,7 @@ class _RecordBuffer:
             await self._readable.wait()
         count = min(max_records, len(items))
         batch = [items.popleft() for _ in range(count)]
-        if self._writable is not None:
-            self._writable.set()
-            self._writable = None
+        self._wake_writer()
         return batch
 
 
@@ -188,6 +204,9 @@ class _BufferReader(SourceReader):
 
     async def read(self, max_records: int) -> list[Any] | None:
         return await self._buffer.read(max_records)
+
+    async def close(self) -> None:
+        self._buffer.detach_reader()
 
 
 class AsyncIterableSource(Source, Generic[T]):

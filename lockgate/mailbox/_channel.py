@@ -117,9 +117,10 @@ class Mailbox:
     """
 
     def __init__(self, channels: list[Channel]) -> None:
-        for channel in channels:
-            if channel._mailbox is not None:
+        for position, channel in enumerate(channels):
+            if channel._mailbox is not None or channel in channels[:position]:
                 raise ValueError(f"{channel!r} already feeds a mailbox")
+        for channel in channels:  # claimed only once all are known to be free
             channel._mailbox = self
         self._channels = channels
         self._paused = [False] * len(channels)

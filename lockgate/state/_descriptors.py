@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -12,25 +11,37 @@ T = TypeVar("T")
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, frozenset)
 
 
-@dataclass(frozen=True)
 class ValueStateDescriptor(Generic[T]):
     """Declares a keyed :class:`ValueState`: one value per key (and namespace).
 
     Args:
         name: The state's name, unique within its operator. Checkpoints map state by operator uid and
             this name, so keep it stable across versions of a job.
-        default: What ``value()`` returns for a key that has no value. Each call gets a fresh copy, so
-            a mutable default (a list, a dict) is never shared between keys.
+        default: What ``value()`` returns for a key that has no value (None if not given). Each call
+            gets a fresh copy, so a mutable default (a list, a dict) is never shared between keys.
+
+    The value type follows the default: ``ValueStateDescriptor("total", default=0)`` declares
+    ``ValueState[int]``.
     """
 
-    name: str
-    default: T | None = None
+    __slots__ = ("default", "name")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"a state name must be a non-empty str, got {self.name!r}")
+    @overload
+    def __init__(self: ValueStateDescriptor[Any], name: str) -> None: ...
 
-    def fresh_default(self) -> T | None:
+    @overload
+    def __init__(self, name: str, default: T) -> None: ...
+
+    def __init__(self, name: str, default: Any = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a state name must be a non-empty str, got {name!r}")
+        self.name = name
+        self.default: T = default
+
+    def __repr__(self) -> str:
+        return f"ValueStateDescriptor({self.name!r}, default={self.default!r})"
+
+    def fresh_default(self) -> T:
         """The default value, copied unless it is immutable."""
         default = self.default
         if isinstance(default, _IMMUTABLE):

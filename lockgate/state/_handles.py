@@ -30,7 +30,7 @@ class ValueState(Generic[T]):
     def __repr__(self) -> str:
         return f"<ValueState {self._name!r} of {self._backend.operator_uid!r}>"
 
-    async def value(self) -> T | None:
+    async def value(self) -> T:
         """The current key's value, or the default."""
         backend = self._backend
         if self._nowait:
@@ -54,7 +54,7 @@ class ValueState(Generic[T]):
         backend = self._backend
         await backend.delete(self._name, backend.current_key, DEFAULT_NAMESPACE)
 
-    def value_nowait(self) -> T | None:
+    def value_nowait(self) -> T:
         """:meth:`value` without an await (local backends only)."""
         backend = self._backend
         value = backend.get_nowait(self._name, backend.current_key, DEFAULT_NAMESPACE)

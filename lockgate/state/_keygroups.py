@@ -32,14 +32,24 @@ def _fmix32(h: int) -> int:
     return h
 
 
-@lru_cache(maxsize=1 << 17)
+def _uncached_key_hash(key: Any) -> int:
+    return _fmix32(zlib.crc32(canonical_key_bytes(key)))
+
+
+# Partitioning hashes every record's key, and keys repeat: a cache makes that a dict lookup.
+_cached_key_hash = lru_cache(maxsize=1 << 17)(_uncached_key_hash)
+
+
 def stable_key_hash(key: Any) -> int:
     """A 32-bit hash of ``key`` that is the same in every process, machine and Python version.
 
     It hashes the canonical key bytes, never the built-in ``hash()``, which is salted per process.
-    Results are cached: partitioning calls this once per record, and keys repeat.
+    Raises :class:`~lockgate.KeySerializationError` for a key of an unsupported type.
     """
-    return _fmix32(zlib.crc32(canonical_key_bytes(key)))
+    try:
+        return _cached_key_hash(key)
+    except TypeError:  # unhashable, so not cacheable: encode it, which names what is wrong
+        return _uncached_key_hash(key)
 
 
 def key_group_for(key: Any, max_parallelism: int) -> int:

@@ -42,7 +42,7 @@ def _encode(key: Any, out: bytearray) -> None:
             out += b"F"
             out += _NAN if math.isnan(key) else _FLOAT.pack(key)
     elif isinstance(key, str):
-        data = str(key).encode("utf-8", "surrogatepass")
+        data = str.encode(key, "utf-8", "surrogatepass")  # the value, not a subclass's __str__
         out += b"S" + _LEN.pack(len(data)) + data
     elif isinstance(key, bytes):
         out += b"B" + _LEN.pack(len(key)) + bytes(key)
@@ -53,7 +53,7 @@ def _encode(key: Any, out: bytearray) -> None:
     elif dataclasses.is_dataclass(key) and not isinstance(key, type):
         cls = type(key)
         name = f"{cls.__module__}.{cls.__qualname__}".encode()
-        fields = dataclasses.fields(key)
+        fields = [f for f in dataclasses.fields(key) if f.compare]  # as __eq__ sees the key
         out += b"D" + _LEN.pack(len(name)) + name + _LEN.pack(len(fields))
         for field in fields:
             _encode(field.name, out)

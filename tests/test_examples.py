@@ -1,0 +1,109 @@
+"""The examples run as a user runs them and print what they promise."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from ast import literal_eval
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str) -> str:
+    """Run an example script with this interpreter; return its standard output."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done.stdout
+
+
+def test_wordcount_prints_every_word_with_its_total_most_frequent_first() -> None:
+    out = run_example("wordcount.py")
+    assert out.startswith("Counted 31 words (19 different) in 3 lines in ")
+    rows = re.findall(r"^  (\S+) +(\d+)$", out, flags=re.MULTILINE)
+    counts = {word: int(count) for word, count in rows}
+    assert len(rows) == len(counts) == 19
+    assert sum(counts.values()) == 31
+    assert counts["a"] == 4
+    assert counts["stream"] == counts["table"] == counts["the"] == 3
+    assert counts["has"] == counts["is"] == counts["that"] == 2
+    assert counts["arriving"] == counts["itself"] == 1
+    # Sorted by count, most frequent first; ties alphabetically.
+    assert rows == sorted(rows, key=lambda row: (-int(row[1]), row[0]))
+
+
+def test_embedded_service_totals_every_order_and_exits_cleanly() -> None:
+    out = run_example("embedded_service.py")
+    assert "processed 2000 orders" in out
+    beats = re.search(r"heartbeat ran (\d+) times meanwhile", out)
+    assert beats is not None and int(beats.group(1)) >= 1
+    rows = re.findall(r"^  (\w+) +(\d+) +(\d+\.\d\d)$", out, flags=re.MULTILINE)
+    assert rows == [
+        ("ada", "500", "2745.00"),
+        ("bo", "500", "2741.00"),
+        ("cyd", "500", "2737.00"),
+        ("dee", "500", "2742.00"),
+    ]
+
+
+def _text_of(cell: Any) -> str:
+    """What a code cell printed and displayed, as plain text."""
+    parts = []
+    for output in cell.outputs:
+        assert output.output_type != "error", output
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif "text/plain" in output.get("data", {}):
+            parts.append(output.data["text/plain"])
+    return "".join(parts)
+
+
+@pytest.mark.timeout(180)
+def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
+    import nbclient
+    import nbformat
+    from ipykernel.kernelspec import write_kernel_spec
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    # The "python3" kernel must be this interpreter (the venv's), whatever kernel specs the machine has
+    # and whatever is first on PATH: write a spec that runs sys.executable and look only there.
+    write_kernel_spec(tmp_path / "kernels" / "python3")
+    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    assert specs.get_kernel_spec("python3").argv[0] == sys.executable
+    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
+
+    nb = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    assert nb.metadata.kernelspec.name == "python3"
+    assert all(not cell.get("outputs") for cell in nb.cells), "store the notebook without outputs"
+    # cleanup_kc: shut the kernel down and close its sockets, though the client did not create km.
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", km=km).execute(cleanup_kc=True)
+
+    cells = {cell.id: cell for cell in nb.cells if cell.cell_type == "code"}
+    outputs = {cell_id: _text_of(cell) for cell_id, cell in cells.items()}
+    assert outputs["running-sum-run"].startswith("JobResult(job_name='running-sum'")
+    assert literal_eval(outputs["running-sums"]) == [
+        ("figs", 5),
+        ("figs", 6),
+        ("pears", 3),
+        ("pears", 7),
+        ("pears", 17),
+        ("plums", 2),
+    ]
+    assert literal_eval(outputs["final-sums"]) == {"pears": 17, "figs": 6, "plums": 2}
+    assert outputs["background-start"] == "<Job 'live-sums' [running]>"
+    assert outputs["background-feed"] == "<Job 'live-sums' [running]>"
+    printed, final = outputs["background-wait"].split("\n", 1)
+    assert printed == "<Job 'live-sums' [finished]>"
+    assert literal_eval(final) == {"figs": sum(range(0, 100, 2)), "pears": sum(range(1, 100, 2))}
