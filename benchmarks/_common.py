@@ -38,14 +38,24 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
-def median_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    """The median time of ``repeat`` runs of ``fn`` and the last result."""
-    times = []
-    result = None
+def compare(
+    repeat: int, baseline: Callable[[], Any], engine: Callable[[], Any]
+) -> tuple[float, Any, float, Any]:
+    """Median seconds and last result of ``baseline`` and of ``engine``, run alternately ``repeat``
+    times each, so both see the same conditions on a shared, noisy machine."""
+    baseline_times, engine_times = [], []
+    baseline_result = engine_result = None
     for _ in range(repeat):
-        seconds, result = timed(fn)
-        times.append(seconds)
-    return statistics.median(times), result
+        seconds, baseline_result = timed(baseline)
+        baseline_times.append(seconds)
+        seconds, engine_result = timed(engine)
+        engine_times.append(seconds)
+    return (
+        statistics.median(baseline_times),
+        baseline_result,
+        statistics.median(engine_times),
+        engine_result,
+    )
 
 
 def report(line: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ uses the documented fast form (a plain ``def`` generator with ``value_nowait``/`
 The baseline is measured in the same process, interleaved with the engine runs, and the line reports
 the ratio of medians.
 
-    python benchmarks/keyed_sum.py --variant a [--n 2000000] [--keys 100000] [--repeat 3]
+    python benchmarks/keyed_sum.py --variant a [--n 2000000] [--keys 100000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from _common import CountSink, median_of, report
+from _common import CountSink, compare, report
 
 import lockgate as lg
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["heap"], default="heap")
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     n, k = args.n, args.keys
     records = [(f"k{i % k}", i) for i in range(n)]
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     # Correctness first, in a run of its own: the timed runs' sink only counts.
     final = FinalSums()
     run_engine(records, args.variant, final)
-    baseline_s, state = median_of(args.repeat, lambda: plain_loop(records))
-    engine_s, counter = median_of(args.repeat, lambda: run_engine(records, args.variant, CountSink()))
+    baseline_s, state, engine_s, counter = compare(
+        args.repeat, lambda: plain_loop(records), lambda: run_engine(records, args.variant, CountSink())
+    )
     correct = (
         counter.count == n
         and all(final.last[f"k{j}"] == state[f"k{j}"] == expected_sum(j, n, k) for j in watch)

@@ -2,7 +2,7 @@
 
 The baseline applies the same three functions in a plain loop, in the same process.
 
-    python benchmarks/stateless.py [--n 2000000] [--repeat 3]
+    python benchmarks/stateless.py [--n 2000000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import CountSink, median_of, report
+from _common import CountSink, compare, report
 
 import lockgate as lg
 
@@ -49,11 +49,12 @@ def run_engine(data: list[int]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     data = list(range(args.n))
-    baseline_s, expected = median_of(args.repeat, lambda: plain_loop(data))
-    engine_s, count = median_of(args.repeat, lambda: run_engine(data))
+    baseline_s, expected, engine_s, count = compare(
+        args.repeat, lambda: plain_loop(data), lambda: run_engine(data)
+    )
     report(
         {
             "workload": "W6",

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.functions import RuntimeContext
-from lockgate.state import KeyedStateBackend, ValueState, ValueStateDescriptor, make_value_state
+from lockgate.state import KeyedStateBackend, ValueState, ValueStateDescriptor
 
 T = TypeVar("T")
 
@@ -42,7 +42,10 @@ class SubtaskContext(RuntimeContext):
         return self.keyed_backend
 
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
-        return make_value_state(self._require_keyed("get_state()"), descriptor)
+        backend = self._require_keyed("get_state()")
+        if not isinstance(descriptor, ValueStateDescriptor):
+            raise TypeError(f"get_state() takes a ValueStateDescriptor, got {type(descriptor).__qualname__}")
+        return backend.create_value_state(descriptor)
 
     def get_current_key(self) -> Any:
         return self._require_keyed("get_current_key()").current_key

@@ -54,7 +54,8 @@ def call_form(fn: Callable[..., Any]) -> CallForm:
 
 
 def _extend_outputs(out: list[Any], result: Any, what: str) -> None:
-    # A function that returns (rather than yields) hands back an iterable of outputs, or None.
+    # The slow path of a function that returns (rather than yields): None, or an iterable of outputs
+    # that is not a list or tuple (those are extended inline by the callers).
     if result is None:
         return
     if isinstance(result, str | bytes | bytearray):
@@ -136,8 +137,13 @@ class FlatMapOperator(StreamOperator):
             for value in batch:
                 _extend_outputs(out, await fn(value), self.uid)
         else:
+            extend = out.extend
             for value in batch:
-                _extend_outputs(out, fn(value), self.uid)
+                result = fn(value)
+                if type(result) is list or type(result) is tuple:
+                    extend(result)
+                else:
+                    _extend_outputs(out, result, self.uid)
         return out
 
 
@@ -196,9 +202,14 @@ class KeyedProcessOperator(StreamOperator):
                 backend.current_key = key_of(value)
                 _extend_outputs(out, await process(value, ctx), self.uid)
         else:
+            extend = out.extend
             for value in batch:
                 backend.current_key = key_of(value)
-                _extend_outputs(out, process(value, ctx), self.uid)
+                result = process(value, ctx)
+                if type(result) is list or type(result) is tuple:
+                    extend(result)
+                else:
+                    _extend_outputs(out, result, self.uid)
         return out
 
 

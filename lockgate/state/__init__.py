@@ -1,22 +1,18 @@
 """Keyed state: descriptors, handles, key groups, key serialisation and the state backends."""
 
 from lockgate.state._backend import (
-    DEFAULT_NAMESPACE as DEFAULT_NAMESPACE,
-)
-from lockgate.state._backend import (
-    MISSING as MISSING,
-)
-from lockgate.state._backend import (
     KeyedStateBackend as KeyedStateBackend,
 )
 from lockgate.state._backend import (
     StateBackend as StateBackend,
 )
 from lockgate.state._descriptors import ValueStateDescriptor as ValueStateDescriptor
+from lockgate.state._handles import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
+from lockgate.state._handles import MISSING as MISSING
 from lockgate.state._handles import ValueState as ValueState
-from lockgate.state._handles import make_value_state as make_value_state
 from lockgate.state._heap import HeapKeyedStateBackend as HeapKeyedStateBackend
 from lockgate.state._heap import HeapStateBackend as HeapStateBackend
+from lockgate.state._heap import HeapValueState as HeapValueState
 from lockgate.state._keygroups import (
     UPPER_BOUND_MAX_PARALLELISM as UPPER_BOUND_MAX_PARALLELISM,
 )

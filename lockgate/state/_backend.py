@@ -12,25 +12,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Final
+from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.state._descriptors import ValueStateDescriptor
+from lockgate.state._handles import ValueState
 from lockgate.state._keygroups import KeyGroupRange
 
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-#: Returned by ``get`` for a key that holds no value (None is a value a state may hold).
-MISSING: Final = _Missing()
-
-#: The namespace of state that is not scoped to a window.
-DEFAULT_NAMESPACE: Final = None
+T = TypeVar("T")
 
 
 class KeyedStateBackend(ABC):
@@ -51,6 +40,11 @@ class KeyedStateBackend(ABC):
         self.max_parallelism = max_parallelism
         self.current_key: Any = None
         self._kinds: dict[str, str] = {}
+
+    def create_value_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
+        """Register ``descriptor`` and return its handle; backends may return a specialised handle."""
+        self.register_state(descriptor)
+        return ValueState(self, descriptor)
 
     def register_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
         """Declare a state; the same name may be declared again only with the same kind."""

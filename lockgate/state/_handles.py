@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
-from lockgate.state._backend import DEFAULT_NAMESPACE, MISSING, KeyedStateBackend
 from lockgate.state._descriptors import ValueStateDescriptor
 
+if TYPE_CHECKING:
+    from lockgate.state._backend import KeyedStateBackend
+
 T = TypeVar("T")
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: Returned by a backend's ``get`` for a key that holds no value (None is a value a state may hold).
+MISSING: Final = _Missing()
+
+#: The namespace of state that is not scoped to a window.
+DEFAULT_NAMESPACE: Final = None
 
 
 class ValueState(Generic[T]):
@@ -16,27 +32,25 @@ class ValueState(Generic[T]):
     ``value()`` of a key without a value is the descriptor's default (a fresh copy each time);
     ``update(None)`` is ``clear()``. The ``*_nowait`` forms do the same without an await, on backends
     whose state is local (heap and RocksDB): the fast form for hot paths.
+
+    Handles are created by the backend (``ctx.get_state`` asks it), so a backend can hand out a
+    handle specialised for its storage; this one goes through the backend interface.
     """
 
-    __slots__ = ("_backend", "_descriptor", "_name", "_nowait")
+    __slots__ = ("_backend", "_descriptor", "_name")
 
     def __init__(self, backend: KeyedStateBackend, descriptor: ValueStateDescriptor[T]) -> None:
-        backend.register_state(descriptor)
         self._backend = backend
         self._descriptor = descriptor
         self._name = descriptor.name
-        self._nowait = backend.supports_nowait
 
     def __repr__(self) -> str:
-        return f"<ValueState {self._name!r} of {self._backend.operator_uid!r}>"
+        return f"<{type(self).__name__} {self._name!r} of {self._backend.operator_uid!r}>"
 
     async def value(self) -> T:
         """The current key's value, or the default."""
         backend = self._backend
-        if self._nowait:
-            value = backend.get_nowait(self._name, backend.current_key, DEFAULT_NAMESPACE)
-        else:
-            value = await backend.get(self._name, backend.current_key, DEFAULT_NAMESPACE)
+        value = await backend.get(self._name, backend.current_key, DEFAULT_NAMESPACE)
         return self._descriptor.fresh_default() if value is MISSING else value
 
     async def update(self, value: T | None) -> None:
@@ -44,8 +58,6 @@ class ValueState(Generic[T]):
         backend = self._backend
         if value is None:
             await backend.delete(self._name, backend.current_key, DEFAULT_NAMESPACE)
-        elif self._nowait:
-            backend.put_nowait(self._name, backend.current_key, DEFAULT_NAMESPACE, value)
         else:
             await backend.put(self._name, backend.current_key, DEFAULT_NAMESPACE, value)
 
@@ -72,10 +84,3 @@ class ValueState(Generic[T]):
         """:meth:`clear` without an await (local backends only)."""
         backend = self._backend
         backend.delete_nowait(self._name, backend.current_key, DEFAULT_NAMESPACE)
-
-
-def make_value_state(backend: KeyedStateBackend, descriptor: Any) -> ValueState[Any]:
-    """The handle for ``descriptor``, with a clear error if it is not a value state descriptor."""
-    if not isinstance(descriptor, ValueStateDescriptor):
-        raise TypeError(f"get_state() takes a ValueStateDescriptor, got {type(descriptor).__qualname__}")
-    return ValueState(backend, descriptor)

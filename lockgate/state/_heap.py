@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
-from lockgate.state._backend import MISSING, KeyedStateBackend, StateBackend
+from lockgate.state._backend import KeyedStateBackend, StateBackend
+from lockgate.state._descriptors import ValueStateDescriptor
+from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._keygroups import KeyGroupRange
+
+T = TypeVar("T")
 
 
 class HeapKeyedStateBackend(KeyedStateBackend):
-    """Keyed state of one subtask in dicts: ``tables[state][namespace][key] -> value``."""
+    """Keyed state of one subtask in dicts: ``tables[state][namespace][key] -> value``.
+
+    The dict of the default namespace of each state lives as long as the backend, so handles can
+    hold it and reach a value in one lookup.
+    """
 
     supports_nowait = True
 
@@ -25,7 +33,11 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return f"<HeapKeyedStateBackend {self.operator_uid!r} [{sizes}]>"
 
     def _create_state(self, name: str) -> None:
-        self._tables.setdefault(name, {})
+        self._tables.setdefault(name, {DEFAULT_NAMESPACE: {}})
+
+    def create_value_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
+        self.register_state(descriptor)
+        return HeapValueState(self, descriptor, self._tables[descriptor.name][DEFAULT_NAMESPACE])
 
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         entries = self._tables[state].get(namespace)
@@ -43,7 +55,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         entries = spaces.get(namespace)
         if entries is not None:
             entries.pop(key, None)
-            if not entries:
+            if not entries and namespace is not DEFAULT_NAMESPACE:
                 del spaces[namespace]
 
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
@@ -58,6 +70,44 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     async def items(self, state: str, namespace: Any) -> AsyncIterator[tuple[Any, Any]]:
         for item in list(self._tables[state].get(namespace, {}).items()):
             yield item
+
+
+class HeapValueState(ValueState[T]):
+    """A value state that reads and writes its dict directly: one lookup per access, no await."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(
+        self, backend: HeapKeyedStateBackend, descriptor: ValueStateDescriptor[T], entries: dict[Any, Any]
+    ) -> None:
+        super().__init__(backend, descriptor)
+        self._entries = entries
+
+    async def value(self) -> T:
+        value = self._entries.get(self._backend.current_key, MISSING)
+        return self._descriptor.fresh_default() if value is MISSING else value
+
+    async def update(self, value: T | None) -> None:
+        if value is None:
+            self._entries.pop(self._backend.current_key, None)
+        else:
+            self._entries[self._backend.current_key] = value
+
+    async def clear(self) -> None:
+        self._entries.pop(self._backend.current_key, None)
+
+    def value_nowait(self) -> T:
+        value = self._entries.get(self._backend.current_key, MISSING)
+        return self._descriptor.fresh_default() if value is MISSING else value
+
+    def update_nowait(self, value: T | None) -> None:
+        if value is None:
+            self._entries.pop(self._backend.current_key, None)
+        else:
+            self._entries[self._backend.current_key] = value
+
+    def clear_nowait(self) -> None:
+        self._entries.pop(self._backend.current_key, None)
 
 
 class HeapStateBackend(StateBackend):
