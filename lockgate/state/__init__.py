@@ -35,3 +35,7 @@ from lockgate.state._keygroups import (
     subtask_for_key_group as subtask_for_key_group,
 )
 from lockgate.state._serialization import canonical_key_bytes as canonical_key_bytes
+from lockgate.state._serializers import DEFAULT_SERIALIZER as DEFAULT_SERIALIZER
+from lockgate.state._serializers import PickleSerializer as PickleSerializer
+from lockgate.state._serializers import Serializer as Serializer
+from lockgate.state._serializers import SerializerSnapshot as SerializerSnapshot
