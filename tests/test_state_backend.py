@@ -22,7 +22,7 @@ class AsyncOnlyBackend(lg.KeyedStateBackend):
         super().__init__(operator_uid, key_group_range, max_parallelism)
         self.data: dict[tuple[str, Any, Any], Any] = {}
 
-    def _create_state(self, name: str) -> None:
+    def _create_state(self, descriptor: lg.ValueStateDescriptor[Any]) -> None:
         pass
 
     async def get(self, state: str, key: Any, namespace: Any) -> Any:

@@ -182,34 +182,36 @@ class KeyedProcessOperator(StreamOperator):
         ctx = self.ctx
         backend = ctx.keyed_backend
         assert backend is not None
-        key_of = self._key_selector
+        keys = list(map(self._key_selector, batch))
+        await backend.prepare_batch(keys)
         process = self._function.process_element
         out: list[Any] = []
         form = self._form
         if form is CallForm.SYNC_GEN:
             extend = out.extend
-            for value in batch:
-                backend.current_key = key_of(value)
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
                 extend(process(value, ctx))
         elif form is CallForm.ASYNC_GEN:
             append = out.append
-            for value in batch:
-                backend.current_key = key_of(value)
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
                 async for result in process(value, ctx):
                     append(result)
         elif form is CallForm.ASYNC:
-            for value in batch:
-                backend.current_key = key_of(value)
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
                 _extend_outputs(out, await process(value, ctx), self.uid)
         else:
             extend = out.extend
-            for value in batch:
-                backend.current_key = key_of(value)
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
                 result = process(value, ctx)
                 if type(result) is list or type(result) is tuple:
                     extend(result)
                 else:
                     _extend_outputs(out, result, self.uid)
+        await backend.finish_batch()
         return out
 
 
@@ -226,15 +228,18 @@ class ReduceOperator(StreamOperator):
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         backend = self.ctx.keyed_backend
         assert backend is not None
-        state, fn, key_of = self._state, self._fn, self._key_selector
+        state, fn = self._state, self._fn
+        keys = list(map(self._key_selector, batch))
+        await backend.prepare_batch(keys)
         out: list[Any] = []
-        for value in batch:
-            backend.current_key = key_of(value)
+        for key, value in zip(keys, batch, strict=True):
+            backend.current_key = key
             previous = await state.value()
             if previous is not None:
                 value = await fn(previous, value) if self._async else fn(previous, value)
             await state.update(value)
             out.append(value)
+        await backend.finish_batch()
         return out
 
 

@@ -54,11 +54,11 @@ class KeyedStateBackend(ABC):
                 f"operator {self.operator_uid!r} declares state {descriptor.name!r} as {descriptor.kind} "
                 f"state, but it is already {kind} state; give each state its own name"
             )
-        self._create_state(descriptor.name)
+        self._create_state(descriptor)
 
     @abstractmethod
-    def _create_state(self, name: str) -> None:
-        """Make room for state ``name``; called once per registration, so it must be idempotent."""
+    def _create_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
+        """Make room for a state; called once per registration, so it must be idempotent."""
 
     @abstractmethod
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
@@ -102,6 +102,15 @@ class KeyedStateBackend(ABC):
             f"{type(self).__name__} has no synchronous access; use the awaitable state methods "
             "(await state.value()) instead of the *_nowait ones"
         )
+
+    async def prepare_batch(self, keys: Sequence[Any]) -> None:  # noqa: B027 - optional hook
+        """The keys of the next batch's records, in order, before any is processed.
+
+        A backend whose reads are costly can fetch their state at once here (a multi-get).
+        """
+
+    async def finish_batch(self) -> None:  # noqa: B027 - optional hook
+        """The batch announced by :meth:`prepare_batch` is processed: flush buffered writes."""
 
     async def dispose(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what the backend holds; called once when its subtask ends, however it ends."""

@@ -32,8 +32,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         )
         return f"<HeapKeyedStateBackend {self.operator_uid!r} [{sizes}]>"
 
-    def _create_state(self, name: str) -> None:
-        self._tables.setdefault(name, {DEFAULT_NAMESPACE: {}})
+    def _create_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
+        self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: {}})
 
     def create_value_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
         self.register_state(descriptor)
