@@ -6,9 +6,25 @@ from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.functions import RuntimeContext
-from lockgate.state import KeyedStateBackend, ValueState, ValueStateDescriptor
+from lockgate.state import (
+    AggregatingState,
+    AggregatingStateDescriptor,
+    KeyedStateBackend,
+    ListState,
+    ListStateDescriptor,
+    MapState,
+    MapStateDescriptor,
+    ReducingState,
+    ReducingStateDescriptor,
+    StateHandle,
+    ValueState,
+    ValueStateDescriptor,
+)
 
 T = TypeVar("T")
+IN = TypeVar("IN")
+OUT = TypeVar("OUT")
+H = TypeVar("H", bound=StateHandle[Any])
 
 
 class SubtaskContext(RuntimeContext):
@@ -41,11 +57,30 @@ class SubtaskContext(RuntimeContext):
             )
         return self.keyed_backend
 
+    def _keyed_state(self, method: str, descriptor: Any, expected: type[Any], handle_type: type[H]) -> H:
+        backend = self._require_keyed(f"{method}()")
+        if not isinstance(descriptor, expected):
+            raise TypeError(f"{method}() takes a {expected.__name__}, got {type(descriptor).__qualname__}")
+        return backend.create_state(descriptor, handle_type)
+
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
-        backend = self._require_keyed("get_state()")
-        if not isinstance(descriptor, ValueStateDescriptor):
-            raise TypeError(f"get_state() takes a ValueStateDescriptor, got {type(descriptor).__qualname__}")
-        return backend.create_value_state(descriptor)
+        return self._keyed_state("get_state", descriptor, ValueStateDescriptor, ValueState)
+
+    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]:
+        return self._keyed_state("get_list_state", descriptor, ListStateDescriptor, ListState)
+
+    def get_map_state(self, descriptor: MapStateDescriptor[T]) -> MapState[Any, T]:
+        return self._keyed_state("get_map_state", descriptor, MapStateDescriptor, MapState)
+
+    def get_reducing_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]:
+        return self._keyed_state("get_reducing_state", descriptor, ReducingStateDescriptor, ReducingState)
+
+    def get_aggregating_state(
+        self, descriptor: AggregatingStateDescriptor[IN, Any, OUT]
+    ) -> AggregatingState[IN, OUT]:
+        return self._keyed_state(
+            "get_aggregating_state", descriptor, AggregatingStateDescriptor, AggregatingState
+        )
 
     def get_current_key(self) -> Any:
         return self._require_keyed("get_current_key()").current_key

@@ -6,7 +6,18 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Generic, TypeVar
 
-from lockgate.state import ValueState, ValueStateDescriptor
+from lockgate.state import (
+    AggregatingState,
+    AggregatingStateDescriptor,
+    ListState,
+    ListStateDescriptor,
+    MapState,
+    MapStateDescriptor,
+    ReducingState,
+    ReducingStateDescriptor,
+    ValueState,
+    ValueStateDescriptor,
+)
 
 IN = TypeVar("IN")
 OUT = TypeVar("OUT")
@@ -35,6 +46,24 @@ class RuntimeContext(ABC):
     @abstractmethod
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
         """The keyed :class:`ValueState` that ``descriptor`` declares (keyed streams only)."""
+
+    @abstractmethod
+    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]:
+        """The keyed :class:`ListState` that ``descriptor`` declares (keyed streams only)."""
+
+    @abstractmethod
+    def get_map_state(self, descriptor: MapStateDescriptor[T]) -> MapState[Any, T]:
+        """The keyed :class:`MapState` that ``descriptor`` declares (keyed streams only)."""
+
+    @abstractmethod
+    def get_reducing_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]:
+        """The keyed :class:`ReducingState` that ``descriptor`` declares (keyed streams only)."""
+
+    @abstractmethod
+    def get_aggregating_state(
+        self, descriptor: AggregatingStateDescriptor[IN, Any, OUT]
+    ) -> AggregatingState[IN, OUT]:
+        """The keyed :class:`AggregatingState` that ``descriptor`` declares (keyed streams only)."""
 
     @abstractmethod
     def get_current_key(self) -> Any:

@@ -6,9 +6,23 @@ from lockgate.state._backend import (
 from lockgate.state._backend import (
     StateBackend as StateBackend,
 )
+from lockgate.state._descriptors import AggregateFunction as AggregateFunction
+from lockgate.state._descriptors import AggregatingStateDescriptor as AggregatingStateDescriptor
+from lockgate.state._descriptors import ListStateDescriptor as ListStateDescriptor
+from lockgate.state._descriptors import MapStateDescriptor as MapStateDescriptor
+from lockgate.state._descriptors import ReducingStateDescriptor as ReducingStateDescriptor
+from lockgate.state._descriptors import StateDescriptor as StateDescriptor
+from lockgate.state._descriptors import StateTtlConfig as StateTtlConfig
 from lockgate.state._descriptors import ValueStateDescriptor as ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
+from lockgate.state._handles import HANDLE_TYPES as HANDLE_TYPES
 from lockgate.state._handles import MISSING as MISSING
+from lockgate.state._handles import AggregatingState as AggregatingState
+from lockgate.state._handles import ListState as ListState
+from lockgate.state._handles import MapState as MapState
+from lockgate.state._handles import ReducingState as ReducingState
+from lockgate.state._handles import StateHandle as StateHandle
+from lockgate.state._handles import TtlValue as TtlValue
 from lockgate.state._handles import ValueState as ValueState
 from lockgate.state._heap import HeapKeyedStateBackend as HeapKeyedStateBackend
 from lockgate.state._heap import HeapStateBackend as HeapStateBackend

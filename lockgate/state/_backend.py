@@ -10,16 +10,17 @@ it hands a record to a keyed function; state handles read it, as Flink's ``setCu
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
-from lockgate.state._descriptors import ValueStateDescriptor
-from lockgate.state._handles import ValueState
+from lockgate.state._descriptors import StateDescriptor
+from lockgate.state._handles import HANDLE_TYPES, StateHandle
 from lockgate.state._keygroups import KeyGroupRange
 
-T = TypeVar("T")
+H = TypeVar("H", bound=StateHandle[Any])
 
 
 class KeyedStateBackend(ABC):
@@ -29,6 +30,7 @@ class KeyedStateBackend(ABC):
         current_key: The key of the record being processed; state handles read and write under it.
         key_group_range: The key groups this subtask owns.
         max_parallelism: The number of key groups of the job.
+        clock: Seconds since the epoch, as TTL counts them (tests may replace it).
     """
 
     #: Whether the ``*_nowait`` methods work. Backends whose state is remote set this to False.
@@ -39,14 +41,20 @@ class KeyedStateBackend(ABC):
         self.key_group_range = key_group_range
         self.max_parallelism = max_parallelism
         self.current_key: Any = None
+        self.clock: Callable[[], float] = time.time
         self._kinds: dict[str, str] = {}
 
-    def create_value_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
-        """Register ``descriptor`` and return its handle; backends may return a specialised handle."""
-        self.register_state(descriptor)
-        return ValueState(self, descriptor)
+    def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
+        """Register ``descriptor`` and return its handle, an instance of ``handle_type``.
 
-    def register_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
+        Backends may override this to return a subclass specialised for their storage.
+        """
+        self.register_state(descriptor)
+        if HANDLE_TYPES[descriptor.kind] is not handle_type:
+            raise TypeError(f"{descriptor!r} declares {descriptor.kind} state, not {handle_type.__name__}")
+        return handle_type(self, descriptor)
+
+    def register_state(self, descriptor: StateDescriptor[Any]) -> None:
         """Declare a state; the same name may be declared again only with the same kind."""
         kind = self._kinds.setdefault(descriptor.name, descriptor.kind)
         if kind != descriptor.kind:
@@ -57,7 +65,7 @@ class KeyedStateBackend(ABC):
         self._create_state(descriptor)
 
     @abstractmethod
-    def _create_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
+    def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
         """Make room for a state; called once per registration, so it must be idempotent."""
 
     @abstractmethod

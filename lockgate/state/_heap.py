@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from lockgate.state._backend import KeyedStateBackend, StateBackend
-from lockgate.state._descriptors import ValueStateDescriptor
+from lockgate.state._backend import H, KeyedStateBackend, StateBackend
+from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._keygroups import KeyGroupRange
 
@@ -32,12 +32,16 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         )
         return f"<HeapKeyedStateBackend {self.operator_uid!r} [{sizes}]>"
 
-    def _create_state(self, descriptor: ValueStateDescriptor[Any]) -> None:
+    def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
         self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: {}})
 
-    def create_value_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
-        self.register_state(descriptor)
-        return HeapValueState(self, descriptor, self._tables[descriptor.name][DEFAULT_NAMESPACE])
+    def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
+        handle = super().create_state(descriptor, handle_type)
+        if isinstance(descriptor, ValueStateDescriptor) and descriptor.ttl is None:
+            # Without TTL a value is stored as is: the handle can reach its dict directly.
+            entries = self._tables[descriptor.name][DEFAULT_NAMESPACE]
+            return HeapValueState(self, descriptor, entries)  # type: ignore[return-value]
+        return handle
 
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         entries = self._tables[state].get(namespace)
