@@ -25,9 +25,19 @@ from lockgate.functions import KeyedProcessFunction as KeyedProcessFunction
 from lockgate.functions import ProcessFunction as ProcessFunction
 from lockgate.functions import RuntimeContext as RuntimeContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
+from lockgate.state import AggregateFunction as AggregateFunction
+from lockgate.state import AggregatingState as AggregatingState
+from lockgate.state import AggregatingStateDescriptor as AggregatingStateDescriptor
 from lockgate.state import HeapStateBackend as HeapStateBackend
 from lockgate.state import KeyedStateBackend as KeyedStateBackend
+from lockgate.state import ListState as ListState
+from lockgate.state import ListStateDescriptor as ListStateDescriptor
+from lockgate.state import MapState as MapState
+from lockgate.state import MapStateDescriptor as MapStateDescriptor
+from lockgate.state import ReducingState as ReducingState
+from lockgate.state import ReducingStateDescriptor as ReducingStateDescriptor
 from lockgate.state import StateBackend as StateBackend
+from lockgate.state import StateTtlConfig as StateTtlConfig
 from lockgate.state import ValueState as ValueState
 from lockgate.state import ValueStateDescriptor as ValueStateDescriptor
 
@@ -59,6 +69,16 @@ __all__ = [
     "SourceReader",
     "StateBackend",
     "StreamEnvironment",
+    "AggregateFunction",
+    "AggregatingState",
+    "AggregatingStateDescriptor",
+    "ListState",
+    "ListStateDescriptor",
+    "MapState",
+    "MapStateDescriptor",
+    "ReducingState",
+    "ReducingStateDescriptor",
+    "StateTtlConfig",
     "ValueState",
     "ValueStateDescriptor",
 ]

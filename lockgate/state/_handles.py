@@ -146,6 +146,13 @@ class StateHandle(Generic[T]):
             return entry.value, TtlValue(entry.value, now)
         return entry.value, _KEEP
 
+    def _unexpired(self, entry: Any, now: float) -> Any:
+        """The entry's value, or MISSING if it expired: what a write builds on, whatever the visibility."""
+        ttl = self._ttl
+        if ttl is None or entry is MISSING:
+            return entry
+        return MISSING if ttl.expired(entry, now) else entry.value
+
     def _wrap(self, value: Any, now: float) -> Any:
         return value if self._ttl is None else TtlValue(value, now)
 
@@ -215,7 +222,7 @@ class ReducingState(_SingleValueHandle[T]):
 
     def _added(self, stored: Any, value: T) -> Any:
         now = self._now()
-        previous, _ = self._read_entry(stored, now)
+        previous = self._unexpired(stored, now)
         reduced = value if previous is MISSING else self._descriptor.reduce_function(previous, value)
         return self._wrap(reduced, now)
 
@@ -256,7 +263,7 @@ class AggregatingState(_SingleValueHandle[Any], Generic[IN, OUT]):
     def _added(self, stored: Any, value: IN) -> Any:
         now = self._now()
         function = self._descriptor.aggregate_function
-        accumulator, _ = self._read_entry(stored, now)
+        accumulator = self._unexpired(stored, now)
         if accumulator is MISSING:
             accumulator = function.create_accumulator()
         return self._wrap(function.add(value, accumulator), now)
