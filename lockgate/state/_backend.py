@@ -15,10 +15,20 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
+
 from lockgate._errors import ConfigurationError
 from lockgate.state._descriptors import StateDescriptor
 from lockgate.state._handles import HANDLE_TYPES, StateHandle
 from lockgate.state._keygroups import KeyGroupRange
+from lockgate.state._snapshot import (
+    Entry,
+    KeyedStateSnapshot,
+    SnapshotResources,
+    StateCodec,
+    StateMetaInfo,
+)
 
 H = TypeVar("H", bound=StateHandle[Any])
 
@@ -42,7 +52,10 @@ class KeyedStateBackend(ABC):
         self.max_parallelism = max_parallelism
         self.current_key: Any = None
         self.clock: Callable[[], float] = time.time
-        self._kinds: dict[str, str] = {}
+        #: The descriptor of every registered state, by name.
+        self.descriptors: dict[str, StateDescriptor[Any]] = {}
+        # Restored entries of states not registered yet, by state name.
+        self._restored: dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]] = {}
 
     def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
         """Register ``descriptor`` and return its handle, an instance of ``handle_type``.
@@ -55,14 +68,84 @@ class KeyedStateBackend(ABC):
         return handle_type(self, descriptor)
 
     def register_state(self, descriptor: StateDescriptor[Any]) -> None:
-        """Declare a state; the same name may be declared again only with the same kind."""
-        kind = self._kinds.setdefault(descriptor.name, descriptor.kind)
-        if kind != descriptor.kind:
+        """Declare a state; the same name may be declared again only with the same kind.
+
+        Restored entries of the state are loaded now, with the serializer the descriptor names.
+        """
+        known = self.descriptors.get(descriptor.name)
+        if known is not None and known.kind != descriptor.kind:
             raise ConfigurationError(
                 f"operator {self.operator_uid!r} declares state {descriptor.name!r} as {descriptor.kind} "
-                f"state, but it is already {kind} state; give each state its own name"
+                f"state, but it is already {known.kind} state; give each state its own name"
             )
         self._create_state(descriptor)
+        if known is None:
+            self.descriptors[descriptor.name] = descriptor
+        restored = self._restored.pop(descriptor.name, None)
+        if restored is not None:
+            meta, groups = restored
+            if meta.kind != descriptor.kind:
+                raise ConfigurationError(
+                    f"operator {self.operator_uid!r} declares state {descriptor.name!r} as "
+                    f"{descriptor.kind} state, but it was {meta.kind} state when it was saved; "
+                    "give the new state another name"
+                )
+            self._restore_state(descriptor, [entry for group in groups.values() for entry in group])
+
+    def _restore_state(self, descriptor: StateDescriptor[Any], entries: list[Entry]) -> None:
+        """Load the restored entries of a state that has just been registered."""
+        codec = StateCodec(descriptor, self.clock)
+        for key, namespace, data in entries:
+            self.put_nowait(descriptor.name, key, namespace, codec.decode(data))
+
+    def restore(self, snapshots: Iterable[KeyedStateSnapshot]) -> None:
+        """Take the entries of this subtask's key groups from ``snapshots`` (of any parallelism).
+
+        Call it before any state is registered; each state's entries load when it is registered.
+        """
+        if self.descriptors:
+            raise RuntimeError("restore() must come before any state is registered")
+        for snapshot in snapshots:
+            if snapshot.max_parallelism != self.max_parallelism:
+                raise ConfigurationError(
+                    f"operator {self.operator_uid!r}: the state was saved with max_parallelism "
+                    f"{snapshot.max_parallelism}, but the job has {self.max_parallelism}; key groups "
+                    "only line up with the same max_parallelism, so keep it unchanged"
+                )
+            for name, groups in snapshot.entries.items():
+                meta = snapshot.states[name]
+                _, mine = self._restored.setdefault(name, (meta, {}))
+                for key_group, entries in groups.items():
+                    if key_group in self.key_group_range:
+                        mine.setdefault(key_group, []).extend(entries)
+
+    def with_unclaimed_restored_state(self, snapshot: KeyedStateSnapshot) -> KeyedStateSnapshot:
+        """``snapshot`` plus restored state that no function has registered: it is kept, not lost."""
+        if not self._restored:
+            return snapshot
+        states = dict(snapshot.states)
+        entries = dict(snapshot.entries)
+        for name, (meta, groups) in self._restored.items():
+            states[name] = meta
+            entries[name] = {key_group: list(group) for key_group, group in groups.items()}
+        return KeyedStateSnapshot(
+            snapshot.operator_uid, snapshot.max_parallelism, snapshot.key_group_range, states, entries
+        )
+
+    def snapshot_sync(self) -> SnapshotResources:
+        """The synchronous part of a snapshot: capture a consistent view in O(1) or O(changed).
+
+        Runs inside the actor, between two records. The view must not change afterwards.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot take snapshots")
+
+    async def snapshot(self) -> KeyedStateSnapshot:
+        """A whole snapshot: the synchronous part, then the rest in a worker thread."""
+        resources = self.snapshot_sync()
+        try:
+            return await anyio.to_thread.run_sync(resources.materialize)
+        finally:
+            resources.release()
 
     @abstractmethod
     def _create_state(self, descriptor: StateDescriptor[Any]) -> None:

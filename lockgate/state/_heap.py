@@ -1,30 +1,33 @@
-"""The heap state backend: live keyed state in Python dicts."""
+"""The heap state backend: live keyed state in Python dicts, snapshotted copy-on-write."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from lockgate.state._backend import H, KeyedStateBackend, StateBackend
+from lockgate.state._cow import ABSENT, TOMBSTONE, CowTable, frozen_items
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
-from lockgate.state._keygroups import KeyGroupRange
+from lockgate.state._keygroups import KeyGroupRange, key_group_for
+from lockgate.state._snapshot import Entry, KeyedStateSnapshot, SnapshotResources, StateCodec, StateMetaInfo
 
 T = TypeVar("T")
 
 
 class HeapKeyedStateBackend(KeyedStateBackend):
-    """Keyed state of one subtask in dicts: ``tables[state][namespace][key] -> value``.
+    """Keyed state of one subtask in copy-on-write tables: ``tables[state][namespace]``.
 
-    The dict of the default namespace of each state lives as long as the backend, so handles can
-    hold it and reach a value in one lookup.
+    The table of the default namespace of each state lives as long as the backend, so handles can
+    hold it. Snapshots freeze every table in O(1) (see :mod:`lockgate.state._cow`).
     """
 
     supports_nowait = True
 
     def __init__(self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int) -> None:
         super().__init__(operator_uid, key_group_range, max_parallelism)
-        self._tables: dict[str, dict[Any, dict[Any, Any]]] = {}
+        self._tables: dict[str, dict[Any, CowTable]] = {}
 
     def __repr__(self) -> str:
         sizes = ", ".join(
@@ -33,34 +36,31 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return f"<HeapKeyedStateBackend {self.operator_uid!r} [{sizes}]>"
 
     def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
-        self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: {}})
+        self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: CowTable()})
 
     def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
         handle = super().create_state(descriptor, handle_type)
         if isinstance(descriptor, ValueStateDescriptor) and descriptor.ttl is None:
-            # Without TTL a value is stored as is: the handle can reach its dict directly.
-            entries = self._tables[descriptor.name][DEFAULT_NAMESPACE]
-            return HeapValueState(self, descriptor, entries)  # type: ignore[return-value]
+            # Without TTL a value is stored as is: the handle can reach its table directly.
+            table = self._tables[descriptor.name][DEFAULT_NAMESPACE]
+            return HeapValueState(self, descriptor, table)  # type: ignore[return-value]
         return handle
 
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
-        entries = self._tables[state].get(namespace)
-        return MISSING if entries is None else entries.get(key, MISSING)
+        table = self._tables[state].get(namespace)
+        return MISSING if table is None else table.get(key)
 
     def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         spaces = self._tables[state]
-        entries = spaces.get(namespace)
-        if entries is None:
-            entries = spaces[namespace] = {}
-        entries[key] = value
+        table = spaces.get(namespace)
+        if table is None:
+            table = spaces[namespace] = CowTable()
+        table.put(key, value)
 
     def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
-        spaces = self._tables[state]
-        entries = spaces.get(namespace)
-        if entries is not None:
-            entries.pop(key, None)
-            if not entries and namespace is not DEFAULT_NAMESPACE:
-                del spaces[namespace]
+        table = self._tables[state].get(namespace)
+        if table is not None:
+            table.delete(key)
 
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
         return self.get_nowait(state, key, namespace)
@@ -72,46 +72,104 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self.delete_nowait(state, key, namespace)
 
     async def items(self, state: str, namespace: Any) -> AsyncIterator[tuple[Any, Any]]:
-        for item in list(self._tables[state].get(namespace, {}).items()):
+        table = self._tables[state].get(namespace)
+        for item in [] if table is None else list(table.items()):
             yield item
+
+    def snapshot_sync(self) -> SnapshotResources:
+        """Freeze every table: O(number of tables), whatever the number of entries."""
+        views = {
+            name: [(namespace, table, table.freeze()) for namespace, table in spaces.items()]
+            for name, spaces in self._tables.items()
+        }
+        return _HeapSnapshotResources(self, views, self.clock())
+
+
+class _HeapSnapshotResources(SnapshotResources):
+    def __init__(
+        self,
+        backend: HeapKeyedStateBackend,
+        views: dict[str, list[tuple[Any, CowTable, tuple[dict[Any, Any], ...]]]],
+        now: float,
+    ) -> None:
+        self._backend = backend
+        self._views = views
+        self._now = now
+        self._codecs = {name: StateCodec(backend.descriptors[name], backend.clock) for name in views}
+        self._released = False
+
+    def materialize(self) -> KeyedStateSnapshot:
+        backend = self._backend
+        max_parallelism = backend.max_parallelism
+        entries: dict[str, dict[int, list[Entry]]] = {}
+        for name, spaces in self._views.items():
+            codec = self._codecs[name]
+            groups: defaultdict[int, list[Entry]] = defaultdict(list)
+            for namespace, _, layers in spaces:
+                for key, stored in frozen_items(layers):
+                    alive = codec.prune(stored, self._now)
+                    if alive is not MISSING:
+                        groups[key_group_for(key, max_parallelism)].append(
+                            (key, namespace, codec.encode(alive))
+                        )
+            entries[name] = dict(groups)
+        states = {name: StateMetaInfo.of(backend.descriptors[name]) for name in self._views}
+        return backend.with_unclaimed_restored_state(
+            KeyedStateSnapshot(
+                backend.operator_uid, max_parallelism, backend.key_group_range, states, entries
+            )
+        )
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        for spaces in self._views.values():
+            for _, table, _ in spaces:
+                table.release()
 
 
 class HeapValueState(ValueState[T]):
-    """A value state that reads and writes its dict directly: one lookup per access, no await."""
+    """A value state that reads and writes its table's top layer directly: one dict lookup per
+    access and no await, except for the first access of a key after a snapshot froze the table."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_table",)
 
     def __init__(
-        self, backend: HeapKeyedStateBackend, descriptor: ValueStateDescriptor[T], entries: dict[Any, Any]
+        self, backend: HeapKeyedStateBackend, descriptor: ValueStateDescriptor[T], table: CowTable
     ) -> None:
         super().__init__(backend, descriptor)
-        self._entries = entries
+        self._table = table
+
+    def _read(self) -> Any:
+        key = self._backend.current_key
+        value = self._table.top.get(key, ABSENT)
+        if value is ABSENT or value is TOMBSTONE:
+            return self._table.get(key)
+        return value
 
     async def value(self) -> T:
-        value = self._entries.get(self._backend.current_key, MISSING)
+        value = self._read()
         return self._descriptor.fresh_default() if value is MISSING else value
 
     async def update(self, value: T | None) -> None:
-        if value is None:
-            self._entries.pop(self._backend.current_key, None)
-        else:
-            self._entries[self._backend.current_key] = value
+        self.update_nowait(value)
 
     async def clear(self) -> None:
-        self._entries.pop(self._backend.current_key, None)
+        self._table.delete(self._backend.current_key)
 
     def value_nowait(self) -> T:
-        value = self._entries.get(self._backend.current_key, MISSING)
+        value = self._read()
         return self._descriptor.fresh_default() if value is MISSING else value
 
     def update_nowait(self, value: T | None) -> None:
         if value is None:
-            self._entries.pop(self._backend.current_key, None)
+            self._table.delete(self._backend.current_key)
         else:
-            self._entries[self._backend.current_key] = value
+            self._table.top[self._backend.current_key] = value
 
     def clear_nowait(self) -> None:
-        self._entries.pop(self._backend.current_key, None)
+        self._table.delete(self._backend.current_key)
 
 
 class HeapStateBackend(StateBackend):

@@ -1,0 +1,133 @@
+"""Copy-on-write tables: the heap backend's live state, snapshotted in O(1).
+
+A table is a stack of dict layers. Writes go to the top layer only. A snapshot freezes the stack as
+it is (a tuple of references, O(1)) and starts a new, empty top layer; the frozen layers are never
+changed while a snapshot holds them, so a snapshot sees exactly the state of its moment, however
+long it takes to write away. When no snapshot holds them any more, the layers are merged back into
+one dict, which costs O(entries changed since the freeze).
+
+Handles may change what they read in place (a list they append to), so a value read from a frozen
+layer is first copied into the top layer: copy-on-write of each touched entry, once per snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any, Final
+
+from lockgate.state._handles import MISSING
+
+
+class _Tombstone:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+#: In a layer above others: the key was deleted since the layers below were frozen.
+TOMBSTONE: Final = _Tombstone()
+
+#: What a layer lookup returns for a key it does not hold.
+ABSENT: Final = object()
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, frozenset)
+
+
+def _own_copy(value: Any) -> Any:
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if type(value) is tuple and all(isinstance(item, _IMMUTABLE) for item in value):
+        return value
+    return copy.deepcopy(value)
+
+
+class CowTable:
+    """The entries ``key -> value`` of one state and namespace."""
+
+    __slots__ = ("frozen", "holds", "top")
+
+    def __init__(self) -> None:
+        self.top: dict[Any, Any] = {}
+        self.frozen: tuple[dict[Any, Any], ...] = ()  # oldest first
+        self.holds = 0  # snapshots that hold the frozen layers
+
+    def __repr__(self) -> str:
+        return f"<CowTable [{len(self.frozen) + 1} layers, {self.holds} snapshots holding]>"
+
+    def __len__(self) -> int:
+        if not self.frozen:
+            return len(self.top)
+        return sum(1 for _ in self.items())
+
+    def get(self, key: Any) -> Any:
+        """The value of ``key`` (the table's own copy, free to change), or MISSING."""
+        value = self.top.get(key, ABSENT)
+        if value is ABSENT:
+            return self._get_frozen(key)
+        return MISSING if value is TOMBSTONE else value
+
+    def _get_frozen(self, key: Any) -> Any:
+        for layer in reversed(self.frozen):
+            value = layer.get(key, ABSENT)
+            if value is not ABSENT:
+                if value is TOMBSTONE:
+                    return MISSING
+                value = self.top[key] = _own_copy(value)
+                return value
+        return MISSING
+
+    def put(self, key: Any, value: Any) -> None:
+        self.top[key] = value
+
+    def delete(self, key: Any) -> None:
+        if self.frozen:
+            self.top[key] = TOMBSTONE
+        else:
+            self.top.pop(key, None)
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """Every live entry, without copying: do not change the values."""
+        return _merged_items((*self.frozen, self.top))
+
+    def freeze(self) -> tuple[dict[Any, Any], ...]:
+        """Freeze the table as it is now for a snapshot; O(1). Call :meth:`release` when done."""
+        layers = (*self.frozen, self.top)
+        self.frozen = layers
+        self.top = {}
+        self.holds += 1
+        return layers
+
+    def release(self) -> None:
+        """A snapshot no longer needs its layers; merge them once none does."""
+        self.holds -= 1
+        if self.holds or not self.frozen:
+            return
+        base = self.frozen[0]
+        for layer in (*self.frozen[1:], self.top):
+            for key, value in layer.items():
+                if value is TOMBSTONE:
+                    base.pop(key, None)
+                else:
+                    base[key] = value
+        self.top = base
+        self.frozen = ()
+
+
+def _merged_items(layers: tuple[dict[Any, Any], ...]) -> Iterator[tuple[Any, Any]]:
+    if len(layers) == 1:
+        yield from layers[0].items()
+        return
+    seen: set[Any] = set()
+    for layer in reversed(layers):
+        for key, value in layer.items():
+            if key in seen:
+                continue
+            seen.add(key)
+            if value is not TOMBSTONE:
+                yield key, value
+
+
+def frozen_items(layers: tuple[dict[Any, Any], ...]) -> Iterator[tuple[Any, Any]]:
+    """The entries of a frozen view, as returned by :meth:`CowTable.freeze`."""
+    return _merged_items(layers)

@@ -1,0 +1,219 @@
+"""Heap snapshots are copy-on-write: O(1) to take, and blind to every write that follows them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lockgate as lg
+from lockgate import state as lgs
+
+MAX_P = 16
+
+
+ALL_KEY_GROUPS = lgs.KeyGroupRange(0, MAX_P - 1)
+
+
+def backend_for(key_groups: lgs.KeyGroupRange = ALL_KEY_GROUPS) -> Any:
+    return lg.HeapStateBackend().create_keyed_backend("op", key_groups, MAX_P)
+
+
+def contents(snapshot: lgs.KeyedStateSnapshot, descriptors: dict[str, Any]) -> dict[tuple[str, Any], Any]:
+    """What a snapshot holds, decoded: (state, key) -> stored value."""
+    decoded = {}
+    for name, groups in snapshot.entries.items():
+        codec = lgs.StateCodec(descriptors[name], lambda: 0.0)
+        for key_group, entries in groups.items():
+            for key, namespace, data in entries:
+                assert namespace is None
+                assert key_group == lgs.key_group_for(key, MAX_P)  # filed under its own key group
+                decoded[name, key] = codec.decode(data)
+    return decoded
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), st.sampled_from(["v", "l"]), st.integers(0, 3), st.integers(-3, 3)),
+        st.tuples(st.just("delete"), st.sampled_from(["v", "l"]), st.integers(0, 3), st.none()),
+        st.tuples(st.just("read"), st.sampled_from(["v", "l"]), st.integers(0, 3), st.none()),
+        st.tuples(st.just("snapshot"), st.none(), st.none(), st.none()),
+        st.tuples(st.just("finish"), st.none(), st.integers(0, 5), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=operations)
+def test_every_snapshot_equals_the_state_at_its_moment(ops: list[Any]) -> None:
+    backend = backend_for()
+    descriptors = {"v": lgs.ValueStateDescriptor("v"), "l": lgs.ListStateDescriptor("l")}
+    value = backend.create_state(descriptors["v"], lgs.ValueState)
+    items = backend.create_state(descriptors["l"], lgs.ListState)
+    model: dict[tuple[str, Any], Any] = {}
+    pending: list[tuple[Any, dict[tuple[str, Any], Any]]] = []
+    for op, name, key, number in ops:
+        if op == "snapshot":
+            pending.append(
+                (backend.snapshot_sync(), {k: list(v) if k[0] == "l" else v for k, v in model.items()})
+            )
+            continue
+        if op == "finish":
+            if pending:
+                resources, expected = pending.pop(key % len(pending))
+                try:
+                    assert contents(resources.materialize(), descriptors) == expected
+                finally:
+                    resources.release()
+            continue
+        backend.current_key = key
+        if op == "set" and name == "v":
+            value.update_nowait(number)
+            model["v", key] = number
+        elif op == "set":
+            items.add_nowait(number)  # changes the stored list in place: copy-on-write must hold
+            model.setdefault(("l", key), []).append(number)
+        elif op == "delete":
+            (value if name == "v" else items).clear_nowait()
+            model.pop((name, key), None)
+        elif name == "v":
+            assert value.value_nowait() == model.get(("v", key))
+        else:
+            assert items.get_nowait() == model.get(("l", key), [])
+    for resources, expected in pending:
+        assert contents(resources.materialize(), descriptors) == expected
+        resources.release()
+    # Once every snapshot is released the layers are merged back into one dict per table.
+    assert all(not table.frozen for spaces in backend._tables.values() for table in spaces.values())
+
+
+@settings(max_examples=50, deadline=None)
+@given(size=st.integers(0, 2000), touched=st.sets(st.integers(0, 3000), max_size=30))
+def test_a_snapshot_copies_nothing_and_later_writes_cost_only_what_they_touch(
+    size: int, touched: set[int]
+) -> None:
+    backend = backend_for()
+    state = backend.create_state(lgs.ValueStateDescriptor("v"), lgs.ValueState)
+    for key in range(size):
+        backend.current_key = key
+        state.update_nowait([key])  # mutable values: these must be copied before any change
+    table = backend._tables["v"][None]
+    live = table.top
+    resources = backend.snapshot_sync()
+    assert table.frozen[-1] is live  # frozen as it was: no copy of the entries
+    assert table.top == {}
+    for key in touched:
+        backend.current_key = key
+        current = state.value_nowait()
+        state.update_nowait((current or []) + [-1])
+    assert len(table.top) == len(touched)  # O(changed): only touched keys reached the new layer
+    snapshot = resources.materialize()
+    assert snapshot.entry_count() == size
+    assert all(
+        lgs.StateCodec(lgs.ValueStateDescriptor("v"), lambda: 0.0).decode(data) == [key]
+        for groups in snapshot.entries.values()
+        for group in groups.values()
+        for key, _, data in group
+    )
+    resources.release()
+    assert not table.frozen and len(table.top) == len(set(range(size)) | touched)
+
+
+@pytest.mark.parametrize("parallelism", [1, 2, 3, 5, 16])
+def test_restore_at_any_parallelism_takes_exactly_the_subtasks_key_groups(parallelism: int) -> None:
+    source = backend_for()
+    descriptor = lgs.MapStateDescriptor("m")
+    state = source.create_state(descriptor, lgs.MapState)
+    for key in range(200):
+        source.current_key = f"k{key}"
+        state.put_nowait("n", key)
+    resources = source.snapshot_sync()
+    snapshot = resources.materialize()
+    resources.release()
+    restored: dict[str, Any] = {}
+    for index in range(parallelism):
+        key_groups = lgs.KeyGroupRange.for_subtask(MAX_P, parallelism, index)
+        target = backend_for(key_groups)
+        target.restore([snapshot])
+        handle = target.create_state(lgs.MapStateDescriptor("m"), lgs.MapState)
+        for key in range(200):
+            target.current_key = f"k{key}"
+            found = handle.get_nowait("n")
+            owned = lgs.key_group_for(f"k{key}", MAX_P) in key_groups
+            assert (found is not None) == owned
+            if owned:
+                restored[f"k{key}"] = found
+    assert restored == {f"k{key}": key for key in range(200)}
+
+
+def test_expired_entries_are_left_out_of_snapshots() -> None:
+    now = [100.0]
+    backend = backend_for()
+    backend.clock = lambda: now[0]
+    ttl = lg.StateTtlConfig(10)
+    descriptors = {"v": lgs.ValueStateDescriptor("v", ttl=ttl), "l": lgs.ListStateDescriptor("l", ttl=ttl)}
+    value = backend.create_state(descriptors["v"], lgs.ValueState)
+    items = backend.create_state(descriptors["l"], lgs.ListState)
+    backend.current_key = "old"
+    value.update_nowait(1)
+    items.add_nowait("old")
+    now[0] = 105.0
+    backend.current_key = "new"
+    value.update_nowait(2)
+    backend.current_key = "old"
+    items.add_nowait("new")
+    now[0] = 112.0  # "old" entries (t=100) expired, "new" ones (t=105) live
+    resources = backend.snapshot_sync()
+    snapshot = resources.materialize()
+    resources.release()
+    decoded = contents(snapshot, descriptors)
+    assert {key: stored.value for key, stored in decoded.items() if key[0] == "v"} == {("v", "new"): 2}
+    assert [element.value for element in decoded["l", "old"]] == ["new"]
+
+
+def test_restored_state_nobody_registers_is_kept_in_the_next_snapshot() -> None:
+    source = backend_for()
+    source.current_key = "k"
+    source.create_state(lgs.ValueStateDescriptor("kept"), lgs.ValueState).update_nowait(7)
+    resources = source.snapshot_sync()
+    first = resources.materialize()
+    resources.release()
+    target = backend_for()
+    target.restore([first])
+    target.create_state(lgs.ValueStateDescriptor("other"), lgs.ValueState)
+    resources = target.snapshot_sync()
+    second = resources.materialize()
+    resources.release()
+    assert second.states["kept"].kind == "value"
+    assert second.entries["kept"] == first.entries["kept"]
+
+
+def test_restore_refuses_another_max_parallelism_or_kind() -> None:
+    source = backend_for()
+    source.current_key = "k"
+    source.create_state(lgs.ValueStateDescriptor("s"), lgs.ValueState).update_nowait(1)
+    resources = source.snapshot_sync()
+    snapshot = resources.materialize()
+    resources.release()
+    other = lg.HeapStateBackend().create_keyed_backend("op", lgs.KeyGroupRange(0, 31), 32)
+    with pytest.raises(lg.ConfigurationError, match="max_parallelism 16"):
+        other.restore([snapshot])
+    target = backend_for()
+    target.restore([snapshot])
+    with pytest.raises(lg.ConfigurationError, match="was value state when it was saved"):
+        target.create_state(lgs.ListStateDescriptor("s"), lgs.ListState)
+
+
+@pytest.mark.anyio
+async def test_snapshot_runs_its_heavy_part_off_the_event_loop() -> None:
+    backend = backend_for()
+    state = backend.create_state(lgs.ValueStateDescriptor("v"), lgs.ValueState)
+    for key in range(100):
+        backend.current_key = key
+        state.update_nowait(key)
+    snapshot = await backend.snapshot()
+    assert snapshot.entry_count() == 100
+    assert not backend._tables["v"][None].frozen  # released afterwards
