@@ -48,3 +48,26 @@ class JobCancelledError(LockgateError):
 
 class KeySerializationError(LockgateError):
     """A key cannot be serialised canonically, so it cannot pick a key group or address state."""
+
+
+class CheckpointError(LockgateError):
+    """A checkpoint could not be written, completed, found or read."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file is damaged: its checksum, header or length does not match what was written.
+
+    A restore that meets one falls back to the previous complete checkpoint; it never loads the bytes.
+
+    Attributes:
+        path: The damaged file: a file system path, or a ``memory:`` reference for in-memory storage.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"checkpoint file {path} is damaged: {reason}")
+
+    def __reduce__(self) -> tuple[type[CorruptCheckpointError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,7 +14,8 @@ from lockgate._errors import ConfigurationError
 from lockgate.actors import Job, JobResult, JobRunner, RuntimeOptions
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
-from lockgate.state import HeapStateBackend, StateBackend, check_parallelism
+from lockgate.snapshots import CheckpointStorage, storage_for
+from lockgate.state import MemoryStateBackend, StateBackend, StatePreset, check_parallelism
 
 if TYPE_CHECKING:
     from lockgate.api._datastream import DataStream
@@ -49,7 +51,10 @@ class StreamEnvironment:
         self.max_parallelism = max_parallelism
         self.batch_size = batch_size
         self.channel_capacity = channel_capacity
-        self.state_backend: StateBackend = HeapStateBackend()
+        default = MemoryStateBackend()
+        self.state_backend: StateBackend = default
+        #: Where checkpoints go; set by :meth:`set_checkpoint_storage` or by a preset state backend.
+        self.checkpoint_storage: CheckpointStorage = default.checkpoint_storage
         self._transformations: list[Transformation] = []
         self._uids: set[str] = set()
         self._ids = itertools.count(1)
@@ -64,12 +69,36 @@ class StreamEnvironment:
     # ---- configuration
 
     def set_state_backend(self, backend: StateBackend) -> StreamEnvironment:
-        """Choose where keyed operators keep live state (default: :class:`HeapStateBackend`)."""
+        """Choose where keyed operators keep live state (default: :class:`MemoryStateBackend`, on the heap).
+
+        A preset (:class:`MemoryStateBackend`, :class:`FsStateBackend`, any :class:`StatePreset`) also
+        sets :attr:`checkpoint_storage` to its own, when it has one; a plain backend such as
+        :class:`HeapStateBackend` leaves the checkpoint storage as it is.
+        """
         if not isinstance(backend, StateBackend):
             raise ConfigurationError(
-                f"set_state_backend() takes a state backend such as lg.HeapStateBackend(), got {backend!r}"
+                "set_state_backend() takes a state backend such as lg.HeapStateBackend() or a preset such as "
+                f"lg.FsStateBackend('file:///data/ckpts'), got {backend!r}"
             )
         self.state_backend = backend
+        if isinstance(backend, StatePreset) and backend.checkpoint_storage is not None:
+            self.checkpoint_storage = backend.checkpoint_storage
+        return self
+
+    def set_checkpoint_storage(
+        self, storage_or_url: CheckpointStorage | str | os.PathLike[str]
+    ) -> StreamEnvironment:
+        """Choose where checkpoints go (default: :class:`MemoryCheckpointStorage`, in memory).
+
+        Args:
+            storage_or_url: A storage such as ``lg.FileCheckpointStorage(url)``, or the URL of one such as
+                ``"file:///data/ckpts"`` (a plain path is taken as a directory of the local file system).
+
+        Raises:
+            ConfigurationError: An unsupported URL scheme or a bad URL (the message says why), or
+                neither a storage nor a URL.
+        """
+        self.checkpoint_storage = storage_for(storage_or_url)
         return self
 
     # ---- sources

@@ -1,4 +1,21 @@
 """Checkpoint storage, snapshot and savepoint formats, their readers and writers.
 
-Empty for now: the checkpointing work fills it. The folder exists so the layout shows the architecture.
+So far: where checkpoints go (:class:`CheckpointStorage`, in memory or in files) and the framed,
+checksummed format of every stored blob. The checkpoint coordinator writes checkpoints through these.
+This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
 """
+
+from lockgate.snapshots._file import FileCheckpointStorage as FileCheckpointStorage
+from lockgate.snapshots._file import parse_file_url as parse_file_url
+from lockgate.snapshots._memory import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
+from lockgate.snapshots._memory import MemoryCheckpointStorage as MemoryCheckpointStorage
+from lockgate.snapshots._registry import StorageFactory as StorageFactory
+from lockgate.snapshots._registry import register_checkpoint_storage as register_checkpoint_storage
+from lockgate.snapshots._registry import storage_for as storage_for
+from lockgate.snapshots._registry import supported_schemes as supported_schemes
+from lockgate.snapshots._storage import METADATA_NAME as METADATA_NAME
+from lockgate.snapshots._storage import CheckpointLocation as CheckpointLocation
+from lockgate.snapshots._storage import CheckpointStorage as CheckpointStorage
+from lockgate.snapshots._storage import CompletedCheckpoint as CompletedCheckpoint
+from lockgate.snapshots._storage import StateData as StateData
+from lockgate.snapshots._storage import StreamStateHandle as StreamStateHandle

@@ -1,0 +1,376 @@
+"""Checkpoint storage in a directory of the local file system, named by a ``file:`` URL or a path.
+
+Layout under the storage's directory::
+
+    <dir>/chk-<id>/                    one directory per checkpoint, <id> in decimal
+    <dir>/chk-<id>/<name>              one file per state blob, named as the blob
+    <dir>/chk-<id>/_metadata           written last: the checkpoint is complete exactly when it exists
+    <dir>/chk-<id>/._metadata.<x>.tmp  the metadata being written; never taken for ``_metadata``
+
+Every file is framed (see :mod:`lockgate.snapshots._format`): a 20-byte header, then the payload::
+
+    b"LGCK" | version u16 (1) | flags u16 (0) | payload length u64 | CRC-32 of the payload u32 | payload
+
+all integers big endian. A reader checks magic, version, flags, length and CRC, and refuses a damaged,
+truncated or extended file with a :class:`~lockgate.CorruptCheckpointError` naming it.
+
+Durability: each state file is fsynced when written. The metadata is written to a temporary name in
+the checkpoint's directory, fsynced, and renamed to ``_metadata`` (atomic on POSIX file systems), after
+the directory itself was fsynced so the state files' entries are durable first; the directory is fsynced
+again after the rename. A crash at any point leaves either a complete checkpoint or an incomplete one,
+never a ``_metadata`` that points at missing data.
+
+All file I/O runs in worker threads (:func:`anyio.to_thread.run_sync`), so the event loop never waits for
+the disk; this works on asyncio and on trio alike (aiofiles is asyncio only).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterable, Callable
+from pathlib import Path
+from typing import BinaryIO, Final, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import anyio.to_thread
+
+from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate.snapshots._format import (
+    HEADER_SIZE,
+    Bytes,
+    byte_view,
+    crc32,
+    encode_header,
+    frame,
+    unframe,
+)
+from lockgate.snapshots._storage import (
+    METADATA_NAME,
+    CheckpointLocation,
+    CheckpointStorage,
+    CompletedCheckpoint,
+    StateData,
+    StreamStateHandle,
+    check_checkpoint_id,
+    check_state_data,
+    check_state_name,
+    consuming,
+)
+from lockgate.snapshots._urls import unsupported_scheme, url_scheme
+
+T = TypeVar("T")
+
+_CHECKPOINT_DIR: Final = re.compile(r"chk-(0|[1-9][0-9]*)")
+_LOCAL_HOSTS: Final = ("", "localhost")
+
+
+def parse_file_url(url: str | os.PathLike[str]) -> Path:
+    """The absolute, normalised directory a ``file:`` URL or a plain path names.
+
+    Accepted: ``file:///abs/path``, ``file://localhost/abs/path``, ``file:/abs/path`` (percent-escapes
+    are decoded), a plain absolute path, and a plain relative path, resolved against the current
+    directory now (``~`` is not expanded). Refused with a :class:`ConfigurationError` saying why:
+    another scheme, a host other than localhost, a relative path inside a ``file:`` URL, a query or
+    fragment, an empty path.
+    """
+    if isinstance(url, os.PathLike):
+        url = os.fspath(url)
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            "FileCheckpointStorage takes a file URL such as 'file:///data/checkpoints' or a path, "
+            f"got {url!r}"
+        )
+    if not url.strip():
+        raise ConfigurationError("FileCheckpointStorage takes a file URL or a path, got an empty string")
+    if "\x00" in url:
+        raise ConfigurationError(f"a checkpoint path cannot contain a NUL character: {url!r}")
+    scheme = url_scheme(url)
+    if scheme is None:
+        return Path(os.path.abspath(url))
+    if scheme != "file":
+        raise unsupported_scheme(url, scheme, ["file"], "FileCheckpointStorage")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"file URL {url!r} has a query or a fragment ('?' or '#'); a checkpoint URL names a directory "
+            "only (percent-escape a '?' or '#' that is part of the path: %3F, %23)"
+        )
+    if parts.netloc.lower() not in _LOCAL_HOSTS:
+        raise ConfigurationError(
+            f"file URL {url!r} names the host {parts.netloc!r}, but a file URL can only name this machine's "
+            "file system; write file:///absolute/path (three slashes: an empty host) or "
+            "file://localhost/absolute/path"
+        )
+    path = unquote(parts.path)
+    if not path:
+        raise ConfigurationError(f"file URL {url!r} has no path; write file:///absolute/path")
+    if not path.startswith("/"):
+        raise ConfigurationError(
+            f"file URL {url!r} holds the relative path {path!r}, but a file URL takes an absolute path "
+            "(file:///absolute/path); to resolve a relative path against the current directory, give it "
+            "as a plain path, without 'file:'"
+        )
+    if "\x00" in path:
+        raise ConfigurationError(f"a checkpoint path cannot contain a NUL character: {url!r}")
+    return Path(os.path.normpath(path))
+
+
+class FileCheckpointStorage(CheckpointStorage):
+    """Keeps checkpoints as files in a local directory, one subdirectory per checkpoint.
+
+    Args:
+        url: ``file:///absolute/path`` (or ``file://localhost/...``), or a plain path; a relative path is
+            resolved against the current directory when the storage is made. Nothing is created until
+            the first checkpoint.
+
+    Attributes:
+        url: The normalised ``file:`` URL of the directory (a plain path given is turned into one).
+        directory: The directory, absolute.
+
+    Raises:
+        ConfigurationError: The URL is not a usable file URL; the message says why.
+    """
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        self.directory = parse_file_url(url)
+        self.url = self.directory.as_uri()
+
+    def __repr__(self) -> str:
+        return f"FileCheckpointStorage({self.url!r})"
+
+    @classmethod
+    def from_url(cls, url: str) -> FileCheckpointStorage:
+        """The storage for a ``file:`` URL; what the URL scheme registry calls."""
+        return cls(url)
+
+    def checkpoint_directory(self, checkpoint_id: int) -> Path:
+        """The directory of checkpoint ``checkpoint_id``, complete or not, existing or not."""
+        return self.directory / f"chk-{check_checkpoint_id(checkpoint_id)}"
+
+    # ---- writing
+
+    async def create_checkpoint_location(self, checkpoint_id: int) -> CheckpointLocation:
+        directory = self.checkpoint_directory(checkpoint_id)
+        await _in_thread(self._create_directory, directory, checkpoint_id)
+        return CheckpointLocation(checkpoint_id, directory.as_uri())
+
+    def _create_directory(self, directory: Path, checkpoint_id: int) -> None:
+        if (directory / METADATA_NAME).exists():
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} is already complete in {directory}; it is never overwritten"
+            )
+        try:
+            if directory.exists():  # an earlier attempt at this id that never completed
+                shutil.rmtree(directory)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir()
+            _fsync_directory(self.directory)
+        except OSError as error:
+            raise CheckpointError(f"cannot create the checkpoint directory {directory}: {error}") from error
+
+    async def write_state(
+        self, location: CheckpointLocation, name: str, data: StateData
+    ) -> StreamStateHandle:
+        check_state_name(name)
+        check_state_data(data)
+        path = self.checkpoint_directory(location.checkpoint_id) / name
+        if isinstance(data, AsyncIterable):
+            size, checksum = await self._write_stream(path, location.checkpoint_id, data)
+        else:
+            payload = byte_view(data)
+            checksum = await _in_thread(self._write_whole, path, location.checkpoint_id, payload)
+            size = payload.nbytes
+        return StreamStateHandle(location.checkpoint_id, name, str(path), size, checksum)
+
+    def _write_whole(self, path: Path, checkpoint_id: int, payload: memoryview) -> int:
+        file = self._open_new(path, checkpoint_id)
+        try:
+            checksum = crc32(payload)
+            file.write(encode_header(payload.nbytes, checksum))
+            file.write(payload)
+            _close_durably(file)
+        except BaseException as error:
+            _abandon(file, path)
+            if isinstance(error, OSError):
+                raise _write_error(path, error) from error
+            raise
+        return checksum
+
+    async def _write_stream(
+        self, path: Path, checkpoint_id: int, chunks: AsyncIterable[bytes]
+    ) -> tuple[int, int]:
+        file = await _in_thread(self._open_new, path, checkpoint_id)
+        size = checksum = 0
+        try:
+            await anyio.to_thread.run_sync(file.write, bytes(HEADER_SIZE))  # the header, once known
+            async with consuming(chunks) as iterable:
+                async for chunk in iterable:
+                    view = byte_view(chunk)
+                    checksum = await anyio.to_thread.run_sync(_write_chunk, file, view, checksum)
+                    size += view.nbytes
+            header = encode_header(size, checksum)
+            await anyio.to_thread.run_sync(_finish_stream, file, header)
+        except BaseException as error:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_abandon, file, path)
+            if isinstance(error, OSError):
+                raise _write_error(path, error) from error
+            raise
+        return size, checksum
+
+    def _open_new(self, path: Path, checkpoint_id: int) -> BinaryIO:
+        """Create ``path`` for writing; it must not exist, and its checkpoint must be in progress."""
+        if (path.parent / METADATA_NAME).exists():
+            raise CheckpointError(f"checkpoint {checkpoint_id} is already complete; it takes no more writes")
+        try:
+            return open(path, "xb")
+        except FileExistsError as error:
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} already has a state blob named {path.name!r} ({path})"
+            ) from error
+        except FileNotFoundError as error:
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} has no directory ({path.parent}): it was discarded, or its "
+                "location was not created with create_checkpoint_location()"
+            ) from error
+        except OSError as error:
+            raise _write_error(path, error) from error
+
+    async def write_metadata(self, location: CheckpointLocation, data: bytes) -> CompletedCheckpoint:
+        directory = self.checkpoint_directory(location.checkpoint_id)
+        framed, _ = frame(data)
+        await _in_thread(self._write_metadata, directory, location.checkpoint_id, framed)
+        return CompletedCheckpoint(location.checkpoint_id, directory.as_uri())
+
+    def _write_metadata(self, directory: Path, checkpoint_id: int, framed: bytes) -> None:
+        target = directory / METADATA_NAME
+        if target.exists():
+            raise CheckpointError(f"checkpoint {checkpoint_id} is already complete ({target})")
+        if not directory.is_dir():
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} has no directory ({directory}): it was discarded, or its "
+                "location was not created with create_checkpoint_location()"
+            )
+        temporary = directory / f".{METADATA_NAME}.{uuid.uuid4().hex}.tmp"
+        try:
+            _fsync_directory(directory)  # the state files' entries are durable before the metadata
+            with open(temporary, "xb") as file:
+                file.write(framed)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+            _fsync_directory(directory)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise CheckpointError(f"cannot write the checkpoint metadata {target}: {error}") from error
+
+    # ---- reading
+
+    async def read_state(self, handle: StreamStateHandle) -> bytes:
+        check_state_name(handle.name)  # a handle read from a tampered metadata must not leave the directory
+        path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
+        return await _in_thread(_read_framed, path, handle.size, handle.checksum)
+
+    async def read_metadata(self, checkpoint_id: int) -> bytes:
+        path = self.checkpoint_directory(checkpoint_id) / METADATA_NAME
+        return await _in_thread(self._read_metadata, path, checkpoint_id)
+
+    def _read_metadata(self, path: Path, checkpoint_id: int) -> bytes:
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {checkpoint_id} is not complete in {self!r} (no {path})")
+        return _read_framed(path, None, None)
+
+    async def completed_checkpoints(self) -> list[CompletedCheckpoint]:
+        return await _in_thread(self._completed)
+
+    def _completed(self) -> list[CompletedCheckpoint]:
+        found: list[tuple[int, Path]] = []
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    match = _CHECKPOINT_DIR.fullmatch(entry.name)
+                    if match and entry.is_dir() and os.path.isfile(os.path.join(entry.path, METADATA_NAME)):
+                        found.append((int(match[1]), Path(entry.path)))
+        except FileNotFoundError:
+            return []  # no checkpoint was ever taken here
+        except OSError as error:
+            raise CheckpointError(f"cannot list the checkpoints in {self.directory}: {error}") from error
+        return [CompletedCheckpoint(checkpoint_id, path.as_uri()) for checkpoint_id, path in sorted(found)]
+
+    # ---- deleting
+
+    async def discard_checkpoint(self, checkpoint_id: int) -> None:
+        await _in_thread(self._discard, self.checkpoint_directory(checkpoint_id))
+
+    def _discard(self, directory: Path) -> None:
+        try:
+            if not directory.exists():
+                return
+            (directory / METADATA_NAME).unlink(missing_ok=True)  # no longer complete, before anything else
+            _fsync_directory(directory)
+            shutil.rmtree(directory)
+            _fsync_directory(self.directory)
+        except OSError as error:
+            raise CheckpointError(f"cannot discard the checkpoint directory {directory}: {error}") from error
+
+
+# ---- blocking helpers, run in worker threads
+
+
+async def _in_thread(function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` in a worker thread; the caller waits, even when cancelled, so nothing is torn."""
+    return await anyio.to_thread.run_sync(function, *args)
+
+
+def _read_framed(path: Path, expected_size: int | None, expected_checksum: int | None) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptCheckpointError(str(path), "missing: the file does not exist") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
+    return unframe(data, str(path), expected_size=expected_size, expected_checksum=expected_checksum)
+
+
+def _write_chunk(file: BinaryIO, chunk: Bytes, checksum: int) -> int:
+    file.write(chunk)
+    return crc32(chunk, checksum)
+
+
+def _finish_stream(file: BinaryIO, header: bytes) -> None:
+    file.seek(0)
+    file.write(header)
+    _close_durably(file)
+
+
+def _close_durably(file: BinaryIO) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+def _abandon(file: BinaryIO, path: Path) -> None:
+    """Close and delete a state file whose writing failed or was cancelled."""
+    try:
+        file.close()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, error: OSError) -> CheckpointError:
+    return CheckpointError(f"cannot write state file {path}: {error}")

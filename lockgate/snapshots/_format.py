@@ -1,0 +1,113 @@
+"""The frame every checkpoint file is stored in: a 20-byte header, then the payload.
+
+Every blob a checkpoint storage keeps (each state file and ``_metadata``), on disk or in memory, is
+stored framed, so damage is detected before a single payload byte is used::
+
+    offset  size  field (integers unsigned, big endian)
+    0       4     magic: b"LGCK"
+    4       2     format version: 1
+    6       2     flags: 0 (reserved; a reader refuses any other value)
+    8       8     payload length in bytes
+    16      4     CRC-32 of the payload (zlib.crc32, the IEEE 802.3 polynomial)
+    20      n     payload: exactly ``length`` bytes, nothing after it
+
+A reader checks all of it: the magic, the version, the flags, that the file holds exactly ``length``
+payload bytes (a truncated or extended file is refused) and the CRC. CRC-32 detects every error burst
+up to 32 bits long, so any single damaged byte anywhere in a file is always detected; larger random
+damage escapes it with probability 2**-32. The checksum guards against accidents (a torn write, a bad
+disk, a truncated copy), not against tampering: that is what a signing key is for.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Final
+
+from lockgate._errors import CorruptCheckpointError
+
+MAGIC: Final = b"LGCK"
+VERSION: Final = 1
+HEADER: Final = struct.Struct(">4sHHQI")
+HEADER_SIZE: Final = HEADER.size  # 20
+
+Bytes = bytes | bytearray | memoryview
+
+
+def byte_view(data: Bytes) -> memoryview:
+    """``data`` as a flat view of bytes, whatever the buffer's item format and shape."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        return memoryview(view.tobytes())
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def crc32(data: Bytes, running: int = 0) -> int:
+    """The CRC-32 of ``data``, continuing from ``running`` (the CRC of what came before)."""
+    return zlib.crc32(data, running) & 0xFFFFFFFF
+
+
+def encode_header(length: int, checksum: int) -> bytes:
+    """The header of a payload of ``length`` bytes whose CRC-32 is ``checksum``."""
+    return HEADER.pack(MAGIC, VERSION, 0, length, checksum)
+
+
+def frame(payload: Bytes) -> tuple[bytes, int]:
+    """``payload`` framed, and its CRC-32."""
+    view = byte_view(payload)
+    checksum = crc32(view)
+    return encode_header(view.nbytes, checksum) + view, checksum
+
+
+def unframe(
+    data: Bytes, path: str, *, expected_size: int | None = None, expected_checksum: int | None = None
+) -> bytes:
+    """The payload of a framed blob, after checking everything about it.
+
+    Args:
+        data: The whole stored blob, header included.
+        path: The blob's path or reference, named by the error.
+        expected_size: The payload size the blob's handle records, if there is a handle.
+        expected_checksum: The CRC-32 the blob's handle records, if there is a handle.
+
+    Raises:
+        CorruptCheckpointError: Anything does not match; the error names ``path`` and says what.
+    """
+    view = memoryview(data)
+    if len(view) < HEADER_SIZE:
+        raise CorruptCheckpointError(
+            path, f"truncated: {len(view)} bytes, shorter than the {HEADER_SIZE}-byte header"
+        )
+    magic, version, flags, length, stored = HEADER.unpack_from(view)
+    if magic != MAGIC:
+        raise CorruptCheckpointError(path, f"not a lockgate checkpoint file (magic {bytes(magic)!r})")
+    if version != VERSION:
+        raise CorruptCheckpointError(
+            path, f"unknown format version {version} (this lockgate reads {VERSION}): damaged, or newer"
+        )
+    if flags != 0:
+        raise CorruptCheckpointError(path, f"unknown header flags {flags:#06x}")
+    actual = len(view) - HEADER_SIZE
+    if actual != length:
+        what = "truncated" if actual < length else "extended"
+        raise CorruptCheckpointError(
+            path, f"{what}: the header records {length} payload bytes, the file holds {actual}"
+        )
+    if expected_size is not None and length != expected_size:
+        raise CorruptCheckpointError(
+            path, f"holds {length} payload bytes, but its handle records {expected_size}: another file?"
+        )
+    if expected_checksum is not None and stored != expected_checksum:
+        raise CorruptCheckpointError(
+            path,
+            f"its header records CRC-32 {stored:#010x}, but its handle records {expected_checksum:#010x}: "
+            "another file?",
+        )
+    payload = view[HEADER_SIZE:]
+    computed = crc32(payload)
+    if computed != stored:
+        raise CorruptCheckpointError(
+            path,
+            f"checksum mismatch: the payload's CRC-32 is {computed:#010x}, the header records {stored:#010x}",
+        )
+    return bytes(payload)

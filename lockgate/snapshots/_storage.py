@@ -1,0 +1,205 @@
+"""The checkpoint storage interface: where snapshots go, as Flink's ``CheckpointStorage`` decides it.
+
+A checkpoint coordinator uses a storage like this::
+
+    location = await storage.create_checkpoint_location(7)          # chk-7, empty, not complete
+    handle = await storage.write_state(location, "sum-0-keyed", data)  # one per state blob, in parallel
+    ...                                                              # handles travel to the coordinator
+    done = await storage.write_metadata(location, metadata)          # last: now chk-7 is complete
+
+and a restore like this, falling back past damaged checkpoints::
+
+    for checkpoint in reversed(await storage.completed_checkpoints()):
+        try:
+            metadata = await storage.read_metadata(checkpoint.checkpoint_id)
+            ...  # the handles in the metadata, then await storage.read_state(handle) for each
+        except CorruptCheckpointError:
+            continue
+
+A storage never interprets what it stores: state blobs and metadata are bytes to it. It frames each one
+with a checksum (see :mod:`lockgate.snapshots._format`) and refuses to hand back damaged bytes.
+A checkpoint is complete exactly when its metadata has been written; until then it is invisible to
+:meth:`CheckpointStorage.completed_checkpoints`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+from lockgate._errors import CheckpointError
+
+#: What :meth:`CheckpointStorage.write_state` takes: the blob's bytes, or an async iterable of chunks.
+StateData = bytes | bytearray | memoryview | AsyncIterable[bytes]
+
+#: The file name of a checkpoint's metadata; reserved, so no state blob can be named so.
+METADATA_NAME: Final = "_metadata"
+
+_STATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointLocation:
+    """Where the files of one checkpoint in progress go.
+
+    Attributes:
+        checkpoint_id: The checkpoint's id.
+        pointer: Where it is, for people: the file URL of its directory, or a ``memory:`` reference.
+    """
+
+    checkpoint_id: int
+    pointer: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStateHandle:
+    """A pointer to one persisted state blob and what is known about it, never the bytes themselves.
+
+    Handles are small and picklable; the coordinator collects them and writes them into the metadata.
+    A storage resolves a handle by ``checkpoint_id`` and ``name`` under its own root, so a checkpoint
+    directory can be moved or copied as a whole; ``pointer`` records where the blob was written.
+
+    Attributes:
+        checkpoint_id: The checkpoint the blob belongs to.
+        name: The blob's name within its checkpoint (its file name, for file storage).
+        pointer: The blob's file path, or its ``memory:`` reference.
+        size: The payload size in bytes (the stored file is a 20-byte header longer).
+        checksum: The CRC-32 of the payload; a read checks the stored blob against it.
+    """
+
+    checkpoint_id: int
+    name: str
+    pointer: str
+    size: int
+    checksum: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedCheckpoint:
+    """A checkpoint whose metadata was written: complete, restorable unless damaged.
+
+    Attributes:
+        checkpoint_id: The checkpoint's id.
+        pointer: The file URL of its directory, or a ``memory:`` reference.
+    """
+
+    checkpoint_id: int
+    pointer: str
+
+
+class CheckpointStorage(ABC):
+    """Where checkpoints go: one location per checkpoint, named state blobs in it, metadata last.
+
+    Every method is async and safe to call from many tasks at once (different blobs of one checkpoint
+    are written in parallel). Implementations must never block the event loop on I/O.
+    Errors: :class:`CheckpointError` when a checkpoint cannot be written, found or changed;
+    :class:`CorruptCheckpointError` (naming the file) when stored bytes are damaged.
+    """
+
+    @abstractmethod
+    async def create_checkpoint_location(self, checkpoint_id: int) -> CheckpointLocation:
+        """Prepare an empty location for checkpoint ``checkpoint_id`` and return it.
+
+        What an earlier, incomplete attempt at the same id left behind is discarded.
+
+        Raises:
+            CheckpointError: Checkpoint ``checkpoint_id`` is already complete (it is never overwritten),
+                or the location cannot be created.
+        """
+
+    @abstractmethod
+    async def write_state(
+        self, location: CheckpointLocation, name: str, data: StateData
+    ) -> StreamStateHandle:
+        """Persist one named state blob of a checkpoint in progress and return its handle.
+
+        Args:
+            location: From :meth:`create_checkpoint_location`.
+            name: Unique within the checkpoint: 1 to 200 letters, digits, ``.``, ``_`` and ``-``,
+                starting with a letter or digit (names starting with ``_`` or ``.`` are reserved).
+            data: The blob's bytes, or an async iterable of chunks to stream it without holding it whole.
+
+        Raises:
+            CheckpointError: The name is taken or invalid, the checkpoint is already complete or was
+                discarded, the blob is too large for the storage, or writing failed.
+        """
+
+    @abstractmethod
+    async def read_state(self, handle: StreamStateHandle) -> bytes:
+        """The payload ``handle`` points to, once its checksum, size and header are verified.
+
+        Raises:
+            CorruptCheckpointError: The blob is missing or damaged; the error names it.
+        """
+
+    @abstractmethod
+    async def write_metadata(self, location: CheckpointLocation, data: bytes) -> CompletedCheckpoint:
+        """Write the checkpoint's metadata, last and atomically: this completes the checkpoint.
+
+        Either the whole metadata becomes visible or none of it does; once written, the checkpoint's
+        state blobs are durable too, and the location takes no more writes.
+
+        Raises:
+            CheckpointError: The checkpoint is already complete, was discarded, or writing failed.
+        """
+
+    @abstractmethod
+    async def read_metadata(self, checkpoint_id: int) -> bytes:
+        """The metadata of a completed checkpoint, once its checksum is verified.
+
+        Raises:
+            CheckpointError: No checkpoint ``checkpoint_id`` is complete in this storage.
+            CorruptCheckpointError: Its metadata is damaged; the error names the file.
+        """
+
+    @abstractmethod
+    async def completed_checkpoints(self) -> list[CompletedCheckpoint]:
+        """The complete checkpoints, oldest (lowest id) first.
+
+        Cheap: it checks that each metadata exists, not that it is intact; :meth:`read_metadata` does.
+        """
+
+    @abstractmethod
+    async def discard_checkpoint(self, checkpoint_id: int) -> None:
+        """Delete a checkpoint, complete or not, with all its blobs; a missing one is no error.
+
+        The checkpoint stops being complete before any of its blobs is deleted.
+        """
+
+
+def check_checkpoint_id(checkpoint_id: object) -> int:
+    """``checkpoint_id`` if it is a non-negative int; a clear error otherwise."""
+    if not isinstance(checkpoint_id, int) or isinstance(checkpoint_id, bool) or checkpoint_id < 0:
+        raise CheckpointError(f"a checkpoint id is a non-negative int, got {checkpoint_id!r}")
+    return checkpoint_id
+
+
+def check_state_name(name: object) -> str:
+    """``name`` if it can name a state blob (and a file) in every storage; a clear error otherwise."""
+    if not isinstance(name, str) or not _STATE_NAME.fullmatch(name):
+        raise CheckpointError(
+            f"a state blob name is 1 to 200 letters, digits, '.', '_' and '-', starting with a letter or "
+            f"a digit, got {name!r}"
+        )
+    return name
+
+
+def check_state_data(data: object) -> None:
+    """Refuse what :meth:`CheckpointStorage.write_state` cannot store."""
+    if not isinstance(data, bytes | bytearray | memoryview | AsyncIterable):
+        raise TypeError(f"write_state() takes bytes or an async iterable of bytes, got {type(data).__name__}")
+
+
+@asynccontextmanager
+async def consuming(chunks: AsyncIterable[bytes]) -> AsyncIterator[AsyncIterable[bytes]]:
+    """Iterate ``chunks``, then close it (an async generator left half-way would warn when collected)."""
+    try:
+        yield chunks
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
