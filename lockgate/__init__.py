@@ -3,7 +3,9 @@
 Import it as ``import lockgate as lg``; everything public is importable from here.
 """
 
+from lockgate._errors import CheckpointError as CheckpointError
 from lockgate._errors import ConfigurationError as ConfigurationError
+from lockgate._errors import CorruptCheckpointError as CorruptCheckpointError
 from lockgate._errors import JobCancelledError as JobCancelledError
 from lockgate._errors import JobFailedError as JobFailedError
 from lockgate._errors import KeySerializationError as KeySerializationError
@@ -11,6 +13,7 @@ from lockgate._errors import LockgateError as LockgateError
 from lockgate.actors import Job as Job
 from lockgate.actors import JobResult as JobResult
 from lockgate.actors import JobStatus as JobStatus
+from lockgate.api import BroadcastConnectedStream as BroadcastConnectedStream
 from lockgate.api import DataStream as DataStream
 from lockgate.api import KeyedStream as KeyedStream
 from lockgate.api import StreamEnvironment as StreamEnvironment
@@ -21,19 +24,28 @@ from lockgate.connectors import Sink as Sink
 from lockgate.connectors import SinkWriter as SinkWriter
 from lockgate.connectors import Source as Source
 from lockgate.connectors import SourceReader as SourceReader
+from lockgate.functions import BroadcastProcessFunction as BroadcastProcessFunction
+from lockgate.functions import CheckpointedFunction as CheckpointedFunction
 from lockgate.functions import KeyedProcessFunction as KeyedProcessFunction
 from lockgate.functions import ProcessFunction as ProcessFunction
 from lockgate.functions import RuntimeContext as RuntimeContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
+from lockgate.snapshots import CheckpointStorage as CheckpointStorage
+from lockgate.snapshots import FileCheckpointStorage as FileCheckpointStorage
+from lockgate.snapshots import MemoryCheckpointStorage as MemoryCheckpointStorage
 from lockgate.state import AggregateFunction as AggregateFunction
 from lockgate.state import AggregatingState as AggregatingState
 from lockgate.state import AggregatingStateDescriptor as AggregatingStateDescriptor
+from lockgate.state import BroadcastState as BroadcastState
+from lockgate.state import FsStateBackend as FsStateBackend
 from lockgate.state import HeapStateBackend as HeapStateBackend
 from lockgate.state import KeyedStateBackend as KeyedStateBackend
 from lockgate.state import ListState as ListState
 from lockgate.state import ListStateDescriptor as ListStateDescriptor
 from lockgate.state import MapState as MapState
 from lockgate.state import MapStateDescriptor as MapStateDescriptor
+from lockgate.state import MemoryStateBackend as MemoryStateBackend
+from lockgate.state import OperatorListState as OperatorListState
 from lockgate.state import ReducingState as ReducingState
 from lockgate.state import ReducingStateDescriptor as ReducingStateDescriptor
 from lockgate.state import StateBackend as StateBackend
@@ -44,6 +56,11 @@ from lockgate.state import ValueStateDescriptor as ValueStateDescriptor
 __version__ = "0.1.0"
 
 __all__ = [
+    "BroadcastConnectedStream",
+    "BroadcastProcessFunction",
+    "BroadcastState",
+    "CheckpointedFunction",
+    "OperatorListState",
     "ChannelStatistics",
     "CollectSink",
     "ConfigurationError",
@@ -81,4 +98,11 @@ __all__ = [
     "StateTtlConfig",
     "ValueState",
     "ValueStateDescriptor",
+    "CheckpointError",
+    "CheckpointStorage",
+    "CorruptCheckpointError",
+    "FileCheckpointStorage",
+    "FsStateBackend",
+    "MemoryCheckpointStorage",
+    "MemoryStateBackend",
 ]

@@ -6,6 +6,11 @@ import lockgate as lg
 
 # The names of ../shared/API.md that exist at this stage, plus the interfaces users implement.
 EXPECTED = {
+    "BroadcastConnectedStream",
+    "BroadcastProcessFunction",
+    "BroadcastState",
+    "CheckpointedFunction",
+    "OperatorListState",
     "ChannelStatistics",
     "CollectSink",
     "ConfigurationError",
@@ -43,6 +48,13 @@ EXPECTED = {
     "StateTtlConfig",
     "ValueState",
     "ValueStateDescriptor",
+    "CheckpointError",
+    "CheckpointStorage",
+    "CorruptCheckpointError",
+    "FileCheckpointStorage",
+    "FsStateBackend",
+    "MemoryCheckpointStorage",
+    "MemoryStateBackend",
 }
 
 
@@ -50,10 +62,17 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert set(lg.__all__) == EXPECTED
     assert all(hasattr(lg, name) for name in lg.__all__)
     public = {name for name in vars(lg) if not name.startswith("_")}
-    submodules = {"actors", "api", "connectors", "functions", "graph", "mailbox", "state"}
+    submodules = {"actors", "api", "connectors", "functions", "graph", "mailbox", "snapshots", "state"}
     assert public - submodules == EXPECTED
 
 
 def test_errors_form_one_hierarchy() -> None:
-    for name in ("ConfigurationError", "JobFailedError", "JobCancelledError", "KeySerializationError"):
+    for name in (
+        "ConfigurationError",
+        "JobFailedError",
+        "JobCancelledError",
+        "KeySerializationError",
+        "CheckpointError",
+        "CorruptCheckpointError",
+    ):
         assert issubclass(getattr(lg, name), lg.LockgateError)

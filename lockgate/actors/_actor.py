@@ -40,6 +40,7 @@ class SubtaskActor:
         *,
         source: tuple[str, SourceReader] | None = None,
         mailbox: Mailbox | None = None,
+        channel_inputs: list[int] | None = None,
         batch_size: int,
         keyed_backends: list[KeyedStateBackend],
     ) -> None:
@@ -53,6 +54,8 @@ class SubtaskActor:
         self.output = output
         self.source = source
         self.mailbox = mailbox
+        # The operator input (0, or 1 for a two-input operator) that each mailbox channel feeds.
+        self.channel_inputs = channel_inputs or []
         self.batch_size = batch_size
         self.keyed_backends = keyed_backends
 
@@ -108,10 +111,14 @@ class SubtaskActor:
 
     async def _run_mailbox(self, mailbox: Mailbox) -> None:
         open_inputs = len(mailbox.channels)
+        channel_inputs = self.channel_inputs
         while open_inputs:
             index, message = await mailbox.receive()
             if type(message) is list:
-                await self._process(message, 0)
+                if channel_inputs[index]:
+                    await self._process_second_input(message)
+                else:
+                    await self._process(message, 0)
             elif message is END_OF_INPUT:
                 mailbox.pause(index)  # nothing follows the end of a channel
                 open_inputs -= 1
@@ -134,6 +141,15 @@ class SubtaskActor:
             if not batch:
                 return
         await self.output.emit(batch)
+
+    async def _process_second_input(self, batch: list[Any]) -> None:
+        head = self.operators[0]
+        try:
+            outputs = await head.process_batch2(batch)
+        except Exception as exc:
+            raise OperatorFailure(head.uid) from exc
+        if outputs:
+            await self._process(outputs, 1)
 
     async def _finish(self) -> None:
         # Each operator's last outputs still pass through the rest of the chain.

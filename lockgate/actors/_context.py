@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
@@ -9,11 +10,14 @@ from lockgate.functions import RuntimeContext
 from lockgate.state import (
     AggregatingState,
     AggregatingStateDescriptor,
+    BroadcastState,
     KeyedStateBackend,
     ListState,
     ListStateDescriptor,
     MapState,
     MapStateDescriptor,
+    OperatorListState,
+    OperatorStateBackend,
     ReducingState,
     ReducingStateDescriptor,
     StateHandle,
@@ -28,7 +32,13 @@ H = TypeVar("H", bound=StateHandle[Any])
 
 
 class SubtaskContext(RuntimeContext):
-    """The context of one operator subtask; keyed operators carry their state backend."""
+    """The context of one operator subtask: keyed operators carry their keyed state backend, every
+    operator its operator state backend.
+
+    Attributes:
+        broadcast_writable: Whether broadcast state may be changed through this context (only while
+            a broadcast process function handles a broadcast record).
+    """
 
     def __init__(
         self,
@@ -38,6 +48,7 @@ class SubtaskContext(RuntimeContext):
         parallelism: int,
         max_parallelism: int,
         keyed_backend: KeyedStateBackend | None = None,
+        operator_backend: OperatorStateBackend | None = None,
     ) -> None:
         self.operator_uid = operator_uid
         self.operator_name = operator_name
@@ -45,6 +56,18 @@ class SubtaskContext(RuntimeContext):
         self.parallelism = parallelism
         self.max_parallelism = max_parallelism
         self.keyed_backend = keyed_backend
+        self.operator_backend = operator_backend or OperatorStateBackend(operator_uid)
+        self.broadcast_writable = False
+
+    def broadcast_side(self) -> SubtaskContext:
+        """A context like this one through which broadcast state may be changed."""
+        side = copy.copy(self)
+        side.broadcast_writable = True
+        return side
+
+    @property
+    def is_restored(self) -> bool:
+        return self.operator_backend.is_restored
 
     def __repr__(self) -> str:
         return f"<SubtaskContext {self.operator_uid!r} [{self.subtask_index + 1}/{self.parallelism}]>"
@@ -66,8 +89,17 @@ class SubtaskContext(RuntimeContext):
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
         return self._keyed_state("get_state", descriptor, ValueStateDescriptor, ValueState)
 
-    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]:
+    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T] | OperatorListState[T]:
+        if self.keyed_backend is None:
+            return self.operator_backend.get_list_state(descriptor)
         return self._keyed_state("get_list_state", descriptor, ListStateDescriptor, ListState)
+
+    def get_union_list_state(self, descriptor: ListStateDescriptor[T]) -> OperatorListState[T]:
+        return self.operator_backend.get_union_list_state(descriptor)
+
+    def get_broadcast_state(self, descriptor: MapStateDescriptor[T]) -> BroadcastState[Any, T]:
+        state = self.operator_backend.get_broadcast_state(descriptor)
+        return state if self.broadcast_writable else state.read_only()
 
     def get_map_state(self, descriptor: MapStateDescriptor[T]) -> MapState[Any, T]:
         return self._keyed_state("get_map_state", descriptor, MapStateDescriptor, MapState)

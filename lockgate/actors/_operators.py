@@ -16,6 +16,7 @@ from lockgate._errors import ConfigurationError
 from lockgate.actors._context import SubtaskContext
 from lockgate.connectors import SinkWriter
 from lockgate.graph import (
+    BroadcastProcessSpec,
     FilterSpec,
     FlatMapSpec,
     KeyedProcessSpec,
@@ -25,7 +26,7 @@ from lockgate.graph import (
     ReduceSpec,
     SinkSpec,
 )
-from lockgate.state import ValueStateDescriptor
+from lockgate.state import OperatorStateSnapshot, ValueStateDescriptor
 
 
 class CallForm(enum.Enum):
@@ -83,9 +84,18 @@ class StreamOperator:
         """The outputs of a batch of input records (the batch is not empty)."""
         raise NotImplementedError
 
+    async def process_batch2(self, batch: list[Any]) -> list[Any]:
+        """The outputs of a batch of the second input (two-input operators only)."""
+        raise TypeError(f"{self!r} has one input")
+
     async def finish(self) -> list[Any]:
         """The input has ended; return the last outputs."""
         return []
+
+    def snapshot_operator_state(self) -> OperatorStateSnapshot:
+        """The operator state of this subtask now (the function's ``snapshot_state`` runs first)."""
+        ctx = self.ctx
+        return ctx.operator_backend.snapshot(ctx.subtask_index, ctx.parallelism)
 
     async def close(self) -> None:
         """Called once when the subtask ends, however it ends."""
@@ -156,10 +166,31 @@ class ProcessOperator(FlatMapOperator):
         super().__init__(ctx, lambda value: process_element(value, ctx), call_form(process_element))
 
     async def open(self) -> None:
+        self._function.initialize_state(self.ctx)
         self._function.open(self.ctx)
+
+    def snapshot_operator_state(self) -> OperatorStateSnapshot:
+        self._function.snapshot_state(self.ctx)
+        return super().snapshot_operator_state()
 
     async def close(self) -> None:
         self._function.close()
+
+
+class BroadcastProcessOperator(ProcessOperator):
+    """Runs a :class:`~lockgate.BroadcastProcessFunction`: input 0 reads broadcast state, input 1
+    (the broadcast records) may change it."""
+
+    def __init__(self, ctx: SubtaskContext, function: Any) -> None:
+        super().__init__(ctx, function)
+        side_ctx = ctx.broadcast_side()
+        process_broadcast = function.process_broadcast_element
+        self._broadcast = FlatMapOperator(
+            side_ctx, lambda value: process_broadcast(value, side_ctx), call_form(process_broadcast)
+        )
+
+    async def process_batch2(self, batch: list[Any]) -> list[Any]:
+        return await self._broadcast.process_batch(batch)
 
 
 class KeyedProcessOperator(StreamOperator):
@@ -280,6 +311,8 @@ def create_operator(spec: OperatorSpec, ctx: SubtaskContext) -> StreamOperator:
         return FilterOperator(ctx, spec.function)
     if isinstance(spec, FlatMapSpec):
         return FlatMapOperator(ctx, spec.function, call_form(spec.function))
+    if isinstance(spec, BroadcastProcessSpec):
+        return BroadcastProcessOperator(ctx, _copy_per_subtask(spec.function, ctx.operator_uid))
     if isinstance(spec, ProcessSpec):
         return ProcessOperator(ctx, _copy_per_subtask(spec.function, ctx.operator_uid))
     if isinstance(spec, KeyedProcessSpec):

@@ -109,7 +109,7 @@ class JobRunner:
 
     def _build(self) -> list[SubtaskActor]:
         # inputs[vertex][subtask]: the channels feeding that subtask; outputs likewise per edge.
-        inputs: dict[JobVertex, list[list[Channel]]] = {
+        inputs: dict[JobVertex, list[list[tuple[Channel, int]]]] = {
             v: [[] for _ in range(v.parallelism)] for v in self.graph.vertices
         }
         edge_channels: dict[JobEdge, list[list[Channel]]] = {}
@@ -125,7 +125,7 @@ class JobRunner:
                 actors.append(self._actor(vertex, index, OutputRouter(outputs), inputs[vertex][index]))
         return actors
 
-    def _connect(self, edge: JobEdge, target_inputs: list[list[Channel]]) -> list[list[Channel]]:
+    def _connect(self, edge: JobEdge, target_inputs: list[list[tuple[Channel, int]]]) -> list[list[Channel]]:
         """Create the channels of ``edge``; return, per producer subtask, its channels in order."""
         source, target = edge.source, edge.target
         per_producer: list[list[Channel]] = []
@@ -136,7 +136,7 @@ class JobRunner:
                 name = f"{source.operators[-1].uid}[{i}]->{target.operators[0].uid}[{j}]"
                 channel = Channel(self.options.channel_capacity, name)
                 self.channels[name] = channel
-                target_inputs[j].append(channel)
+                target_inputs[j].append((channel, edge.input_index))
                 channels.append(channel)
             per_producer.append(channels)
         return per_producer
@@ -156,7 +156,7 @@ class JobRunner:
         raise TypeError(f"unknown partitioner {partitioner!r}")
 
     def _actor(
-        self, vertex: JobVertex, index: int, output: OutputRouter, channels: list[Channel]
+        self, vertex: JobVertex, index: int, output: OutputRouter, channels: list[tuple[Channel, int]]
     ) -> SubtaskActor:
         max_parallelism = self.graph.max_parallelism
         operators: list[StreamOperator] = []
@@ -184,7 +184,8 @@ class JobRunner:
             operators,
             output,
             source=source,
-            mailbox=None if source else Mailbox(channels),
+            mailbox=None if source else Mailbox([channel for channel, _ in channels]),
+            channel_inputs=[input_index for _, input_index in channels],
             batch_size=self.options.batch_size,
             keyed_backends=backends,
         )

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.connectors import Sink
-from lockgate.functions import KeyedProcessFunction, ProcessFunction
+from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
 from lockgate.graph import (
     BroadcastPartitioner,
+    BroadcastProcessSpec,
     FilterSpec,
     FlatMapSpec,
     ForwardPartitioner,
@@ -78,14 +79,14 @@ class DataStream:
         uid: str | None,
         name: str | None,
         parallelism: int | None,
-        source: Transformation | None = None,
+        inputs: tuple[Transformation, ...] | None = None,
     ) -> OperatorTransformation:
         env = self.env
         parallelism = env._check_parallelism(parallelism, name or uid or spec.kind)
         node = OperatorTransformation(
             id=env._next_id(),
             parallelism=parallelism,
-            inputs=(source or self._node,),
+            inputs=inputs or (self._node,),
             spec=spec,
             **env._naming(spec.kind, uid, name),
         )
@@ -190,6 +191,23 @@ class DataStream:
         node = UnionTransformation(id=self.env._next_id(), parallelism=self._node.parallelism, inputs=nodes)
         return DataStream(self.env, self.env._add(node))
 
+    def connect(self, broadcast_stream: DataStream) -> BroadcastConnectedStream:
+        """Join this stream with ``broadcast_stream`` for the broadcast state pattern.
+
+        Every subtask of the next operator gets every record of ``broadcast_stream`` (it is
+        broadcast if it was not already); continue with ``.process(BroadcastProcessFunction)``.
+        """
+        if not isinstance(broadcast_stream, DataStream):
+            raise ConfigurationError(f"connect() takes a stream, got {broadcast_stream!r}")
+        if broadcast_stream.env is not self.env:
+            raise ConfigurationError("connect() cannot join streams of different environments")
+        node = broadcast_stream._node
+        if not (
+            isinstance(node, PartitionTransformation) and isinstance(node.partitioner, BroadcastPartitioner)
+        ):
+            broadcast_stream = broadcast_stream.broadcast()
+        return BroadcastConnectedStream(self, broadcast_stream)
+
     # ---- sinks
 
     def sink(
@@ -273,3 +291,26 @@ def _summer(field: int | str | None) -> Callable[[Any, Any], Any]:
         raise TypeError(f"sum({field!r}) cannot read that field of a {type(total).__qualname__}")
 
     return add
+
+
+class BroadcastConnectedStream:
+    """A stream joined with a broadcast stream (see :meth:`DataStream.connect`)."""
+
+    def __init__(self, stream: DataStream, broadcast_stream: DataStream) -> None:
+        self.stream = stream
+        self.broadcast_stream = broadcast_stream
+
+    def process(
+        self,
+        function: BroadcastProcessFunction[Any, Any, Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Run a :class:`BroadcastProcessFunction` over both inputs."""
+        _require_instance("process", function, BroadcastProcessFunction)
+        stream = self.stream
+        inputs = (stream._node, self.broadcast_stream._node)
+        node = stream._operator(BroadcastProcessSpec(function), uid, name, parallelism, inputs)
+        return DataStream(stream.env, node)

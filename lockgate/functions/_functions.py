@@ -9,10 +9,12 @@ from typing import Any, Generic, TypeVar
 from lockgate.state import (
     AggregatingState,
     AggregatingStateDescriptor,
+    BroadcastState,
     ListState,
     ListStateDescriptor,
     MapState,
     MapStateDescriptor,
+    OperatorListState,
     ReducingState,
     ReducingStateDescriptor,
     ValueState,
@@ -20,6 +22,7 @@ from lockgate.state import (
 )
 
 IN = TypeVar("IN")
+IN2 = TypeVar("IN2")
 OUT = TypeVar("OUT")
 T = TypeVar("T")
 
@@ -48,8 +51,22 @@ class RuntimeContext(ABC):
         """The keyed :class:`ValueState` that ``descriptor`` declares (keyed streams only)."""
 
     @abstractmethod
-    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]:
-        """The keyed :class:`ListState` that ``descriptor`` declares (keyed streams only)."""
+    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T] | OperatorListState[T]:
+        """The :class:`ListState` that ``descriptor`` declares: keyed state on a keyed stream, else
+        operator list state (split evenly over the subtasks when the job is rescaled)."""
+
+    @abstractmethod
+    def get_union_list_state(self, descriptor: ListStateDescriptor[T]) -> OperatorListState[T]:
+        """Operator list state that every subtask gets whole on restore (non-keyed functions)."""
+
+    @abstractmethod
+    def get_broadcast_state(self, descriptor: MapStateDescriptor[T]) -> BroadcastState[Any, T]:
+        """The broadcast state of a broadcast process function; read-only in ``process_element``."""
+
+    @property
+    @abstractmethod
+    def is_restored(self) -> bool:
+        """Whether the subtask's state was restored from a snapshot."""
 
     @abstractmethod
     def get_map_state(self, descriptor: MapStateDescriptor[T]) -> MapState[Any, T]:
@@ -95,9 +112,25 @@ class KeyedProcessFunction(ABC, Generic[IN, OUT]):
         """Called once per subtask when it ends, however it ends."""
 
 
-class ProcessFunction(ABC, Generic[IN, OUT]):
+class CheckpointedFunction:
+    """Hooks of functions that keep operator state.
+
+    ``initialize_state`` runs once per subtask before ``open``: declare operator state there
+    (``ctx.get_list_state``, ``ctx.get_union_list_state``) and read what was restored
+    (``ctx.is_restored``). ``snapshot_state`` runs when a snapshot is taken: move what the function
+    keeps in plain attributes into its operator state.
+    """
+
+    def initialize_state(self, ctx: RuntimeContext) -> None:
+        """Declare operator state and read its restored contents."""
+
+    def snapshot_state(self, ctx: RuntimeContext) -> None:
+        """Bring operator state up to date for the snapshot being taken."""
+
+
+class ProcessFunction(CheckpointedFunction, ABC, Generic[IN, OUT]):
     """A function of a non-keyed stream. ``process_element`` takes the same forms as in
-    :class:`KeyedProcessFunction`; keyed state is not available here."""
+    :class:`KeyedProcessFunction`; keyed state is not available here, operator state is."""
 
     def open(self, ctx: RuntimeContext) -> None:
         """Called once per subtask before the first record."""
@@ -105,6 +138,33 @@ class ProcessFunction(ABC, Generic[IN, OUT]):
     @abstractmethod
     def process_element(self, value: IN, ctx: RuntimeContext) -> AsyncIterator[OUT] | Iterable[OUT] | None:
         """Process one record; yield (or return) its outputs."""
+
+    def close(self) -> None:
+        """Called once per subtask when it ends, however it ends."""
+
+
+class BroadcastProcessFunction(CheckpointedFunction, ABC, Generic[IN, IN2, OUT]):
+    """The broadcast state pattern: ``stream.connect(rules).process(fn)``.
+
+    Every subtask sees every record of the broadcast input (``process_broadcast_element``), where it
+    may change broadcast state; records of the other input (``process_element``) read it only, so
+    all subtasks keep the same broadcast state. Both reach it with
+    ``ctx.get_broadcast_state(descriptor)``, and both take the forms of
+    :meth:`KeyedProcessFunction.process_element`.
+    """
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Called once per subtask before the first record."""
+
+    @abstractmethod
+    def process_element(self, value: IN, ctx: RuntimeContext) -> AsyncIterator[OUT] | Iterable[OUT] | None:
+        """Process one record; broadcast state is read-only here."""
+
+    @abstractmethod
+    def process_broadcast_element(
+        self, value: IN2, ctx: RuntimeContext
+    ) -> AsyncIterator[OUT] | Iterable[OUT] | None:
+        """Process one broadcast record; broadcast state is writable here."""
 
     def close(self) -> None:
         """Called once per subtask when it ends, however it ends."""

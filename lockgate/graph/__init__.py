@@ -5,6 +5,7 @@ from lockgate.graph._job_graph import JobGraph as JobGraph
 from lockgate.graph._job_graph import JobVertex as JobVertex
 from lockgate.graph._job_graph import build_job_graph as build_job_graph
 from lockgate.graph._transformations import BroadcastPartitioner as BroadcastPartitioner
+from lockgate.graph._transformations import BroadcastProcessSpec as BroadcastProcessSpec
 from lockgate.graph._transformations import FilterSpec as FilterSpec
 from lockgate.graph._transformations import FlatMapSpec as FlatMapSpec
 from lockgate.graph._transformations import ForwardPartitioner as ForwardPartitioner

@@ -22,11 +22,13 @@ from lockgate.graph._transformations import (
 
 @dataclass(eq=False)
 class JobEdge:
-    """Records flow from every subtask of ``source`` to the subtasks of ``target`` by ``partitioner``."""
+    """Records flow from every subtask of ``source`` to the subtasks of ``target`` by ``partitioner``,
+    into the target's input ``input_index`` (0 but for the second input of a two-input operator)."""
 
     source: JobVertex
     target: JobVertex
     partitioner: Partitioner
+    input_index: int = 0
 
     def __repr__(self) -> str:
         return f"<JobEdge {self.source.name} -{self.partitioner.name}-> {self.target.name}>"
@@ -91,29 +93,29 @@ def build_job_graph(transformations: Iterable[Transformation], max_parallelism: 
         )
 
     # The physical operators that lead to a sink, and their resolved input edges.
-    inputs: dict[PhysicalTransformation, list[tuple[PhysicalTransformation, Partitioner]]] = {}
+    inputs: dict[PhysicalTransformation, list[tuple[PhysicalTransformation, Partitioner, int]]] = {}
     pending: list[PhysicalTransformation] = list(sinks)
     while pending:
         node = pending.pop()
         if node in inputs:
             continue
-        resolved: list[tuple[PhysicalTransformation, Partitioner]] = []
-        for logical_input in node.inputs:
+        resolved: list[tuple[PhysicalTransformation, Partitioner, int]] = []
+        for input_index, logical_input in enumerate(node.inputs):
             for upstream, partitioner in _resolve_inputs(logical_input):
-                resolved.append((upstream, _effective(upstream, node, partitioner)))
+                resolved.append((upstream, _effective(upstream, node, partitioner), input_index))
                 pending.append(upstream)
         inputs[node] = resolved
     nodes = sorted(inputs, key=lambda t: t.id)
     outputs: dict[PhysicalTransformation, list[PhysicalTransformation]] = {n: [] for n in nodes}
     for node in nodes:
-        for upstream, _ in inputs[node]:
+        for upstream, _, _ in inputs[node]:
             outputs[upstream].append(node)
 
     def chains_into(node: PhysicalTransformation) -> bool:
         # Chain into the single upstream when nothing but a forward edge of equal parallelism joins them.
         if len(inputs[node]) != 1:
             return False
-        upstream, partitioner = inputs[node][0]
+        upstream, partitioner, _ = inputs[node][0]
         return (
             isinstance(partitioner, ForwardPartitioner)
             and len(outputs[upstream]) == 1
@@ -132,8 +134,8 @@ def build_job_graph(transformations: Iterable[Transformation], max_parallelism: 
         vertex_of[node] = vertex
     for vertex in vertices:
         head = vertex.operators[0]
-        for upstream, partitioner in inputs[head]:
-            edge = JobEdge(vertex_of[upstream], vertex, partitioner)
+        for upstream, partitioner, input_index in inputs[head]:
+            edge = JobEdge(vertex_of[upstream], vertex, partitioner, input_index)
             vertex.inputs.append(edge)
             edge.source.outputs.append(edge)
     return JobGraph(vertices, max_parallelism)

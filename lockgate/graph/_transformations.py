@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lockgate.connectors import Sink, Source
-from lockgate.functions import KeyedProcessFunction, ProcessFunction
+from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
 
 KeySelector = Callable[[Any], Any]
 
@@ -89,12 +89,29 @@ class ReduceSpec:
 
 
 @dataclass(frozen=True)
+class BroadcastProcessSpec:
+    """Two inputs: records (input 0) and broadcast records (input 1) that write broadcast state."""
+
+    function: BroadcastProcessFunction[Any, Any, Any]
+    kind: ClassVar[str] = "broadcast_process"
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     sink: Sink
     kind: ClassVar[str] = "sink"
 
 
-OperatorSpec = MapSpec | FilterSpec | FlatMapSpec | ProcessSpec | KeyedProcessSpec | ReduceSpec | SinkSpec
+OperatorSpec = (
+    MapSpec
+    | FilterSpec
+    | FlatMapSpec
+    | ProcessSpec
+    | KeyedProcessSpec
+    | ReduceSpec
+    | BroadcastProcessSpec
+    | SinkSpec
+)
 
 
 # ---- transformations: the nodes of the logical graph
@@ -134,6 +151,8 @@ class SourceTransformation(PhysicalTransformation):
 
 @dataclass(eq=False, kw_only=True)
 class OperatorTransformation(PhysicalTransformation):
+    """An operator; one logical input, or two for a two-input operator (in input order)."""
+
     spec: OperatorSpec
 
 

@@ -48,6 +48,16 @@ from lockgate.state._keygroups import (
 from lockgate.state._keygroups import (
     subtask_for_key_group as subtask_for_key_group,
 )
+from lockgate.state._operator import BroadcastState as BroadcastState
+from lockgate.state._operator import OperatorListState as OperatorListState
+from lockgate.state._operator import OperatorStateBackend as OperatorStateBackend
+from lockgate.state._operator import OperatorStateEntry as OperatorStateEntry
+from lockgate.state._operator import OperatorStateSnapshot as OperatorStateSnapshot
+from lockgate.state._operator import RestoredOperatorState as RestoredOperatorState
+from lockgate.state._operator import redistribute as redistribute
+from lockgate.state._presets import FsStateBackend as FsStateBackend
+from lockgate.state._presets import MemoryStateBackend as MemoryStateBackend
+from lockgate.state._presets import StatePreset as StatePreset
 from lockgate.state._serialization import canonical_key_bytes as canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER as DEFAULT_SERIALIZER
 from lockgate.state._serializers import PickleSerializer as PickleSerializer
