@@ -12,6 +12,7 @@ import anyio.lowlevel
 
 from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.functions import RuntimeContext
+from lockgate.state import ListStateDescriptor, OperatorListState
 
 T = TypeVar("T")
 
@@ -36,6 +37,13 @@ class SourceReader(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the reader holds; called once, however the subtask ends."""
 
+    def snapshot_state(self) -> None:  # noqa: B027 - optional hook
+        """A snapshot is being taken: write the reader's position into its operator state.
+
+        A replayable reader declares that state in ``create_reader`` (``ctx.get_union_list_state``)
+        and resumes from it when ``ctx.is_restored``.
+        """
+
 
 class Source(ABC):
     """Creates a reader for each subtask of a source operator.
@@ -51,9 +59,18 @@ class Source(ABC):
         """The reader for subtask ``ctx.subtask_index`` of ``ctx.parallelism``."""
 
 
+#: A collection reader's position: subtask ``s`` of ``p`` has emitted the items ``i`` with
+#: ``i % p == s`` and ``i < next``.
+Position = tuple[int, int, int]
+
+
 class CollectionSource(Source, Generic[T]):
     """Emits the items of a sequence. Subtask ``i`` of ``p`` emits the items at indexes ``i, i+p, ...``,
-    in order, so at parallelism 1 the order is the sequence's."""
+    in order, so at parallelism 1 the order is the sequence's.
+
+    It is replayable: its position is operator state (union list state ``positions``), so a job
+    restored from a snapshot, at any parallelism, emits exactly the items not emitted before it.
+    """
 
     def __init__(self, items: Sequence[T]) -> None:
         self.items = items
@@ -62,22 +79,47 @@ class CollectionSource(Source, Generic[T]):
         return f"CollectionSource(<{len(self.items)} items>)"
 
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
-        return _CollectionReader(self.items, ctx.subtask_index, ctx.parallelism)
+        positions = ctx.get_union_list_state(ListStateDescriptor[Position]("positions"))
+        return _CollectionReader(self.items, ctx.subtask_index, ctx.parallelism, positions)
 
 
 class _CollectionReader(SourceReader):
-    def __init__(self, items: Sequence[Any], subtask_index: int, parallelism: int) -> None:
+    def __init__(
+        self,
+        items: Sequence[Any],
+        subtask_index: int,
+        parallelism: int,
+        positions: OperatorListState[Position],
+    ) -> None:
         self._items = items
+        self._index = subtask_index
         self._step = parallelism
         self._next = subtask_index  # index of the next item to emit
+        self._positions = positions
+        # Positions of the run this one was restored from: what they cover was emitted already.
+        self._earlier = sorted(set(positions.get_nowait()))
+        same_shape = [p for p in self._earlier if (p[0], p[1]) == (subtask_index, parallelism)]
+        if same_shape and len(self._earlier) == parallelism:  # restored at the same parallelism
+            self._next = max(p[2] for p in same_shape)
+            self._earlier = []
+
+    def _emitted_before(self, index: int) -> bool:
+        return any(index % step == subtask and index < end for subtask, step, end in self._earlier)
 
     async def read(self, max_records: int) -> list[Any] | None:
+        items, step = self._items, self._step
         start = self._next
-        if start >= len(self._items):
+        if start >= len(items):
             return None
-        stop = start + max_records * self._step
+        stop = start + max_records * step
         self._next = stop
-        return list(self._items[start : stop : self._step])
+        if not self._earlier:
+            return list(items[start:stop:step])
+        batch = [items[i] for i in range(start, min(stop, len(items)), step) if not self._emitted_before(i)]
+        return batch if batch or self._next < len(items) else None
+
+    def snapshot_state(self) -> None:
+        self._positions.update_nowait([*self._earlier, (self._index, self._step, self._next)])
 
 
 class _RecordBuffer:
