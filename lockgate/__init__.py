@@ -27,6 +27,7 @@ from lockgate.connectors import SourceReader as SourceReader
 from lockgate.functions import BroadcastProcessFunction as BroadcastProcessFunction
 from lockgate.functions import CheckpointedFunction as CheckpointedFunction
 from lockgate.functions import KeyedProcessFunction as KeyedProcessFunction
+from lockgate.functions import MapFunction as MapFunction
 from lockgate.functions import ProcessFunction as ProcessFunction
 from lockgate.functions import RuntimeContext as RuntimeContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
@@ -76,6 +77,7 @@ __all__ = [
     "KeyedStateBackend",
     "KeyedStream",
     "LockgateError",
+    "MapFunction",
     "PrintSink",
     "ProcessFunction",
     "QueueSource",

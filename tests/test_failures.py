@@ -260,3 +260,13 @@ async def test_returning_a_string_from_a_flat_map_is_refused() -> None:
     env.from_collection(["ab"]).flat_map(lambda s: s.upper(), uid="upper").sink(lg.CollectSink())
     with pytest.raises(lg.JobFailedError, match="split into characters"):
         await env.execute("strings")
+
+
+async def test_a_key_without_canonical_form_fails_at_its_first_record_at_any_parallelism() -> None:
+    for parallelism in (1, 2):
+        env = lg.StreamEnvironment(parallelism=parallelism)
+        env.from_collection([[1, 2], [3]]).key_by(lambda r: r).sum(uid="by-list").sink(lg.CollectSink())
+        with pytest.raises(lg.JobFailedError) as failure:
+            await env.execute("bad-keys")
+        assert isinstance(failure.value.__cause__, lg.KeySerializationError)
+        assert "list" in str(failure.value.__cause__)

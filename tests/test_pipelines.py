@@ -295,3 +295,63 @@ async def test_every_form_of_process_element_gives_the_same_results(form: str) -
     out = env.from_collection(words).key_by(lambda w: w).process(function).sink(lg.CollectSink())
     await env.execute(form)
     assert sorted(out.results) == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)]
+
+
+class CountingMap(lg.MapFunction[tuple[str, int], tuple[str, int, int]]):
+    """The fast keyed form: a MapFunction with keyed state and no await."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.total = ctx.get_state(lg.ValueStateDescriptor("total", default=0))
+        self.seen = ctx.get_state(lg.ValueStateDescriptor("seen", default=0))
+
+    def map(self, value: tuple[str, int]) -> tuple[str, int, int]:
+        total = self.total.value_nowait() + value[1]
+        seen = self.seen.value_nowait() + 1
+        self.total.update_nowait(total)
+        self.seen.update_nowait(seen)
+        return (value[0], total, seen)
+
+
+class AwaitingMap(CountingMap):
+    async def map(self, value: tuple[str, int]) -> tuple[str, int, int]:  # type: ignore[override]
+        total = await self.total.value() + value[1]
+        seen = await self.seen.value() + 1
+        await self.total.update(total)
+        await self.seen.update(seen)
+        return (value[0], total, seen)
+
+
+@FAST
+@given(data=records, parallelism=parallelisms, awaiting=st.booleans())
+async def test_a_map_function_on_a_keyed_stream_keeps_keyed_state(
+    data: list[tuple[str, int]], parallelism: int, awaiting: bool
+) -> None:
+    env = lg.StreamEnvironment(parallelism=parallelism, max_parallelism=16)
+    function = AwaitingMap() if awaiting else CountingMap()
+    out = env.from_collection(data).key_by(lambda r: r[0]).map(function).sink(lg.CollectSink())
+    await env.execute("keyed-map")
+    if parallelism == 1:
+        assert out.results == reference_running_sums(data)
+    else:
+        assert Counter(out.results) == Counter(reference_running_sums(data))
+
+
+async def test_a_map_function_is_opened_and_closed_once_per_subtask() -> None:
+    events: list[tuple[str, int]] = []
+
+    class Tracked(lg.MapFunction[int, int]):
+        def open(self, ctx: lg.RuntimeContext) -> None:
+            self.index = ctx.subtask_index
+            events.append(("open", self.index))
+
+        def map(self, value: int) -> int:
+            return value * 10
+
+        def close(self) -> None:
+            events.append(("close", self.index))
+
+    env = lg.StreamEnvironment(parallelism=3)
+    out = env.from_collection(range(9)).rebalance().map(Tracked()).sink(lg.CollectSink())
+    await env.execute("tracked")
+    assert sorted(out.results) == [x * 10 for x in range(9)]
+    assert sorted(events) == [("close", 0), ("close", 1), ("close", 2), ("open", 0), ("open", 1), ("open", 2)]

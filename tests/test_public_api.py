@@ -26,6 +26,7 @@ EXPECTED = {
     "KeyedStateBackend",
     "KeyedStream",
     "LockgateError",
+    "MapFunction",
     "PrintSink",
     "ProcessFunction",
     "QueueSource",

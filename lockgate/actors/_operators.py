@@ -15,10 +15,12 @@ from typing import Any
 from lockgate._errors import ConfigurationError
 from lockgate.actors._context import SubtaskContext
 from lockgate.connectors import SinkWriter
+from lockgate.functions import MapFunction
 from lockgate.graph import (
     BroadcastProcessSpec,
     FilterSpec,
     FlatMapSpec,
+    KeyedMapSpec,
     KeyedProcessSpec,
     MapSpec,
     OperatorSpec,
@@ -26,7 +28,7 @@ from lockgate.graph import (
     ReduceSpec,
     SinkSpec,
 )
-from lockgate.state import OperatorStateSnapshot, ValueStateDescriptor
+from lockgate.state import OperatorStateSnapshot, ValueStateDescriptor, stable_key_hash
 
 
 class CallForm(enum.Enum):
@@ -67,6 +69,21 @@ def _extend_outputs(out: list[Any], result: Any, what: str) -> None:
     out.extend(result)
 
 
+# Keys of these types always serialise canonically; others are checked once per distinct key.
+_PLAIN_KEY_TYPES = frozenset({str, int, bytes, float, bool, type(None)})
+
+
+def _keys_of(key_selector: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
+    """The keys of a batch's records, each checked to have a canonical form: a key that cannot be
+    stored, checkpointed or moved to another subtask fails here, at its first record, whatever the
+    parallelism and backend."""
+    keys = list(map(key_selector, batch))
+    if not _PLAIN_KEY_TYPES.issuperset(map(type, keys)):
+        for key in keys:
+            stable_key_hash(key)  # cached; raises KeySerializationError naming the type
+    return keys
+
+
 class StreamOperator:
     """One subtask's instance of an operator."""
 
@@ -102,10 +119,21 @@ class StreamOperator:
 
 
 class MapOperator(StreamOperator):
-    def __init__(self, ctx: SubtaskContext, fn: Callable[[Any], Any]) -> None:
+    """Runs a function, or a :class:`~lockgate.MapFunction` (with ``open``/``close``), per record."""
+
+    def __init__(self, ctx: SubtaskContext, fn: Any) -> None:
         super().__init__(ctx)
-        self._fn = fn
-        self._form = call_form(fn)
+        self._function = _copy_per_subtask(fn, ctx.operator_uid) if isinstance(fn, MapFunction) else None
+        self._fn: Callable[[Any], Any] = fn if self._function is None else self._function.map
+        self._form = call_form(self._fn)
+
+    async def open(self) -> None:
+        if self._function is not None:
+            self._function.open(self.ctx)
+
+    async def close(self) -> None:
+        if self._function is not None:
+            self._function.close()
 
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         fn = self._fn
@@ -114,7 +142,36 @@ class MapOperator(StreamOperator):
         return [fn(value) for value in batch]
 
 
+class KeyedMapOperator(MapOperator):
+    """A map on a keyed stream: sets the current key before each record, so state is the key's."""
+
+    def __init__(self, ctx: SubtaskContext, fn: Any, key_selector: Callable[[Any], Any]) -> None:
+        super().__init__(ctx, fn)
+        self._key_selector = key_selector
+
+    async def process_batch(self, batch: list[Any]) -> list[Any]:
+        backend = self.ctx.keyed_backend
+        assert backend is not None
+        keys = _keys_of(self._key_selector, batch)
+        await backend.prepare_batch(keys)
+        fn = self._fn
+        out: list[Any] = []
+        append = out.append
+        if self._form is CallForm.ASYNC:
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                append(await fn(value))
+        else:
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                append(fn(value))
+        await backend.finish_batch()
+        return out
+
+
 class FilterOperator(MapOperator):
+    """Keeps the records for which the function is true."""
+
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         fn = self._fn
         if self._form is CallForm.ASYNC:
@@ -213,7 +270,7 @@ class KeyedProcessOperator(StreamOperator):
         ctx = self.ctx
         backend = ctx.keyed_backend
         assert backend is not None
-        keys = list(map(self._key_selector, batch))
+        keys = _keys_of(self._key_selector, batch)
         await backend.prepare_batch(keys)
         process = self._function.process_element
         out: list[Any] = []
@@ -260,7 +317,7 @@ class ReduceOperator(StreamOperator):
         backend = self.ctx.keyed_backend
         assert backend is not None
         state, fn = self._state, self._fn
-        keys = list(map(self._key_selector, batch))
+        keys = _keys_of(self._key_selector, batch)
         await backend.prepare_batch(keys)
         out: list[Any] = []
         for key, value in zip(keys, batch, strict=True):
@@ -318,6 +375,8 @@ def create_operator(spec: OperatorSpec, ctx: SubtaskContext) -> StreamOperator:
     if isinstance(spec, KeyedProcessSpec):
         function = _copy_per_subtask(spec.function, ctx.operator_uid)
         return KeyedProcessOperator(ctx, function, spec.key_selector)
+    if isinstance(spec, KeyedMapSpec):
+        return KeyedMapOperator(ctx, spec.function, spec.key_selector)
     if isinstance(spec, ReduceSpec):
         return ReduceOperator(ctx, spec.function, spec.key_selector)
     if isinstance(spec, SinkSpec):
@@ -327,4 +386,4 @@ def create_operator(spec: OperatorSpec, ctx: SubtaskContext) -> StreamOperator:
 
 def is_keyed(spec: OperatorSpec) -> bool:
     """Whether the operator keeps keyed state (and so needs a keyed state backend)."""
-    return isinstance(spec, KeyedProcessSpec | ReduceSpec)
+    return isinstance(spec, KeyedProcessSpec | KeyedMapSpec | ReduceSpec)

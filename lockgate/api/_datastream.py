@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.connectors import Sink
-from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
+from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, MapFunction, ProcessFunction
 from lockgate.graph import (
     BroadcastPartitioner,
     BroadcastProcessSpec,
     FilterSpec,
     FlatMapSpec,
     ForwardPartitioner,
+    KeyedMapSpec,
     KeyedProcessSpec,
     KeyGroupPartitioner,
     KeySelector,
@@ -105,14 +106,16 @@ class DataStream:
 
     def map(
         self,
-        fn: Callable[[Any], Any],
+        fn: Callable[[Any], Any] | MapFunction[Any, Any],
         *,
         uid: str | None = None,
         name: str | None = None,
         parallelism: int | None = None,
     ) -> DataStream:
-        """Each record becomes ``fn(record)``; ``fn`` is a ``def`` or an ``async def``."""
-        _require_function("map", fn, "map(lambda r: r * 2)")
+        """Each record becomes ``fn(record)``; ``fn`` is a ``def``, an ``async def`` or a
+        :class:`MapFunction` (whose ``map`` is called)."""
+        if not isinstance(fn, MapFunction):
+            _require_function("map", fn, "map(lambda r: r * 2)")
         return DataStream(self.env, self._operator(MapSpec(fn), uid, name, parallelism))
 
     def filter(
@@ -242,6 +245,21 @@ class KeyedStream(DataStream):
         """Run a :class:`KeyedProcessFunction`, with keyed state, on every record."""
         _require_instance("process", function, KeyedProcessFunction)
         spec = KeyedProcessSpec(function, self.key_selector)
+        return DataStream(self.env, self._operator(spec, uid, name, parallelism))
+
+    def map(
+        self,
+        fn: Callable[[Any], Any] | MapFunction[Any, Any],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Each record becomes ``fn(record)``, with the record's key current: a
+        :class:`MapFunction` may use keyed state (declared in ``open``). The fastest keyed form."""
+        if not isinstance(fn, MapFunction):
+            _require_function("map", fn, "map(lambda r: r * 2)")
+        spec = KeyedMapSpec(fn, self.key_selector)
         return DataStream(self.env, self._operator(spec, uid, name, parallelism))
 
     def reduce(

@@ -112,6 +112,26 @@ class KeyedProcessFunction(ABC, Generic[IN, OUT]):
         """Called once per subtask when it ends, however it ends."""
 
 
+class MapFunction(ABC, Generic[IN, OUT]):
+    """A map function with a life cycle: ``open`` once per subtask, ``map`` per record, ``close``.
+
+    On a keyed stream (``keyed.map(fn)``) it may use keyed state, declared in ``open``, and it is
+    the fastest form for keyed hot paths: one output per record, no generator. ``map`` may be an
+    ``async def``; with a plain ``def`` it reaches state through the ``*_nowait`` handle methods.
+    Each subtask works on its own copy of the function object.
+    """
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Called once per subtask before the first record: declare state here."""
+
+    @abstractmethod
+    def map(self, value: IN) -> OUT:
+        """The output of one record."""
+
+    def close(self) -> None:
+        """Called once per subtask when it ends, however it ends."""
+
+
 class CheckpointedFunction:
     """Hooks of functions that keep operator state.
 

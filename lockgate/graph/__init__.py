@@ -9,6 +9,7 @@ from lockgate.graph._transformations import BroadcastProcessSpec as BroadcastPro
 from lockgate.graph._transformations import FilterSpec as FilterSpec
 from lockgate.graph._transformations import FlatMapSpec as FlatMapSpec
 from lockgate.graph._transformations import ForwardPartitioner as ForwardPartitioner
+from lockgate.graph._transformations import KeyedMapSpec as KeyedMapSpec
 from lockgate.graph._transformations import KeyedProcessSpec as KeyedProcessSpec
 from lockgate.graph._transformations import KeyGroupPartitioner as KeyGroupPartitioner
 from lockgate.graph._transformations import KeySelector as KeySelector

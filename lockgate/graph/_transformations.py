@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lockgate.connectors import Sink, Source
-from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, ProcessFunction
+from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, MapFunction, ProcessFunction
 
 KeySelector = Callable[[Any], Any]
 
@@ -52,7 +52,7 @@ Partitioner = ForwardPartitioner | RebalancePartitioner | BroadcastPartitioner |
 
 @dataclass(frozen=True)
 class MapSpec:
-    function: Callable[[Any], Any]
+    function: Callable[[Any], Any] | MapFunction[Any, Any]
     kind: ClassVar[str] = "map"
 
 
@@ -82,6 +82,15 @@ class KeyedProcessSpec:
 
 
 @dataclass(frozen=True)
+class KeyedMapSpec:
+    """A map on a keyed stream: the current key is set per record, so keyed state is available."""
+
+    function: Callable[[Any], Any] | MapFunction[Any, Any]
+    key_selector: KeySelector
+    kind: ClassVar[str] = "keyed_map"
+
+
+@dataclass(frozen=True)
 class ReduceSpec:
     function: Callable[[Any, Any], Any]
     key_selector: KeySelector
@@ -108,6 +117,7 @@ OperatorSpec = (
     | FlatMapSpec
     | ProcessSpec
     | KeyedProcessSpec
+    | KeyedMapSpec
     | ReduceSpec
     | BroadcastProcessSpec
     | SinkSpec

@@ -141,16 +141,8 @@ class HeapValueState(ValueState[T]):
         super().__init__(backend, descriptor)
         self._table = table
 
-    def _read(self) -> Any:
-        key = self._backend.current_key
-        value = self._table.top.get(key, ABSENT)
-        if value is ABSENT or value is TOMBSTONE:
-            return self._table.get(key)
-        return value
-
     async def value(self) -> T:
-        value = self._read()
-        return self._descriptor.fresh_default() if value is MISSING else value
+        return self.value_nowait()
 
     async def update(self, value: T | None) -> None:
         self.update_nowait(value)
@@ -159,8 +151,14 @@ class HeapValueState(ValueState[T]):
         self._table.delete(self._backend.current_key)
 
     def value_nowait(self) -> T:
-        value = self._read()
-        return self._descriptor.fresh_default() if value is MISSING else value
+        # Inline on purpose: this is the hot path of every keyed function.
+        key = self._backend.current_key
+        value = self._table.top.get(key, ABSENT)
+        if value is ABSENT or value is TOMBSTONE:
+            value = self._table.get(key)
+            if value is MISSING:
+                return self._descriptor.fresh_default()
+        return value  # type: ignore[no-any-return]
 
     def update_nowait(self, value: T | None) -> None:
         if value is None:
