@@ -58,6 +58,18 @@ def compare(
     )
 
 
+def compare_many(repeat: int, runs: dict[str, Callable[[], Any]]) -> dict[str, tuple[float, Any]]:
+    """Median seconds and last result of each of ``runs``, run in turn ``repeat`` times each, so all
+    see the same conditions on a shared, noisy machine (``compare`` for more than two)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, Any] = dict.fromkeys(runs)
+    for _ in range(repeat):
+        for name, run in runs.items():
+            seconds, results[name] = timed(run)
+            times[name].append(seconds)
+    return {name: (statistics.median(times[name]), results[name]) for name in runs}
+
+
 def report(line: dict[str, Any]) -> None:
     """Print the benchmark's one JSON line."""
     print(json.dumps(line), flush=True)

@@ -10,6 +10,7 @@ from lockgate._errors import JobCancelledError as JobCancelledError
 from lockgate._errors import JobFailedError as JobFailedError
 from lockgate._errors import KeySerializationError as KeySerializationError
 from lockgate._errors import LockgateError as LockgateError
+from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
 from lockgate.actors import Job as Job
 from lockgate.actors import JobResult as JobResult
 from lockgate.actors import JobStatus as JobStatus
@@ -49,6 +50,7 @@ from lockgate.state import MemoryStateBackend as MemoryStateBackend
 from lockgate.state import OperatorListState as OperatorListState
 from lockgate.state import ReducingState as ReducingState
 from lockgate.state import ReducingStateDescriptor as ReducingStateDescriptor
+from lockgate.state import RocksDBStateBackend as RocksDBStateBackend
 from lockgate.state import StateBackend as StateBackend
 from lockgate.state import StateTtlConfig as StateTtlConfig
 from lockgate.state import ValueState as ValueState
@@ -97,7 +99,9 @@ __all__ = [
     "MapStateDescriptor",
     "ReducingState",
     "ReducingStateDescriptor",
+    "RocksDBStateBackend",
     "StateTtlConfig",
+    "StateValueTooLargeError",
     "ValueState",
     "ValueStateDescriptor",
     "CheckpointError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 
 class LockgateError(Exception):
     """Base of every error raised by lockgate."""
@@ -71,3 +73,34 @@ class CorruptCheckpointError(CheckpointError):
 
     def __reduce__(self) -> tuple[type[CorruptCheckpointError], tuple[str, str]]:
         return (type(self), (self.path, self.reason))
+
+
+class StateValueTooLargeError(LockgateError):
+    """A state value serialises to more bytes than the RocksDB backend accepts (``max_value_size``).
+
+    Attributes:
+        operator_uid: The operator whose state it is.
+        state: The state's name.
+        key: The key whose value is too large.
+        size: The serialised size in bytes.
+        limit: The backend's ``max_value_size`` in bytes.
+    """
+
+    def __init__(self, operator_uid: str, state: str, key: object, size: int, limit: int) -> None:
+        self.operator_uid = operator_uid
+        self.state = state
+        self.key = key
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"operator {operator_uid!r}: the value of state {state!r} for key {reprlib.repr(key)} serialises "
+            f"to {size} bytes, above the RocksDB backend's max_value_size of {limit} bytes; keep less per "
+            f"key, or raise the limit: RocksDBStateBackend(max_value_size={_next_power_of_two(size)})"
+        )
+
+    def __reduce__(self) -> tuple[type[StateValueTooLargeError], tuple[str, str, object, int, int]]:
+        return (type(self), (self.operator_uid, self.state, self.key, self.size, self.limit))
+
+
+def _next_power_of_two(size: int) -> int:
+    return 1 << max(0, size - 1).bit_length()

@@ -70,6 +70,17 @@ def _text_of(cell: Any) -> str:
 
 
 @pytest.mark.timeout(180)
+def test_state_kinds_gives_the_same_profiles_on_heap_and_rocksdb() -> None:
+    out = run_example("state_kinds.py")
+    assert out.splitlines()[0] == (
+        "ada: {'customer': 'ada', 'last': 'scone', 'recent': [10, 5, 7], "
+        "'per_item': {'tea': 2, 'cake': 1, 'scone': 1}, 'largest': 10, 'average': 6.5, "
+        "'seen_recently': True}"
+    )
+    assert "'largest': 12, 'average': 9.0" in out  # bo
+    assert out.rstrip().endswith("RocksDB gives the same profiles: True")
+
+
 def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
     import nbclient
     import nbformat

@@ -71,7 +71,9 @@ DATA = [("a", 1), ("b", 2), ("a", -1), ("a", 5), ("c", 0), ("b", 2)]
 EXPECTED = [("a", 1), ("b", 2), ("a", 0), ("a", 5), ("c", 0), ("b", 4)]
 
 
-@pytest.mark.parametrize("backend", [lg.HeapStateBackend(), AsyncOnlyStateBackend()], ids=repr)
+@pytest.mark.parametrize(
+    "backend", [lg.HeapStateBackend(), AsyncOnlyStateBackend(), lg.state.RocksDBStateBackend()], ids=repr
+)
 async def test_the_same_job_gives_the_same_results_on_any_backend(backend: lg.StateBackend) -> None:
     AsyncOnlyBackend.disposed.clear()
     env = lg.StreamEnvironment(parallelism=2).set_state_backend(backend)

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.anyio
 
 BACKENDS: dict[str, Callable[[], lg.StateBackend]] = {
     "heap": lg.HeapStateBackend,
+    "rocksdb": lgs.RocksDBStateBackend,
     "async-only": AsyncOnlyStateBackend,
 }
 SETTINGS = settings(
@@ -98,31 +99,34 @@ advance = st.sampled_from([0.0, 0.0, 3.0, 7.0])
 async def test_value_state_matches_the_model(backend_name: str, ttl: Any, ops: list[Any]) -> None:
     clock = Clock()
     backend = keyed_backend(backend_name, clock)
-    state = backend.create_state(lgs.ValueStateDescriptor("v", default="dflt", ttl=ttl), lgs.ValueState)
-    model: dict[Any, tuple[Any, float]] = {}
-    rules = TtlModel(ttl, clock)
-    for key, op, value, nowait, step in ops:
-        clock.now += step
-        backend.current_key = key
-        if op == "value":
-            expected = "dflt"
-            if key in model:
-                visible, kept = rules.read(model[key])
-                expected = model[key][0] if visible else "dflt"
-                if kept is None:
-                    del model[key]
+    try:
+        state = backend.create_state(lgs.ValueStateDescriptor("v", default="dflt", ttl=ttl), lgs.ValueState)
+        model: dict[Any, tuple[Any, float]] = {}
+        rules = TtlModel(ttl, clock)
+        for key, op, value, nowait, step in ops:
+            clock.now += step
+            backend.current_key = key
+            if op == "value":
+                expected = "dflt"
+                if key in model:
+                    visible, kept = rules.read(model[key])
+                    expected = model[key][0] if visible else "dflt"
+                    if kept is None:
+                        del model[key]
+                    else:
+                        model[key] = kept
+                assert await call(state, "value", nowait) == expected
+            elif op == "update":
+                await call(state, "update", nowait, value)
+                if value is None:
+                    model.pop(key, None)
                 else:
-                    model[key] = kept
-            assert await call(state, "value", nowait) == expected
-        elif op == "update":
-            await call(state, "update", nowait, value)
-            if value is None:
-                model.pop(key, None)
+                    model[key] = (value, clock.now)
             else:
-                model[key] = (value, clock.now)
-        else:
-            await call(state, "clear", nowait)
-            model.pop(key, None)
+                await call(state, "clear", nowait)
+                model.pop(key, None)
+    finally:
+        await backend.dispose()  # RocksDB: close and remove its working directory
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -143,40 +147,43 @@ async def test_value_state_matches_the_model(backend_name: str, ttl: Any, ops: l
 async def test_list_state_matches_the_model(backend_name: str, ttl: Any, ops: list[Any]) -> None:
     clock = Clock()
     backend = keyed_backend(backend_name, clock)
-    state = backend.create_state(lgs.ListStateDescriptor("l", ttl=ttl), lgs.ListState)
-    model: dict[Any, list[tuple[Any, float]]] = {}
-    rules = TtlModel(ttl, clock)
-    for key, op, elements, nowait, step in ops:
-        clock.now += step
-        backend.current_key = key
-        entries = model.setdefault(key, [])
-        if op == "get":
-            expected = []
-            kept = []
-            for entry in entries:
-                visible, keep = rules.read(entry)
-                if visible:
-                    expected.append(entry[0])
-                if keep is not None:
-                    kept.append(keep)
-            model[key] = kept
-            assert await call(state, "get", nowait) == expected
-        elif op == "add":
-            await call(state, "add", nowait, elements[0] if elements else None)
-            entries.append((elements[0] if elements else None, clock.now))
-        elif op == "add_all":
-            await call(state, "add_all", nowait, elements)
-            entries.extend((element, clock.now) for element in elements)
-        elif op == "update":
-            await call(state, "update", nowait, elements)
-            model[key] = [(element, clock.now) for element in elements]
-        else:
-            await call(state, "clear", nowait)
-            model[key] = []
-    with pytest.raises(TypeError, match="None"):
-        await state.add_all(None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="None"):
-        await state.update(None)  # type: ignore[arg-type]
+    try:
+        state = backend.create_state(lgs.ListStateDescriptor("l", ttl=ttl), lgs.ListState)
+        model: dict[Any, list[tuple[Any, float]]] = {}
+        rules = TtlModel(ttl, clock)
+        for key, op, elements, nowait, step in ops:
+            clock.now += step
+            backend.current_key = key
+            entries = model.setdefault(key, [])
+            if op == "get":
+                expected = []
+                kept = []
+                for entry in entries:
+                    visible, keep = rules.read(entry)
+                    if visible:
+                        expected.append(entry[0])
+                    if keep is not None:
+                        kept.append(keep)
+                model[key] = kept
+                assert await call(state, "get", nowait) == expected
+            elif op == "add":
+                await call(state, "add", nowait, elements[0] if elements else None)
+                entries.append((elements[0] if elements else None, clock.now))
+            elif op == "add_all":
+                await call(state, "add_all", nowait, elements)
+                entries.extend((element, clock.now) for element in elements)
+            elif op == "update":
+                await call(state, "update", nowait, elements)
+                model[key] = [(element, clock.now) for element in elements]
+            else:
+                await call(state, "clear", nowait)
+                model[key] = []
+        with pytest.raises(TypeError, match="None"):
+            await state.add_all(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="None"):
+            await state.update(None)  # type: ignore[arg-type]
+    finally:
+        await backend.dispose()  # RocksDB: close and remove its working directory
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -199,60 +206,63 @@ async def test_list_state_matches_the_model(backend_name: str, ttl: Any, ops: li
 async def test_map_state_matches_the_model(backend_name: str, ttl: Any, ops: list[Any]) -> None:
     clock = Clock()
     backend = keyed_backend(backend_name, clock)
-    state = backend.create_state(lgs.MapStateDescriptor("m", ttl=ttl), lgs.MapState)
-    model: dict[Any, dict[Any, tuple[Any, float]]] = {}
-    rules = TtlModel(ttl, clock)
+    try:
+        state = backend.create_state(lgs.MapStateDescriptor("m", ttl=ttl), lgs.MapState)
+        model: dict[Any, dict[Any, tuple[Any, float]]] = {}
+        rules = TtlModel(ttl, clock)
 
-    def read(key: Any, user_keys: list[Any]) -> dict[Any, Any]:
-        visible_entries = {}
-        for user_key in user_keys:
-            if user_key not in model[key]:
-                continue
-            visible, keep = rules.read(model[key][user_key])
-            if visible:
-                visible_entries[user_key] = model[key][user_key][0]
-            if keep is None:
-                del model[key][user_key]
-            else:
-                model[key][user_key] = keep
-        return visible_entries
+        def read(key: Any, user_keys: list[Any]) -> dict[Any, Any]:
+            visible_entries = {}
+            for user_key in user_keys:
+                if user_key not in model[key]:
+                    continue
+                visible, keep = rules.read(model[key][user_key])
+                if visible:
+                    visible_entries[user_key] = model[key][user_key][0]
+                if keep is None:
+                    del model[key][user_key]
+                else:
+                    model[key][user_key] = keep
+            return visible_entries
 
-    for key, op, user_key, value, nowait, step in ops:
-        clock.now += step
-        backend.current_key = key
-        entries = model.setdefault(key, {})
-        iterating = op in ("items", "keys", "values")
-        if iterating and nowait:
-            op, iterating = "to_dict", False
-        if op == "get":
-            assert await call(state, "get", nowait, user_key) == read(key, [user_key]).get(user_key)
-        elif op == "contains":
-            assert await call(state, "contains", nowait, user_key) == (user_key in read(key, [user_key]))
-        elif op == "put":
-            await call(state, "put", nowait, user_key, value)
-            entries[user_key] = (value, clock.now)
-        elif op == "put_all":
-            await call(state, "put_all", nowait, {user_key: value, "z": value})
-            entries[user_key] = entries["z"] = (value, clock.now)
-        elif op == "remove":
-            await call(state, "remove", nowait, user_key)
-            entries.pop(user_key, None)
-        elif op == "is_empty":
-            assert await call(state, "is_empty", nowait) == (not read(key, list(entries)))
-        elif op == "clear":
-            await call(state, "clear", nowait)
-            model[key] = {}
-        else:
-            expected = read(key, list(entries))
-            got = await call(state, op, False)
-            if op == "items":
-                assert dict(got) == expected and len(got) == len(expected)
-            elif op == "keys":
-                assert sorted(map(repr, got)) == sorted(map(repr, expected))
-            elif op == "values":
-                assert sorted(map(repr, got)) == sorted(map(repr, expected.values()))
+        for key, op, user_key, value, nowait, step in ops:
+            clock.now += step
+            backend.current_key = key
+            entries = model.setdefault(key, {})
+            iterating = op in ("items", "keys", "values")
+            if iterating and nowait:
+                op, iterating = "to_dict", False
+            if op == "get":
+                assert await call(state, "get", nowait, user_key) == read(key, [user_key]).get(user_key)
+            elif op == "contains":
+                assert await call(state, "contains", nowait, user_key) == (user_key in read(key, [user_key]))
+            elif op == "put":
+                await call(state, "put", nowait, user_key, value)
+                entries[user_key] = (value, clock.now)
+            elif op == "put_all":
+                await call(state, "put_all", nowait, {user_key: value, "z": value})
+                entries[user_key] = entries["z"] = (value, clock.now)
+            elif op == "remove":
+                await call(state, "remove", nowait, user_key)
+                entries.pop(user_key, None)
+            elif op == "is_empty":
+                assert await call(state, "is_empty", nowait) == (not read(key, list(entries)))
+            elif op == "clear":
+                await call(state, "clear", nowait)
+                model[key] = {}
             else:
-                assert got == expected
+                expected = read(key, list(entries))
+                got = await call(state, op, False)
+                if op == "items":
+                    assert dict(got) == expected and len(got) == len(expected)
+                elif op == "keys":
+                    assert sorted(map(repr, got)) == sorted(map(repr, expected))
+                elif op == "values":
+                    assert sorted(map(repr, got)) == sorted(map(repr, expected.values()))
+                else:
+                    assert got == expected
+    finally:
+        await backend.dispose()  # RocksDB: close and remove its working directory
 
 
 class Average(lg.AggregateFunction[int, tuple[int, int], float]):
@@ -284,47 +294,50 @@ async def test_reducing_and_aggregating_state_match_the_model(
 ) -> None:
     clock = Clock()
     backend = keyed_backend(backend_name, clock)
-    state: Any
-    if kind == "reducing":
-        state = backend.create_state(
-            lgs.ReducingStateDescriptor("r", lambda a, b: a * 2 + b, ttl=ttl), lgs.ReducingState
-        )
-    else:
-        state = backend.create_state(
-            lgs.AggregatingStateDescriptor("g", Average(), ttl=ttl), lgs.AggregatingState
-        )
-    added: dict[Any, tuple[list[int], float]] = {}
-    rules = TtlModel(ttl, clock)
-
-    def result(numbers: list[int]) -> Any:
-        if kind == "aggregating":
-            return sum(numbers) / len(numbers)
-        reduced = numbers[0]
-        for number in numbers[1:]:
-            reduced = reduced * 2 + number
-        return reduced
-
-    for key, op, number, nowait, step in ops:
-        clock.now += step
-        backend.current_key = key
-        if op == "get":
-            expected = None
-            if key in added:
-                visible, keep = rules.read(added[key])
-                expected = result(added[key][0]) if visible else None
-                if keep is None:
-                    del added[key]
-                else:
-                    added[key] = keep
-            assert await call(state, "get", nowait) == expected
-        elif op == "add":
-            previous = added.get(key)
-            alive = previous is not None and rules.fresh(previous)
-            added[key] = ((previous[0] if alive and previous else []) + [number], clock.now)
-            await call(state, "add", nowait, number)
+    try:
+        state: Any
+        if kind == "reducing":
+            state = backend.create_state(
+                lgs.ReducingStateDescriptor("r", lambda a, b: a * 2 + b, ttl=ttl), lgs.ReducingState
+            )
         else:
-            await call(state, "clear", nowait)
-            added.pop(key, None)
+            state = backend.create_state(
+                lgs.AggregatingStateDescriptor("g", Average(), ttl=ttl), lgs.AggregatingState
+            )
+        added: dict[Any, tuple[list[int], float]] = {}
+        rules = TtlModel(ttl, clock)
+
+        def result(numbers: list[int]) -> Any:
+            if kind == "aggregating":
+                return sum(numbers) / len(numbers)
+            reduced = numbers[0]
+            for number in numbers[1:]:
+                reduced = reduced * 2 + number
+            return reduced
+
+        for key, op, number, nowait, step in ops:
+            clock.now += step
+            backend.current_key = key
+            if op == "get":
+                expected = None
+                if key in added:
+                    visible, keep = rules.read(added[key])
+                    expected = result(added[key][0]) if visible else None
+                    if keep is None:
+                        del added[key]
+                    else:
+                        added[key] = keep
+                assert await call(state, "get", nowait) == expected
+            elif op == "add":
+                previous = added.get(key)
+                alive = previous is not None and rules.fresh(previous)
+                added[key] = ((previous[0] if alive and previous else []) + [number], clock.now)
+                await call(state, "add", nowait, number)
+            else:
+                await call(state, "clear", nowait)
+                added.pop(key, None)
+    finally:
+        await backend.dispose()  # RocksDB: close and remove its working directory
 
 
 def test_descriptors_refuse_bad_arguments() -> None:
