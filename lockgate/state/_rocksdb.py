@@ -63,8 +63,10 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from rocksdict import (
+    AccessType,
     BlockBasedOptions,
     Cache,
+    Checkpoint,
     MemtableFactory,
     Options,
     Rdict,
@@ -84,7 +86,7 @@ from lockgate.state._keygroups import KeyGroupRange, key_group_for
 from lockgate.state._presets import StatePreset
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER, PICKLE_PROTOCOL, PickleSerializer
-from lockgate.state._snapshot import StateCodec
+from lockgate.state._snapshot import Entry, KeyedStateSnapshot, SnapshotResources, StateCodec, StateMetaInfo
 
 T = TypeVar("T")
 
@@ -674,6 +676,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         # Should dispose() never be called (the subtask never ran), the directory still goes, when the
         # backend is collected or at the latest when the process exits.
         self._finalizer = weakref.finalize(self, self._store.release)
+        self._snapshots_taken = 0
 
     def __repr__(self) -> str:
         store = self._store
@@ -897,6 +900,22 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if store.in_batch:
             store.commit()
 
+    # ---- snapshots
+
+    def snapshot_sync(self) -> SnapshotResources:
+        """Write the open batch and take a RocksDB checkpoint: a flush, then hard links to the
+        database's files in a directory of its own, which later writes never change.
+
+        Reading and encoding the checkpoint happens in ``materialize``, in a worker thread.
+        """
+        store = self._store
+        if store.in_batch:
+            store.commit()
+        self._snapshots_taken += 1
+        path = f"{store.path}.snapshot-{self._snapshots_taken}"
+        Checkpoint(store.require_db()).create_checkpoint(path)
+        return _RocksDBSnapshotResources(self, dict(store.tables), path, self.clock())
+
     # ---- inspection and the end
 
     def memory_usage(self) -> dict[str, int]:
@@ -945,6 +964,59 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._finalizer.detach()
         db, names = store.detach()
         await anyio.to_thread.run_sync(_close_and_remove, db, names, store.path)
+
+
+class _RocksDBSnapshotResources(SnapshotResources):
+    """A RocksDB checkpoint of a subtask's states, read and encoded in a worker thread."""
+
+    def __init__(
+        self, backend: RocksDBKeyedStateBackend, tables: dict[str, _Table], path: str, now: float
+    ) -> None:
+        self._backend = backend
+        self._tables = tables
+        self._path = path
+        self._now = now
+
+    def materialize(self) -> KeyedStateSnapshot:
+        backend = self._backend
+        entries: dict[str, dict[int, list[Entry]]] = {}
+        families = {CF_PREFIX + name: Options(raw_mode=True) for name in self._tables}
+        checkpoint = Rdict(
+            self._path,
+            options=Options(raw_mode=True),
+            column_families=families,
+            access_type=AccessType.read_only(),
+        )
+        try:
+            for name, table in self._tables.items():
+                codec = StateCodec(table.descriptor, backend.clock)
+                groups: dict[int, list[Entry]] = {}
+                family: Any = checkpoint.get_column_family(CF_PREFIX + name)  # raw mode: bytes in and out
+                for raw_key, raw_value in family.items():
+                    key, end = _decode_key(raw_key, 2)
+                    namespace, _ = _decode_key(raw_key, end)
+                    stored_key = _stored_key(raw_value)
+                    if stored_key is not _PLAIN:
+                        key = stored_key
+                    alive = codec.prune(table.decode_raw(raw_value), self._now)
+                    if alive is not MISSING:
+                        key_group = int.from_bytes(raw_key[:2], "big")
+                        groups.setdefault(key_group, []).append((key, namespace, codec.encode(alive)))
+                entries[name] = groups
+        finally:
+            checkpoint.close()
+            shutil.rmtree(self._path, ignore_errors=True)
+        states = {name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()}
+        return backend.with_unclaimed_restored_state(
+            KeyedStateSnapshot(
+                backend.operator_uid, backend.max_parallelism, backend.key_group_range, states, entries
+            )
+        )
+
+    def release(self) -> None:
+        # Normally materialize() removed the checkpoint already, off the event loop.
+        if os.path.exists(self._path):
+            shutil.rmtree(self._path, ignore_errors=True)
 
 
 class RocksDBValueState(ValueState[T]):

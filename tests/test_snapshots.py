@@ -1,11 +1,12 @@
-"""Heap snapshots are copy-on-write: O(1) to take, and blind to every write that follows them."""
+"""Snapshots: each equals the state at its moment on every backend; heap snapshots are copy-on-write
+(O(1) to take); a snapshot restores into any backend at any parallelism."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
@@ -46,10 +47,22 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+BACKENDS = {"heap": lg.HeapStateBackend, "rocksdb": lgs.RocksDBStateBackend}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
-def test_every_snapshot_equals_the_state_at_its_moment(ops: list[Any]) -> None:
-    backend = backend_for()
+async def test_every_snapshot_equals_the_state_at_its_moment(backend_name: str, ops: list[Any]) -> None:
+    backend = BACKENDS[backend_name]().create_keyed_backend("op", ALL_KEY_GROUPS, MAX_P)
+    try:
+        await check_snapshots_against_the_model(backend, ops)
+    finally:
+        await backend.dispose()
+
+
+async def check_snapshots_against_the_model(backend: Any, ops: list[Any]) -> None:
     descriptors = {"v": lgs.ValueStateDescriptor("v"), "l": lgs.ListStateDescriptor("l")}
     value = backend.create_state(descriptors["v"], lgs.ValueState)
     items = backend.create_state(descriptors["l"], lgs.ListState)
@@ -86,8 +99,9 @@ def test_every_snapshot_equals_the_state_at_its_moment(ops: list[Any]) -> None:
     for resources, expected in pending:
         assert contents(resources.materialize(), descriptors) == expected
         resources.release()
-    # Once every snapshot is released the layers are merged back into one dict per table.
-    assert all(not table.frozen for spaces in backend._tables.values() for table in spaces.values())
+    if isinstance(backend, lgs.HeapKeyedStateBackend):
+        # Once every snapshot is released the layers are merged back into one dict per table.
+        assert all(not table.frozen for spaces in backend._tables.values() for table in spaces.values())
 
 
 @settings(max_examples=50, deadline=None)
@@ -217,3 +231,51 @@ async def test_snapshot_runs_its_heavy_part_off_the_event_loop() -> None:
     snapshot = await backend.snapshot()
     assert snapshot.entry_count() == 100
     assert not backend._tables["v"][None].frozen  # released afterwards
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("source_name", "target_name"), [("heap", "rocksdb"), ("rocksdb", "heap")])
+async def test_a_snapshot_of_one_backend_restores_into_the_other_at_another_parallelism(
+    source_name: str, target_name: str
+) -> None:
+    clock = lambda: 50.0  # noqa: E731 - a fixed time for the TTL state
+    kinds: dict[str, Any] = {"v": lgs.ValueState, "l": lgs.ListState, "m": lgs.MapState, "t": lgs.ValueState}
+    descriptors = {
+        "v": lgs.ValueStateDescriptor("v"),
+        "l": lgs.ListStateDescriptor("l"),
+        "m": lgs.MapStateDescriptor("m"),
+        "t": lgs.ValueStateDescriptor("t", ttl=lg.StateTtlConfig(100)),
+    }
+    source = BACKENDS[source_name]().create_keyed_backend("op", ALL_KEY_GROUPS, MAX_P)
+    source.clock = clock
+    try:
+        handles = {name: source.create_state(d, kinds[name]) for name, d in descriptors.items()}
+        keys: list[Any] = [f"k{i}" for i in range(40)] + [7, (1, "a"), None, b"raw"]
+        for key in keys:
+            source.current_key = key
+            handles["v"].update_nowait({"key": key})
+            handles["l"].add_all_nowait([key, key])
+            handles["m"].put_nowait("self", key)
+            handles["t"].update_nowait(1)
+        snapshot = await source.snapshot()
+    finally:
+        await source.dispose()
+    for parallelism in (1, 3):
+        for index in range(parallelism):
+            key_groups = lgs.KeyGroupRange.for_subtask(MAX_P, parallelism, index)
+            target = BACKENDS[target_name]().create_keyed_backend("op", key_groups, MAX_P)
+            target.clock = clock
+            try:
+                target.restore([snapshot])
+                restored = {name: target.create_state(d, kinds[name]) for name, d in descriptors.items()}
+                for key in keys:
+                    target.current_key = key
+                    if lgs.key_group_for(key, MAX_P) not in key_groups:
+                        assert restored["v"].value_nowait() is None
+                        continue
+                    assert restored["v"].value_nowait() == {"key": key}
+                    assert restored["l"].get_nowait() == [key, key]
+                    assert restored["m"].get_nowait("self") == key
+                    assert restored["t"].value_nowait() == 1
+            finally:
+                await target.dispose()
