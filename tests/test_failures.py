@@ -270,3 +270,24 @@ async def test_a_key_without_canonical_form_fails_at_its_first_record_at_any_par
             await env.execute("bad-keys")
         assert isinstance(failure.value.__cause__, lg.KeySerializationError)
         assert "list" in str(failure.value.__cause__)
+
+
+async def test_every_subtask_resource_is_released_even_when_closing_raises() -> None:
+    from tests.test_state_backend import AsyncOnlyBackend, AsyncOnlyStateBackend
+
+    AsyncOnlyBackend.disposed.clear()
+
+    class BadClose(lg.KeyedProcessFunction[int, int]):
+        def process_element(self, value: int, ctx: lg.RuntimeContext) -> Any:
+            yield value
+
+        def close(self) -> None:
+            raise OSError("cannot close")
+
+    env = lg.StreamEnvironment().set_state_backend(AsyncOnlyStateBackend())
+    keyed = env.from_collection([1, 2]).key_by(lambda x: x)
+    keyed.process(BadClose(), uid="first").map(lambda x: x, uid="mid").sink(lg.CollectSink())
+    with pytest.raises(lg.JobFailedError, match="'first'") as failure:
+        await env.execute("close")
+    assert isinstance(failure.value.__cause__, OSError)
+    assert AsyncOnlyBackend.disposed == ["first"]  # disposed although the function's close raised

@@ -164,20 +164,19 @@ class SubtaskActor:
 
     async def _close(self) -> OperatorFailure | None:
         """Close everything even if one close raises; return the first error, by its owner."""
-        failure: OperatorFailure | None = None
+        closings: list[tuple[Any, str]] = []
         if self.source is not None:
             uid, reader = self.source
-            failure = await _attempt(reader.close(), uid)
-        for operator in self.operators:
-            failure = failure or await _attempt(operator.close(), operator.uid)
-        for backend in self.keyed_backends:
-            failure = failure or await _attempt(backend.dispose(), backend.operator_uid)
-        return failure
+            closings.append((reader.close, uid))
+        closings += [(operator.close, operator.uid) for operator in self.operators]
+        closings += [(backend.dispose, backend.operator_uid) for backend in self.keyed_backends]
+        failures = [await _attempt(close, uid) for close, uid in closings]
+        return next((failure for failure in failures if failure is not None), None)
 
 
-async def _attempt(closing: Any, uid: str) -> OperatorFailure | None:
+async def _attempt(close: Any, uid: str) -> OperatorFailure | None:
     try:
-        await closing
+        await close()
     except Exception as exc:
         failure = OperatorFailure(uid)
         failure.__cause__ = exc
