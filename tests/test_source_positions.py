@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lockgate as lg
 from lockgate import state as lgs
 from lockgate.actors._context import SubtaskContext
 from lockgate.connectors import CollectionSource
@@ -59,3 +60,41 @@ async def test_restores_at_any_parallelism_emit_every_item_exactly_once(
         subtask_reader, _ = reader(source, index, final, restored[index] if restored else None)
         emitted += await drain(subtask_reader, batch)
     assert sorted(emitted) == list(range(size))
+
+
+@pytest.mark.anyio
+async def test_a_queue_source_keeps_its_read_offset_in_operator_state() -> None:
+    from lockgate.connectors import QueueSource
+
+    queue: QueueSource[str] = QueueSource(maxsize=10)
+    for item in "abcde":
+        queue.put_nowait(item)
+    subtask_reader, backend = reader(queue, 0, 1)  # type: ignore[arg-type]
+    assert await subtask_reader.read(3) == ["a", "b", "c"]
+    subtask_reader.snapshot_state()
+    [restored] = lgs.redistribute([backend.snapshot(0, 1)], 1)
+    assert restored["position"].mode == "split"
+    assert [lgs.DEFAULT_SERIALIZER.loads(raw) for raw in restored["position"].raw] == [3]
+
+
+@pytest.mark.anyio
+async def test_a_queue_buffer_rewinds_to_a_retained_offset_and_refuses_others() -> None:
+    from lockgate.connectors._source import _RecordBuffer
+
+    buffer = _RecordBuffer(maxsize=10)
+    buffer.retain = True
+    for item in range(6):
+        buffer.put_nowait(item)
+    assert await buffer.read(4) == [0, 1, 2, 3]
+    buffer.acknowledge(2)  # a checkpoint covers records 0 and 1: they need not be kept
+    buffer.rewind(2)
+    assert buffer.read_offset == 2
+    assert await buffer.read(10) == [2, 3, 4, 5]
+    with pytest.raises(lg.LockgateError, match="cannot resume at record 1"):
+        buffer.rewind(1)
+    plain = _RecordBuffer(maxsize=10)  # without retention nothing read can be replayed
+    plain.put_nowait("x")
+    await plain.read(1)
+    plain.rewind(1)  # resuming where it is needs nothing
+    with pytest.raises(lg.LockgateError, match="cannot resume at record 0"):
+        plain.rewind(0)

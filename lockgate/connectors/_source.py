@@ -123,7 +123,12 @@ class _CollectionReader(SourceReader):
 
 
 class _RecordBuffer:
-    """A bounded FIFO of records between one writer side and one reading source subtask."""
+    """A bounded FIFO of records between one writer side and one reading source subtask.
+
+    Records have offsets: the n-th record ever accepted has offset n. ``read_offset`` is the offset
+    of the next record to read: the reader's position. With ``retain`` on, records already read are
+    kept until :meth:`acknowledge` says a checkpoint covers them, so a restore can :meth:`rewind`.
+    """
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
@@ -131,6 +136,9 @@ class _RecordBuffer:
         self.maxsize = maxsize
         self.closed = False
         self.reader_gone = False
+        self.read_offset = 0
+        self.retain = False
+        self._retained: deque[Any] = deque()  # read, not yet acknowledged: offsets up to read_offset
         self._items: deque[Any] = deque()
         self._failure: BaseException | None = None
         self._readable: anyio.Event | None = None
@@ -192,8 +200,32 @@ class _RecordBuffer:
             await self._readable.wait()
         count = min(max_records, len(items))
         batch = [items.popleft() for _ in range(count)]
+        self.read_offset += count
+        if self.retain:
+            self._retained.extend(batch)
         self._wake_writer()
         return batch
+
+    def acknowledge(self, offset: int) -> None:
+        """Records below ``offset`` are covered by a completed checkpoint: stop retaining them."""
+        drop = min(len(self._retained), len(self._retained) - (self.read_offset - offset))
+        for _ in range(max(0, drop)):
+            self._retained.popleft()
+
+    def rewind(self, offset: int) -> None:
+        """Make ``offset`` the next record to read again (a restore from a snapshot taken there)."""
+        behind = self.read_offset - offset
+        if behind == 0:
+            return
+        if behind < 0 or behind > len(self._retained):
+            raise LockgateError(
+                f"the QueueSource cannot resume at record {offset}: it has handed out records up to "
+                f"{self.read_offset} and kept {len(self._retained)} of them for replay; only a snapshot "
+                "taken by this run, with the source's records retained until checkpointed, can be resumed"
+            )
+        for _ in range(behind):
+            self._items.appendleft(self._retained.pop())
+        self.read_offset = offset
 
 
 class QueueSource(Source, Generic[T]):
@@ -237,15 +269,28 @@ class QueueSource(Source, Generic[T]):
                 "a QueueSource feeds one job run only; create a new QueueSource for each run"
             )
         self._reader_created = True
-        return _BufferReader(self._buffer)
+        positions = ctx.get_list_state(ListStateDescriptor[int]("position"))
+        assert isinstance(positions, OperatorListState)
+        reader = _BufferReader(self._buffer, positions)
+        if ctx.is_restored:
+            for offset in positions.get_nowait():
+                self._buffer.rewind(offset)
+        return reader
 
 
 class _BufferReader(SourceReader):
-    def __init__(self, buffer: _RecordBuffer) -> None:
+    """Reads a record buffer; its position (the offset of the next record) is operator state."""
+
+    def __init__(self, buffer: _RecordBuffer, positions: OperatorListState[int] | None = None) -> None:
         self._buffer = buffer
+        self._positions = positions
 
     async def read(self, max_records: int) -> list[Any] | None:
         return await self._buffer.read(max_records)
+
+    def snapshot_state(self) -> None:
+        if self._positions is not None:
+            self._positions.update_nowait([self._buffer.read_offset])
 
     async def close(self) -> None:
         self._buffer.detach_reader()
