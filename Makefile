@@ -32,6 +32,8 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/keyed_sum.py --variant a
 	$(BIN)/python benchmarks/keyed_sum.py --variant b
+	$(BIN)/python benchmarks/keyed_sum.py --variant a --backend rocksdb
+	$(BIN)/python benchmarks/keyed_sum.py --variant b --backend rocksdb
 	$(BIN)/python benchmarks/stateless.py
 
 clean:

@@ -1,7 +1,8 @@
 """W1 keyed-sum (BENCHMARKS.md): a keyed running sum in ValueState, against a plain CPython loop.
 
 Variant a writes the function the PyFlink way (``async def``, awaited state, ``yield``); variant b
-uses the documented fast form (a plain ``def`` generator with ``value_nowait``/``update_nowait``).
+uses the documented fast form (a ``MapFunction`` on the keyed stream with ``value_nowait`` and
+``update_nowait``).
 The baseline is measured in the same process, interleaved with the engine runs, and the line reports
 the ratio of medians.
 
