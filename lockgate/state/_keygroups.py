@@ -43,7 +43,7 @@ _cached_key_hash = lru_cache(maxsize=1 << 17)(_uncached_key_hash)
 def stable_key_hash(key: Any) -> int:
     """A 32-bit hash of ``key`` that is the same in every process, machine and Python version.
 
-    It hashes the canonical key bytes, never the built-in ``hash()``, which is salted per process.
+    It hashes the canonical key bytes, never Python's built-in hash, which is salted per process.
     Raises :class:`~lockgate.KeySerializationError` for a key of an unsupported type.
     """
     try:

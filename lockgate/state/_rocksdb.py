@@ -1032,15 +1032,7 @@ class RocksDBValueState(ValueState[T]):
         self._space = space
 
     def value_nowait(self) -> T:
-        space = self._space
-        values = space.values
-        key = self._backend.current_key
-        if values is None:
-            value = space.read_direct(key)
-        else:
-            value = values.get(key, _UNKNOWN)
-            if value is _UNKNOWN:
-                value = space.miss(key)
+        value = self._space.read(self._backend.current_key)
         return self._descriptor.fresh_default() if value is MISSING else value
 
     def update_nowait(self, value: T | None) -> None:
@@ -1048,19 +1040,8 @@ class RocksDBValueState(ValueState[T]):
         key = self._backend.current_key
         if value is None:
             space.delete(key)
-            return
-        try:
-            data = space.encode(value)
-        except Exception as error:
-            data = space.encode_again(value, error)
-        if len(data) > space.limit:
-            space.check(key, data)
-        writes = space.writes
-        if writes is None:
-            space.put_direct(key, data)
         else:
-            writes[key] = data
-            space.values[key] = value  # type: ignore[index]
+            space.put(key, value)
 
     def clear_nowait(self) -> None:
         self._space.delete(self._backend.current_key)
