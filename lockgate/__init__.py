@@ -19,6 +19,7 @@ from lockgate.api import DataStream as DataStream
 from lockgate.api import KeyedStream as KeyedStream
 from lockgate.api import StreamEnvironment as StreamEnvironment
 from lockgate.connectors import CollectSink as CollectSink
+from lockgate.connectors import FileSource as FileSource
 from lockgate.connectors import PrintSink as PrintSink
 from lockgate.connectors import QueueSource as QueueSource
 from lockgate.connectors import Sink as Sink
@@ -68,6 +69,7 @@ __all__ = [
     "CollectSink",
     "ConfigurationError",
     "DataStream",
+    "FileSource",
     "HeapStateBackend",
     "Job",
     "JobCancelledError",

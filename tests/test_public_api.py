@@ -15,6 +15,7 @@ EXPECTED = {
     "CollectSink",
     "ConfigurationError",
     "DataStream",
+    "FileSource",
     "HeapStateBackend",
     "Job",
     "JobCancelledError",

@@ -1,5 +1,6 @@
 """Sources and sinks: the interfaces and the built-in connectors."""
 
+from lockgate.connectors._file import FileSource as FileSource
 from lockgate.connectors._sink import CollectSink as CollectSink
 from lockgate.connectors._sink import PrintSink as PrintSink
 from lockgate.connectors._sink import Sink as Sink

@@ -1,0 +1,110 @@
+"""A replayable source of the lines of a text file."""
+
+from __future__ import annotations
+
+import codecs
+import os
+from typing import IO, Any
+
+import anyio.to_thread
+
+from lockgate._errors import ConfigurationError
+from lockgate.connectors._source import Source, SourceReader
+from lockgate.functions import RuntimeContext
+from lockgate.state import ListStateDescriptor, OperatorListState
+
+
+class FileSource(Source):
+    """Emits the lines of a text file, in order, without their line endings (``\\n`` or ``\\r\\n``).
+
+    It runs at parallelism 1 and is replayable: its position, the byte offset of the next line, is
+    operator state, so a job restored from a snapshot resumes at the first line it had not emitted.
+    The file is read in chunks in a worker thread, so the event loop never waits on the disk.
+
+    Args:
+        path: The file to read. It must exist when the job starts.
+        encoding: The text encoding of the file; a line that does not decode fails the job.
+        chunk_size: Bytes read at a time.
+    """
+
+    fixed_parallelism = 1
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, encoding: str = "utf-8", chunk_size: int = 1 << 16
+    ) -> None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ConfigurationError(f"FileSource takes the path of a file, got {path!r}")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigurationError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigurationError(f"FileSource: unknown text encoding {encoding!r}") from None
+        self.path = os.path.abspath(os.fspath(path))
+        self.encoding = encoding
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"FileSource({self.path!r})"
+
+    def create_reader(self, ctx: RuntimeContext) -> SourceReader:
+        if not os.path.isfile(self.path):
+            raise ConfigurationError(
+                f"FileSource: there is no file at {self.path}; create it before the job starts"
+            )
+        positions = ctx.get_list_state(ListStateDescriptor[int]("offset"))
+        assert isinstance(positions, OperatorListState)
+        offset = max(positions.get_nowait(), default=0) if ctx.is_restored else 0
+        return _FileReader(self, positions, offset)
+
+
+class _FileReader(SourceReader):
+    def __init__(self, source: FileSource, positions: OperatorListState[int], offset: int) -> None:
+        self._source = source
+        self._positions = positions
+        self._offset = offset  # byte offset of the next line to emit
+        self._file: IO[bytes] | None = None
+        self._lines: list[bytes] = []  # complete lines read ahead, without "\n"
+        self._next = 0  # index in _lines of the next line to emit
+        self._tail = b""  # bytes after the last "\n" read so far
+        self._at_end = False
+
+    def _open_at(self, offset: int) -> IO[bytes]:
+        handle = open(self._source.path, "rb")  # noqa: SIM115 - closed in close()
+        handle.seek(offset)
+        return handle
+
+    async def _fill(self) -> None:
+        if self._file is None:
+            self._file = await anyio.to_thread.run_sync(self._open_at, self._offset)
+        chunk = await anyio.to_thread.run_sync(self._file.read, self._source.chunk_size)
+        if not chunk:
+            self._at_end = True
+            self._lines = [self._tail] if self._tail else []
+            self._tail = b""
+        else:
+            *lines, self._tail = (self._tail + chunk).split(b"\n")
+            self._lines = lines
+        self._next = 0
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        while self._next >= len(self._lines):
+            if self._at_end:
+                return None
+            await self._fill()
+        start = self._next
+        taken = self._lines[start : start + max_records]
+        self._next = start + len(taken)
+        # Each line had a "\\n" after it, but for a last line without one.
+        newlines = len(taken) if not (self._at_end and self._next == len(self._lines)) else len(taken) - 1
+        self._offset += sum(map(len, taken)) + newlines
+        encoding = self._source.encoding
+        return [line.removesuffix(b"\r").decode(encoding) for line in taken]
+
+    def snapshot_state(self) -> None:
+        self._positions.update_nowait([self._offset])
+
+    async def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
