@@ -279,3 +279,41 @@ async def test_a_snapshot_of_one_backend_restores_into_the_other_at_another_para
                     assert restored["t"].value_nowait() == 1
             finally:
                 await target.dispose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend_name", BACKENDS)
+async def test_writes_while_the_asynchronous_part_runs_do_not_reach_the_snapshot(backend_name: str) -> None:
+    import anyio
+    import anyio.lowlevel
+    import anyio.to_thread
+
+    backend = BACKENDS[backend_name]().create_keyed_backend("op", ALL_KEY_GROUPS, MAX_P)
+    descriptor = lgs.ValueStateDescriptor("v")
+    try:
+        state = backend.create_state(descriptor, lgs.ValueState)
+        for key in range(3000):
+            backend.current_key = key
+            state.update_nowait([key])
+        resources = backend.snapshot_sync()
+        snapshots: list[lgs.KeyedStateSnapshot] = []
+
+        async def materialize() -> None:
+            snapshots.append(await anyio.to_thread.run_sync(resources.materialize))
+
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(materialize)
+            for key in range(3000):  # the stream goes on: overwrite, change in place, delete
+                backend.current_key = key
+                if key % 3 == 0:
+                    state.update_nowait([-key])
+                elif key % 3 == 1:
+                    state.value_nowait().append(-key)
+                else:
+                    state.clear_nowait()
+                if key % 50 == 0:
+                    await anyio.lowlevel.checkpoint()
+        resources.release()
+        assert contents(snapshots[0], {"v": descriptor}) == {("v", key): [key] for key in range(3000)}
+    finally:
+        await backend.dispose()
