@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate import state as lgs
-from lockgate.actors._context import SubtaskContext
+from tests.test_source_positions import drain, reader
 
 pytestmark = pytest.mark.anyio
 
@@ -19,22 +18,6 @@ lines = st.lists(
     st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=12),
     max_size=40,
 )
-
-
-def reader_of(source: lg.FileSource, restored: Any = None) -> tuple[Any, Any]:
-    backend = lgs.OperatorStateBackend("file", restored)
-    ctx = SubtaskContext("file", "file", 0, 1, 128, operator_backend=backend)
-    return source.create_reader(ctx), backend
-
-
-async def drain(reader: Any, batch: int, limit: int | None = None) -> list[str]:
-    out: list[str] = []
-    while limit is None or len(out) < limit:
-        records = await reader.read(batch)
-        if records is None:
-            break
-        out.extend(records)
-    return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -57,12 +40,12 @@ async def test_lines_come_in_order_and_a_restore_resumes_at_the_next_line(
     if expected and expected[-1] == "":
         expected.pop()  # a final newline ends the last line; it starts none
     source = lg.FileSource(path, chunk_size=chunk)
-    first, backend = reader_of(source)
+    first, backend = reader(source, 0, 1)
     emitted = await drain(first, batch, limit=stop)
     first.snapshot_state()
     await first.close()
     [restored] = lgs.redistribute([backend.snapshot(0, 1)], 1)
-    second, _ = reader_of(source, restored)
+    second, _ = reader(source, 0, 1, restored)
     emitted += await drain(second, batch)
     await second.close()
     assert emitted == expected

@@ -15,14 +15,16 @@ from lockgate.actors._context import SubtaskContext
 from lockgate.connectors import CollectionSource
 
 
-def reader(source: CollectionSource[int], index: int, parallelism: int, restored: Any = None) -> Any:
+def reader(source: lg.Source, index: int, parallelism: int, restored: Any = None) -> Any:
+    """A reader of subtask ``index`` of ``source`` and its operator state backend."""
     backend = lgs.OperatorStateBackend("src", restored)
     ctx = SubtaskContext("src", "src", index, parallelism, 128, operator_backend=backend)
     return source.create_reader(ctx), backend
 
 
-async def drain(reader: Any, batch: int, limit: int | None = None) -> list[int]:
-    emitted: list[int] = []
+async def drain(reader: Any, batch: int, limit: int | None = None) -> list[Any]:
+    """What ``reader`` emits, in batches of ``batch``, until its end or past ``limit`` records."""
+    emitted: list[Any] = []
     while limit is None or len(emitted) < limit:
         records = await reader.read(batch)
         if records is None:
@@ -69,7 +71,7 @@ async def test_a_queue_source_keeps_its_read_offset_in_operator_state() -> None:
     queue: QueueSource[str] = QueueSource(maxsize=10)
     for item in "abcde":
         queue.put_nowait(item)
-    subtask_reader, backend = reader(queue, 0, 1)  # type: ignore[arg-type]
+    subtask_reader, backend = reader(queue, 0, 1)
     assert await subtask_reader.read(3) == ["a", "b", "c"]
     subtask_reader.snapshot_state()
     [restored] = lgs.redistribute([backend.snapshot(0, 1)], 1)
