@@ -3,6 +3,9 @@
 Import it as ``import lockgate as lg``; everything public is importable from here.
 """
 
+from lockgate._config import CheckpointConfig as CheckpointConfig
+from lockgate._config import CheckpointingMode as CheckpointingMode
+from lockgate._config import RestartStrategy as RestartStrategy
 from lockgate._errors import CheckpointError as CheckpointError
 from lockgate._errors import ConfigurationError as ConfigurationError
 from lockgate._errors import CorruptCheckpointError as CorruptCheckpointError
@@ -11,14 +14,18 @@ from lockgate._errors import JobFailedError as JobFailedError
 from lockgate._errors import KeySerializationError as KeySerializationError
 from lockgate._errors import LockgateError as LockgateError
 from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
+from lockgate.actors import CheckpointStats as CheckpointStats
+from lockgate.actors import CheckpointStatsSnapshot as CheckpointStatsSnapshot
 from lockgate.actors import Job as Job
 from lockgate.actors import JobResult as JobResult
 from lockgate.actors import JobStatus as JobStatus
 from lockgate.api import BroadcastConnectedStream as BroadcastConnectedStream
 from lockgate.api import DataStream as DataStream
 from lockgate.api import KeyedStream as KeyedStream
+from lockgate.api import NotReplayableSourceWarning as NotReplayableSourceWarning
 from lockgate.api import StreamEnvironment as StreamEnvironment
 from lockgate.connectors import CollectSink as CollectSink
+from lockgate.connectors import FileSink as FileSink
 from lockgate.connectors import FileSource as FileSource
 from lockgate.connectors import PrintSink as PrintSink
 from lockgate.connectors import QueueSource as QueueSource
@@ -26,6 +33,7 @@ from lockgate.connectors import Sink as Sink
 from lockgate.connectors import SinkWriter as SinkWriter
 from lockgate.connectors import Source as Source
 from lockgate.connectors import SourceReader as SourceReader
+from lockgate.connectors import TwoPhaseCommitSink as TwoPhaseCommitSink
 from lockgate.functions import BroadcastProcessFunction as BroadcastProcessFunction
 from lockgate.functions import CheckpointedFunction as CheckpointedFunction
 from lockgate.functions import KeyedProcessFunction as KeyedProcessFunction
@@ -113,4 +121,12 @@ __all__ = [
     "FsStateBackend",
     "MemoryCheckpointStorage",
     "MemoryStateBackend",
+    "CheckpointConfig",
+    "CheckpointingMode",
+    "CheckpointStats",
+    "CheckpointStatsSnapshot",
+    "FileSink",
+    "NotReplayableSourceWarning",
+    "RestartStrategy",
+    "TwoPhaseCommitSink",
 ]

@@ -42,7 +42,7 @@ async def test_lines_come_in_order_and_a_restore_resumes_at_the_next_line(
     source = lg.FileSource(path, chunk_size=chunk)
     first, backend = reader(source, 0, 1)
     emitted = await drain(first, batch, limit=stop)
-    first.snapshot_state()
+    first.snapshot_state(1)
     await first.close()
     [restored] = lgs.redistribute([backend.snapshot(0, 1)], 1)
     second, _ = reader(source, 0, 1, restored)

@@ -58,6 +58,14 @@ EXPECTED = {
     "FileCheckpointStorage",
     "FsStateBackend",
     "MemoryCheckpointStorage",
+    "CheckpointConfig",
+    "CheckpointingMode",
+    "CheckpointStats",
+    "CheckpointStatsSnapshot",
+    "FileSink",
+    "NotReplayableSourceWarning",
+    "RestartStrategy",
+    "TwoPhaseCommitSink",
     "MemoryStateBackend",
 }
 

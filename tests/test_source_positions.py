@@ -55,7 +55,7 @@ async def test_restores_at_any_parallelism_emit_every_item_exactly_once(
         for index in range(parallelism):
             subtask_reader, backend = reader(source, index, parallelism, restored and restored[index])
             emitted += await drain(subtask_reader, batch, limit=reads)
-            subtask_reader.snapshot_state()
+            subtask_reader.snapshot_state(1)
             snapshots.append(backend.snapshot(index, parallelism))
         restored = lgs.redistribute(snapshots, parallelisms[stage + 1])
     for index in range(final):
@@ -73,7 +73,7 @@ async def test_a_queue_source_keeps_its_read_offset_in_operator_state() -> None:
         queue.put_nowait(item)
     subtask_reader, backend = reader(queue, 0, 1)
     assert await subtask_reader.read(3) == ["a", "b", "c"]
-    subtask_reader.snapshot_state()
+    subtask_reader.snapshot_state(1)
     [restored] = lgs.redistribute([backend.snapshot(0, 1)], 1)
     assert restored["position"].mode == "split"
     assert [lgs.DEFAULT_SERIALIZER.loads(raw) for raw in restored["position"].raw] == [3]

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+import pickle
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
+from lockgate._config import CheckpointingMode
+from lockgate.actors._context import SubtaskContext
+from lockgate.actors._coordinator import (
+    CheckpointComplete,
+    CheckpointCoordinator,
+    SubtaskAcknowledgement,
+    TriggerCheckpoint,
+)
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.connectors import SourceReader
-from lockgate.mailbox import END_OF_INPUT, ControlEvent, Mailbox
-from lockgate.state import KeyedStateBackend
+from lockgate.mailbox import END_OF_INPUT, MAIL, Barrier, Mailbox
+from lockgate.snapshots import SubtaskStateHandles
+from lockgate.state import KeyedStateBackend, OperatorStateSnapshot, SnapshotResources
 
 
 class OperatorFailure(Exception):
@@ -22,11 +38,56 @@ class OperatorFailure(Exception):
         self.operator_uid = operator_uid
 
 
+@dataclass
+class SourceTask:
+    """The source at the head of a chain: its uid, its reader and its context (operator state)."""
+
+    uid: str
+    reader: SourceReader
+    ctx: SubtaskContext
+
+
+class JobFinished:
+    """Letter to every subtask once all of them have finished their input: commit, then end."""
+
+    def __repr__(self) -> str:
+        return "JobFinished"
+
+
+JOB_FINISHED: Final = JobFinished()
+
+
+class ActorRuntime(Protocol):
+    """What an actor needs from the attempt of the job that runs it."""
+
+    coordinator: CheckpointCoordinator | None
+    mode: CheckpointingMode | None
+    asynchronous: bool
+
+    def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``function(*args)`` in the background of the attempt."""
+
+    def actor_finished(self, actor: SubtaskActor) -> None:
+        """``actor`` has finished its input (it stays alive for letters until :data:`JOB_FINISHED`)."""
+
+
+@dataclass
+class _Capture:
+    """The synchronous part of one operator's snapshot."""
+
+    uid: str
+    operator_state: OperatorStateSnapshot | None
+    keyed: SnapshotResources | None
+
+
 class SubtaskActor:
     """Runs one subtask of a job vertex: a source reader or a mailbox feeds its operator chain.
 
     Messages are processed one at a time and to the end, so operators never see concurrency. A source
     actor yields to the event loop after each batch, so a fast source cannot starve other tasks.
+    Letters (checkpoint triggers and notifications) are handled between two messages. Once its input
+    has ended the actor stays alive, answering letters, until the whole job has finished: only then
+    do transactional sinks make their last records visible.
     """
 
     def __init__(
@@ -37,33 +98,51 @@ class SubtaskActor:
         parallelism: int,
         operators: list[StreamOperator],
         output: OutputRouter,
+        runtime: ActorRuntime,
         *,
-        source: tuple[str, SourceReader] | None = None,
-        mailbox: Mailbox | None = None,
+        source: SourceTask | None = None,
+        mailbox: Mailbox,
         channel_inputs: list[int] | None = None,
         batch_size: int,
         keyed_backends: list[KeyedStateBackend],
     ) -> None:
-        if (source is None) == (mailbox is None):
-            raise ValueError("an actor reads from a source or from a mailbox, not both or neither")
+        if (source is None) == (not mailbox.channels):
+            raise ValueError("an actor reads from a source or from channels, not both or neither")
         self.name = name
         self.head_uid = head_uid
         self.subtask_index = subtask_index
         self.parallelism = parallelism
+        self.key = (head_uid, subtask_index)
         self.operators = operators
         self.output = output
+        self.runtime = runtime
         self.source = source
+        self.is_source = source is not None
         self.mailbox = mailbox
         # The operator input (0, or 1 for a two-input operator) that each mailbox channel feeds.
         self.channel_inputs = channel_inputs or []
         self.batch_size = batch_size
         self.keyed_backends = keyed_backends
+        self.input_ended = False
+        self._read_scope: anyio.CancelScope | None = None
+        # Barrier alignment: the checkpoint being aligned, the channels that delivered its barrier.
+        self._aligning: int | None = None
+        self._aligned: set[int] = set()
+        self._alignment_started = 0.0
+        self._ended: set[int] = set()
 
     def __repr__(self) -> str:
         return f"<SubtaskActor {self.name} [subtask {self.subtask_index}]>"
 
+    def post(self, letter: Any) -> None:
+        """Hand the actor a letter; a source waiting for records is woken to handle it."""
+        self.mailbox.post(letter)
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
     async def run(self) -> None:
-        """Open the chain, process the input to its end, finish the chain; always close it."""
+        """Open the chain, process the input to its end, finish the chain, wait for the job to finish;
+        always close the chain."""
         try:
             for operator in self.operators:
                 try:
@@ -71,11 +150,11 @@ class SubtaskActor:
                 except Exception as exc:
                     raise OperatorFailure(operator.uid) from exc
             if self.source is not None:
-                await self._run_source(*self.source)
+                await self._run_source(self.source)
             else:
-                assert self.mailbox is not None
                 await self._run_mailbox(self.mailbox)
             await self._finish()
+            await self._wait_for_job()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._close()  # a failure while closing must not hide the one in flight
@@ -85,25 +164,41 @@ class SubtaskActor:
         if failure is not None:
             raise failure
 
-    async def _run_source(self, uid: str, reader: SourceReader) -> None:
+    # ---- the input
+
+    async def _run_source(self, source: SourceTask) -> None:
         failure: Exception | None = None
         async with anyio.create_task_group() as background:
-            background.start_soon(reader.run_background)
+            background.start_soon(source.reader.run_background)
             try:
-                await self._read_source(uid, reader)
+                await self._read_source(source)
             except Exception as exc:  # raised below, outside the group, so it is not wrapped
                 failure = exc
             background.cancel_scope.cancel()
         if failure is not None:
             raise failure
 
-    async def _read_source(self, uid: str, reader: SourceReader) -> None:
+    async def _read_source(self, source: SourceTask) -> None:
+        reader, mailbox, size = source.reader, self.mailbox, self.batch_size
         while True:
-            try:
-                batch = await reader.read(self.batch_size)
-            except Exception as exc:
-                raise OperatorFailure(uid) from exc
+            letter = mailbox.take_mail()
+            while letter is not None:
+                await self._on_letter(letter)
+                letter = mailbox.take_mail()
+            with anyio.CancelScope() as scope:
+                self._read_scope = scope
+                try:
+                    batch = await reader.read(size)
+                except Exception as exc:
+                    raise OperatorFailure(source.uid) from exc
+                finally:
+                    self._read_scope = None
+            if scope.cancelled_caught:
+                continue  # a letter came while the reader waited
             if batch is None:
+                self.input_ended = True
+                if self.runtime.coordinator is not None:
+                    self.runtime.coordinator.source_finished()
                 return
             if batch:
                 await self._process(batch, 0)
@@ -119,15 +214,19 @@ class SubtaskActor:
                     await self._process_second_input(message)
                 else:
                     await self._process(message, 0)
+            elif index == MAIL:
+                await self._on_letter(message)
             elif message is END_OF_INPUT:
                 mailbox.pause(index)  # nothing follows the end of a channel
+                self._ended.add(index)
                 open_inputs -= 1
+                if self._aligning is not None:
+                    await self._check_aligned()
+            elif isinstance(message, Barrier):
+                await self._on_barrier(index, message.checkpoint_id)
             else:
-                await self._on_event(index, message)
-
-    async def _on_event(self, index: int, event: Any) -> None:
-        assert isinstance(event, ControlEvent)
-        raise NotImplementedError(f"control event {event!r} is not handled yet")
+                raise AssertionError(f"unexpected control event {message!r}")
+        self.input_ended = True
 
     async def _process(self, batch: list[Any], first: int) -> None:
         """Run ``batch`` through the chain from operator ``first`` and emit what comes out."""
@@ -151,6 +250,157 @@ class SubtaskActor:
         if outputs:
             await self._process(outputs, 1)
 
+    # ---- barriers
+
+    async def _on_barrier(self, index: int, checkpoint_id: int) -> None:
+        if self._aligning is None or checkpoint_id > self._aligning:
+            if self._aligning is not None:  # a newer barrier: the older checkpoint cannot complete
+                await self._decline(self._aligning, f"barrier {checkpoint_id} overtook it")
+                self._release_inputs()
+            self._aligning = checkpoint_id
+            self._aligned = set()
+            self._alignment_started = time.perf_counter()
+        elif checkpoint_id < self._aligning:
+            return  # the barrier of a checkpoint already given up
+        self._aligned.add(index)
+        if self.runtime.mode is CheckpointingMode.EXACTLY_ONCE:
+            self.mailbox.pause(index)  # hold this input until every input delivered the barrier
+        await self._check_aligned()
+
+    async def _check_aligned(self) -> None:
+        assert self._aligning is not None
+        if len(self._aligned | self._ended) < len(self.mailbox.channels):
+            return
+        checkpoint_id = self._aligning
+        alignment = time.perf_counter() - self._alignment_started
+        self._aligning = None
+        await self._checkpoint(checkpoint_id, alignment)
+        self._release_inputs()
+
+    def _release_inputs(self) -> None:
+        for index in self._aligned - self._ended:
+            self.mailbox.resume(index)
+        self._aligned = set()
+
+    # ---- letters
+
+    async def _on_letter(self, letter: Any) -> None:
+        if isinstance(letter, TriggerCheckpoint):
+            if self.input_ended:
+                await self._decline(letter.checkpoint_id, "its source has read all its input")
+            else:
+                await self._checkpoint(letter.checkpoint_id, 0.0)
+        elif isinstance(letter, CheckpointComplete):
+            await self._notify_complete(letter.checkpoint_id)
+        else:
+            raise AssertionError(f"unexpected letter {letter!r}")
+
+    async def _notify_complete(self, checkpoint_id: int) -> None:
+        if self.source is not None:
+            try:
+                self.source.reader.notify_checkpoint_complete(checkpoint_id)
+            except Exception as exc:
+                raise OperatorFailure(self.source.uid) from exc
+        for operator in self.operators:
+            try:
+                await operator.notify_checkpoint_complete(checkpoint_id)
+            except Exception as exc:
+                raise OperatorFailure(operator.uid) from exc
+
+    async def _decline(self, checkpoint_id: int, reason: str) -> None:
+        coordinator = self.runtime.coordinator
+        if coordinator is not None:
+            await coordinator.decline(checkpoint_id, self.key, reason)
+
+    # ---- snapshots
+
+    async def _checkpoint(self, checkpoint_id: int, alignment: float) -> None:
+        """Take this subtask's part of a checkpoint: the synchronous part now, between two messages;
+        the barrier moves on; the asynchronous part runs in the background (or now, if the job's
+        snapshots are synchronous)."""
+        coordinator = self.runtime.coordinator
+        location = None if coordinator is None else coordinator.location(checkpoint_id)
+        if location is None:  # aborted meanwhile: pass the barrier on, so downstream aligns
+            await self.output.emit_event(Barrier(checkpoint_id))
+            return
+        assert coordinator is not None
+        started = time.perf_counter()
+        captures = await self._capture(checkpoint_id)
+        sync_duration = time.perf_counter() - started
+        if self.runtime.asynchronous:
+            await self.output.emit_event(Barrier(checkpoint_id))
+            self.runtime.spawn(self._persist, coordinator, checkpoint_id, captures, sync_duration, alignment)
+        else:
+            await self._persist(coordinator, checkpoint_id, captures, sync_duration, alignment)
+            await self.output.emit_event(Barrier(checkpoint_id))
+
+    async def _capture(self, checkpoint_id: int) -> list[_Capture]:
+        captures: list[_Capture] = []
+        source = self.source
+        if source is not None:
+            try:
+                source.reader.snapshot_state(checkpoint_id)
+            except Exception as exc:
+                raise OperatorFailure(source.uid) from exc
+            backend = source.ctx.operator_backend
+            captures.append(
+                _Capture(source.uid, backend.snapshot(self.subtask_index, self.parallelism), None)
+            )
+        for operator in self.operators:
+            try:
+                await operator.prepare_snapshot(checkpoint_id)
+                operator_state = operator.snapshot_operator_state()
+                keyed_backend = operator.ctx.keyed_backend
+                keyed = None if keyed_backend is None else keyed_backend.snapshot_sync()
+            except Exception as exc:
+                for capture in captures:
+                    if capture.keyed is not None:
+                        capture.keyed.release()
+                raise OperatorFailure(operator.uid) from exc
+            captures.append(_Capture(operator.uid, operator_state, keyed))
+        return captures
+
+    async def _persist(
+        self,
+        coordinator: CheckpointCoordinator,
+        checkpoint_id: int,
+        captures: list[_Capture],
+        sync_duration: float,
+        alignment: float,
+    ) -> None:
+        """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint."""
+        started = time.perf_counter()
+        states: dict[str, SubtaskStateHandles] = {}
+        try:
+            for capture in captures:
+                location = coordinator.location(checkpoint_id)
+                if location is None:
+                    return  # aborted: nothing more to write
+                storage = coordinator.storage
+                keyed = None
+                if capture.keyed is not None:
+                    data = await anyio.to_thread.run_sync(_materialize, capture.keyed)
+                    name = blob_name(capture.uid, self.subtask_index, "keyed")
+                    keyed = await storage.write_state(location, name, data)
+                operator = None
+                state = capture.operator_state
+                if state is not None and state.states:
+                    data = pickle.dumps(state, protocol=5)
+                    name = blob_name(capture.uid, self.subtask_index, "operator")
+                    operator = await storage.write_state(location, name, data)
+                states[capture.uid] = SubtaskStateHandles(keyed, operator)
+        except Exception as exc:
+            await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            for capture in captures:
+                if capture.keyed is not None:
+                    capture.keyed.release()
+        ack = SubtaskAcknowledgement(states, sync_duration, time.perf_counter() - started, alignment)
+        await coordinator.acknowledge(checkpoint_id, self.key, ack)
+
+    # ---- the end
+
     async def _finish(self) -> None:
         # Each operator's last outputs still pass through the rest of the chain.
         for position, operator in enumerate(self.operators):
@@ -162,16 +412,41 @@ class SubtaskActor:
                 await self._process(last, position + 1)
         await self.output.emit_event(END_OF_INPUT)
 
+    async def _wait_for_job(self) -> None:
+        """Answer letters until every subtask of the job has finished, then commit what is left."""
+        self.runtime.actor_finished(self)
+        while True:
+            _, letter = await self.mailbox.receive()  # every channel has ended: only letters come
+            if letter is JOB_FINISHED:
+                break
+            await self._on_letter(letter)
+        for operator in self.operators:
+            try:
+                await operator.notify_job_finished()
+            except Exception as exc:
+                raise OperatorFailure(operator.uid) from exc
+
     async def _close(self) -> OperatorFailure | None:
         """Close everything even if one close raises; return the first error, by its owner."""
         closings: list[tuple[Any, str]] = []
         if self.source is not None:
-            uid, reader = self.source
-            closings.append((reader.close, uid))
+            closings.append((self.source.reader.close, self.source.uid))
         closings += [(operator.close, operator.uid) for operator in self.operators]
         closings += [(backend.dispose, backend.operator_uid) for backend in self.keyed_backends]
         failures = [await _attempt(close, uid) for close, uid in closings]
         return next((failure for failure in failures if failure is not None), None)
+
+
+def _materialize(resources: SnapshotResources) -> bytes:
+    """Build a keyed snapshot and encode it: the costly part, run in a worker thread."""
+    return pickle.dumps(resources.materialize(), protocol=5)
+
+
+def blob_name(uid: str, subtask_index: int, kind: str) -> str:
+    """The name of a state blob in a checkpoint: readable, and unique even for uids that differ only
+    in characters a file name cannot hold."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", uid)[:80].lstrip("._-") or "op"
+    return f"{readable}-{zlib.crc32(uid.encode()):08x}-{subtask_index}-{kind}"
 
 
 async def _attempt(close: Any, uid: str) -> OperatorFailure | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any, TypeVar
 
+from lockgate._config import CheckpointingMode
 from lockgate._errors import ConfigurationError
 from lockgate.functions import RuntimeContext
 from lockgate.state import (
@@ -49,6 +50,9 @@ class SubtaskContext(RuntimeContext):
         max_parallelism: int,
         keyed_backend: KeyedStateBackend | None = None,
         operator_backend: OperatorStateBackend | None = None,
+        *,
+        checkpointing_mode: CheckpointingMode | None = None,
+        attempt: int = 0,
     ) -> None:
         self.operator_uid = operator_uid
         self.operator_name = operator_name
@@ -58,6 +62,8 @@ class SubtaskContext(RuntimeContext):
         self.keyed_backend = keyed_backend
         self.operator_backend = operator_backend or OperatorStateBackend(operator_uid)
         self.broadcast_writable = False
+        self.checkpointing_mode = checkpointing_mode
+        self.attempt = attempt
 
     def broadcast_side(self) -> SubtaskContext:
         """A context like this one through which broadcast state may be changed."""

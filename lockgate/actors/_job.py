@@ -10,8 +10,11 @@ import anyio
 import sniffio
 
 from lockgate._errors import JobCancelledError, LockgateError
-from lockgate.actors._runner import JobResult, JobRunner
+from lockgate.actors._coordinator import CheckpointStatsSnapshot
+from lockgate.actors._execution import JobExecution
+from lockgate.actors._runner import JobResult
 from lockgate.mailbox import ChannelStatistics
+from lockgate.snapshots import CompletedCheckpoint
 
 
 class JobStatus(enum.Enum):
@@ -52,9 +55,9 @@ class Job:
     error); :meth:`cancel` stops it and waits until every one of its tasks has ended.
     """
 
-    def __init__(self, runner: JobRunner) -> None:
-        self.name = runner.job_name
-        self._runner = runner
+    def __init__(self, execution: JobExecution) -> None:
+        self.name = execution.job_name
+        self._execution = execution
         self.status = JobStatus.RUNNING
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
@@ -68,7 +71,7 @@ class Job:
     async def _run(self) -> None:
         try:
             with self._scope:
-                self._result = await self._runner.run()
+                self._result = await self._execution.run()
             if self._result is not None:
                 self.status = JobStatus.FINISHED
             else:
@@ -86,7 +89,26 @@ class Job:
 
     def channel_statistics(self) -> dict[str, ChannelStatistics]:
         """The statistics of every channel of the job now, by channel name."""
-        return self._runner.channel_statistics()
+        return self._execution.channel_statistics()
+
+    @property
+    def checkpoint_stats(self) -> CheckpointStatsSnapshot:
+        """Every checkpoint's id, status, durations and sizes so far, with the counts."""
+        return self._execution.checkpoint_statistics()
+
+    @property
+    def restarts(self) -> int:
+        """How many times the job has restarted after a failure."""
+        return self._execution.restarts
+
+    async def trigger_checkpoint(self) -> CompletedCheckpoint:
+        """Take a checkpoint now and wait until it completes; returns where it is.
+
+        Raises:
+            CheckpointError: Checkpointing is not enabled, the job is not running (or its sources have
+                read all their input), or the checkpoint failed.
+        """
+        return await self._execution.trigger_checkpoint()
 
     async def wait(self) -> JobResult:
         """Wait for the job to end and return its result.

@@ -109,6 +109,15 @@ class StreamOperator:
         """The input has ended; return the last outputs."""
         return []
 
+    async def prepare_snapshot(self, checkpoint_id: int) -> None:
+        """A barrier has arrived; the snapshot follows at once (transactional sinks pre-commit)."""
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete."""
+
+    async def notify_job_finished(self) -> None:
+        """Every subtask of the job has finished its input."""
+
     def snapshot_operator_state(self) -> OperatorStateSnapshot:
         """The operator state of this subtask now (the function's ``snapshot_state`` runs first)."""
         ctx = self.ctx
@@ -336,13 +345,25 @@ class SinkOperator(StreamOperator):
         super().__init__(ctx)
         self._writer = writer
 
+    async def open(self) -> None:
+        await self._writer.open()
+
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         await self._writer.write(batch)
         return []
 
+    async def prepare_snapshot(self, checkpoint_id: int) -> None:
+        await self._writer.prepare_snapshot(checkpoint_id)
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        await self._writer.notify_checkpoint_complete(checkpoint_id)
+
     async def finish(self) -> list[Any]:
         await self._writer.finish()
         return []
+
+    async def notify_job_finished(self) -> None:
+        await self._writer.notify_job_finished()
 
     async def close(self) -> None:
         await self._writer.close()

@@ -1,15 +1,25 @@
-"""The local runner: builds channels, operators and actors from a job graph and runs them."""
+"""The local runner: builds channels, operators and actors from a job graph and runs them once.
+
+One :class:`JobRunner` is one attempt of a job; :class:`JobExecution` runs attempts until the job
+finishes, restarting from the latest complete checkpoint as the restart strategy allows.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
-from lockgate._errors import JobFailedError
-from lockgate.actors._actor import OperatorFailure, SubtaskActor
+from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
+from lockgate._errors import CheckpointError, JobFailedError, LockgateError
+from lockgate.actors._actor import JOB_FINISHED, OperatorFailure, SourceTask, SubtaskActor
 from lockgate.actors._context import SubtaskContext
+from lockgate.actors._coordinator import CheckpointCoordinator
 from lockgate.actors._operators import StreamOperator, create_operator, is_keyed
 from lockgate.actors._output import (
     BroadcastOutput,
@@ -19,6 +29,7 @@ from lockgate.actors._output import (
     OutputRouter,
     RebalanceOutput,
 )
+from lockgate.actors._restore import RestoredState
 from lockgate.connectors import SourceReader
 from lockgate.graph import (
     BroadcastPartitioner,
@@ -32,22 +43,60 @@ from lockgate.graph import (
     SourceTransformation,
 )
 from lockgate.mailbox import Channel, ChannelStatistics, Mailbox
-from lockgate.state import KeyedStateBackend, KeyGroupRange, StateBackend
+from lockgate.snapshots import CheckpointStorage, MemoryCheckpointStorage
+from lockgate.state import KeyedStateBackend, KeyGroupRange, OperatorStateBackend, StateBackend
+
+logger = logging.getLogger("lockgate")
+
+
+class Instrumentation(Protocol):
+    """Hooks that wrap operators and source readers of each attempt (fault injection in tests)."""
+
+    def operator(self, attempt: int, operator: StreamOperator) -> StreamOperator:
+        """The operator to run in place of ``operator``."""
+
+    def reader(
+        self,
+        attempt: int,
+        uid: str,
+        subtask_index: int,
+        reader: SourceReader,
+        request_checkpoint: Callable[[], None],
+    ) -> SourceReader:
+        """The reader to run in place of ``reader``."""
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How the runtime moves records.
+    """How the runtime moves records, keeps state and recovers.
 
     Attributes:
         batch_size: The most records in one batch.
         channel_capacity: The most batches a channel holds before its producer waits.
         state_backend: Where keyed operators keep live state.
+        checkpointing: When and how checkpoints are taken (disabled by default).
+        checkpoint_storage: Where checkpoints go.
+        restart_strategy: Whether a failed job restarts.
+        instrumentation: Hooks for tests (see :mod:`lockgate.testing`).
     """
 
     batch_size: int
     channel_capacity: int
     state_backend: StateBackend
+    checkpointing: CheckpointConfig = field(default_factory=CheckpointConfig)
+    checkpoint_storage: CheckpointStorage = field(default_factory=MemoryCheckpointStorage)
+    restart_strategy: RestartStrategy = field(default_factory=RestartStrategy.no_restart)
+    instrumentation: Instrumentation | None = None
+
+    @property
+    def mode(self) -> CheckpointingMode | None:
+        """The checkpointing mode, or None without checkpointing."""
+        return self.checkpointing.mode if self.checkpointing.enabled else None
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether snapshots are written in the background (the config and the backend agree)."""
+        return self.checkpointing.asynchronous and getattr(self.state_backend, "asynchronous", True)
 
 
 @dataclass(frozen=True)
@@ -57,23 +106,51 @@ class JobResult:
     Attributes:
         job_name: The name the job ran under.
         duration: Seconds from start to end.
-        channels: The final statistics of every channel, by channel name.
+        channels: The final statistics of every channel of the last attempt, by channel name.
+        restarts: How many times the job restarted after a failure.
     """
 
     job_name: str
     duration: float
     channels: dict[str, ChannelStatistics] = field(repr=False)
+    restarts: int = 0
 
 
 class JobRunner:
-    """Runs one job graph once, inside the caller's task, through an anyio task group."""
+    """Runs one attempt of a job graph, inside the caller's task, through anyio task groups.
 
-    def __init__(self, job_name: str, graph: JobGraph, options: RuntimeOptions) -> None:
+    Args:
+        job_name: The job's name.
+        graph: What to run.
+        options: How to run it.
+        restored: The state to start from, or None to start empty.
+        attempt: How many times the job has restarted before this attempt.
+        coordinator: The job's checkpoint coordinator, when checkpointing is enabled.
+    """
+
+    def __init__(
+        self,
+        job_name: str,
+        graph: JobGraph,
+        options: RuntimeOptions,
+        *,
+        restored: RestoredState | None = None,
+        attempt: int = 0,
+        coordinator: CheckpointCoordinator | None = None,
+    ) -> None:
         self.job_name = job_name
         self.graph = graph
         self.options = options
+        self.restored = restored
+        self.attempt = attempt
+        self.coordinator = coordinator
+        self.mode = options.mode
+        self.asynchronous = options.asynchronous
         self.channels: dict[str, Channel] = {}
-        self._failure: JobFailedError | None = None
+        self._failure: LockgateError | None = None
+        self._background: TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._finished = 0
         # Built before the run, so a bad function fails the call that starts the job.
         self.actors = self._build()
 
@@ -84,14 +161,33 @@ class JobRunner:
     async def run(self) -> JobResult:
         """Run every actor to the end; raise :class:`JobFailedError` if one of them fails."""
         started = time.perf_counter()
-        async with anyio.create_task_group() as task_group:
-            for actor in self.actors:
-                task_group.start_soon(self._run_actor, actor, task_group.cancel_scope, name=repr(actor))
+        try:
+            async with anyio.create_task_group() as background:
+                self._background = background
+                self._scope = background.cancel_scope
+                if self.coordinator is not None:
+                    await self.coordinator.attach(self.actors, background, self.fail)
+                async with anyio.create_task_group() as task_group:
+                    for actor in self.actors:
+                        task_group.start_soon(self._run_actor, actor, name=repr(actor))
+                background.cancel_scope.cancel()  # checkpoints in progress end with the job
+        finally:
+            self._background = None
+            if self.coordinator is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.coordinator.detach("the job attempt ended before it completed")
         if self._failure is not None:
             raise self._failure
         return JobResult(self.job_name, time.perf_counter() - started, self.channel_statistics())
 
-    async def _run_actor(self, actor: SubtaskActor, scope: anyio.CancelScope) -> None:
+    def fail(self, failure: LockgateError) -> None:
+        """End the attempt with ``failure`` (the first failure wins; the others follow from it)."""
+        if self._failure is None:
+            self._failure = failure
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _run_actor(self, actor: SubtaskActor) -> None:
         try:
             await actor.run()
         except Exception as exc:
@@ -99,11 +195,31 @@ class JobRunner:
                 uid, cause = exc.operator_uid, exc.__cause__
             else:  # not a user function's error: name the chain's head
                 uid, cause = actor.head_uid, exc
-            if self._failure is None:  # the first failure is the cause; the others follow from it
-                self._failure = JobFailedError(
-                    self.job_name, uid, actor.subtask_index, actor.parallelism, cause
-                )
-            scope.cancel()
+            self.fail(JobFailedError(self.job_name, uid, actor.subtask_index, actor.parallelism, cause))
+
+    # ---- services for the actors
+
+    def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``function(*args)`` beside the actors; an error in it fails the attempt."""
+        assert self._background is not None
+        self._background.start_soon(self._guard, function, args)
+
+    async def _guard(self, function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await function(*args)
+        except Exception as exc:
+            if isinstance(exc, OperatorFailure) and exc.__cause__ is not None:
+                exc = exc.__cause__  # type: ignore[assignment]
+            self.fail(
+                exc if isinstance(exc, LockgateError) else CheckpointError(f"{type(exc).__name__}: {exc}")
+            )
+
+    def actor_finished(self, actor: SubtaskActor) -> None:
+        """``actor`` has finished its input; once all have, every actor is told the job finished."""
+        self._finished += 1
+        if self._finished == len(self.actors):
+            for each in self.actors:
+                each.post(JOB_FINISHED)
 
     # ---- building
 
@@ -159,33 +275,64 @@ class JobRunner:
         self, vertex: JobVertex, index: int, output: OutputRouter, channels: list[tuple[Channel, int]]
     ) -> SubtaskActor:
         max_parallelism = self.graph.max_parallelism
+        parallelism = vertex.parallelism
+        instrumentation = self.options.instrumentation
+        restored = self.restored
         operators: list[StreamOperator] = []
         backends: list[KeyedStateBackend] = []
-        source: tuple[str, SourceReader] | None = None
+        source: SourceTask | None = None
         for node in vertex.operators:
             backend = None
             if isinstance(node, OperatorTransformation) and is_keyed(node.spec):
-                key_groups = KeyGroupRange.for_subtask(max_parallelism, vertex.parallelism, index)
+                key_groups = KeyGroupRange.for_subtask(max_parallelism, parallelism, index)
                 backend = self.options.state_backend.create_keyed_backend(
                     node.uid, key_groups, max_parallelism
                 )
                 backends.append(backend)
-            ctx = SubtaskContext(node.uid, node.name, index, vertex.parallelism, max_parallelism, backend)
+                if restored is not None:
+                    backend.restore(restored.keyed.get(node.uid, []))
+            operator_state = None
+            if restored is not None:
+                operator_state = restored.operator_state(node.uid, parallelism, index)
+            ctx = SubtaskContext(
+                node.uid,
+                node.name,
+                index,
+                parallelism,
+                max_parallelism,
+                backend,
+                OperatorStateBackend(node.uid, operator_state),
+                checkpointing_mode=self.mode,
+                attempt=self.attempt,
+            )
             if isinstance(node, SourceTransformation):
-                source = (node.uid, node.source.create_reader(ctx))
+                reader = node.source.create_reader(ctx)
+                if instrumentation is not None:
+                    reader = instrumentation.reader(
+                        self.attempt, node.uid, index, reader, self._request_checkpoint
+                    )
+                source = SourceTask(node.uid, reader, ctx)
             else:
                 assert isinstance(node, OperatorTransformation)
-                operators.append(create_operator(node.spec, ctx))
+                operator = create_operator(node.spec, ctx)
+                if instrumentation is not None:
+                    operator = instrumentation.operator(self.attempt, operator)
+                operators.append(operator)
         return SubtaskActor(
             vertex.name,
             vertex.operators[0].uid,
             index,
-            vertex.parallelism,
+            parallelism,
             operators,
             output,
+            self,
             source=source,
-            mailbox=None if source else Mailbox([channel for channel, _ in channels]),
+            mailbox=Mailbox([channel for channel, _ in channels]),
             channel_inputs=[input_index for _, input_index in channels],
             batch_size=self.options.batch_size,
             keyed_backends=backends,
         )
+
+    def _request_checkpoint(self) -> None:
+        if self.coordinator is not None:
+            self.coordinator.request_checkpoint()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import sniffio
 
+from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
 from lockgate._errors import ConfigurationError
-from lockgate.actors import Job, JobResult, JobRunner, RuntimeOptions
+from lockgate.actors import Job, JobExecution, JobResult, RestoredState, RuntimeOptions, load_from_pointer
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
 from lockgate.snapshots import CheckpointStorage, storage_for
@@ -55,6 +57,10 @@ class StreamEnvironment:
         self.state_backend: StateBackend = default
         #: Where checkpoints go; set by :meth:`set_checkpoint_storage` or by a preset state backend.
         self.checkpoint_storage: CheckpointStorage = default.checkpoint_storage
+        #: When and how checkpoints are taken; see :meth:`enable_checkpointing`.
+        self.checkpoint_config = CheckpointConfig()
+        self.restart_strategy = RestartStrategy.no_restart()
+        self._instrumentation: Any = None
         self._transformations: list[Transformation] = []
         self._uids: set[str] = set()
         self._ids = itertools.count(1)
@@ -99,6 +105,28 @@ class StreamEnvironment:
                 neither a storage nor a URL.
         """
         self.checkpoint_storage = storage_for(storage_or_url)
+        return self
+
+    def enable_checkpointing(
+        self, interval: float, mode: CheckpointingMode = CheckpointingMode.EXACTLY_ONCE
+    ) -> StreamEnvironment:
+        """Take a checkpoint every ``interval`` seconds, in ``mode`` (exactly-once by default).
+
+        Other settings (timeout, retained checkpoints, ...) are on :attr:`checkpoint_config`.
+        """
+        config = CheckpointConfig(**{**vars(self.checkpoint_config), "interval": interval, "mode": mode})
+        config.validate()
+        self.checkpoint_config = config
+        return self
+
+    def set_restart_strategy(self, strategy: RestartStrategy) -> StreamEnvironment:
+        """Choose whether a failed job restarts (default: :meth:`RestartStrategy.no_restart`)."""
+        if not isinstance(strategy, RestartStrategy):
+            raise ConfigurationError(
+                "set_restart_strategy() takes a strategy such as lg.RestartStrategy.fixed_delay(attempts=3, "
+                f"delay=1.0), got {strategy!r}"
+            )
+        self.restart_strategy = strategy
         return self
 
     # ---- sources
@@ -196,31 +224,92 @@ class StreamEnvironment:
 
     # ---- running
 
-    def _runner(self, job_name: str) -> JobRunner:
+    async def _execution(
+        self, job_name: str, restore_from: str | os.PathLike[str] | None, allow_non_restored_state: bool
+    ) -> JobExecution:
         if not isinstance(job_name, str) or not job_name:
             raise ConfigurationError(f"a job name must be a non-empty str, got {job_name!r}")
         graph = build_job_graph(self._transformations, self.max_parallelism)
-        options = RuntimeOptions(self.batch_size, self.channel_capacity, self.state_backend)
-        return JobRunner(job_name, graph, options)
+        config = self.checkpoint_config
+        config.validate()
+        if config.mode is CheckpointingMode.EXACTLY_ONCE and config.enabled:
+            for node in self._transformations:
+                if isinstance(node, SourceTransformation) and isinstance(node.source, AsyncIterableSource):
+                    warnings.warn(
+                        f"source {node.uid!r} reads an async iterable, which cannot be replayed: the job "
+                        "cannot restart after a failure, and its records are not exactly-once; use "
+                        "from_collection, FileSource or QueueSource for that",
+                        NotReplayableSourceWarning,
+                        stacklevel=3,
+                    )
+        options = RuntimeOptions(
+            self.batch_size,
+            self.channel_capacity,
+            self.state_backend,
+            checkpointing=config,
+            checkpoint_storage=self.checkpoint_storage,
+            restart_strategy=self.restart_strategy,
+            instrumentation=self._instrumentation,
+        )
+        restored = None
+        if restore_from is not None:
+            restored = RestoredState.from_checkpoint(await load_from_pointer(os.fspath(restore_from)))
+            restored.check_against(graph, allow_non_restored_state)
+        return JobExecution(job_name, graph, options, restored)
 
-    async def execute(self, job_name: str = "lockgate job") -> JobResult:
+    async def execute(
+        self,
+        job_name: str = "lockgate job",
+        *,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobResult:
         """Run the job to its end in the current task and return its result.
 
         Works inside an already running event loop (a notebook, a service), on asyncio and trio.
         Cancelling the calling task cancels the job.
 
+        Args:
+            job_name: The job's name (in errors, logs and checkpoint metadata).
+            restore_from: Start from this checkpoint: the URL of a checkpoint directory
+                (``file:///ckpts/chk-7``), or of a directory of checkpoints, whose newest intact one
+                is taken.
+            allow_non_restored_state: Drop restored state of operators this job does not have,
+                instead of refusing to start.
+
         Raises:
-            JobFailedError: An operator raised; the job's tasks have all ended.
-            ConfigurationError: The graph is invalid.
+            JobFailedError: An operator raised (and the restart strategy allowed no more restarts);
+                the job's tasks have all ended.
+            ConfigurationError: The graph or a setting is invalid.
+            CheckpointError: ``restore_from`` holds no complete checkpoint.
+            CorruptCheckpointError: Every checkpoint at ``restore_from`` is damaged.
         """
-        return await self._runner(job_name).run()
+        execution = await self._execution(job_name, restore_from, allow_non_restored_state)
+        return await execution.run()
 
-    async def start(self, job_name: str = "lockgate job") -> Job:
-        """Start the job in the background of the current event loop and return its handle."""
-        return Job(self._runner(job_name))
+    async def start(
+        self,
+        job_name: str = "lockgate job",
+        *,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> Job:
+        """Start the job in the background of the current event loop and return its handle.
 
-    def execute_blocking(self, job_name: str = "lockgate job") -> JobResult:
+        Takes the arguments of :meth:`execute`.
+        """
+        return Job(await self._execution(job_name, restore_from, allow_non_restored_state))
+
+    def execute_blocking(
+        self,
+        job_name: str = "lockgate job",
+        *,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobResult:
         """Run the job from plain, synchronous code: starts an event loop and runs it to the end.
+
+        Takes the arguments of :meth:`execute`.
 
         Raises:
             ConfigurationError: Called while an event loop is running in this thread; there, use
@@ -235,5 +324,14 @@ class StreamEnvironment:
                 f"execute_blocking() cannot run inside a running {library} event loop; "
                 "use 'await env.execute(...)' there instead"
             )
-        runner = self._runner(job_name)
-        return anyio.run(runner.run)
+
+        async def main() -> JobResult:
+            return await self.execute(
+                job_name, restore_from=restore_from, allow_non_restored_state=allow_non_restored_state
+            )
+
+        return anyio.run(main)
+
+
+class NotReplayableSourceWarning(UserWarning):
+    """A source that cannot replay its records is used where checkpoints promise exactly-once."""

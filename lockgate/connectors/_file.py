@@ -101,7 +101,7 @@ class _FileReader(SourceReader):
         encoding = self._source.encoding
         return [line.removesuffix(b"\r").decode(encoding) for line in taken]
 
-    def snapshot_state(self) -> None:
+    def snapshot_state(self, checkpoint_id: int) -> None:
         self._positions.update_nowait([self._offset])
 
     async def close(self) -> None:

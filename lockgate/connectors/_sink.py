@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from typing import Any, Generic, TextIO, TypeVar
+from typing import Any, TextIO
 
 from lockgate.functions import RuntimeContext
 
-T = TypeVar("T")
-
 
 class SinkWriter(ABC):
-    """Writes the records of one sink subtask, a batch at a time."""
+    """Writes the records of one sink subtask, a batch at a time.
+
+    Besides :meth:`write`, the runtime calls the hooks below, always from the subtask's own task,
+    between two batches: a writer never sees concurrent calls.
+    """
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Called once before the first batch (after a restore: commit what was pending)."""
 
     @abstractmethod
     async def write(self, records: list[Any]) -> None:
         """Write a batch of records (never empty), in order."""
 
+    async def prepare_snapshot(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """A checkpoint barrier has arrived: make what was written durable (pre-commit) and bring
+        operator state up to date; the snapshot is taken right after."""
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """Checkpoint ``checkpoint_id`` (and every earlier one) is complete: commit what it covers."""
+
     async def finish(self) -> None:  # noqa: B027 - optional hook
         """The input has ended: flush what is buffered."""
+
+    async def notify_job_finished(self) -> None:  # noqa: B027 - optional hook
+        """Every subtask of the job has finished its input: commit what is left (the final flush)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the writer holds; called once, however the subtask ends."""
@@ -31,30 +46,6 @@ class Sink(ABC):
     @abstractmethod
     def create_writer(self, ctx: RuntimeContext) -> SinkWriter:
         """The writer for subtask ``ctx.subtask_index``."""
-
-
-class CollectSink(Sink, Generic[T]):
-    """Collects every record in :attr:`results`, a list shared by all subtasks of the sink.
-
-    At parallelism 1 the list keeps the order in which records arrived.
-    """
-
-    def __init__(self) -> None:
-        self.results: list[T] = []
-
-    def __repr__(self) -> str:
-        return f"<CollectSink [{len(self.results)} results]>"
-
-    def create_writer(self, ctx: RuntimeContext) -> SinkWriter:
-        return _ExtendWriter(self.results)
-
-
-class _ExtendWriter(SinkWriter):
-    def __init__(self, results: list[Any]) -> None:
-        self._results = results
-
-    async def write(self, records: list[Any]) -> None:
-        self._results.extend(records)
 
 
 class PrintSink(Sink):

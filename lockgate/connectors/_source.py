@@ -25,7 +25,8 @@ class SourceReader(ABC):
         """The next records, at least one and at most ``max_records``; waits until some are there.
 
         Returns None once the input has ended. Must not wait for more records once it has one:
-        latency comes before batch size.
+        latency comes before batch size. Must be cancel-safe: the runtime cancels a read that is
+        waiting when a checkpoint is triggered, and a cancelled read must not lose a record.
         """
 
     async def run_background(self) -> None:  # noqa: B027 - optional hook
@@ -37,12 +38,16 @@ class SourceReader(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the reader holds; called once, however the subtask ends."""
 
-    def snapshot_state(self) -> None:  # noqa: B027 - optional hook
-        """A snapshot is being taken: write the reader's position into its operator state.
+    def snapshot_state(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """Checkpoint ``checkpoint_id`` is being taken: write the reader's position into its operator
+        state.
 
         A replayable reader declares that state in ``create_reader`` (``ctx.get_union_list_state``)
         and resumes from it when ``ctx.is_restored``.
         """
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """Checkpoint ``checkpoint_id`` is complete: what precedes it never needs replaying again."""
 
 
 class Source(ABC):
@@ -56,7 +61,16 @@ class Source(ABC):
 
     @abstractmethod
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
-        """The reader for subtask ``ctx.subtask_index`` of ``ctx.parallelism``."""
+        """The reader for subtask ``ctx.subtask_index`` of ``ctx.parallelism``.
+
+        After a failure the job creates readers again (``ctx.attempt`` counts the restarts): a reader
+        restored from a checkpoint resumes at its position, one restarted without a checkpoint
+        (``ctx.is_restored`` false) starts at the beginning.
+        """
+
+    def job_ended(self) -> None:  # noqa: B027 - optional hook
+        """The job reading this source has ended for good (finished, failed or cancelled); restarts
+        within the job do not count."""
 
 
 #: A collection reader's position: subtask ``s`` of ``p`` has emitted the items ``i`` with
@@ -118,7 +132,7 @@ class _CollectionReader(SourceReader):
         batch = [items[i] for i in range(start, min(stop, len(items)), step) if not self._emitted_before(i)]
         return batch if batch or self._next < len(items) else None
 
-    def snapshot_state(self) -> None:
+    def snapshot_state(self, checkpoint_id: int) -> None:
         self._positions.update_nowait([*self._earlier, (self._index, self._step, self._next)])
 
 
@@ -234,13 +248,18 @@ class QueueSource(Source, Generic[T]):
     A record whose ``put()`` returned has been accepted by the job. ``put()`` waits while ``maxsize``
     records are buffered (backpressure reaches the application). After ``close()`` the job reads what
     is buffered and then its input ends. It runs at parallelism 1.
+
+    It is replayable within the job: with checkpointing on, records read are kept until a completed
+    checkpoint covers them, so a restart resumes exactly after the restored checkpoint (or, before
+    the first one, at the first record). Without checkpointing, records are not kept, and a restart
+    fails with an error saying so.
     """
 
     fixed_parallelism = 1
 
     def __init__(self, maxsize: int = 1000) -> None:
         self._buffer = _RecordBuffer(maxsize)
-        self._reader_created = False
+        self._attached = False
 
     def __repr__(self) -> str:
         state = "closed" if self._buffer.closed else "open"
@@ -264,18 +283,24 @@ class QueueSource(Source, Generic[T]):
         self._buffer.close()
 
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
-        if self._reader_created:
+        buffer = self._buffer
+        if buffer.reader_gone or (self._attached and ctx.attempt == 0):
             raise ConfigurationError(
                 "a QueueSource feeds one job run only; create a new QueueSource for each run"
             )
-        self._reader_created = True
+        self._attached = True
+        buffer.retain = buffer.retain or ctx.checkpointing_mode is not None
         positions = ctx.get_list_state(ListStateDescriptor[int]("position"))
         assert isinstance(positions, OperatorListState)
-        reader = _BufferReader(self._buffer, positions)
-        if ctx.is_restored:
-            for offset in positions.get_nowait():
-                self._buffer.rewind(offset)
+        reader = _BufferReader(buffer, positions)
+        if ctx.is_restored or ctx.attempt > 0:
+            # A restart without a checkpoint starts again at the first record.
+            for offset in positions.get_nowait() if ctx.is_restored else [0]:
+                buffer.rewind(offset)
         return reader
+
+    def job_ended(self) -> None:
+        self._buffer.detach_reader()
 
 
 class _BufferReader(SourceReader):
@@ -284,22 +309,30 @@ class _BufferReader(SourceReader):
     def __init__(self, buffer: _RecordBuffer, positions: OperatorListState[int] | None = None) -> None:
         self._buffer = buffer
         self._positions = positions
+        self._offsets: dict[int, int] = {}  # read offset at each checkpoint in progress
 
     async def read(self, max_records: int) -> list[Any] | None:
         return await self._buffer.read(max_records)
 
-    def snapshot_state(self) -> None:
+    def snapshot_state(self, checkpoint_id: int) -> None:
+        offset = self._buffer.read_offset
+        self._offsets[checkpoint_id] = offset
         if self._positions is not None:
-            self._positions.update_nowait([self._buffer.read_offset])
+            self._positions.update_nowait([offset])
 
-    async def close(self) -> None:
-        self._buffer.detach_reader()
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        covered = [cid for cid in self._offsets if cid <= checkpoint_id]
+        if covered:
+            self._buffer.acknowledge(self._offsets[max(covered)])
+            for cid in covered:
+                del self._offsets[cid]
 
 
 class AsyncIterableSource(Source, Generic[T]):
     """Emits what an async iterable yields, at parallelism 1.
 
-    It cannot rewind, so after a failure its records cannot be replayed.
+    It cannot rewind: its records cannot be replayed, so a job reading it cannot restart after a
+    failure (the restart fails, saying so), and checkpoints give it no exactly-once guarantee.
     """
 
     fixed_parallelism = 1
@@ -309,6 +342,12 @@ class AsyncIterableSource(Source, Generic[T]):
         self.buffer_size = buffer_size
 
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
+        if ctx.attempt > 0:
+            raise LockgateError(
+                f"source {ctx.operator_uid!r} reads an async iterable, which cannot replay the records "
+                "it already gave, so the job cannot restart after a failure; use a replayable source "
+                "(from_collection, FileSource, QueueSource) for a job that must survive failures"
+            )
         return _AsyncIterableReader(self.iterable, self.buffer_size)
 
 
@@ -318,6 +357,9 @@ class _AsyncIterableReader(_BufferReader):
     def __init__(self, iterable: AsyncIterable[Any], buffer_size: int) -> None:
         super().__init__(_RecordBuffer(buffer_size))
         self._iterable = iterable
+
+    async def close(self) -> None:
+        self._buffer.detach_reader()
 
     async def run_background(self) -> None:
         try:

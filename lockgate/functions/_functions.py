@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Generic, TypeVar
 
+from lockgate._config import CheckpointingMode
 from lockgate.state import (
     AggregatingState,
     AggregatingStateDescriptor,
@@ -38,6 +39,8 @@ class RuntimeContext(ABC):
         subtask_index: This subtask's index, from 0.
         parallelism: The operator's number of subtasks.
         max_parallelism: The job's number of key groups.
+        checkpointing_mode: The job's :class:`CheckpointingMode`, or None without checkpointing.
+        attempt: How many times the job has restarted before this run of the subtask (0 at first).
     """
 
     operator_uid: str
@@ -45,6 +48,8 @@ class RuntimeContext(ABC):
     subtask_index: int
     parallelism: int
     max_parallelism: int
+    checkpointing_mode: CheckpointingMode | None = None
+    attempt: int = 0
 
     @abstractmethod
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Final
 
 import anyio
 
@@ -108,12 +109,20 @@ class Channel:
         )
 
 
+#: The channel index :meth:`Mailbox.receive` reports for mail.
+MAIL: Final = -1
+
+
 class Mailbox:
     """The inbox of one actor: reads its input channels one message at a time.
 
     Channels are read round-robin, so no input starves another. A channel can be paused with
     :meth:`pause` (barrier alignment holds an input that delivered a barrier) and resumed later;
     messages wait in a paused channel, in order, and its producer feels the backpressure.
+
+    Mail (:meth:`post`) is what others ask of the actor (trigger a checkpoint, a checkpoint is
+    complete): it comes before any channel's messages, so the actor handles it between two messages,
+    never in the middle of one.
     """
 
     def __init__(self, channels: list[Channel]) -> None:
@@ -126,11 +135,23 @@ class Mailbox:
         self._paused = [False] * len(channels)
         self._next = 0
         self._wakeup: anyio.Event | None = None
+        self._mail: deque[Any] = deque()
 
     def __repr__(self) -> str:
         queued = sum(len(c._queue) for c in self._channels)
         paused = sum(self._paused)
-        return f"<Mailbox [{len(self._channels)} channels, {queued} queued, {paused} paused]>"
+        mail = f", {len(self._mail)} mail" if self._mail else ""
+        return f"<Mailbox [{len(self._channels)} channels, {queued} queued, {paused} paused{mail}]>"
+
+    def post(self, letter: Any) -> None:
+        """Queue ``letter`` for the actor; :meth:`receive` hands it out before any message."""
+        self._mail.append(letter)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def take_mail(self) -> Any | None:
+        """The oldest mail, or None if there is none."""
+        return self._mail.popleft() if self._mail else None
 
     @property
     def channels(self) -> list[Channel]:
@@ -147,12 +168,15 @@ class Mailbox:
         if self._wakeup is not None and self._channels[index]._queue:
             self._wakeup.set()
 
-    async def receive(self) -> tuple[int, Message]:
-        """The next message of any unpaused channel, with the channel's index; waits for one."""
+    async def receive(self) -> tuple[int, Any]:
+        """The next mail as ``(MAIL, letter)``, else the next message of any unpaused channel with the
+        channel's index; waits for one."""
         channels = self._channels
         paused = self._paused
         count = len(channels)
         while True:
+            if self._mail:
+                return MAIL, self._mail.popleft()
             start = self._next
             for step in range(count):
                 index = (start + step) % count

@@ -6,7 +6,7 @@ from typing import Any, Final
 
 
 class ControlEvent:
-    """Base of the events that travel between batches (end of input now; barriers and watermarks)."""
+    """Base of the events that travel between batches: end of input, barriers (watermarks later)."""
 
     __slots__ = ()
 
@@ -21,6 +21,26 @@ class EndOfInput(ControlEvent):
 
 
 END_OF_INPUT: Final = EndOfInput()
+
+
+class Barrier(ControlEvent):
+    """Checkpoint barrier ``checkpoint_id``: what a subtask received before it belongs to the
+    checkpoint, what comes after it does not."""
+
+    __slots__ = ("checkpoint_id",)
+
+    def __init__(self, checkpoint_id: int) -> None:
+        self.checkpoint_id = checkpoint_id
+
+    def __repr__(self) -> str:
+        return f"Barrier({self.checkpoint_id})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Barrier) and other.checkpoint_id == self.checkpoint_id
+
+    def __hash__(self) -> int:
+        return hash(("barrier", self.checkpoint_id))
+
 
 #: What a channel carries: a batch (a list of records, never empty) or a control event.
 Message = list[Any] | ControlEvent

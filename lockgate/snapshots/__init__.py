@@ -9,6 +9,12 @@ from lockgate.snapshots._file import FileCheckpointStorage as FileCheckpointStor
 from lockgate.snapshots._file import parse_file_url as parse_file_url
 from lockgate.snapshots._memory import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from lockgate.snapshots._memory import MemoryCheckpointStorage as MemoryCheckpointStorage
+from lockgate.snapshots._metadata import CheckpointMetadata as CheckpointMetadata
+from lockgate.snapshots._metadata import LoadedCheckpoint as LoadedCheckpoint
+from lockgate.snapshots._metadata import OperatorCheckpointState as OperatorCheckpointState
+from lockgate.snapshots._metadata import SubtaskStateHandles as SubtaskStateHandles
+from lockgate.snapshots._metadata import load_checkpoint as load_checkpoint
+from lockgate.snapshots._metadata import unpickle_state as unpickle_state
 from lockgate.snapshots._registry import StorageFactory as StorageFactory
 from lockgate.snapshots._registry import register_checkpoint_storage as register_checkpoint_storage
 from lockgate.snapshots._registry import storage_for as storage_for

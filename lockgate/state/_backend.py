@@ -32,6 +32,9 @@ from lockgate.state._snapshot import (
 
 H = TypeVar("H", bound=StateHandle[Any])
 
+#: Restored entries of states not registered yet: state name -> (meta info, key group -> entries).
+UnclaimedState = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
+
 
 class KeyedStateBackend(ABC):
     """Keyed state of one subtask, scoped to its key group range.
@@ -55,7 +58,7 @@ class KeyedStateBackend(ABC):
         #: The descriptor of every registered state, by name.
         self.descriptors: dict[str, StateDescriptor[Any]] = {}
         # Restored entries of states not registered yet, by state name.
-        self._restored: dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]] = {}
+        self._restored: UnclaimedState = {}
 
     def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
         """Register ``descriptor`` and return its handle, an instance of ``handle_type``.
@@ -119,13 +122,24 @@ class KeyedStateBackend(ABC):
                     if key_group in self.key_group_range:
                         mine.setdefault(key_group, []).extend(entries)
 
-    def with_unclaimed_restored_state(self, snapshot: KeyedStateSnapshot) -> KeyedStateSnapshot:
-        """``snapshot`` plus restored state that no function has registered: it is kept, not lost."""
-        if not self._restored:
+    def unclaimed_restored_state(self) -> UnclaimedState:
+        """Restored state that no function has registered yet, as it is now.
+
+        The synchronous snapshot part takes this view; the asynchronous part adds it to the snapshot
+        with :meth:`with_unclaimed_restored_state`, so restored state is kept, not lost.
+        """
+        return dict(self._restored)
+
+    @staticmethod
+    def with_unclaimed_restored_state(
+        snapshot: KeyedStateSnapshot, unclaimed: UnclaimedState
+    ) -> KeyedStateSnapshot:
+        """``snapshot`` plus the ``unclaimed`` restored state."""
+        if not unclaimed:
             return snapshot
         states = dict(snapshot.states)
         entries = dict(snapshot.entries)
-        for name, (meta, groups) in self._restored.items():
+        for name, (meta, groups) in unclaimed.items():
             states[name] = meta
             entries[name] = {key_group: list(group) for key_group, group in groups.items()}
         return KeyedStateSnapshot(

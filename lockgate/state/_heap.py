@@ -96,6 +96,8 @@ class _HeapSnapshotResources(SnapshotResources):
         self._views = views
         self._now = now
         self._codecs = {name: StateCodec(backend.descriptors[name], backend.clock) for name in views}
+        self._metas = {name: StateMetaInfo.of(backend.descriptors[name]) for name in views}
+        self._unclaimed = backend.unclaimed_restored_state()
         self._released = False
 
     def materialize(self) -> KeyedStateSnapshot:
@@ -113,11 +115,11 @@ class _HeapSnapshotResources(SnapshotResources):
                             (key, namespace, codec.encode(alive))
                         )
             entries[name] = dict(groups)
-        states = {name: StateMetaInfo.of(backend.descriptors[name]) for name in self._views}
         return backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
-                backend.operator_uid, max_parallelism, backend.key_group_range, states, entries
-            )
+                backend.operator_uid, max_parallelism, backend.key_group_range, self._metas, entries
+            ),
+            self._unclaimed,
         )
 
     def release(self) -> None:

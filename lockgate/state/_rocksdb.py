@@ -976,6 +976,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
         self._tables = tables
         self._path = path
         self._now = now
+        self._unclaimed = backend.unclaimed_restored_state()
 
     def materialize(self) -> KeyedStateSnapshot:
         backend = self._backend
@@ -1010,7 +1011,8 @@ class _RocksDBSnapshotResources(SnapshotResources):
         return backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
                 backend.operator_uid, backend.max_parallelism, backend.key_group_range, states, entries
-            )
+            ),
+            self._unclaimed,
         )
 
     def release(self) -> None:

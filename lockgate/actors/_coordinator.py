@@ -1,0 +1,441 @@
+"""The checkpoint coordinator: one per job, across restarts.
+
+It triggers checkpoint n at the sources (they inject barrier n into the stream), collects one
+acknowledgement with state handles from every subtask, and completes the checkpoint only when all
+have acknowledged: it writes the metadata (which makes the checkpoint complete), deletes checkpoints
+beyond the retained number, and tells every subtask, so transactional sinks commit. A checkpoint
+that a subtask declines or that times out is aborted: its files are removed and the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from lockgate._config import CheckpointConfig
+from lockgate._errors import CheckpointError, LockgateError
+from lockgate.actors._restore import load_from_pointer, load_newest, storage_loader
+from lockgate.snapshots import (
+    CheckpointLocation,
+    CheckpointMetadata,
+    CheckpointStorage,
+    CompletedCheckpoint,
+    LoadedCheckpoint,
+    OperatorCheckpointState,
+    SubtaskStateHandles,
+)
+
+logger = logging.getLogger("lockgate")
+
+
+@dataclass(frozen=True)
+class CheckpointStats:
+    """What one checkpoint cost. Durations in seconds, sizes in bytes.
+
+    Attributes:
+        id: The checkpoint id.
+        status: ``"in_progress"``, ``"completed"`` or ``"failed"``.
+        duration: From the trigger to completion (or failure); so far, while in progress.
+        sync_duration: The longest synchronous part of any subtask (records wait meanwhile).
+        async_duration: The longest asynchronous part of any subtask (records flow meanwhile).
+        alignment_duration: The longest time any subtask held inputs to align barriers.
+        persisted_bytes: Bytes written for the checkpoint.
+        full_bytes: The size of the whole state it captures (as persisted_bytes until checkpoints
+            are incremental).
+        unaligned: Whether barriers overtook records (never, so far).
+        in_flight_bytes: Bytes of in-flight records stored with it (none when aligned).
+        failure: Why it failed, when it did.
+    """
+
+    id: int
+    status: str
+    duration: float
+    sync_duration: float = 0.0
+    async_duration: float = 0.0
+    alignment_duration: float = 0.0
+    persisted_bytes: int = 0
+    full_bytes: int = 0
+    unaligned: bool = False
+    in_flight_bytes: int = 0
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointStatsSnapshot:
+    """The checkpoint statistics of a job (``job.checkpoint_stats``).
+
+    Attributes:
+        completed: How many checkpoints completed.
+        failed: How many failed (declined, timed out, or cut short by a job failure).
+        in_progress: How many are in progress now.
+        history: Every checkpoint's :class:`CheckpointStats`, oldest first.
+    """
+
+    completed: int
+    failed: int
+    in_progress: int
+    history: list[CheckpointStats]
+
+
+@dataclass(frozen=True)
+class SubtaskAcknowledgement:
+    """What a subtask reports for a checkpoint: its state handles by operator uid, and its costs."""
+
+    states: dict[str, SubtaskStateHandles]
+    sync_duration: float
+    async_duration: float
+    alignment_duration: float
+
+
+class CheckpointParticipant(Protocol):
+    """A subtask as the coordinator sees it."""
+
+    key: tuple[str, int]  # (head operator uid, subtask index)
+    is_source: bool
+
+    def post(self, letter: Any) -> None:
+        """Hand the subtask a letter (see :mod:`lockgate.actors._letters`)."""
+
+
+@dataclass(frozen=True)
+class TriggerCheckpoint:
+    """Letter to a source subtask: inject barrier ``checkpoint_id`` now."""
+
+    checkpoint_id: int
+
+
+@dataclass(frozen=True)
+class CheckpointComplete:
+    """Letter to every subtask: checkpoint ``checkpoint_id`` is complete."""
+
+    checkpoint_id: int
+
+
+@dataclass
+class _Pending:
+    checkpoint_id: int
+    location: CheckpointLocation
+    timestamp: float
+    started: float
+    waiting: set[tuple[str, int]]
+    acks: dict[tuple[str, int], SubtaskAcknowledgement] = field(default_factory=dict)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: CompletedCheckpoint | None = None
+    error: Exception | None = None
+    completing: bool = False
+
+
+class CheckpointCoordinator:
+    """Triggers, collects and completes the checkpoints of one job.
+
+    Args:
+        job_name: The job's name, written into each checkpoint's metadata.
+        config: When and how to checkpoint.
+        storage: Where checkpoints go.
+        max_parallelism: The job's number of key groups.
+        parallelism_of: The parallelism of each operator, by uid.
+    """
+
+    def __init__(
+        self,
+        job_name: str,
+        config: CheckpointConfig,
+        storage: CheckpointStorage,
+        max_parallelism: int,
+        parallelism_of: dict[str, int],
+    ) -> None:
+        self.job_name = job_name
+        self.config = config
+        self.storage = storage
+        self.max_parallelism = max_parallelism
+        self.parallelism_of = parallelism_of
+        self._next_id: int | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._stats: dict[int, CheckpointStats] = {}
+        self._owned: list[CompletedCheckpoint] = []  # completed by this job, oldest first
+        self._base: CompletedCheckpoint | None = None  # the checkpoint the job was started from
+        self._consecutive_failures = 0
+        self._last_finished = -math.inf
+        self._participants: list[CheckpointParticipant] = []
+        self._group: TaskGroup | None = None
+        self._fail_job: Callable[[LockgateError], None] | None = None
+        self._sources_running = False
+        self._starting = 0
+        self._wake = anyio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"<CheckpointCoordinator {self.job_name!r} [{len(self._owned)} retained, "
+            f"{len(self._pending)} in progress]>"
+        )
+
+    # ---- the job's attempts
+
+    def set_base(self, checkpoint: CompletedCheckpoint, checkpoint_id: int) -> None:
+        """The job starts from ``checkpoint``: ids continue after it, and it is a fallback for restores."""
+        self._base = checkpoint
+        self._next_id = max(self._next_id or 1, checkpoint_id + 1)
+
+    async def attach(
+        self,
+        participants: Sequence[CheckpointParticipant],
+        group: TaskGroup,
+        fail_job: Callable[[LockgateError], None],
+    ) -> None:
+        """An attempt of the job starts with ``participants``; background work runs in ``group``."""
+        if self._next_id is None:
+            existing = await self.storage.completed_checkpoints()
+            self._next_id = max([c.checkpoint_id for c in existing], default=0) + 1
+        self._participants = list(participants)
+        self._group = group
+        self._fail_job = fail_job
+        self._sources_running = True
+        if self.config.interval is not None:
+            group.start_soon(self._trigger_periodically, name="checkpoint trigger")
+
+    async def detach(self, reason: str) -> None:
+        """The attempt has ended: abort every checkpoint in progress."""
+        self._participants = []
+        self._group = None
+        self._fail_job = None
+        self._sources_running = False
+        for checkpoint_id in list(self._pending):
+            await self._abort(checkpoint_id, reason, count_failure=False)
+
+    def source_finished(self) -> None:
+        """A source subtask has read all its input: no barrier can be injected there any more."""
+        self._sources_running = False
+
+    # ---- triggering
+
+    async def _trigger_periodically(self) -> None:
+        interval = self.config.interval
+        assert interval is not None
+        while self._sources_running:
+            await anyio.sleep(interval)
+            while len(self._pending) >= self.config.max_concurrent or (
+                time.monotonic() - self._last_finished < self.config.min_pause
+            ):
+                if len(self._pending) >= self.config.max_concurrent:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                else:
+                    await anyio.sleep(self.config.min_pause - (time.monotonic() - self._last_finished))
+            await self._try_checkpoint()
+
+    async def _try_checkpoint(self) -> None:
+        if not self._sources_running:
+            return
+        try:
+            await self._start_checkpoint()
+        except CheckpointError as exc:
+            logger.warning("job %r: a checkpoint could not start: %s", self.job_name, exc)
+
+    def request_checkpoint(self) -> None:
+        """Start a checkpoint soon, unless as many as allowed are in progress (a test hook)."""
+        if self._group is not None and len(self._pending) + self._starting < self.config.max_concurrent:
+            self._group.start_soon(self._try_checkpoint)
+
+    async def trigger_checkpoint(self) -> CompletedCheckpoint:
+        """Take a checkpoint now and wait for it to complete.
+
+        Raises:
+            CheckpointError: The job is not running, its sources have ended, or the checkpoint failed.
+        """
+        pending = await self._start_checkpoint()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def _start_checkpoint(self) -> _Pending:
+        if self._group is None or not self._sources_running:
+            raise CheckpointError(
+                f"job {self.job_name!r} cannot take a checkpoint now: it is not running, or its "
+                "sources have read all their input"
+            )
+        assert self._next_id is not None
+        checkpoint_id = self._next_id
+        self._next_id += 1
+        self._starting += 1
+        try:
+            location = await self.storage.create_checkpoint_location(checkpoint_id)
+        finally:
+            self._starting -= 1
+        if self._group is None:  # the attempt ended meanwhile
+            await self.storage.discard_checkpoint(checkpoint_id)
+            raise CheckpointError(f"job {self.job_name!r} stopped before checkpoint {checkpoint_id} began")
+        participants = self._participants
+        pending = _Pending(
+            checkpoint_id,
+            location,
+            time.time(),
+            time.monotonic(),
+            {participant.key for participant in participants},
+        )
+        self._pending[checkpoint_id] = pending
+        self._stats[checkpoint_id] = CheckpointStats(checkpoint_id, "in_progress", 0.0)
+        group = self._group
+        group.start_soon(self._watch_timeout, pending, name=f"checkpoint {checkpoint_id} timeout")
+        for participant in participants:
+            if participant.is_source:
+                participant.post(TriggerCheckpoint(checkpoint_id))
+        return pending
+
+    async def _watch_timeout(self, pending: _Pending) -> None:
+        with anyio.move_on_after(self.config.timeout):
+            await pending.done.wait()
+            return
+        if pending.checkpoint_id in self._pending and not pending.completing:
+            await self._abort(pending.checkpoint_id, f"it timed out after {self.config.timeout} s")
+
+    # ---- acknowledgements
+
+    def location(self, checkpoint_id: int) -> CheckpointLocation | None:
+        """Where checkpoint ``checkpoint_id`` goes, or None if it is not in progress (aborted)."""
+        pending = self._pending.get(checkpoint_id)
+        return None if pending is None else pending.location
+
+    async def acknowledge(
+        self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
+    ) -> None:
+        """Subtask ``key`` has persisted its state for the checkpoint; the last one completes it."""
+        pending = self._pending.get(checkpoint_id)
+        if pending is None or key not in pending.waiting:
+            return  # aborted meanwhile: its files are gone with the checkpoint's location
+        pending.waiting.discard(key)
+        pending.acks[key] = ack
+        if not pending.waiting:
+            await self._complete(pending)
+
+    async def decline(self, checkpoint_id: int, key: tuple[str, int], reason: str) -> None:
+        """Subtask ``key`` cannot take part in the checkpoint: abort it."""
+        if checkpoint_id in self._pending:
+            await self._abort(checkpoint_id, f"subtask {key[1]} of {key[0]!r} declined it: {reason}")
+
+    async def _complete(self, pending: _Pending) -> None:
+        checkpoint_id = pending.checkpoint_id
+        pending.completing = True
+        operators: dict[str, OperatorCheckpointState] = {}
+        for (_, subtask_index), ack in sorted(pending.acks.items()):
+            for uid, handles in ack.states.items():
+                state = operators.setdefault(uid, OperatorCheckpointState(uid, self.parallelism_of[uid]))
+                state.subtasks[subtask_index] = handles
+        metadata = CheckpointMetadata(
+            checkpoint_id, self.job_name, self.max_parallelism, pending.timestamp, operators
+        )
+        try:
+            completed = await self.storage.write_metadata(pending.location, metadata.to_bytes())
+        except Exception as exc:
+            pending.completing = False
+            await self._abort(checkpoint_id, f"its metadata could not be written: {exc}")
+            return
+        del self._pending[checkpoint_id]
+        acks = list(pending.acks.values())
+        self._stats[checkpoint_id] = CheckpointStats(
+            checkpoint_id,
+            "completed",
+            time.monotonic() - pending.started,
+            sync_duration=max((a.sync_duration for a in acks), default=0.0),
+            async_duration=max((a.async_duration for a in acks), default=0.0),
+            alignment_duration=max((a.alignment_duration for a in acks), default=0.0),
+            persisted_bytes=metadata.persisted_bytes,
+            full_bytes=metadata.persisted_bytes,
+        )
+        self._consecutive_failures = 0
+        self._last_finished = time.monotonic()
+        self._owned.append(completed)
+        pending.result = completed
+        pending.done.set()
+        self._wake.set()
+        for participant in self._participants:
+            participant.post(CheckpointComplete(checkpoint_id))
+        while len(self._owned) > self.config.retained:
+            oldest = self._owned.pop(0)
+            try:
+                await self.storage.discard_checkpoint(oldest.checkpoint_id)
+            except CheckpointError as exc:
+                logger.warning("job %r: could not delete an old checkpoint: %s", self.job_name, exc)
+
+    async def _abort(self, checkpoint_id: int, reason: str, *, count_failure: bool = True) -> None:
+        pending = self._pending.pop(checkpoint_id, None)
+        if pending is None:
+            return
+        logger.warning("job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
+        self._stats[checkpoint_id] = CheckpointStats(
+            checkpoint_id, "failed", time.monotonic() - pending.started, failure=reason
+        )
+        self._last_finished = time.monotonic()
+        pending.error = CheckpointError(
+            f"checkpoint {checkpoint_id} of job {self.job_name!r} failed: {reason}"
+        )
+        pending.done.set()
+        self._wake.set()
+        try:
+            await self.storage.discard_checkpoint(checkpoint_id)
+        except CheckpointError as exc:
+            logger.warning(
+                "job %r: could not delete failed checkpoint %d: %s", self.job_name, checkpoint_id, exc
+            )
+        if not count_failure:
+            return
+        self._consecutive_failures += 1
+        tolerable = self.config.tolerable_failures
+        if tolerable is not None and self._consecutive_failures > tolerable and self._fail_job is not None:
+            self._fail_job(
+                CheckpointError(
+                    f"{self._consecutive_failures} checkpoints in a row failed, more than "
+                    f"tolerable_failures={tolerable}; the last: {reason}"
+                )
+            )
+
+    # ---- restoring
+
+    async def load_latest(self) -> LoadedCheckpoint | None:
+        """The newest intact checkpoint this job can restore from, or None if it has none.
+
+        A damaged one is skipped, with a warning saying why, for the one before it.
+
+        Raises:
+            CorruptCheckpointError: Checkpoints exist, but all are damaged.
+        """
+        candidates = list(self._owned)
+        if self._base is not None:
+            candidates.insert(0, self._base)
+        if not candidates:
+            return None
+        own = storage_loader(self.storage)
+
+        async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
+            if checkpoint is self._base:
+                return await load_from_pointer(checkpoint.pointer)
+            return await own(checkpoint)
+
+        return await load_newest(load, candidates, f"job {self.job_name!r}")
+
+    # ---- statistics
+
+    def statistics(self) -> CheckpointStatsSnapshot:
+        """Every checkpoint's statistics so far."""
+        now = time.monotonic()
+        history = []
+        for checkpoint_id in sorted(self._stats):
+            stats = self._stats[checkpoint_id]
+            pending = self._pending.get(checkpoint_id)
+            if pending is not None:
+                stats = CheckpointStats(checkpoint_id, "in_progress", now - pending.started)
+            history.append(stats)
+        return CheckpointStatsSnapshot(
+            completed=sum(s.status == "completed" for s in history),
+            failed=sum(s.status == "failed" for s in history),
+            in_progress=sum(s.status == "in_progress" for s in history),
+            history=history,
+        )

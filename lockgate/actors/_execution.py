@@ -1,0 +1,135 @@
+"""A job's execution: attempts of the job graph, restarts after failures, one checkpoint coordinator."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+
+from lockgate._errors import CheckpointError, JobFailedError
+from lockgate.actors._coordinator import CheckpointCoordinator, CheckpointStatsSnapshot
+from lockgate.actors._restore import RestoredState
+from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
+from lockgate.graph import JobGraph, SourceTransformation
+from lockgate.mailbox import ChannelStatistics
+from lockgate.snapshots import CompletedCheckpoint
+
+logger = logging.getLogger("lockgate")
+
+
+class JobExecution:
+    """Runs a job to its end: an attempt, and after a failure, as the restart strategy allows, another
+    attempt from the latest complete checkpoint (or from the start, without one).
+
+    The first attempt is built here, so a bad graph or function fails the call that starts the job.
+
+    Args:
+        job_name: The job's name.
+        graph: What to run.
+        options: How to run it.
+        restored: The state to start from (``restore_from``), or None.
+    """
+
+    def __init__(
+        self, job_name: str, graph: JobGraph, options: RuntimeOptions, restored: RestoredState | None = None
+    ) -> None:
+        self.job_name = job_name
+        self.graph = graph
+        self.options = options
+        self.restarts = 0
+        self._initial = restored
+        self.coordinator: CheckpointCoordinator | None = None
+        if options.checkpointing.enabled:
+            parallelism_of = {
+                node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
+            }
+            self.coordinator = CheckpointCoordinator(
+                job_name,
+                options.checkpointing,
+                options.checkpoint_storage,
+                graph.max_parallelism,
+                parallelism_of,
+            )
+            if restored is not None:
+                base = CompletedCheckpoint(restored.checkpoint_id, restored.pointer)
+                self.coordinator.set_base(base, restored.checkpoint_id)
+        self.runner = self._runner(restored)
+
+    def _runner(self, restored: RestoredState | None) -> JobRunner:
+        return JobRunner(
+            self.job_name,
+            self.graph,
+            self.options,
+            restored=restored,
+            attempt=self.restarts,
+            coordinator=self.coordinator,
+        )
+
+    def channel_statistics(self) -> dict[str, ChannelStatistics]:
+        """The statistics of every channel of the current attempt, by channel name."""
+        return self.runner.channel_statistics()
+
+    def checkpoint_statistics(self) -> CheckpointStatsSnapshot:
+        """The statistics of every checkpoint of the job so far."""
+        if self.coordinator is None:
+            return CheckpointStatsSnapshot(0, 0, 0, [])
+        return self.coordinator.statistics()
+
+    async def trigger_checkpoint(self) -> CompletedCheckpoint:
+        """Take a checkpoint now and wait until it completes.
+
+        Raises:
+            CheckpointError: Checkpointing is not enabled, the job is not running, or the checkpoint
+                failed.
+        """
+        if self.coordinator is None:
+            raise CheckpointError(
+                f"job {self.job_name!r} does not checkpoint; call env.enable_checkpointing(...) before "
+                "starting it"
+            )
+        return await self.coordinator.trigger_checkpoint()
+
+    async def run(self) -> JobResult:
+        """Run attempts until one finishes, or a failure may not restart (it is raised)."""
+        started = time.perf_counter()
+        tracker = self.options.restart_strategy.tracker()
+        try:
+            while True:
+                try:
+                    result = await self.runner.run()
+                except (JobFailedError, CheckpointError) as failure:
+                    if not tracker.may_restart(time.monotonic()):
+                        if self.restarts:
+                            failure.add_note(
+                                f"the job had restarted {self.restarts} time(s); {tracker.describe()}"
+                            )
+                        raise
+                    await self._restart(failure)
+                    continue
+                return JobResult(
+                    self.job_name, time.perf_counter() - started, result.channels, restarts=self.restarts
+                )
+        finally:
+            for vertex in self.graph.vertices:
+                for node in vertex.operators:
+                    if isinstance(node, SourceTransformation):
+                        node.source.job_ended()
+
+    async def _restart(self, failure: Exception) -> None:
+        delay = self.options.restart_strategy.delay
+        if delay:
+            await anyio.sleep(delay)
+        restored = self._initial
+        if self.coordinator is not None:
+            loaded = await self.coordinator.load_latest()
+            restored = None if loaded is None else RestoredState.from_checkpoint(loaded)
+        self.restarts += 1
+        where = (
+            "the start" if restored is None else f"checkpoint {restored.checkpoint_id} ({restored.pointer})"
+        )
+        logger.warning("job %r failed (%s); restart %d from %s", self.job_name, failure, self.restarts, where)
+        try:
+            self.runner = self._runner(restored)
+        except Exception as exc:
+            raise exc from failure

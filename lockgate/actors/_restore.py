@@ -1,0 +1,166 @@
+"""Restoring a job's state from a checkpoint: finding it, reading it, and handing each subtask its part."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate.graph import JobGraph
+from lockgate.snapshots import (
+    METADATA_NAME,
+    CheckpointStorage,
+    CompletedCheckpoint,
+    FileCheckpointStorage,
+    LoadedCheckpoint,
+    load_checkpoint,
+    parse_file_url,
+    unpickle_state,
+)
+from lockgate.state import (
+    KeyedStateSnapshot,
+    OperatorStateSnapshot,
+    RestoredOperatorState,
+    redistribute,
+)
+
+logger = logging.getLogger("lockgate")
+
+_CHECKPOINT_DIR = re.compile(r"chk-(\d+)")
+
+#: Reads one completed checkpoint whole.
+Loader = Callable[[CompletedCheckpoint], Awaitable[LoadedCheckpoint]]
+
+
+@dataclass
+class RestoredState:
+    """The state of a job read from one checkpoint, by operator uid.
+
+    Attributes:
+        checkpoint_id: The checkpoint it was read from.
+        pointer: Where that checkpoint is.
+        max_parallelism: The number of key groups of the job that wrote it.
+        keyed: Every subtask's keyed state snapshot, by uid.
+        operator: Every subtask's operator state snapshot, by uid.
+    """
+
+    checkpoint_id: int
+    pointer: str
+    max_parallelism: int
+    keyed: dict[str, list[KeyedStateSnapshot]]
+    operator: dict[str, list[OperatorStateSnapshot]]
+    uids: set[str]
+    _split: dict[tuple[str, int], list[RestoredOperatorState]] = field(default_factory=dict)
+
+    @classmethod
+    def from_checkpoint(cls, loaded: LoadedCheckpoint) -> RestoredState:
+        """Decode the state blobs of a loaded checkpoint.
+
+        Raises:
+            CorruptCheckpointError: A blob does not hold the state it should; the error names it.
+        """
+        keyed = {
+            uid: [unpickle_state(blob, KeyedStateSnapshot) for blob in blobs if blob is not None]
+            for uid, blobs in loaded.keyed.items()
+        }
+        operator = {
+            uid: [unpickle_state(blob, OperatorStateSnapshot) for blob in blobs if blob is not None]
+            for uid, blobs in loaded.operator.items()
+        }
+        metadata = loaded.metadata
+        return cls(
+            metadata.checkpoint_id,
+            loaded.pointer,
+            metadata.max_parallelism,
+            {uid: snapshots for uid, snapshots in keyed.items() if snapshots},
+            {uid: snapshots for uid, snapshots in operator.items() if snapshots},
+            set(metadata.operators),
+        )
+
+    def check_against(self, graph: JobGraph, allow_non_restored_state: bool) -> None:
+        """Refuse a restore that would lose state or misplace keys.
+
+        Raises:
+            ConfigurationError: The max parallelism differs, or state belongs to uids the job lacks
+                (unless ``allow_non_restored_state``).
+        """
+        if self.max_parallelism != graph.max_parallelism:
+            raise ConfigurationError(
+                f"the checkpoint at {self.pointer} was taken with max_parallelism {self.max_parallelism}, "
+                f"but the job has {graph.max_parallelism}; key groups only line up with the same "
+                "max_parallelism, so keep it unchanged"
+            )
+        known = {node.uid for vertex in graph.vertices for node in vertex.operators}
+        missing = sorted((set(self.keyed) | set(self.operator)) - known)
+        if missing and not allow_non_restored_state:
+            raise ConfigurationError(
+                f"the checkpoint at {self.pointer} holds state of operator uid(s) {missing} that this job "
+                "does not have; give the operators their old uids, or pass allow_non_restored_state=True "
+                "to drop that state"
+            )
+
+    def operator_state(self, uid: str, parallelism: int, subtask_index: int) -> RestoredOperatorState | None:
+        """The operator state subtask ``subtask_index`` of ``parallelism`` restores, or None if none."""
+        snapshots = self.operator.get(uid)
+        if snapshots is None:
+            return None if uid not in self.uids else {}
+        split = self._split.get((uid, parallelism))
+        if split is None:
+            split = self._split[(uid, parallelism)] = redistribute(snapshots, parallelism)
+        return split[subtask_index]
+
+
+async def load_from_pointer(url: str) -> LoadedCheckpoint:
+    """Read the checkpoint at ``url``: a checkpoint directory (``.../chk-7``), or a directory of
+    checkpoints, whose newest intact one is taken (a damaged one is skipped, with a warning).
+
+    Raises:
+        CheckpointError: There is no complete checkpoint there.
+        CorruptCheckpointError: Every checkpoint there is damaged; the error names a file.
+        ConfigurationError: The URL is not a usable file URL or path.
+    """
+    path = parse_file_url(url)
+    match = _CHECKPOINT_DIR.fullmatch(path.name)
+    if match and (path / METADATA_NAME).exists():
+        storage = FileCheckpointStorage(path.parent)
+        return await load_checkpoint(storage, int(match[1]), path.as_uri())
+    if match and path.is_dir():
+        raise CorruptCheckpointError(
+            str(path / METADATA_NAME), "it is missing: the checkpoint is not complete"
+        )
+    storage = FileCheckpointStorage(path)
+    completed = await storage.completed_checkpoints()
+    if not completed:
+        raise CheckpointError(
+            f"there is no complete checkpoint at {url}: no chk-<n>/{METADATA_NAME} in {path}"
+        )
+    return await load_newest(storage_loader(storage), completed, str(url))
+
+
+def storage_loader(storage: CheckpointStorage) -> Loader:
+    """A loader of the checkpoints of ``storage``."""
+
+    async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
+        return await load_checkpoint(storage, checkpoint.checkpoint_id, checkpoint.pointer)
+
+    return load
+
+
+async def load_newest(load: Loader, completed: list[CompletedCheckpoint], where: str) -> LoadedCheckpoint:
+    """The newest of ``completed`` that loads; damaged ones are skipped with a warning saying why."""
+    last_error: CorruptCheckpointError | None = None
+    for checkpoint in reversed(completed):
+        try:
+            return await load(checkpoint)
+        except CorruptCheckpointError as exc:
+            logger.warning(
+                "checkpoint %d in %s cannot be restored (%s); falling back to the one before it",
+                checkpoint.checkpoint_id,
+                where,
+                exc,
+            )
+            last_error = exc
+    assert last_error is not None
+    raise last_error
