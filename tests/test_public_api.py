@@ -74,7 +74,17 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert set(lg.__all__) == EXPECTED
     assert all(hasattr(lg, name) for name in lg.__all__)
     public = {name for name in vars(lg) if not name.startswith("_")}
-    submodules = {"actors", "api", "connectors", "functions", "graph", "mailbox", "snapshots", "state"}
+    submodules = {
+        "actors",
+        "api",
+        "connectors",
+        "functions",
+        "graph",
+        "mailbox",
+        "snapshots",
+        "state",
+        "testing",
+    }
     assert public - submodules == EXPECTED
 
 

@@ -238,10 +238,26 @@ class CheckpointCoordinator:
         except CheckpointError as exc:
             logger.warning("job %r: a checkpoint could not start: %s", self.job_name, exc)
 
-    def request_checkpoint(self) -> None:
-        """Start a checkpoint soon, unless as many as allowed are in progress (a test hook)."""
-        if self._group is not None and len(self._pending) + self._starting < self.config.max_concurrent:
-            self._group.start_soon(self._try_checkpoint)
+    def request_checkpoint(self) -> anyio.Event:
+        """Start a checkpoint unless as many as allowed are in progress (a test hook).
+
+        Returns an event set once the checkpoint has completed or failed (at once if none started).
+        """
+        finished = anyio.Event()
+        if self._group is None or len(self._pending) + self._starting >= self.config.max_concurrent:
+            finished.set()
+        else:
+            self._group.start_soon(self._checkpoint_and_signal, finished)
+        return finished
+
+    async def _checkpoint_and_signal(self, finished: anyio.Event) -> None:
+        try:
+            pending = await self._start_checkpoint()
+            await pending.done.wait()
+        except CheckpointError as exc:
+            logger.warning("job %r: a checkpoint could not start: %s", self.job_name, exc)
+        finally:
+            finished.set()
 
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
         """Take a checkpoint now and wait for it to complete.

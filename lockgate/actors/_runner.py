@@ -61,7 +61,7 @@ class Instrumentation(Protocol):
         uid: str,
         subtask_index: int,
         reader: SourceReader,
-        request_checkpoint: Callable[[], None],
+        request_checkpoint: Callable[[], anyio.Event],
     ) -> SourceReader:
         """The reader to run in place of ``reader``."""
 
@@ -333,6 +333,9 @@ class JobRunner:
             keyed_backends=backends,
         )
 
-    def _request_checkpoint(self) -> None:
+    def _request_checkpoint(self) -> anyio.Event:
         if self.coordinator is not None:
-            self.coordinator.request_checkpoint()
+            return self.coordinator.request_checkpoint()
+        finished = anyio.Event()
+        finished.set()
+        return finished

@@ -15,7 +15,7 @@ from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate.connectors._sink import SinkWriter
 from lockgate.connectors._transactional import TwoPhaseCommitSink
 from lockgate.functions import RuntimeContext
-from lockgate.snapshots import parse_file_url
+from lockgate.snapshots import fsync_directory, parse_file_url
 from lockgate.snapshots._urls import url_scheme
 
 _IN_PROGRESS = ".inprogress"
@@ -230,7 +230,7 @@ def _make_directory(directory: Path) -> None:
             if new.is_dir():
                 continue  # made meanwhile by another subtask
             raise NotADirectoryError(f"{new} exists and is not a directory") from None
-        _fsync_directory(new.parent)
+        fsync_directory(new.parent)
 
 
 def _append(transaction: FileTransaction, text: str) -> None:
@@ -269,7 +269,7 @@ def _pre_commit(transaction: FileTransaction) -> None:
         source.unlink()  # nothing to commit; a leftover empty hidden file would be harmless
     else:
         os.replace(source, transaction.pending_path)
-        _fsync_directory(source.parent)
+        fsync_directory(source.parent)
     transaction.size = size
 
 
@@ -292,20 +292,9 @@ def _commit(transaction: FileTransaction) -> None:
             f"{transaction.size} were made durable at the pre-commit; it was changed since"
         )
     os.replace(pending, target)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 def _abort(transaction: FileTransaction) -> None:
     transaction.in_progress_path.unlink(missing_ok=True)
     transaction.pending_path.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the entries of ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

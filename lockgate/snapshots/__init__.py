@@ -6,6 +6,7 @@ This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
 """
 
 from lockgate.snapshots._file import FileCheckpointStorage as FileCheckpointStorage
+from lockgate.snapshots._file import fsync_directory as fsync_directory
 from lockgate.snapshots._file import parse_file_url as parse_file_url
 from lockgate.snapshots._memory import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from lockgate.snapshots._memory import MemoryCheckpointStorage as MemoryCheckpointStorage

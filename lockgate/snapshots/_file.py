@@ -168,7 +168,7 @@ class FileCheckpointStorage(CheckpointStorage):
                 shutil.rmtree(directory)
             self.directory.mkdir(parents=True, exist_ok=True)
             directory.mkdir()
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as error:
             raise CheckpointError(f"cannot create the checkpoint directory {directory}: {error}") from error
 
@@ -257,13 +257,13 @@ class FileCheckpointStorage(CheckpointStorage):
             )
         temporary = directory / f".{METADATA_NAME}.{uuid.uuid4().hex}.tmp"
         try:
-            _fsync_directory(directory)  # the state files' entries are durable before the metadata
+            fsync_directory(directory)  # the state files' entries are durable before the metadata
             with open(temporary, "xb") as file:
                 file.write(framed)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, target)
-            _fsync_directory(directory)
+            fsync_directory(directory)
         except OSError as error:
             temporary.unlink(missing_ok=True)
             raise CheckpointError(f"cannot write the checkpoint metadata {target}: {error}") from error
@@ -311,9 +311,9 @@ class FileCheckpointStorage(CheckpointStorage):
             if not directory.exists():
                 return
             (directory / METADATA_NAME).unlink(missing_ok=True)  # no longer complete, before anything else
-            _fsync_directory(directory)
+            fsync_directory(directory)
             shutil.rmtree(directory)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as error:
             raise CheckpointError(f"cannot discard the checkpoint directory {directory}: {error}") from error
 
@@ -361,7 +361,7 @@ def _abandon(file: BinaryIO, path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make the entries of ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
     if os.name != "posix":
         return

@@ -49,6 +49,7 @@ map state are stored as one value per key (no merge operator, no per-entry keys 
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import shutil
@@ -586,6 +587,9 @@ def _close_and_remove(db: Rdict | None, column_families: list[str], path: str) -
             db.close()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        # Snapshot checkpoints whose asynchronous part never ran (the job ended first).
+        for leftover in glob.glob(glob.escape(path) + ".snapshot-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _decoder(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.actors._operators import StreamOperator
 from lockgate.api import StreamEnvironment
@@ -43,8 +45,9 @@ class FailureSchedule:
 
     Attributes:
         crashes: The crashes, one per run.
-        checkpoint_every: Ask for a checkpoint each time the first subtask of a source has read this
-            many more records (None: only the environment's interval triggers checkpoints).
+        checkpoint_every: Take a checkpoint each time the first subtask of a source has read this many
+            more records; that subtask reads nothing more until the checkpoint is over (None: only the
+            environment's interval triggers checkpoints).
     """
 
     crashes: tuple[Crash, ...] = ()
@@ -105,7 +108,7 @@ class FaultInjector:
         uid: str,
         subtask_index: int,
         reader: SourceReader,
-        request_checkpoint: Callable[[], None],
+        request_checkpoint: Callable[[], anyio.Event],
     ) -> SourceReader:
         crash = self._crash_for(attempt, uid)
         every = self.schedule.checkpoint_every if subtask_index == 0 else None
@@ -190,7 +193,7 @@ class _InstrumentedReader(SourceReader):
         counter: list[int],
         fired: list[Crash],
         checkpoint_every: int | None,
-        request_checkpoint: Callable[[], None],
+        request_checkpoint: Callable[[], anyio.Event],
     ) -> None:
         self._inner = inner
         self._crash = crash
@@ -199,8 +202,14 @@ class _InstrumentedReader(SourceReader):
         self._every = checkpoint_every
         self._request_checkpoint = request_checkpoint
         self._read = 0
+        self._checkpointing: anyio.Event | None = None
 
     async def read(self, max_records: int) -> list[Any] | None:
+        if self._checkpointing is not None:
+            # Nothing is read until the requested checkpoint is over: it lands exactly here. The wait
+            # is cancelled when the checkpoint's trigger comes, so the source can inject the barrier.
+            await self._checkpointing.wait()
+            self._checkpointing = None
         batch = await self._inner.read(max_records)
         if not batch:
             return batch
@@ -211,7 +220,7 @@ class _InstrumentedReader(SourceReader):
         if self._every is not None:
             before, self._read = self._read, self._read + len(batch)
             if before // self._every != self._read // self._every:
-                self._request_checkpoint()
+                self._checkpointing = self._request_checkpoint()
         return batch
 
     async def run_background(self) -> None:
