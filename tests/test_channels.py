@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
-from lockgate.mailbox import END_OF_INPUT, Channel, ChannelStatistics, ControlEvent, EndOfInput, Mailbox
+from lockgate.mailbox import END_OF_INPUT, MAIL, Channel, ChannelStatistics, ControlEvent, EndOfInput, Mailbox
 
 pytestmark = pytest.mark.anyio
 
@@ -461,3 +461,25 @@ def test_end_of_input_is_a_single_control_event() -> None:
     assert isinstance(END_OF_INPUT, EndOfInput)
     assert isinstance(END_OF_INPUT, ControlEvent)
     assert repr(END_OF_INPUT) == "END_OF_INPUT"
+
+
+async def test_mail_comes_before_queued_messages_and_wakes_a_waiting_receive() -> None:
+    channel = Channel(4)
+    mailbox = Mailbox([channel])
+    await channel.send([1])
+    mailbox.post("trigger")
+    assert await mailbox.receive() == (MAIL, "trigger")
+    assert await mailbox.receive() == (0, [1])
+    assert "1 mail" not in repr(mailbox)
+
+    async with anyio.create_task_group() as group:
+        received: list[Any] = []
+
+        async def receive() -> None:
+            received.append(await mailbox.receive())
+
+        group.start_soon(receive)
+        await anyio.wait_all_tasks_blocked()
+        mailbox.post("complete")
+    assert received == [(MAIL, "complete")]
+    assert mailbox.take_mail() is None

@@ -287,7 +287,7 @@ class SubtaskActor:
     async def _on_letter(self, letter: Any) -> None:
         if isinstance(letter, TriggerCheckpoint):
             if self.input_ended:
-                await self._decline(letter.checkpoint_id, "its source has read all its input")
+                await self._decline(letter.checkpoint_id, "its source has read all its input", counts=False)
             else:
                 await self._checkpoint(letter.checkpoint_id, 0.0)
         elif isinstance(letter, CheckpointComplete):
@@ -307,10 +307,10 @@ class SubtaskActor:
             except Exception as exc:
                 raise OperatorFailure(operator.uid) from exc
 
-    async def _decline(self, checkpoint_id: int, reason: str) -> None:
+    async def _decline(self, checkpoint_id: int, reason: str, *, counts: bool = True) -> None:
         coordinator = self.runtime.coordinator
         if coordinator is not None:
-            await coordinator.decline(checkpoint_id, self.key, reason)
+            await coordinator.decline(checkpoint_id, self.key, reason, counts=counts)
 
     # ---- snapshots
 

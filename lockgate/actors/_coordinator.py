@@ -190,9 +190,10 @@ class CheckpointCoordinator:
         fail_job: Callable[[LockgateError], None],
     ) -> None:
         """An attempt of the job starts with ``participants``; background work runs in ``group``."""
-        if self._next_id is None:
-            existing = await self.storage.completed_checkpoints()
-            self._next_id = max([c.checkpoint_id for c in existing], default=0) + 1
+        # Ids go on after every checkpoint in the storage, so none is ever overwritten.
+        existing = await self.storage.completed_checkpoints()
+        after = max([c.checkpoint_id for c in existing], default=0) + 1
+        self._next_id = max(self._next_id or 1, after)
         self._participants = list(participants)
         self._group = group
         self._fail_job = fail_job
@@ -332,10 +333,17 @@ class CheckpointCoordinator:
         if not pending.waiting:
             await self._complete(pending)
 
-    async def decline(self, checkpoint_id: int, key: tuple[str, int], reason: str) -> None:
-        """Subtask ``key`` cannot take part in the checkpoint: abort it."""
+    async def decline(
+        self, checkpoint_id: int, key: tuple[str, int], reason: str, *, counts: bool = True
+    ) -> None:
+        """Subtask ``key`` cannot take part in the checkpoint: abort it.
+
+        A decline that does not ``count`` (the subtask's input has ended) is not a failure for
+        ``tolerable_failures``.
+        """
         if checkpoint_id in self._pending:
-            await self._abort(checkpoint_id, f"subtask {key[1]} of {key[0]!r} declined it: {reason}")
+            message = f"subtask {key[1]} of {key[0]!r} declined it: {reason}"
+            await self._abort(checkpoint_id, message, count_failure=counts)
 
     async def _complete(self, pending: _Pending) -> None:
         checkpoint_id = pending.checkpoint_id
