@@ -42,6 +42,7 @@ from lockgate.functions import ProcessFunction as ProcessFunction
 from lockgate.functions import RuntimeContext as RuntimeContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
 from lockgate.snapshots import CheckpointStorage as CheckpointStorage
+from lockgate.snapshots import CompletedCheckpoint as CompletedCheckpoint
 from lockgate.snapshots import FileCheckpointStorage as FileCheckpointStorage
 from lockgate.snapshots import MemoryCheckpointStorage as MemoryCheckpointStorage
 from lockgate.state import AggregateFunction as AggregateFunction
@@ -125,6 +126,7 @@ __all__ = [
     "CheckpointingMode",
     "CheckpointStats",
     "CheckpointStatsSnapshot",
+    "CompletedCheckpoint",
     "FileSink",
     "NotReplayableSourceWarning",
     "RestartStrategy",

@@ -62,6 +62,7 @@ EXPECTED = {
     "CheckpointingMode",
     "CheckpointStats",
     "CheckpointStatsSnapshot",
+    "CompletedCheckpoint",
     "FileSink",
     "NotReplayableSourceWarning",
     "RestartStrategy",

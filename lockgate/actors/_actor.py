@@ -291,14 +291,16 @@ class SubtaskActor:
             else:
                 await self._checkpoint(letter.checkpoint_id, 0.0)
         elif isinstance(letter, CheckpointComplete):
-            await self._notify_complete(letter.checkpoint_id)
+            await self._notify_complete(letter)
         else:
             raise AssertionError(f"unexpected letter {letter!r}")
 
-    async def _notify_complete(self, checkpoint_id: int) -> None:
+    async def _notify_complete(self, letter: CheckpointComplete) -> None:
+        checkpoint_id = letter.checkpoint_id
         if self.source is not None:
             try:
                 self.source.reader.notify_checkpoint_complete(checkpoint_id)
+                self.source.reader.release_before(letter.oldest_retained)
             except Exception as exc:
                 raise OperatorFailure(self.source.uid) from exc
         for operator in self.operators:

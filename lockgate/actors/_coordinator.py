@@ -113,9 +113,11 @@ class TriggerCheckpoint:
 
 @dataclass(frozen=True)
 class CheckpointComplete:
-    """Letter to every subtask: checkpoint ``checkpoint_id`` is complete."""
+    """Letter to every subtask: checkpoint ``checkpoint_id`` is complete, and no restart will go back
+    further than checkpoint ``oldest_retained`` (sources may forget what precedes it)."""
 
     checkpoint_id: int
+    oldest_retained: int
 
 
 @dataclass
@@ -165,6 +167,8 @@ class CheckpointCoordinator:
         self._last_finished = -math.inf
         self._participants: list[CheckpointParticipant] = []
         self._group: TaskGroup | None = None
+        self._attached = anyio.Event()  # set while an attempt runs, or for good once the job ended
+        self._closed = False
         self._fail_job: Callable[[LockgateError], None] | None = None
         self._sources_running = False
         self._starting = 0
@@ -196,6 +200,7 @@ class CheckpointCoordinator:
         self._next_id = max(self._next_id or 1, after)
         self._participants = list(participants)
         self._group = group
+        self._attached.set()
         self._fail_job = fail_job
         self._sources_running = True
         if self.config.interval is not None:
@@ -205,10 +210,17 @@ class CheckpointCoordinator:
         """The attempt has ended: abort every checkpoint in progress."""
         self._participants = []
         self._group = None
+        if not self._closed:
+            self._attached = anyio.Event()
         self._fail_job = None
         self._sources_running = False
         for checkpoint_id in list(self._pending):
             await self._abort(checkpoint_id, reason, count_failure=False)
+
+    def close(self) -> None:
+        """The job has ended for good: nothing waits for another attempt."""
+        self._closed = True
+        self._attached.set()
 
     def source_finished(self) -> None:
         """A source subtask has read all its input: no barrier can be injected there any more."""
@@ -263,9 +275,14 @@ class CheckpointCoordinator:
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
         """Take a checkpoint now and wait for it to complete.
 
+        Waits for the job's attempt to be running first (right after the job starts, or while it
+        restarts).
+
         Raises:
-            CheckpointError: The job is not running, its sources have ended, or the checkpoint failed.
+            CheckpointError: The job has ended, its sources have read all their input, or the
+                checkpoint failed.
         """
+        await self._attached.wait()
         pending = await self._start_checkpoint()
         await pending.done.wait()
         if pending.error is not None:
@@ -276,8 +293,8 @@ class CheckpointCoordinator:
     async def _start_checkpoint(self) -> _Pending:
         if self._group is None or not self._sources_running:
             raise CheckpointError(
-                f"job {self.job_name!r} cannot take a checkpoint now: it is not running, or its "
-                "sources have read all their input"
+                f"job {self.job_name!r} cannot take a checkpoint now: it has ended, or its sources "
+                "have read all their input"
             )
         assert self._next_id is not None
         checkpoint_id = self._next_id
@@ -380,14 +397,15 @@ class CheckpointCoordinator:
         pending.result = completed
         pending.done.set()
         self._wake.set()
-        for participant in self._participants:
-            participant.post(CheckpointComplete(checkpoint_id))
         while len(self._owned) > self.config.retained:
             oldest = self._owned.pop(0)
             try:
                 await self.storage.discard_checkpoint(oldest.checkpoint_id)
             except CheckpointError as exc:
                 logger.warning("job %r: could not delete an old checkpoint: %s", self.job_name, exc)
+        letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
+        for participant in self._participants:
+            participant.post(letter)
 
     async def _abort(self, checkpoint_id: int, reason: str, *, count_failure: bool = True) -> None:
         pending = self._pending.pop(checkpoint_id, None)
@@ -398,17 +416,18 @@ class CheckpointCoordinator:
             checkpoint_id, "failed", time.monotonic() - pending.started, failure=reason
         )
         self._last_finished = time.monotonic()
-        pending.error = CheckpointError(
-            f"checkpoint {checkpoint_id} of job {self.job_name!r} failed: {reason}"
-        )
-        pending.done.set()
-        self._wake.set()
         try:
             await self.storage.discard_checkpoint(checkpoint_id)
         except CheckpointError as exc:
             logger.warning(
                 "job %r: could not delete failed checkpoint %d: %s", self.job_name, checkpoint_id, exc
             )
+        finally:  # the files are gone before anyone hears of the failure
+            pending.error = CheckpointError(
+                f"checkpoint {checkpoint_id} of job {self.job_name!r} failed: {reason}"
+            )
+            pending.done.set()
+            self._wake.set()
         if not count_failure:
             return
         self._consecutive_failures += 1

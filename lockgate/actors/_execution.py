@@ -111,6 +111,8 @@ class JobExecution:
                     self.job_name, time.perf_counter() - started, result.channels, restarts=self.restarts
                 )
         finally:
+            if self.coordinator is not None:
+                self.coordinator.close()
             for vertex in self.graph.vertices:
                 for node in vertex.operators:
                     if isinstance(node, SourceTransformation):
@@ -132,4 +134,5 @@ class JobExecution:
         try:
             self.runner = self._runner(restored)
         except Exception as exc:
-            raise exc from failure
+            failure.add_note(f"the job could not restart: {type(exc).__name__}: {exc}")
+            raise failure from failure.__cause__

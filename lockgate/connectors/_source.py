@@ -47,7 +47,11 @@ class SourceReader(ABC):
         """
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
-        """Checkpoint ``checkpoint_id`` is complete: what precedes it never needs replaying again."""
+        """Checkpoint ``checkpoint_id`` is complete (an external system may be told its position)."""
+
+    def release_before(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """No restart will go back further than checkpoint ``checkpoint_id``: what the reader read
+        before it need not be kept for replay."""
 
 
 class Source(ABC):
@@ -320,7 +324,7 @@ class _BufferReader(SourceReader):
         if self._positions is not None:
             self._positions.update_nowait([offset])
 
-    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+    def release_before(self, checkpoint_id: int) -> None:
         covered = [cid for cid in self._offsets if cid <= checkpoint_id]
         if covered:
             self._buffer.acknowledge(self._offsets[max(covered)])

@@ -234,3 +234,6 @@ class _InstrumentedReader(SourceReader):
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         self._inner.notify_checkpoint_complete(checkpoint_id)
+
+    def release_before(self, checkpoint_id: int) -> None:
+        self._inner.release_before(checkpoint_id)
