@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate import state as lgs
+from lockgate.actors._actor import _materialize
 
 MAX_P = 16
 
@@ -25,7 +27,7 @@ def backend_for(key_groups: lgs.KeyGroupRange = ALL_KEY_GROUPS) -> Any:
 def contents(snapshot: lgs.KeyedStateSnapshot, descriptors: dict[str, Any]) -> dict[tuple[str, Any], Any]:
     """What a snapshot holds, decoded: (state, key) -> stored value."""
     decoded = {}
-    for name, groups in snapshot.entries.items():
+    for name, groups in snapshot.grouped_entries().items():
         codec = lgs.StateCodec(descriptors[name], lambda: 0.0)
         for key_group, entries in groups.items():
             for key, namespace, data in entries:
@@ -128,7 +130,7 @@ def test_a_snapshot_copies_nothing_and_later_writes_cost_only_what_they_touch(
     assert snapshot.entry_count() == size
     assert all(
         lgs.StateCodec(lgs.ValueStateDescriptor("v"), lambda: 0.0).decode(data) == [key]
-        for groups in snapshot.entries.values()
+        for groups in snapshot.grouped_entries().values()
         for group in groups.values()
         for key, _, data in group
     )
@@ -202,7 +204,7 @@ def test_restored_state_nobody_registers_is_kept_in_the_next_snapshot() -> None:
     second = resources.materialize()
     resources.release()
     assert second.states["kept"].kind == "value"
-    assert second.entries["kept"] == first.entries["kept"]
+    assert second.grouped_entries()["kept"] == first.grouped_entries()["kept"]
 
 
 def test_restore_refuses_another_max_parallelism_or_kind() -> None:
@@ -317,3 +319,32 @@ async def test_writes_while_the_asynchronous_part_runs_do_not_reach_the_snapshot
         assert contents(snapshots[0], {"v": descriptor}) == {("v", key): [key] for key in range(3000)}
     finally:
         await backend.dispose()
+
+
+def test_a_heap_snapshot_holds_plain_states_whole_and_encodes_the_others() -> None:
+    """States of the default serializer without TTL are kept as their values (pickled in one call);
+    the rest entry by entry. Both restore alike, and values only cloudpickle can write survive."""
+    backend = backend_for()
+    plain = backend.create_state(lg.ValueStateDescriptor("plain"), lg.ValueState)
+    timed = backend.create_state(lg.ValueStateDescriptor("timed", ttl=lg.StateTtlConfig(3600)), lg.ValueState)
+    for key in range(20):
+        backend.current_key = key
+        plain.update_nowait(lambda key=key: key * 2)  # a lambda: plain pickle cannot write it
+        timed.update_nowait(key)
+    resources = backend.snapshot_sync()
+    try:
+        data = _materialize(resources)
+    finally:
+        resources.release()
+    snapshot = pickle.loads(data)
+    assert set(snapshot.tables) == {"plain"} and set(snapshot.entries) == {"timed"}
+    assert snapshot.entry_count() == 40
+    restored = backend_for()
+    restored.restore([snapshot])
+    plain_again = restored.create_state(lg.ValueStateDescriptor("plain"), lg.ValueState)
+    timed_again = restored.create_state(
+        lg.ValueStateDescriptor("timed", ttl=lg.StateTtlConfig(3600)), lg.ValueState
+    )
+    restored.current_key = 7
+    assert plain_again.value_nowait()() == 14
+    assert timed_again.value_nowait() == 7

@@ -13,6 +13,7 @@ from typing import Any, Final, Protocol
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+import cloudpickle
 
 from lockgate._config import CheckpointingMode
 from lockgate.actors._context import SubtaskContext
@@ -441,7 +442,11 @@ class SubtaskActor:
 
 def _materialize(resources: SnapshotResources) -> bytes:
     """Build a keyed snapshot and encode it: the costly part, run in a worker thread."""
-    return pickle.dumps(resources.materialize(), protocol=5)
+    snapshot = resources.materialize()
+    try:
+        return pickle.dumps(snapshot, protocol=5)
+    except (pickle.PicklingError, AttributeError, TypeError):  # a value only cloudpickle can write
+        return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
 
 
 def blob_name(uid: str, subtask_index: int, kind: str) -> str:

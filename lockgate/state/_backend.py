@@ -115,7 +115,7 @@ class KeyedStateBackend(ABC):
                     f"{snapshot.max_parallelism}, but the job has {self.max_parallelism}; key groups "
                     "only line up with the same max_parallelism, so keep it unchanged"
                 )
-            for name, groups in snapshot.entries.items():
+            for name, groups in snapshot.grouped_entries().items():
                 meta = snapshot.states[name]
                 _, mine = self._restored.setdefault(name, (meta, {}))
                 for key_group, entries in groups.items():
@@ -143,7 +143,12 @@ class KeyedStateBackend(ABC):
             states[name] = meta
             entries[name] = {key_group: list(group) for key_group, group in groups.items()}
         return KeyedStateSnapshot(
-            snapshot.operator_uid, snapshot.max_parallelism, snapshot.key_group_range, states, entries
+            snapshot.operator_uid,
+            snapshot.max_parallelism,
+            snapshot.key_group_range,
+            states,
+            entries,
+            snapshot.tables,
         )
 
     def snapshot_sync(self) -> SnapshotResources:

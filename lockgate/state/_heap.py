@@ -10,8 +10,15 @@ from lockgate.state._backend import H, KeyedStateBackend, StateBackend
 from lockgate.state._cow import ABSENT, TOMBSTONE, CowTable, frozen_items
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
-from lockgate.state._keygroups import KeyGroupRange, key_group_for
-from lockgate.state._snapshot import Entry, KeyedStateSnapshot, SnapshotResources, StateCodec, StateMetaInfo
+from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
+from lockgate.state._snapshot import (
+    Entry,
+    KeyedStateSnapshot,
+    SnapshotResources,
+    StateCodec,
+    StateMetaInfo,
+    stores_whole,
+)
 
 T = TypeVar("T")
 
@@ -97,6 +104,7 @@ class _HeapSnapshotResources(SnapshotResources):
         self._now = now
         self._codecs = {name: StateCodec(backend.descriptors[name], backend.clock) for name in views}
         self._metas = {name: StateMetaInfo.of(backend.descriptors[name]) for name in views}
+        self._whole = {name: stores_whole(backend.descriptors[name]) for name in views}
         self._unclaimed = backend.unclaimed_restored_state()
         self._released = False
 
@@ -104,20 +112,25 @@ class _HeapSnapshotResources(SnapshotResources):
         backend = self._backend
         max_parallelism = backend.max_parallelism
         entries: dict[str, dict[int, list[Entry]]] = {}
+        tables: dict[str, dict[Any, dict[Any, Any]]] = {}
         for name, spaces in self._views.items():
+            if self._whole[name]:
+                tables[name] = {namespace: _merged_copy(layers) for namespace, _, layers in spaces}
+                continue
             codec = self._codecs[name]
+            encode, prune, now = codec.encode, codec.prune if codec.ttl is not None else None, self._now
             groups: defaultdict[int, list[Entry]] = defaultdict(list)
             for namespace, _, layers in spaces:
                 for key, stored in frozen_items(layers):
-                    alive = codec.prune(stored, self._now)
-                    if alive is not MISSING:
-                        groups[key_group_for(key, max_parallelism)].append(
-                            (key, namespace, codec.encode(alive))
-                        )
+                    if prune is not None:
+                        stored = prune(stored, now)
+                        if stored is MISSING:
+                            continue
+                    groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
             entries[name] = dict(groups)
         return backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
-                backend.operator_uid, max_parallelism, backend.key_group_range, self._metas, entries
+                backend.operator_uid, max_parallelism, backend.key_group_range, self._metas, entries, tables
             ),
             self._unclaimed,
         )
@@ -193,3 +206,14 @@ class HeapStateBackend(StateBackend):
         self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int
     ) -> KeyedStateBackend:
         return HeapKeyedStateBackend(operator_uid, key_group_range, max_parallelism)
+
+
+def _merged_copy(layers: tuple[dict[Any, Any], ...]) -> dict[Any, Any]:
+    """One dict of the live entries of frozen layers, built by C-level copies and updates."""
+    merged = dict(layers[0])
+    for layer in layers[1:]:
+        merged.update(layer)
+    if len(layers) > 1:
+        for key in [key for key, value in merged.items() if value is TOMBSTONE]:
+            del merged[key]
+    return merged

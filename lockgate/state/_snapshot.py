@@ -12,15 +12,16 @@ its range. Values are bytes written by the state's codec (its descriptor's seria
 from __future__ import annotations
 
 import pickle
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
 from lockgate.state._handles import MISSING, TtlValue
-from lockgate.state._keygroups import KeyGroupRange
-from lockgate.state._serializers import Serializer, SerializerSnapshot
+from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
+from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
@@ -45,12 +46,19 @@ class StateMetaInfo:
 class KeyedStateSnapshot:
     """The keyed state of one subtask at one checkpoint.
 
+    A state is held in one of two forms. ``entries`` holds it encoded, entry by entry, grouped by key
+    group: what a restore at another parallelism picks from. ``tables`` holds it as the stored values
+    themselves, ``tables[state][namespace][key]``, for states whose values the default pickle
+    serializer writes and that have no TTL: the snapshot is then pickled whole in one call, which is
+    many times cheaper than one call per entry, and the key groups are worked out on restore.
+
     Attributes:
         operator_uid: The operator the state belongs to.
         max_parallelism: The number of key groups of the job that wrote it.
         key_group_range: The key groups of the subtask that wrote it.
         states: Meta info by state name.
         entries: ``entries[state][key_group]`` lists that key group's entries.
+        tables: ``tables[state][namespace]`` maps each key to its stored value.
     """
 
     operator_uid: str
@@ -58,10 +66,39 @@ class KeyedStateSnapshot:
     key_group_range: KeyGroupRange
     states: dict[str, StateMetaInfo]
     entries: dict[str, dict[int, list[Entry]]] = field(repr=False)
+    tables: dict[str, dict[Any, dict[Any, Any]]] = field(default_factory=dict, repr=False)
 
     def entry_count(self) -> int:
         """How many entries the snapshot holds."""
-        return sum(len(group) for groups in self.entries.values() for group in groups.values())
+        encoded = sum(len(group) for groups in self.entries.values() for group in groups.values())
+        return encoded + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
+
+    def grouped_entries(self) -> dict[str, dict[int, list[Entry]]]:
+        """Every state's entries, encoded and grouped by key group, whichever form holds them."""
+        grouped = dict(self.entries)
+        for name, spaces in self.tables.items():
+            codec = StateCodec(_DefaultEncoding(self.states[name].kind), time.time)
+            groups: dict[int, list[Entry]] = {}
+            for namespace, table in spaces.items():
+                for key, stored in table.items():
+                    key_group = stable_key_hash(key) % self.max_parallelism
+                    groups.setdefault(key_group, []).append((key, namespace, codec.encode(stored)))
+            grouped[name] = groups
+        return grouped
+
+
+@dataclass(frozen=True)
+class _DefaultEncoding:
+    """How states in ``KeyedStateSnapshot.tables`` are encoded: the default serializer, no TTL."""
+
+    kind: str
+    serializer: Serializer[Any] = field(default_factory=lambda: DEFAULT_SERIALIZER)
+    ttl: StateTtlConfig | None = None
+
+
+def stores_whole(descriptor: StateDescriptor[Any]) -> bool:
+    """Whether a snapshot may hold ``descriptor``'s state as its stored values (see ``tables``)."""
+    return descriptor.ttl is None and type(descriptor.serializer) is PickleSerializer
 
 
 class SnapshotResources(ABC):
@@ -77,15 +114,30 @@ class SnapshotResources(ABC):
         event loop, exactly once, whether :meth:`materialize` ran, failed or never ran."""
 
 
+class _Encoding(Protocol):
+    """What a codec needs of a state: a descriptor has it."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def serializer(self) -> Serializer[Any]: ...
+
+    @property
+    def ttl(self) -> StateTtlConfig | None: ...
+
+
 class StateCodec:
     """Encodes what a backend stores for one state (a value, a list of elements, a map of entries,
     each possibly under TTL) to bytes and back, with the state's serializer for user values."""
 
-    def __init__(self, descriptor: StateDescriptor[Any], clock: Callable[[], float]) -> None:
+    def __init__(self, descriptor: _Encoding, clock: Callable[[], float]) -> None:
         self.kind = descriptor.kind
         self.serializer: Serializer[Any] = descriptor.serializer
         self.ttl = descriptor.ttl
         self.clock = clock
+        # A plain value (no container, no TTL) is stored as its serializer writes it, nothing around it.
+        self._plain = self.ttl is None and self.kind not in ("list", "map")
 
     # User values go through the serializer; TTL timestamps and containers through pickle.
 
@@ -102,6 +154,8 @@ class StateCodec:
 
     def encode(self, stored: Any) -> bytes:
         """The bytes of a stored value."""
+        if self._plain:
+            return self.serializer.dumps(stored)
         if self.kind == "list":
             return pickle.dumps([self._dump_one(element) for element in stored], protocol=5)
         if self.kind == "map":
@@ -110,6 +164,8 @@ class StateCodec:
 
     def decode(self, data: bytes) -> Any:
         """The stored value of some bytes."""
+        if self._plain:
+            return self.serializer.loads(data)
         raw = pickle.loads(data)
         if self.kind == "list":
             return [self._load_one(element) for element in raw]
