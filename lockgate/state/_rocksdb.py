@@ -995,6 +995,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
         try:
             for name, table in self._tables.items():
                 codec = StateCodec(table.descriptor, backend.clock)
+                plain = table.descriptor.ttl is None
                 groups: dict[int, list[Entry]] = {}
                 family: Any = checkpoint.get_column_family(CF_PREFIX + name)  # raw mode: bytes in and out
                 for raw_key, raw_value in family.items():
@@ -1003,10 +1004,15 @@ class _RocksDBSnapshotResources(SnapshotResources):
                     stored_key = _stored_key(raw_value)
                     if stored_key is not _PLAIN:
                         key = stored_key
-                    alive = codec.prune(table.decode_raw(raw_value), self._now)
-                    if alive is not MISSING:
-                        key_group = int.from_bytes(raw_key[:2], "big")
-                        groups.setdefault(key_group, []).append((key, namespace, codec.encode(alive)))
+                    if plain:  # stored as the codec encodes it: no decoding, no encoding
+                        data = _payload(raw_value)
+                    else:
+                        alive = codec.prune(table.decode_raw(raw_value), self._now)
+                        if alive is MISSING:
+                            continue
+                        data = codec.encode(alive)
+                    key_group = int.from_bytes(raw_key[:2], "big")
+                    groups.setdefault(key_group, []).append((key, namespace, data))
                 entries[name] = groups
         finally:
             checkpoint.close()
