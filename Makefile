@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/wordcount.py
+	$(BIN)/python examples/crash_and_recover.py
 
 test: $(STAMP) lint typecheck pytest
 
@@ -35,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/keyed_sum.py --variant a --backend rocksdb
 	$(BIN)/python benchmarks/keyed_sum.py --variant b --backend rocksdb
 	$(BIN)/python benchmarks/stateless.py
+	$(BIN)/python benchmarks/checkpointing.py
+	$(BIN)/python benchmarks/checkpointing.py --backend rocksdb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -81,6 +81,15 @@ def test_state_kinds_gives_the_same_profiles_on_heap_and_rocksdb() -> None:
     assert out.rstrip().endswith("RocksDB gives the same profiles: True")
 
 
+def test_crash_and_recover_restarts_once_and_commits_every_total_exactly_once() -> None:
+    out = run_example("crash_and_recover.py")
+    assert "checkpoint 2 completed" in out
+    assert "restart 1 from checkpoint 2" in out
+    assert "The job finished after 1 restart(s)" in out
+    assert "Committed output: 40 running totals" in out
+    assert out.rstrip().endswith("exactly once: True")
+
+
 def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
     import nbclient
     import nbformat
