@@ -12,10 +12,10 @@ from typing import Any, Final, Protocol
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 import cloudpickle
 
 from lockgate._config import CheckpointingMode
+from lockgate._threads import run_sync
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import (
     CheckpointComplete,
@@ -382,7 +382,7 @@ class SubtaskActor:
                 storage = coordinator.storage
                 keyed = None
                 if capture.keyed is not None:
-                    data = await anyio.to_thread.run_sync(_materialize, capture.keyed)
+                    data = await run_sync(_materialize, capture.keyed)
                     name = blob_name(capture.uid, self.subtask_index, "keyed")
                     keyed = await storage.write_state(location, name, data)
                 operator = None

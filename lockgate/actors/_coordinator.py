@@ -206,8 +206,9 @@ class CheckpointCoordinator:
         if self.config.interval is not None:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
 
-    async def detach(self, reason: str) -> None:
-        """The attempt has ended: abort every checkpoint in progress."""
+    async def detach(self, reason: str, *, quietly: bool = False) -> None:
+        """The attempt has ended: abort every checkpoint in progress (``quietly``: logged at info level,
+        as when the job has simply finished first)."""
         self._participants = []
         self._group = None
         if not self._closed:
@@ -215,7 +216,7 @@ class CheckpointCoordinator:
         self._fail_job = None
         self._sources_running = False
         for checkpoint_id in list(self._pending):
-            await self._abort(checkpoint_id, reason, count_failure=False)
+            await self._abort(checkpoint_id, reason, count_failure=False, quietly=quietly)
 
     def close(self) -> None:
         """The job has ended for good: nothing waits for another attempt."""
@@ -300,6 +301,7 @@ class CheckpointCoordinator:
         checkpoint_id = self._next_id
         self._next_id += 1
         self._starting += 1
+        started = time.monotonic()
         try:
             location = await self.storage.create_checkpoint_location(checkpoint_id)
         finally:
@@ -312,7 +314,7 @@ class CheckpointCoordinator:
             checkpoint_id,
             location,
             time.time(),
-            time.monotonic(),
+            started,
             {participant.key for participant in participants},
         )
         self._pending[checkpoint_id] = pending
@@ -407,11 +409,14 @@ class CheckpointCoordinator:
         for participant in self._participants:
             participant.post(letter)
 
-    async def _abort(self, checkpoint_id: int, reason: str, *, count_failure: bool = True) -> None:
+    async def _abort(
+        self, checkpoint_id: int, reason: str, *, count_failure: bool = True, quietly: bool = False
+    ) -> None:
         pending = self._pending.pop(checkpoint_id, None)
         if pending is None:
             return
-        logger.warning("job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
+        level = logging.INFO if quietly else logging.WARNING
+        logger.log(level, "job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
         self._stats[checkpoint_id] = CheckpointStats(
             checkpoint_id, "failed", time.monotonic() - pending.started, failure=reason
         )

@@ -130,7 +130,7 @@ class JobExecution:
         where = (
             "the start" if restored is None else f"checkpoint {restored.checkpoint_id} ({restored.pointer})"
         )
-        logger.warning("job %r failed (%s); restart %d from %s", self.job_name, failure, self.restarts, where)
+        logger.warning("%s; restart %d from %s", failure, self.restarts, where)
         try:
             self.runner = self._runner(restored)
         except Exception as exc:

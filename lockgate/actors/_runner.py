@@ -175,7 +175,10 @@ class JobRunner:
             self._background = None
             if self.coordinator is not None:
                 with anyio.CancelScope(shield=True):
-                    await self.coordinator.detach("the job attempt ended before it completed")
+                    if self._failure is None:
+                        await self.coordinator.detach("the job finished first", quietly=True)
+                    else:
+                        await self.coordinator.detach("the job attempt failed")
         if self._failure is not None:
             raise self._failure
         return JobResult(self.job_name, time.perf_counter() - started, self.channel_statistics())

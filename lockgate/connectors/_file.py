@@ -6,9 +6,8 @@ import codecs
 import os
 from typing import IO, Any
 
-import anyio.to_thread
-
 from lockgate._errors import ConfigurationError
+from lockgate._threads import run_sync
 from lockgate.connectors._source import Source, SourceReader
 from lockgate.functions import RuntimeContext
 from lockgate.state import ListStateDescriptor, OperatorListState
@@ -76,8 +75,8 @@ class _FileReader(SourceReader):
 
     async def _fill(self) -> None:
         if self._file is None:
-            self._file = await anyio.to_thread.run_sync(self._open_at, self._offset)
-        chunk = await anyio.to_thread.run_sync(self._file.read, self._source.chunk_size)
+            self._file = await run_sync(self._open_at, self._offset)
+        chunk = await run_sync(self._file.read, self._source.chunk_size)
         if not chunk:
             self._at_end = True
             self._lines = [self._tail] if self._tail else []

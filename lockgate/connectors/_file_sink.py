@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-
 from lockgate._errors import CheckpointError, ConfigurationError
+from lockgate._threads import run_sync
 from lockgate.connectors._sink import SinkWriter
 from lockgate.connectors._transactional import TwoPhaseCommitSink
 from lockgate.functions import RuntimeContext
@@ -131,7 +130,7 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
     async def begin_transaction(self) -> FileTransaction:
         """Create the hidden file ``.<name>.inprogress``, empty, and the directory if it is missing."""
         transaction = FileTransaction(str(self.directory), f"{self.prefix}-{uuid.uuid4().hex}")
-        await anyio.to_thread.run_sync(_create, transaction)
+        await run_sync(_create, transaction)
         return transaction
 
     async def write(self, transaction: FileTransaction, records: list[Any]) -> None:
@@ -147,14 +146,14 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
                 )
             lines.append(text)
             lines.append("\n")
-        await anyio.to_thread.run_sync(_append, transaction, "".join(lines))
+        await run_sync(_append, transaction, "".join(lines))
 
     async def pre_commit(self, transaction: FileTransaction) -> None:
         """Fsync the hidden file and rename it ``.<name>.pending`` (fsyncing the directory).
 
         A transaction without records has its file deleted instead, and records ``size == 0``.
         """
-        await anyio.to_thread.run_sync(_pre_commit, transaction)
+        await run_sync(_pre_commit, transaction)
 
     async def commit(self, transaction: FileTransaction) -> None:
         """Rename ``.<name>.pending`` to ``<name>``, atomically, and fsync the directory.
@@ -166,11 +165,11 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
             CheckpointError: Neither the pending file nor the visible file exists (the data is lost),
                 or the pending file does not have the size its pre-commit made durable.
         """
-        await anyio.to_thread.run_sync(_commit, transaction)
+        await run_sync(_commit, transaction)
 
     async def abort(self, transaction: FileTransaction) -> None:
         """Delete the transaction's hidden files, if there are any; a visible file is never touched."""
-        await anyio.to_thread.run_sync(_abort, transaction)
+        await run_sync(_abort, transaction)
 
 
 def _parse_directory(directory: str | os.PathLike[str]) -> Path:

@@ -20,8 +20,9 @@ the directory itself was fsynced so the state files' entries are durable first; 
 again after the rename. A crash at any point leaves either a complete checkpoint or an incomplete one,
 never a ``_metadata`` that points at missing data.
 
-All file I/O runs in worker threads (:func:`anyio.to_thread.run_sync`), so the event loop never waits for
-the disk; this works on asyncio and on trio alike (aiofiles is asyncio only).
+All file I/O runs in worker threads (:func:`lockgate._threads.run_sync`, which lets them run even while
+the event loop is busy), so the event loop never waits for the disk; this works on asyncio and on trio
+alike (aiofiles is asyncio only).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from typing import BinaryIO, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio
-import anyio.to_thread
 
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate._threads import run_sync
 from lockgate.snapshots._format import (
     HEADER_SIZE,
     Bytes,
@@ -206,17 +207,17 @@ class FileCheckpointStorage(CheckpointStorage):
         file = await _in_thread(self._open_new, path, checkpoint_id)
         size = checksum = 0
         try:
-            await anyio.to_thread.run_sync(file.write, bytes(HEADER_SIZE))  # the header, once known
+            await run_sync(file.write, bytes(HEADER_SIZE))  # the header, once known
             async with consuming(chunks) as iterable:
                 async for chunk in iterable:
                     view = byte_view(chunk)
-                    checksum = await anyio.to_thread.run_sync(_write_chunk, file, view, checksum)
+                    checksum = await run_sync(_write_chunk, file, view, checksum)
                     size += view.nbytes
             header = encode_header(size, checksum)
-            await anyio.to_thread.run_sync(_finish_stream, file, header)
+            await run_sync(_finish_stream, file, header)
         except BaseException as error:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_abandon, file, path)
+                await run_sync(_abandon, file, path)
             if isinstance(error, OSError):
                 raise _write_error(path, error) from error
             raise
@@ -323,7 +324,7 @@ class FileCheckpointStorage(CheckpointStorage):
 
 async def _in_thread(function: Callable[..., T], *args: object) -> T:
     """``function(*args)`` in a worker thread; the caller waits, even when cancelled, so nothing is torn."""
-    return await anyio.to_thread.run_sync(function, *args)
+    return await run_sync(function, *args)
 
 
 def _read_framed(path: Path, expected_size: int | None, expected_checksum: int | None) -> bytes:

@@ -15,10 +15,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from lockgate._errors import ConfigurationError
+from lockgate._threads import run_sync
 from lockgate.state._descriptors import StateDescriptor
 from lockgate.state._handles import HANDLE_TYPES, StateHandle
 from lockgate.state._keygroups import KeyGroupRange
@@ -162,7 +160,7 @@ class KeyedStateBackend(ABC):
         """A whole snapshot: the synchronous part, then the rest in a worker thread."""
         resources = self.snapshot_sync()
         try:
-            return await anyio.to_thread.run_sync(resources.materialize)
+            return await run_sync(resources.materialize)
         finally:
             resources.release()
 

@@ -62,7 +62,6 @@ from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 from rocksdict import (
     AccessType,
     BlockBasedOptions,
@@ -79,6 +78,7 @@ from rocksdict import (
 )
 
 from lockgate._errors import ConfigurationError, StateValueTooLargeError
+from lockgate._threads import run_sync
 from lockgate.snapshots import storage_for
 from lockgate.state._backend import H, KeyedStateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
@@ -967,7 +967,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return
         self._finalizer.detach()
         db, names = store.detach()
-        await anyio.to_thread.run_sync(_close_and_remove, db, names, store.path)
+        await run_sync(_close_and_remove, db, names, store.path)
 
 
 class _RocksDBSnapshotResources(SnapshotResources):
