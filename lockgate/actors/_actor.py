@@ -133,7 +133,10 @@ class SubtaskActor:
         self._ended: set[int] = set()
 
     def __repr__(self) -> str:
-        return f"<SubtaskActor {self.name} [subtask {self.subtask_index}]>"
+        state = "finished" if self.input_ended else "running"
+        if self._aligning is not None:
+            state += f" | barrier {self._aligning} aligning {len(self._aligned)}/{len(self.mailbox.channels)}"
+        return f"<SubtaskActor {self.name} [subtask {self.subtask_index} | {state}]>"
 
     def post(self, letter: Any) -> None:
         """Hand the actor a letter; a source waiting for records is woken to handle it."""
