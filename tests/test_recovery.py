@@ -397,6 +397,53 @@ async def test_trigger_checkpoint_without_checkpointing_says_to_enable_it() -> N
         await job.wait()
 
 
+class SlowFirstCheckpoint(lg.MemoryCheckpointStorage):
+    """Memory storage that holds the state writes of checkpoint 1 until the test releases them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_held = anyio.Event()
+        self.release = anyio.Event()
+
+    async def write_state(self, location: CheckpointLocation, name: str, data: StateData) -> Handle:
+        if location.checkpoint_id == 1:
+            self.first_held.set()
+            await self.release.wait()
+        return await super().write_state(location, name, data)
+
+
+async def test_a_newer_checkpoint_that_completes_first_subsumes_the_older_one() -> None:
+    storage = SlowFirstCheckpoint()
+    queue: lg.QueueSource[Record] = lg.QueueSource()
+    env = checkpointing_env()
+    env.set_checkpoint_storage(storage)
+    env.checkpoint_config.max_concurrent = 2
+    env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1))
+    sink = WatchedSink()
+    running_sums(env.from_source(queue, uid="src"), sink, crash=CrashOnce())
+
+    async def first_is_subsumed() -> None:
+        with pytest.raises(lg.CheckpointError, match="checkpoint 2 completed first"):
+            await job.trigger_checkpoint()
+
+    with anyio.fail_after(GUARD):
+        job = await env.start("concurrent")
+        await put_all(queue, ITEMS[:5])
+        async with anyio.create_task_group() as group:
+            group.start_soon(first_is_subsumed)
+            await storage.first_held.wait()  # checkpoint 1 is stuck writing its state
+            assert (await job.trigger_checkpoint()).checkpoint_id == 2
+        storage.release.set()
+        await put_all(queue, [CRASH, *ITEMS[5:]])
+        queue.close()
+        result = await job.wait()
+    assert result.restarts == 1  # restored from checkpoint 2, the newest, not from the late one
+    assert sorted(sink.results) == sorted(expected_sums(ITEMS))
+    history = {stats.id: stats for stats in job.checkpoint_stats.history}
+    assert history[1].status == "failed" and "completed first" in (history[1].failure or "")
+    assert history[2].status == "completed"
+
+
 # ---- 3. checkpoints on disk
 
 

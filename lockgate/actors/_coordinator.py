@@ -261,12 +261,13 @@ class CheckpointCoordinator:
         if self._group is None or len(self._pending) + self._starting >= self.config.max_concurrent:
             finished.set()
         else:
+            self._starting += 1  # counted now: another request before the task runs must see it
             self._group.start_soon(self._checkpoint_and_signal, finished)
         return finished
 
     async def _checkpoint_and_signal(self, finished: anyio.Event) -> None:
         try:
-            pending = await self._start_checkpoint()
+            pending = await self._start_checkpoint(reserved=True)
             await pending.done.wait()
         except CheckpointError as exc:
             logger.warning("job %r: a checkpoint could not start: %s", self.job_name, exc)
@@ -291,7 +292,19 @@ class CheckpointCoordinator:
         assert pending.result is not None
         return pending.result
 
-    async def _start_checkpoint(self) -> _Pending:
+    async def _start_checkpoint(self, *, reserved: bool = False) -> _Pending:
+        """Create checkpoint n's location and tell the sources to inject barrier n.
+
+        ``reserved``: the caller has counted this checkpoint in ``_starting`` already.
+        """
+        if not reserved:
+            self._starting += 1
+        try:
+            return await self._begin_checkpoint()
+        finally:
+            self._starting -= 1
+
+    async def _begin_checkpoint(self) -> _Pending:
         if self._group is None or not self._sources_running:
             raise CheckpointError(
                 f"job {self.job_name!r} cannot take a checkpoint now: it has ended, or its sources "
@@ -300,12 +313,8 @@ class CheckpointCoordinator:
         assert self._next_id is not None
         checkpoint_id = self._next_id
         self._next_id += 1
-        self._starting += 1
         started = time.monotonic()
-        try:
-            location = await self.storage.create_checkpoint_location(checkpoint_id)
-        finally:
-            self._starting -= 1
+        location = await self.storage.create_checkpoint_location(checkpoint_id)
         if self._group is None:  # the attempt ended meanwhile
             await self.storage.discard_checkpoint(checkpoint_id)
             raise CheckpointError(f"job {self.job_name!r} stopped before checkpoint {checkpoint_id} began")
@@ -381,6 +390,11 @@ class CheckpointCoordinator:
             pending.completing = False
             await self._abort(checkpoint_id, f"its metadata could not be written: {exc}")
             return
+        if self._owned and self._owned[-1].checkpoint_id > checkpoint_id:
+            # A newer checkpoint completed while this one wrote its metadata: it subsumes this one.
+            pending.completing = False
+            await self._abort(checkpoint_id, f"checkpoint {self._owned[-1].checkpoint_id} completed first")
+            return
         del self._pending[checkpoint_id]
         acks = list(pending.acks.values())
         self._stats[checkpoint_id] = CheckpointStats(
@@ -408,6 +422,11 @@ class CheckpointCoordinator:
         letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
         for participant in self._participants:
             participant.post(letter)
+        # Older checkpoints still in progress are subsumed: this one restores later than they would.
+        for older in [
+            cid for cid in self._pending if cid < checkpoint_id and not self._pending[cid].completing
+        ]:
+            await self._abort(older, f"checkpoint {checkpoint_id} completed first", count_failure=False)
 
     async def _abort(
         self, checkpoint_id: int, reason: str, *, count_failure: bool = True, quietly: bool = False
