@@ -16,6 +16,7 @@ from lockgate._errors import LockgateError as LockgateError
 from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
 from lockgate.actors import CheckpointStats as CheckpointStats
 from lockgate.actors import CheckpointStatsSnapshot as CheckpointStatsSnapshot
+from lockgate.actors import GeneratedUidWarning as GeneratedUidWarning
 from lockgate.actors import Job as Job
 from lockgate.actors import JobResult as JobResult
 from lockgate.actors import JobStatus as JobStatus
@@ -127,6 +128,7 @@ __all__ = [
     "CheckpointStats",
     "CheckpointStatsSnapshot",
     "CompletedCheckpoint",
+    "GeneratedUidWarning",
     "FileSink",
     "NotReplayableSourceWarning",
     "RestartStrategy",

@@ -63,6 +63,7 @@ EXPECTED = {
     "CheckpointStats",
     "CheckpointStatsSnapshot",
     "CompletedCheckpoint",
+    "GeneratedUidWarning",
     "FileSink",
     "NotReplayableSourceWarning",
     "RestartStrategy",

@@ -2,7 +2,9 @@
 
 from lockgate.actors._coordinator import CheckpointStats as CheckpointStats
 from lockgate.actors._coordinator import CheckpointStatsSnapshot as CheckpointStatsSnapshot
+from lockgate.actors._execution import GeneratedUidWarning as GeneratedUidWarning
 from lockgate.actors._execution import JobExecution as JobExecution
+from lockgate.actors._execution import warn_about_generated_uids as warn_about_generated_uids
 from lockgate.actors._job import Job as Job
 from lockgate.actors._job import JobStatus as JobStatus
 from lockgate.actors._operators import CallForm as CallForm

@@ -18,6 +18,8 @@ from lockgate._config import CheckpointingMode
 from lockgate._threads import run_sync
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import (
+    RESUME,
+    STOP,
     CheckpointComplete,
     CheckpointCoordinator,
     SubtaskAcknowledgement,
@@ -125,6 +127,7 @@ class SubtaskActor:
         self.batch_size = batch_size
         self.keyed_backends = keyed_backends
         self.input_ended = False
+        self._stopped = False  # a stop-with-savepoint completed: end without finishing
         self._read_scope: anyio.CancelScope | None = None
         # Barrier alignment: the checkpoint being aligned, the channels that delivered its barrier.
         self._aligning: int | None = None
@@ -157,8 +160,9 @@ class SubtaskActor:
                 await self._run_source(self.source)
             else:
                 await self._run_mailbox(self.mailbox)
-            await self._finish()
-            await self._wait_for_job()
+            if not self._stopped:
+                await self._finish()
+                await self._wait_for_job()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._close()  # a failure while closing must not hide the one in flight
@@ -189,6 +193,8 @@ class SubtaskActor:
             while letter is not None:
                 await self._on_letter(letter)
                 letter = mailbox.take_mail()
+            if self._stopped:
+                return
             with anyio.CancelScope() as scope:
                 self._read_scope = scope
                 try:
@@ -220,6 +226,8 @@ class SubtaskActor:
                     await self._process(message, 0)
             elif index == MAIL:
                 await self._on_letter(message)
+                if self._stopped:
+                    return
             elif message is END_OF_INPUT:
                 mailbox.pause(index)  # nothing follows the end of a channel
                 self._ended.add(index)
@@ -294,10 +302,23 @@ class SubtaskActor:
                 await self._decline(letter.checkpoint_id, "its source has read all its input", counts=False)
             else:
                 await self._checkpoint(letter.checkpoint_id, 0.0)
+                if letter.stop:
+                    await self._hold()
         elif isinstance(letter, CheckpointComplete):
             await self._notify_complete(letter)
-        else:
+        elif letter is STOP:
+            self._stopped = True
+        elif letter is not RESUME:  # a resume that finds nothing held does nothing
             raise AssertionError(f"unexpected letter {letter!r}")
+
+    async def _hold(self) -> None:
+        """Read nothing after a stop-with-savepoint's barrier: only letters, until it completed (stop)
+        or failed (resume)."""
+        while not self._stopped:
+            _, letter = await self.mailbox.receive()  # a source's mailbox holds letters only
+            if letter is RESUME:
+                return
+            await self._on_letter(letter)
 
     async def _notify_complete(self, letter: CheckpointComplete) -> None:
         checkpoint_id = letter.checkpoint_id
@@ -325,8 +346,8 @@ class SubtaskActor:
         the barrier moves on; the asynchronous part runs in the background (or now, if the job's
         snapshots are synchronous)."""
         coordinator = self.runtime.coordinator
-        location = None if coordinator is None else coordinator.location(checkpoint_id)
-        if location is None:  # aborted meanwhile: pass the barrier on, so downstream aligns
+        target = None if coordinator is None else coordinator.target(checkpoint_id)
+        if target is None:  # aborted meanwhile: pass the barrier on, so downstream aligns
             await self.output.emit_event(Barrier(checkpoint_id))
             return
         assert coordinator is not None
@@ -379,13 +400,13 @@ class SubtaskActor:
         states: dict[str, SubtaskStateHandles] = {}
         try:
             for capture in captures:
-                location = coordinator.location(checkpoint_id)
-                if location is None:
+                target = coordinator.target(checkpoint_id)
+                if target is None:
                     return  # aborted: nothing more to write
-                storage = coordinator.storage
+                storage, location = target.storage, target.location
                 keyed = None
                 if capture.keyed is not None:
-                    data = await run_sync(_materialize, capture.keyed)
+                    data = await run_sync(_materialize, capture.keyed, target.canonical)
                     name = blob_name(capture.uid, self.subtask_index, "keyed")
                     keyed = await storage.write_state(location, name, data)
                 operator = None
@@ -443,9 +464,12 @@ class SubtaskActor:
         return next((failure for failure in failures if failure is not None), None)
 
 
-def _materialize(resources: SnapshotResources) -> bytes:
-    """Build a keyed snapshot and encode it: the costly part, run in a worker thread."""
+def _materialize(resources: SnapshotResources, canonical: bool = False) -> bytes:
+    """Build a keyed snapshot and encode it: the costly part, run in a worker thread. ``canonical``:
+    every state entry by entry, as savepoints hold them."""
     snapshot = resources.materialize()
+    if canonical:
+        snapshot = snapshot.canonical()
     try:
         return pickle.dumps(snapshot, protocol=5)
     except (pickle.PicklingError, AttributeError, TypeError):  # a value only cloudpickle can write

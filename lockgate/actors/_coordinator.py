@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,10 +23,12 @@ from lockgate._config import CheckpointConfig
 from lockgate._errors import CheckpointError, LockgateError
 from lockgate.actors._restore import load_from_pointer, load_newest, storage_loader
 from lockgate.snapshots import (
+    SAVEPOINT_PREFIX,
     CheckpointLocation,
     CheckpointMetadata,
     CheckpointStorage,
     CompletedCheckpoint,
+    FileCheckpointStorage,
     LoadedCheckpoint,
     OperatorCheckpointState,
     SubtaskStateHandles,
@@ -52,6 +54,7 @@ class CheckpointStats:
         unaligned: Whether barriers overtook records (never, so far).
         in_flight_bytes: Bytes of in-flight records stored with it (none when aligned).
         failure: Why it failed, when it did.
+        savepoint: Whether it was a savepoint.
     """
 
     id: int
@@ -65,6 +68,7 @@ class CheckpointStats:
     unaligned: bool = False
     in_flight_bytes: int = 0
     failure: str | None = None
+    savepoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,25 @@ class CheckpointParticipant(Protocol):
 
 @dataclass(frozen=True)
 class TriggerCheckpoint:
-    """Letter to a source subtask: inject barrier ``checkpoint_id`` now."""
+    """Letter to a source subtask: inject barrier ``checkpoint_id`` now; with ``stop``, read nothing
+    more until :data:`STOP` (the savepoint completed: end) or :data:`RESUME` (it failed: go on)."""
 
     checkpoint_id: int
+    stop: bool = False
+
+
+class _Signal:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: Letter to every subtask after a stop-with-savepoint completed: end now, without finishing.
+STOP: Final = _Signal("STOP")
+#: Letter to the sources after a stop-with-savepoint failed: read on.
+RESUME: Final = _Signal("RESUME")
 
 
 @dataclass(frozen=True)
@@ -120,13 +140,26 @@ class CheckpointComplete:
     oldest_retained: int
 
 
+@dataclass(frozen=True)
+class SnapshotTarget:
+    """Where a subtask writes its part of a checkpoint; ``canonical``: in the savepoint format, with
+    every state encoded entry by entry (see ``docs/savepoint-format.md``)."""
+
+    storage: CheckpointStorage
+    location: CheckpointLocation
+    canonical: bool
+
+
 @dataclass
 class _Pending:
     checkpoint_id: int
+    storage: CheckpointStorage
     location: CheckpointLocation
     timestamp: float
     started: float
     waiting: set[tuple[str, int]]
+    savepoint: bool = False
+    stop: bool = False
     acks: dict[tuple[str, int], SubtaskAcknowledgement] = field(default_factory=dict)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: CompletedCheckpoint | None = None
@@ -292,19 +325,22 @@ class CheckpointCoordinator:
         assert pending.result is not None
         return pending.result
 
-    async def _start_checkpoint(self, *, reserved: bool = False) -> _Pending:
+    async def _start_checkpoint(
+        self, *, reserved: bool = False, savepoint: CheckpointStorage | None = None, stop: bool = False
+    ) -> _Pending:
         """Create checkpoint n's location and tell the sources to inject barrier n.
 
-        ``reserved``: the caller has counted this checkpoint in ``_starting`` already.
+        ``reserved``: the caller has counted this checkpoint in ``_starting`` already. ``savepoint``:
+        the storage a savepoint goes to; ``stop``: the job stops once it completes.
         """
         if not reserved:
             self._starting += 1
         try:
-            return await self._begin_checkpoint()
+            return await self._begin_checkpoint(savepoint, stop)
         finally:
             self._starting -= 1
 
-    async def _begin_checkpoint(self) -> _Pending:
+    async def _begin_checkpoint(self, savepoint: CheckpointStorage | None, stop: bool) -> _Pending:
         if self._group is None or not self._sources_running:
             raise CheckpointError(
                 f"job {self.job_name!r} cannot take a checkpoint now: it has ended, or its sources "
@@ -314,26 +350,52 @@ class CheckpointCoordinator:
         checkpoint_id = self._next_id
         self._next_id += 1
         started = time.monotonic()
-        location = await self.storage.create_checkpoint_location(checkpoint_id)
+        storage = savepoint if savepoint is not None else self.storage
+        location = await storage.create_checkpoint_location(checkpoint_id)
         if self._group is None:  # the attempt ended meanwhile
-            await self.storage.discard_checkpoint(checkpoint_id)
+            await storage.discard_checkpoint(checkpoint_id)
             raise CheckpointError(f"job {self.job_name!r} stopped before checkpoint {checkpoint_id} began")
         participants = self._participants
         pending = _Pending(
             checkpoint_id,
+            storage,
             location,
             time.time(),
             started,
             {participant.key for participant in participants},
+            savepoint=savepoint is not None,
+            stop=stop,
         )
         self._pending[checkpoint_id] = pending
-        self._stats[checkpoint_id] = CheckpointStats(checkpoint_id, "in_progress", 0.0)
+        self._stats[checkpoint_id] = CheckpointStats(
+            checkpoint_id, "in_progress", 0.0, savepoint=pending.savepoint
+        )
         group = self._group
         group.start_soon(self._watch_timeout, pending, name=f"checkpoint {checkpoint_id} timeout")
         for participant in participants:
             if participant.is_source:
-                participant.post(TriggerCheckpoint(checkpoint_id))
+                participant.post(TriggerCheckpoint(checkpoint_id, stop))
         return pending
+
+    async def trigger_savepoint(self, url: str, *, stop: bool = False) -> CompletedCheckpoint:
+        """Take a savepoint into the directory ``url`` (as ``savepoint-<id>/``) and wait for it.
+
+        With ``stop``, the sources read nothing after its barrier, and once it is complete the sinks
+        commit and every subtask ends. Savepoints are never deleted by retention and commit no sink
+        unless the job stops: a restart goes back to the latest checkpoint, never to a savepoint.
+
+        Raises:
+            CheckpointError: The job has ended, its sources have read all their input, or the
+                savepoint failed (the job goes on).
+        """
+        await self._attached.wait()
+        storage = FileCheckpointStorage(url, prefix=SAVEPOINT_PREFIX)
+        pending = await self._start_checkpoint(savepoint=storage, stop=stop)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
 
     async def _watch_timeout(self, pending: _Pending) -> None:
         with anyio.move_on_after(self.config.timeout):
@@ -344,10 +406,12 @@ class CheckpointCoordinator:
 
     # ---- acknowledgements
 
-    def location(self, checkpoint_id: int) -> CheckpointLocation | None:
-        """Where checkpoint ``checkpoint_id`` goes, or None if it is not in progress (aborted)."""
+    def target(self, checkpoint_id: int) -> SnapshotTarget | None:
+        """Where checkpoint (or savepoint) ``checkpoint_id`` goes, or None if it is not in progress."""
         pending = self._pending.get(checkpoint_id)
-        return None if pending is None else pending.location
+        if pending is None:
+            return None
+        return SnapshotTarget(pending.storage, pending.location, canonical=pending.savepoint)
 
     async def acknowledge(
         self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
@@ -382,13 +446,21 @@ class CheckpointCoordinator:
                 state = operators.setdefault(uid, OperatorCheckpointState(uid, self.parallelism_of[uid]))
                 state.subtasks[subtask_index] = handles
         metadata = CheckpointMetadata(
-            checkpoint_id, self.job_name, self.max_parallelism, pending.timestamp, operators
+            checkpoint_id,
+            self.job_name,
+            self.max_parallelism,
+            pending.timestamp,
+            operators,
+            kind="savepoint" if pending.savepoint else "checkpoint",
         )
         try:
-            completed = await self.storage.write_metadata(pending.location, metadata.to_bytes())
+            completed = await pending.storage.write_metadata(pending.location, metadata.to_bytes())
         except Exception as exc:
             pending.completing = False
             await self._abort(checkpoint_id, f"its metadata could not be written: {exc}")
+            return
+        if pending.savepoint:
+            self._finish_savepoint(pending, completed, metadata)
             return
         if self._owned and self._owned[-1].checkpoint_id > checkpoint_id:
             # A newer checkpoint completed while this one wrote its metadata: it subsumes this one.
@@ -396,17 +468,7 @@ class CheckpointCoordinator:
             await self._abort(checkpoint_id, f"checkpoint {self._owned[-1].checkpoint_id} completed first")
             return
         del self._pending[checkpoint_id]
-        acks = list(pending.acks.values())
-        self._stats[checkpoint_id] = CheckpointStats(
-            checkpoint_id,
-            "completed",
-            time.monotonic() - pending.started,
-            sync_duration=max((a.sync_duration for a in acks), default=0.0),
-            async_duration=max((a.async_duration for a in acks), default=0.0),
-            alignment_duration=max((a.alignment_duration for a in acks), default=0.0),
-            persisted_bytes=metadata.persisted_bytes,
-            full_bytes=metadata.persisted_bytes,
-        )
+        self._stats[checkpoint_id] = self._completed_stats(pending, metadata)
         self._consecutive_failures = 0
         self._last_finished = time.monotonic()
         self._owned.append(completed)
@@ -424,9 +486,40 @@ class CheckpointCoordinator:
             participant.post(letter)
         # Older checkpoints still in progress are subsumed: this one restores later than they would.
         for older in [
-            cid for cid in self._pending if cid < checkpoint_id and not self._pending[cid].completing
+            cid
+            for cid, other in self._pending.items()
+            if cid < checkpoint_id and not other.completing and not other.savepoint
         ]:
             await self._abort(older, f"checkpoint {checkpoint_id} completed first", count_failure=False)
+
+    def _completed_stats(self, pending: _Pending, metadata: CheckpointMetadata) -> CheckpointStats:
+        acks = list(pending.acks.values())
+        return CheckpointStats(
+            pending.checkpoint_id,
+            "completed",
+            time.monotonic() - pending.started,
+            sync_duration=max((a.sync_duration for a in acks), default=0.0),
+            async_duration=max((a.async_duration for a in acks), default=0.0),
+            alignment_duration=max((a.alignment_duration for a in acks), default=0.0),
+            persisted_bytes=metadata.persisted_bytes,
+            full_bytes=metadata.persisted_bytes,
+            savepoint=pending.savepoint,
+        )
+
+    def _finish_savepoint(
+        self, pending: _Pending, completed: CompletedCheckpoint, metadata: CheckpointMetadata
+    ) -> None:
+        del self._pending[pending.checkpoint_id]
+        self._stats[pending.checkpoint_id] = self._completed_stats(pending, metadata)
+        self._last_finished = time.monotonic()
+        pending.result = completed
+        pending.done.set()
+        self._wake.set()
+        if pending.stop:  # the sinks commit what precedes the savepoint, then every subtask ends
+            oldest = self._owned[0].checkpoint_id if self._owned else pending.checkpoint_id
+            for participant in self._participants:
+                participant.post(CheckpointComplete(pending.checkpoint_id, oldest))
+                participant.post(STOP)
 
     async def _abort(
         self, checkpoint_id: int, reason: str, *, count_failure: bool = True, quietly: bool = False
@@ -437,11 +530,19 @@ class CheckpointCoordinator:
         level = logging.INFO if quietly else logging.WARNING
         logger.log(level, "job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
         self._stats[checkpoint_id] = CheckpointStats(
-            checkpoint_id, "failed", time.monotonic() - pending.started, failure=reason
+            checkpoint_id,
+            "failed",
+            time.monotonic() - pending.started,
+            failure=reason,
+            savepoint=pending.savepoint,
         )
         self._last_finished = time.monotonic()
+        if pending.stop:  # the sources hold back for a stop that will not come
+            for participant in self._participants:
+                if participant.is_source:
+                    participant.post(RESUME)
         try:
-            await self.storage.discard_checkpoint(checkpoint_id)
+            await pending.storage.discard_checkpoint(checkpoint_id)
         except CheckpointError as exc:
             logger.warning(
                 "job %r: could not delete failed checkpoint %d: %s", self.job_name, checkpoint_id, exc
@@ -498,7 +599,9 @@ class CheckpointCoordinator:
             stats = self._stats[checkpoint_id]
             pending = self._pending.get(checkpoint_id)
             if pending is not None:
-                stats = CheckpointStats(checkpoint_id, "in_progress", now - pending.started)
+                stats = CheckpointStats(
+                    checkpoint_id, "in_progress", now - pending.started, savepoint=pending.savepoint
+                )
             history.append(stats)
         return CheckpointStatsSnapshot(
             completed=sum(s.status == "completed" for s in history),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import anyio
 
@@ -16,6 +17,25 @@ from lockgate.mailbox import ChannelStatistics
 from lockgate.snapshots import CompletedCheckpoint
 
 logger = logging.getLogger("lockgate")
+
+
+class GeneratedUidWarning(UserWarning):
+    """State is saved for operators whose uid lockgate generated from their place in the graph."""
+
+
+def warn_about_generated_uids(graph: JobGraph) -> None:
+    """Warn once per call if operators have generated uids: a changed graph gives them other uids,
+    and their state would then not be restored."""
+    generated = [
+        node.uid for vertex in graph.vertices for node in vertex.operators if not node.uid_is_explicit
+    ]
+    if generated:
+        warnings.warn(
+            f"operators {generated} have uids generated from their place in the job; state is matched to "
+            "operators by uid, so a changed job may not find it: set uid=... on every operator",
+            GeneratedUidWarning,
+            stacklevel=3,
+        )
 
 
 class JobExecution:
@@ -89,6 +109,23 @@ class JobExecution:
                 "starting it"
             )
         return await self.coordinator.trigger_checkpoint()
+
+    async def trigger_savepoint(self, url: str, *, stop: bool = False) -> str:
+        """Take a savepoint into the directory ``url``; with ``stop``, then end the job. Returns the
+        savepoint's URL.
+
+        Raises:
+            CheckpointError: Checkpointing is not enabled, the job is not running, or the savepoint
+                failed (the job goes on).
+        """
+        if self.coordinator is None:
+            raise CheckpointError(
+                f"job {self.job_name!r} takes no snapshots; call env.enable_checkpointing(...) before "
+                "starting it (a long interval will do if only savepoints are wanted)"
+            )
+        warn_about_generated_uids(self.graph)
+        completed = await self.coordinator.trigger_savepoint(url, stop=stop)
+        return completed.pointer
 
     async def run(self) -> JobResult:
         """Run attempts until one finishes, or a failure may not restart (it is raised)."""

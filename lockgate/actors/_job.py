@@ -110,6 +110,28 @@ class Job:
         """
         return await self._execution.trigger_checkpoint()
 
+    async def trigger_savepoint(self, url: str) -> str:
+        """Take a savepoint into the directory ``url`` while the job runs on; returns its URL
+        (``.../savepoint-<id>``). It is aligned, in the backend-independent savepoint format, and never
+        deleted by checkpoint retention.
+
+        Raises:
+            CheckpointError: Checkpointing is not enabled, the job is not running, or the savepoint
+                failed (the job goes on).
+        """
+        return await self._execution.trigger_savepoint(url)
+
+    async def stop_with_savepoint(self, url: str) -> str:
+        """Take a savepoint into ``url`` and stop the job: no record is processed after its barrier,
+        the sinks commit what precedes it. Returns the savepoint's URL once the job has ended.
+
+        Raises:
+            CheckpointError: As :meth:`trigger_savepoint`; the job then goes on.
+        """
+        pointer = await self._execution.trigger_savepoint(url, stop=True)
+        await self._done.wait()
+        return pointer
+
     async def wait(self) -> JobResult:
         """Wait for the job to end and return its result.
 

@@ -28,7 +28,7 @@ from lockgate.state import (
 
 logger = logging.getLogger("lockgate")
 
-_CHECKPOINT_DIR = re.compile(r"chk-(\d+)")
+_SNAPSHOT_DIR = re.compile(r"(chk-|savepoint-)(\d+)")
 
 #: Reads one completed checkpoint whole.
 Loader = Callable[[CompletedCheckpoint], Awaitable[LoadedCheckpoint]]
@@ -113,8 +113,9 @@ class RestoredState:
 
 
 async def load_from_pointer(url: str) -> LoadedCheckpoint:
-    """Read the checkpoint at ``url``: a checkpoint directory (``.../chk-7``), or a directory of
-    checkpoints, whose newest intact one is taken (a damaged one is skipped, with a warning).
+    """Read the checkpoint at ``url``: a checkpoint or savepoint directory (``.../chk-7``,
+    ``.../savepoint-8``), or a directory of checkpoints, whose newest intact one is taken (a damaged
+    one is skipped, with a warning).
 
     Raises:
         CheckpointError: There is no complete checkpoint there.
@@ -122,10 +123,10 @@ async def load_from_pointer(url: str) -> LoadedCheckpoint:
         ConfigurationError: The URL is not a usable file URL or path.
     """
     path = parse_file_url(url)
-    match = _CHECKPOINT_DIR.fullmatch(path.name)
+    match = _SNAPSHOT_DIR.fullmatch(path.name)
     if match and (path / METADATA_NAME).exists():
-        storage = FileCheckpointStorage(path.parent)
-        return await load_checkpoint(storage, int(match[1]), path.as_uri())
+        storage = FileCheckpointStorage(path.parent, prefix=match[1])
+        return await load_checkpoint(storage, int(match[2]), path.as_uri())
     if match and path.is_dir():
         raise CorruptCheckpointError(
             str(path / METADATA_NAME), "it is missing: the checkpoint is not complete"

@@ -13,7 +13,15 @@ import sniffio
 
 from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
 from lockgate._errors import ConfigurationError
-from lockgate.actors import Job, JobExecution, JobResult, RestoredState, RuntimeOptions, load_from_pointer
+from lockgate.actors import (
+    Job,
+    JobExecution,
+    JobResult,
+    RestoredState,
+    RuntimeOptions,
+    load_from_pointer,
+    warn_about_generated_uids,
+)
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
 from lockgate.snapshots import CheckpointStorage, storage_for
@@ -253,6 +261,7 @@ class StreamEnvironment:
         )
         restored = None
         if restore_from is not None:
+            warn_about_generated_uids(graph)
             restored = RestoredState.from_checkpoint(await load_from_pointer(os.fspath(restore_from)))
             restored.check_against(graph, allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)

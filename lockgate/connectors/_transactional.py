@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from abc import abstractmethod
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from lockgate._config import CheckpointingMode
 from lockgate.connectors._sink import Sink, SinkWriter
@@ -164,9 +164,13 @@ class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
     they arrive. At parallelism 1 the list keeps the order in which records arrived.
     """
 
+    #: Every transaction committed by any CollectSink of this process, by id: a job restored from a
+    #: snapshot (even into a new sink, as after a stop-with-savepoint) commits its pending transactions
+    #: again, and those already committed must not add their records twice.
+    _committed: ClassVar[set[str]] = set()
+
     def __init__(self) -> None:
         self.results: list[T] = []
-        self._committed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<CollectSink [{len(self.results)} results]>"

@@ -5,6 +5,8 @@ checksummed format of every stored blob. The checkpoint coordinator writes check
 This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
 """
 
+from lockgate.snapshots._file import CHECKPOINT_PREFIX as CHECKPOINT_PREFIX
+from lockgate.snapshots._file import SAVEPOINT_PREFIX as SAVEPOINT_PREFIX
 from lockgate.snapshots._file import FileCheckpointStorage as FileCheckpointStorage
 from lockgate.snapshots._file import fsync_directory as fsync_directory
 from lockgate.snapshots._file import parse_file_url as parse_file_url

@@ -65,7 +65,9 @@ from lockgate.snapshots._urls import unsupported_scheme, url_scheme
 
 T = TypeVar("T")
 
-_CHECKPOINT_DIR: Final = re.compile(r"chk-(0|[1-9][0-9]*)")
+#: The directory name prefix of checkpoints, and of savepoints (which a savepoint storage writes).
+CHECKPOINT_PREFIX: Final = "chk-"
+SAVEPOINT_PREFIX: Final = "savepoint-"
 _LOCAL_HOSTS: Final = ("", "localhost")
 
 
@@ -127,6 +129,8 @@ class FileCheckpointStorage(CheckpointStorage):
         url: ``file:///absolute/path`` (or ``file://localhost/...``), or a plain path; a relative path is
             resolved against the current directory when the storage is made. Nothing is created until
             the first checkpoint.
+        prefix: The name of each checkpoint's directory before its id: ``chk-``, or ``savepoint-`` for
+            the storage that savepoints are written to.
 
     Attributes:
         url: The normalised ``file:`` URL of the directory (a plain path given is turned into one).
@@ -136,9 +140,15 @@ class FileCheckpointStorage(CheckpointStorage):
         ConfigurationError: The URL is not a usable file URL; the message says why.
     """
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    def __init__(self, url: str | os.PathLike[str], *, prefix: str = CHECKPOINT_PREFIX) -> None:
+        if prefix not in (CHECKPOINT_PREFIX, SAVEPOINT_PREFIX):
+            raise ConfigurationError(
+                f"prefix must be {CHECKPOINT_PREFIX!r} or {SAVEPOINT_PREFIX!r}, got {prefix!r}"
+            )
         self.directory = parse_file_url(url)
         self.url = self.directory.as_uri()
+        self.prefix = prefix
+        self._pattern = re.compile(re.escape(prefix) + r"(0|[1-9][0-9]*)")
 
     def __repr__(self) -> str:
         return f"FileCheckpointStorage({self.url!r})"
@@ -150,7 +160,7 @@ class FileCheckpointStorage(CheckpointStorage):
 
     def checkpoint_directory(self, checkpoint_id: int) -> Path:
         """The directory of checkpoint ``checkpoint_id``, complete or not, existing or not."""
-        return self.directory / f"chk-{check_checkpoint_id(checkpoint_id)}"
+        return self.directory / f"{self.prefix}{check_checkpoint_id(checkpoint_id)}"
 
     # ---- writing
 
@@ -293,7 +303,7 @@ class FileCheckpointStorage(CheckpointStorage):
         try:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
-                    match = _CHECKPOINT_DIR.fullmatch(entry.name)
+                    match = self._pattern.fullmatch(entry.name)
                     if match and entry.is_dir() and os.path.isfile(os.path.join(entry.path, METADATA_NAME)):
                         found.append((int(match[1]), Path(entry.path)))
         except FileNotFoundError:

@@ -52,6 +52,8 @@ class CheckpointMetadata:
         max_parallelism: The job's number of key groups.
         timestamp: When it was triggered, in seconds since the epoch.
         operators: The state of every operator, by uid.
+        kind: ``"checkpoint"``, or ``"savepoint"`` (every keyed state in the canonical, entry by entry
+            form; see ``docs/savepoint-format.md``).
     """
 
     checkpoint_id: int
@@ -59,6 +61,7 @@ class CheckpointMetadata:
     max_parallelism: int
     timestamp: float
     operators: dict[str, OperatorCheckpointState]
+    kind: str = "checkpoint"
     version: int = METADATA_VERSION
 
     def to_bytes(self) -> bytes:

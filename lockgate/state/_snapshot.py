@@ -73,6 +73,14 @@ class KeyedStateSnapshot:
         encoded = sum(len(group) for groups in self.entries.values() for group in groups.values())
         return encoded + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
 
+    def canonical(self) -> KeyedStateSnapshot:
+        """The same state with every state in ``entries``: the backend-independent savepoint form."""
+        if not self.tables:
+            return self
+        return KeyedStateSnapshot(
+            self.operator_uid, self.max_parallelism, self.key_group_range, self.states, self.grouped_entries()
+        )
+
     def grouped_entries(self) -> dict[str, dict[int, list[Entry]]]:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
