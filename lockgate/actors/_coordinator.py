@@ -390,6 +390,10 @@ class CheckpointCoordinator:
         """
         await self._attached.wait()
         storage = FileCheckpointStorage(url, prefix=SAVEPOINT_PREFIX)
+        # Savepoints of other jobs may be there: this one's id (its directory's name) comes after them.
+        existing = await storage.completed_checkpoints()
+        if existing and self._next_id is not None:
+            self._next_id = max(self._next_id, existing[-1].checkpoint_id + 1)
         pending = await self._start_checkpoint(savepoint=storage, stop=stop)
         await pending.done.wait()
         if pending.error is not None:

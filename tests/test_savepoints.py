@@ -1,0 +1,245 @@
+"""Savepoints: stop a job with one, change the job (parallelism, max parallelism is fixed, backend),
+resume it, and the two runs together commit exactly what one uninterrupted run does."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lockgate as lg
+from tests._sources import GUARD, PausingSource
+
+pytestmark = pytest.mark.anyio
+
+Record = tuple[str, int]
+
+
+class Tally(lg.KeyedProcessFunction[Record, tuple[str, int, int]]):
+    """Emits (key, count, list length) per record; order-independent, so any parallelism gives the same."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.count = ctx.get_state(lg.ValueStateDescriptor[int]("count", default=0))
+        self.values = ctx.get_list_state(lg.ListStateDescriptor[int]("values"))
+
+    def process_element(self, value: Record, ctx: lg.RuntimeContext) -> Iterator[tuple[str, int, int]]:
+        count = self.count.value_nowait() + 1
+        self.count.update_nowait(count)
+        self.values.add_nowait(value[1])
+        yield (value[0], count, len(self.values.get_nowait()))
+
+
+def tally(stream: lg.DataStream, sink: lg.CollectSink[Any], parallelism: int) -> None:
+    stream.key_by(lambda r: r[0]).process(Tally(), uid="tally", parallelism=parallelism).sink(
+        sink, uid="out", parallelism=parallelism
+    )
+
+
+def expected(items: list[Record]) -> Counter[tuple[str, int, int]]:
+    counts: Counter[str] = Counter()
+    out: Counter[tuple[str, int, int]] = Counter()
+    for key, _ in items:
+        counts[key] += 1
+        out[(key, counts[key], counts[key])] += 1
+    return out
+
+
+def environment(parallelism: int, max_parallelism: int, backend: str) -> lg.StreamEnvironment:
+    env = lg.StreamEnvironment(parallelism=parallelism, max_parallelism=max_parallelism, batch_size=4)
+    env.enable_checkpointing(3600)
+    if backend == "rocksdb":
+        env.set_state_backend(lg.RocksDBStateBackend())
+    return env
+
+
+async def stop_at(env: lg.StreamEnvironment, source: PausingSource, split: int, url: str) -> str:
+    """Run the job until its source waits before item ``split``, then stop it with a savepoint there."""
+    with anyio.fail_after(GUARD):
+        job = await env.start("before")
+        await source.reached(split)
+        savepoint = await job.stop_with_savepoint(url)
+    assert job.status is lg.JobStatus.FINISHED
+    return savepoint
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    items=st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 9)), max_size=40),
+    data=st.data(),
+    before=st.integers(1, 4),
+    after=st.integers(1, 4),
+    max_parallelism=st.sampled_from([8, 16, 128]),
+    backends=st.tuples(st.sampled_from(["heap", "rocksdb"]), st.sampled_from(["heap", "rocksdb"])),
+)
+async def test_a_job_resumed_from_a_savepoint_at_any_parallelism_and_backend_is_exactly_once(
+    tmp_path: Path,
+    items: list[Record],
+    data: st.DataObject,
+    before: int,
+    after: int,
+    max_parallelism: int,
+    backends: tuple[str, str],
+) -> None:
+    split = data.draw(st.integers(0, len(items)), label="split")
+    first, second = lg.CollectSink[Any](), lg.CollectSink[Any]()
+
+    env = environment(before, max_parallelism, backends[0])
+    source = PausingSource(items, (split,))
+    tally(env.from_source(source, uid="src"), first, before)
+    savepoint = await stop_at(env, source, split, tmp_path.as_uri())  # one more savepoint-<n> there
+
+    env = environment(after, max_parallelism, backends[1])
+    tally(env.from_collection(items, uid="src", parallelism=after), second, after)
+    with anyio.fail_after(GUARD):
+        await env.execute("after", restore_from=savepoint)
+
+    assert Counter(first.results) == expected(items[:split])  # nothing after the barrier
+    assert Counter(first.results) + Counter(second.results) == expected(items)
+
+
+class Buffers(lg.BroadcastProcessFunction[Record, int, Record]):
+    """Keeps every record in list and union list state, every broadcast number in broadcast state;
+    reports what each subtask restored."""
+
+    restored: ClassVar[dict[int, dict[str, Any]]] = {}
+    shared = lg.MapStateDescriptor[int]("shared")
+
+    def initialize_state(self, ctx: lg.RuntimeContext) -> None:
+        self.split = ctx.get_list_state(lg.ListStateDescriptor[Record]("split"))
+        self.union = ctx.get_union_list_state(lg.ListStateDescriptor[Record]("union"))
+        if ctx.is_restored:
+            Buffers.restored[ctx.subtask_index] = {
+                "split": self.split.get_nowait(),
+                "union": self.union.get_nowait(),
+                "shared": ctx.get_broadcast_state(self.shared).to_dict_nowait(),
+            }
+
+    def process_element(self, value: Record, ctx: lg.RuntimeContext) -> Iterator[Record]:
+        self.split.add_nowait(value)
+        self.union.add_nowait(value)
+        yield value
+
+    def process_broadcast_element(self, value: int, ctx: lg.RuntimeContext) -> Iterator[Record]:
+        ctx.get_broadcast_state(self.shared).put_nowait(value, value * 10)
+        return iter(())
+
+
+async def test_operator_state_is_split_unioned_and_copied_when_a_savepoint_is_rescaled(
+    tmp_path: Path,
+) -> None:
+    items = [("k", n) for n in range(10)]
+    env = environment(2, 16, "heap")
+    source, numbers = PausingSource(items, (10,)), PausingSource([1, 2], (2,))  # neither ends first
+    stream = env.from_source(source, uid="src").rebalance()
+    stream = stream.connect(env.from_source(numbers, uid="numbers").broadcast())
+    stream.process(Buffers(), uid="buffers", parallelism=2).sink(lg.CollectSink(), uid="out")
+    with anyio.fail_after(GUARD):
+        job = await env.start("before")
+        await numbers.reached(2)
+        await source.reached(10)
+        savepoint = await job.stop_with_savepoint(tmp_path.as_uri())
+
+    Buffers.restored = {}
+    env = environment(3, 16, "heap")
+    stream = env.from_collection(items, uid="src").connect(
+        env.from_collection([1, 2], uid="numbers").broadcast()
+    )
+    stream.process(Buffers(), uid="buffers", parallelism=3).sink(lg.CollectSink(), uid="out")
+    await env.execute("after", restore_from=savepoint)
+
+    restored = Buffers.restored
+    assert sorted(restored) == [0, 1, 2]
+    # List state: all elements, split evenly and contiguously over the new subtasks.
+    parts = [restored[index]["split"] for index in range(3)]
+    assert sorted(element for part in parts for element in part) == items
+    assert sorted(len(part) for part in parts) == [3, 3, 4]
+    # Union list state: every new subtask gets all of it.
+    assert all(sorted(restored[index]["union"]) == items for index in range(3))
+    # Broadcast state: a copy for every subtask.
+    assert all(restored[index]["shared"] == {1: 10, 2: 20} for index in range(3))
+
+
+async def test_a_running_job_takes_savepoints_and_goes_on(tmp_path: Path) -> None:
+    items = [("a", n) for n in range(12)]
+    env = environment(2, 16, "heap")
+    env.set_checkpoint_storage((tmp_path / "checkpoints").as_uri())
+    env.checkpoint_config.retained = 1
+    sink = lg.CollectSink[Any]()
+    source = PausingSource(items, (4, 8))
+    tally(env.from_source(source, uid="src"), sink, 2)
+    with anyio.fail_after(GUARD):
+        job = await env.start("running")
+        await source.reached(4)
+        savepoint = await job.trigger_savepoint((tmp_path / "savepoints").as_uri())
+        source.resume(4)
+        await source.reached(8)
+        await job.trigger_checkpoint()
+        await job.trigger_checkpoint()  # retention keeps one checkpoint; the savepoint is never deleted
+        source.resume(8)
+        await job.wait()
+    assert Counter(sink.results) == expected(items)
+    assert (
+        savepoint.endswith("/savepoint-1")
+        and (Path(savepoint.removeprefix("file://")) / "_metadata").exists()
+    )
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["chk-3"]
+    assert [stats.savepoint for stats in job.checkpoint_stats.history] == [True, False, False]
+
+    # The savepoint holds the state after item 4: a new job resumes from there.
+    resumed = lg.CollectSink[Any]()
+    env = environment(1, 16, "rocksdb")
+    tally(env.from_collection(items, uid="src"), resumed, 1)
+    await env.execute("again", restore_from=savepoint)
+    assert Counter(resumed.results) == expected(items) - expected(items[:4])
+
+
+def damage_a_file(directory: Path, prefix: str) -> Path:
+    """Flip the last byte of the first file in ``directory`` whose name starts with ``prefix``."""
+    damaged = next(path for path in sorted(directory.iterdir()) if path.name.startswith(prefix))
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+async def test_a_damaged_savepoint_is_refused_naming_the_file(tmp_path: Path) -> None:
+    items = [("a", n) for n in range(6)]
+    env = environment(1, 16, "heap")
+    source = PausingSource(items, (3,))
+    tally(env.from_source(source, uid="src"), lg.CollectSink(), 1)
+    savepoint = Path((await stop_at(env, source, 3, tmp_path.as_uri())).removeprefix("file://"))
+    damaged = damage_a_file(savepoint, "tally")
+
+    env = environment(1, 16, "heap")
+    tally(env.from_collection(items, uid="src"), lg.CollectSink(), 1)
+    with pytest.raises(lg.CorruptCheckpointError) as refused:
+        await env.execute("after", restore_from=savepoint.as_uri())
+    assert refused.value.path == str(damaged)
+
+
+async def test_operators_without_a_uid_get_a_warning_when_their_state_is_saved(tmp_path: Path) -> None:
+    items = [("a", n) for n in range(4)]
+    env = environment(1, 16, "heap")
+    source = PausingSource(items, (2,))
+    env.from_source(source, uid="src").key_by(lambda r: r[0]).process(Tally()).sink(
+        lg.CollectSink(), uid="out"
+    )
+    with pytest.warns(lg.GeneratedUidWarning, match="set uid="):
+        await stop_at(env, source, 2, tmp_path.as_uri())
+
+
+async def test_savepoints_need_checkpointing_enabled(tmp_path: Path) -> None:
+    queue: lg.QueueSource[Record] = lg.QueueSource()
+    env = lg.StreamEnvironment()
+    tally(env.from_source(queue, uid="src"), lg.CollectSink(), 1)
+    job = await env.start("plain")
+    with pytest.raises(lg.CheckpointError, match="enable_checkpointing"):
+        await job.stop_with_savepoint(tmp_path.as_uri())
+    queue.close()
+    await job.wait()
