@@ -243,3 +243,43 @@ async def test_savepoints_need_checkpointing_enabled(tmp_path: Path) -> None:
         await job.stop_with_savepoint(tmp_path.as_uri())
     queue.close()
     await job.wait()
+
+
+def renamed(savepoint: str, name: str) -> str:
+    source = Path(savepoint.removeprefix("file://"))
+    return source.rename(source.with_name(name)).as_uri()
+
+
+async def test_a_savepoint_directory_can_be_moved_under_another_name(tmp_path: Path) -> None:
+    items = [("a", n) for n in range(6)]
+    first, second = lg.CollectSink[Any](), lg.CollectSink[Any]()
+    env = environment(1, 16, "heap")
+    source = PausingSource(items, (3,))
+    tally(env.from_source(source, uid="src"), first, 1)
+    savepoint = renamed(await stop_at(env, source, 3, tmp_path.as_uri()), "savepoint-77")
+
+    env = environment(2, 16, "heap")
+    tally(env.from_collection(items, uid="src"), second, 2)
+    await env.execute("after", restore_from=savepoint)
+    assert Counter(first.results) + Counter(second.results) == expected(items)
+
+
+class TimedTally(Tally):
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        ttl = lg.StateTtlConfig(3600)
+        self.count = ctx.get_state(lg.ValueStateDescriptor[int]("count", default=0, ttl=ttl))
+        self.values = ctx.get_list_state(lg.ListStateDescriptor[int]("values"))
+
+
+async def test_state_declared_otherwise_than_it_was_saved_is_refused(tmp_path: Path) -> None:
+    items = [("a", n) for n in range(4)]
+    env = environment(1, 16, "heap")
+    source = PausingSource(items, (2,))
+    tally(env.from_source(source, uid="src"), lg.CollectSink(), 1)
+    savepoint = await stop_at(env, source, 2, tmp_path.as_uri())
+
+    env = environment(1, 16, "heap")
+    stream = env.from_collection(items, uid="src").key_by(lambda r: r[0])
+    stream.process(TimedTally(), uid="tally").sink(lg.CollectSink(), uid="out")
+    with pytest.raises(lg.JobFailedError, match=r"'count' was saved .* without a TTL.*with a TTL"):
+        await env.execute("after", restore_from=savepoint)

@@ -275,9 +275,15 @@ class SubtaskActor:
         elif checkpoint_id < self._aligning:
             return  # the barrier of a checkpoint already given up
         self._aligned.add(index)
-        if self.runtime.mode is CheckpointingMode.EXACTLY_ONCE:
+        if self.runtime.mode is CheckpointingMode.EXACTLY_ONCE or self._is_savepoint(checkpoint_id):
             self.mailbox.pause(index)  # hold this input until every input delivered the barrier
         await self._check_aligned()
+
+    def _is_savepoint(self, checkpoint_id: int) -> bool:
+        """Savepoints are aligned in every mode: a restored job must not see a record twice."""
+        coordinator = self.runtime.coordinator
+        target = None if coordinator is None else coordinator.target(checkpoint_id)
+        return target is not None and target.canonical
 
     async def _check_aligned(self) -> None:
         assert self._aligning is not None

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
 from lockgate.graph import JobGraph
@@ -112,6 +113,17 @@ class RestoredState:
         return split[subtask_index]
 
 
+class _OneDirectory(FileCheckpointStorage):
+    """The files of one checkpoint directory, whatever its name says (a copy may be renamed)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory.parent)
+        self._only = directory
+
+    def checkpoint_directory(self, checkpoint_id: int) -> Path:
+        return self._only
+
+
 async def load_from_pointer(url: str) -> LoadedCheckpoint:
     """Read the checkpoint at ``url``: a checkpoint or savepoint directory (``.../chk-7``,
     ``.../savepoint-8``), or a directory of checkpoints, whose newest intact one is taken (a damaged
@@ -125,8 +137,7 @@ async def load_from_pointer(url: str) -> LoadedCheckpoint:
     path = parse_file_url(url)
     match = _SNAPSHOT_DIR.fullmatch(path.name)
     if match and (path / METADATA_NAME).exists():
-        storage = FileCheckpointStorage(path.parent, prefix=match[1])
-        return await load_checkpoint(storage, int(match[2]), path.as_uri())
+        return await load_checkpoint(_OneDirectory(path), int(match[2]), path.as_uri())
     if match and path.is_dir():
         raise CorruptCheckpointError(
             str(path / METADATA_NAME), "it is missing: the checkpoint is not complete"

@@ -129,6 +129,11 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
         keyed[uid] = [None] * state.parallelism
         operator[uid] = [None] * state.parallelism
         for index, handles in state.subtasks.items():
+            if not 0 <= index < state.parallelism:
+                raise CorruptCheckpointError(
+                    where,
+                    f"operator {uid!r} has state of subtask {index} at parallelism {state.parallelism}",
+                )
             if handles.keyed is not None:
                 keyed[uid][index] = (await storage.read_state(handles.keyed), handles.keyed.pointer)
             if handles.operator is not None:

@@ -91,6 +91,14 @@ class KeyedStateBackend(ABC):
                     f"{descriptor.kind} state, but it was {meta.kind} state when it was saved; "
                     "give the new state another name"
                 )
+            saved, declared = meta.serializer, descriptor.serializer.snapshot()
+            if (meta.ttl is None) != (descriptor.ttl is None) or saved != declared:
+                raise ConfigurationError(
+                    f"operator {self.operator_uid!r}: state {descriptor.name!r} was saved by {saved} "
+                    f"{'with' if meta.ttl is not None else 'without'} a TTL, and cannot be read as declared "
+                    f"now ({declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL); "
+                    "declare it as it was, or give the new state another name"
+                )
             self._restore_state(descriptor, [entry for group in groups.values() for entry in group])
 
     def _restore_state(self, descriptor: StateDescriptor[Any], entries: list[Entry]) -> None:
