@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stateless.py
 	$(BIN)/python benchmarks/checkpointing.py
 	$(BIN)/python benchmarks/checkpointing.py --backend rocksdb
+	$(BIN)/python benchmarks/rescale.py
+	$(BIN)/python benchmarks/rescale.py --backend rocksdb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -90,6 +90,16 @@ def test_crash_and_recover_restarts_once_and_commits_every_total_exactly_once() 
     assert out.rstrip().endswith("exactly once: True")
 
 
+def test_savepoint_rescale_restores_at_parallelism_3_on_rocksdb_exactly_once() -> None:
+    out = run_example("savepoint_rescale.py")
+    assert "First run (parallelism 2, heap): 25 of 60 views counted, then stopped." in out
+    assert re.search(r"^Savepoint: file://\S+/savepoint-1$", out, flags=re.MULTILINE)
+    assert "  count-85d94462-0-keyed\n  count-85d94462-1-keyed\n" in out
+    assert "Second run (parallelism 3, RocksDB): restored, counted the other 35 views." in out
+    assert "  dee    5 after the first run,  16 in all" in out
+    assert out.rstrip().endswith("exactly once: True")
+
+
 def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
     import nbclient
     import nbformat
