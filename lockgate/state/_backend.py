@@ -99,13 +99,17 @@ class KeyedStateBackend(ABC):
                     f"now ({declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL); "
                     "declare it as it was, or give the new state another name"
                 )
-            self._restore_state(descriptor, [entry for group in groups.values() for entry in group])
+            self._restore_state(descriptor, groups)
 
-    def _restore_state(self, descriptor: StateDescriptor[Any], entries: list[Entry]) -> None:
-        """Load the restored entries of a state that has just been registered."""
+    def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
+        """Load the restored entries of a state that has just been registered, by key group.
+
+        Its serializer and TTL are the ones the entries were written with (``register_state`` checks).
+        """
         codec = StateCodec(descriptor, self.clock)
-        for key, namespace, data in entries:
-            self.put_nowait(descriptor.name, key, namespace, codec.decode(data))
+        for entries in groups.values():
+            for key, namespace, data in entries:
+                self.put_nowait(descriptor.name, key, namespace, codec.decode(data))
 
     def restore(self, snapshots: Iterable[KeyedStateSnapshot]) -> None:
         """Take the entries of this subtask's key groups from ``snapshots`` (of any parallelism).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -52,6 +53,20 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             table = self._tables[descriptor.name][DEFAULT_NAMESPACE]
             return HeapValueState(self, descriptor, table)  # type: ignore[return-value]
         return handle
+
+    def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
+        if not (stores_whole(descriptor) and descriptor.kind not in ("list", "map")):
+            super()._restore_state(descriptor, groups)
+            return
+        # A value written by the default serializer alone: unpickle straight into the tables.
+        spaces = self._tables[descriptor.name]
+        loads = pickle.loads
+        for entries in groups.values():
+            if all(namespace is DEFAULT_NAMESPACE for _, namespace, _ in entries):
+                spaces[DEFAULT_NAMESPACE].top.update({key: loads(data) for key, _, data in entries})
+                continue
+            for key, namespace, data in entries:
+                self.put_nowait(descriptor.name, key, namespace, loads(data))
 
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         table = self._tables[state].get(namespace)
