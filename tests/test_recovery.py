@@ -949,3 +949,27 @@ async def test_at_least_once_loses_nothing_and_may_repeat_what_followed_the_chec
     assert set(counts) == set(before + between + after)  # nothing lost
     assert all(counts[record] == 1 for record in before)  # covered by the checkpoint
     assert all(counts[record] == 2 for record in between)  # replayed from the checkpoint: twice
+
+
+# ---- 14. checkpoints after some subtasks have finished
+
+
+async def test_checkpoints_go_on_after_a_source_has_read_all_its_input() -> None:
+    """A finite input (here the second of a union) ends; the job keeps checkpointing, and a restore
+    from a later checkpoint does not read that input again."""
+    queue: lg.QueueSource[Record] = lg.QueueSource()
+    env = checkpointing_env()
+    env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1))
+    sink, watch = WatchedSink(), Watch()
+    finite = env.from_collection([("b", 100), ("b", 200)], uid="finite")
+    running_sums(env.from_source(queue, uid="src").union(finite), sink, crash=CrashOnce(), watch=watch)
+    with anyio.fail_after(GUARD):
+        job = await env.start("partly finished")
+        await put_all(queue, [("a", 1)])
+        await watch.until(3)  # the finite input has been read whole, and its source has finished
+        first = await job.trigger_checkpoint()
+        await put_all(queue, [("a", 2), CRASH, ("a", 3)])
+        queue.close()
+        result = await job.wait()
+    assert first.checkpoint_id == 1 and result.restarts == 1
+    assert sorted(sink.results) == [("a", 1), ("a", 3), ("a", 6), ("b", 100), ("b", 300)]

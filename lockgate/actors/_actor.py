@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pickle
-import re
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -22,14 +20,15 @@ from lockgate.actors._coordinator import (
     STOP,
     CheckpointComplete,
     CheckpointCoordinator,
+    StateBlobs,
     SubtaskAcknowledgement,
     TriggerCheckpoint,
+    write_state_blobs,
 )
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.connectors import SourceReader
 from lockgate.mailbox import END_OF_INPUT, MAIL, Barrier, Mailbox
-from lockgate.snapshots import SubtaskStateHandles
 from lockgate.state import KeyedStateBackend, OperatorStateSnapshot, SnapshotResources
 
 
@@ -58,6 +57,9 @@ class JobFinished:
 
 
 JOB_FINISHED: Final = JobFinished()
+
+#: The id a subtask's last snapshot is taken under, when its input has ended (no checkpoint has it).
+FINAL_SNAPSHOT: Final = 0
 
 
 class ActorRuntime(Protocol):
@@ -128,6 +130,7 @@ class SubtaskActor:
         self.keyed_backends = keyed_backends
         self.input_ended = False
         self._stopped = False  # a stop-with-savepoint completed: end without finishing
+        self._last_checkpoint = 0  # the newest checkpoint this subtask has taken its part of
         self._read_scope: anyio.CancelScope | None = None
         # Barrier alignment: the checkpoint being aligned, the channels that delivered its barrier.
         self._aligning: int | None = None
@@ -162,6 +165,7 @@ class SubtaskActor:
                 await self._run_mailbox(self.mailbox)
             if not self._stopped:
                 await self._finish()
+                await self._hand_over_last_state()
                 await self._wait_for_job()
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -208,7 +212,7 @@ class SubtaskActor:
             if batch is None:
                 self.input_ended = True
                 if self.runtime.coordinator is not None:
-                    self.runtime.coordinator.source_finished()
+                    self.runtime.coordinator.source_finished(self.key)
                 return
             if batch:
                 await self._process(batch, 0)
@@ -304,9 +308,7 @@ class SubtaskActor:
 
     async def _on_letter(self, letter: Any) -> None:
         if isinstance(letter, TriggerCheckpoint):
-            if self.input_ended:
-                await self._decline(letter.checkpoint_id, "its source has read all its input", counts=False)
-            else:
+            if not self.input_ended:  # else the last state, handed over at the end, stands in
                 await self._checkpoint(letter.checkpoint_id, 0.0)
                 if letter.stop:
                     await self._hold()
@@ -351,6 +353,7 @@ class SubtaskActor:
         """Take this subtask's part of a checkpoint: the synchronous part now, between two messages;
         the barrier moves on; the asynchronous part runs in the background (or now, if the job's
         snapshots are synchronous)."""
+        self._last_checkpoint = max(self._last_checkpoint, checkpoint_id)
         coordinator = self.runtime.coordinator
         target = None if coordinator is None else coordinator.target(checkpoint_id)
         if target is None:  # aborted meanwhile: pass the barrier on, so downstream aligns
@@ -403,25 +406,15 @@ class SubtaskActor:
     ) -> None:
         """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint."""
         started = time.perf_counter()
-        states: dict[str, SubtaskStateHandles] = {}
         try:
-            for capture in captures:
-                target = coordinator.target(checkpoint_id)
-                if target is None:
-                    return  # aborted: nothing more to write
-                storage, location = target.storage, target.location
-                keyed = None
-                if capture.keyed is not None:
-                    data = await run_sync(_materialize, capture.keyed, target.canonical)
-                    name = blob_name(capture.uid, self.subtask_index, "keyed")
-                    keyed = await storage.write_state(location, name, data)
-                operator = None
-                state = capture.operator_state
-                if state is not None and state.states:
-                    data = pickle.dumps(state, protocol=5)
-                    name = blob_name(capture.uid, self.subtask_index, "operator")
-                    operator = await storage.write_state(location, name, data)
-                states[capture.uid] = SubtaskStateHandles(keyed, operator)
+            target = coordinator.target(checkpoint_id)
+            if target is None:
+                return  # aborted: nothing to write
+            blobs = await self._encode(captures, target.canonical)
+            target = coordinator.target(checkpoint_id)
+            if target is None:
+                return
+            states = await write_state_blobs(target.storage, target.location, self.subtask_index, blobs)
         except Exception as exc:
             await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}")
             return
@@ -431,6 +424,31 @@ class SubtaskActor:
                     capture.keyed.release()
         ack = SubtaskAcknowledgement(states, sync_duration, time.perf_counter() - started, alignment)
         await coordinator.acknowledge(checkpoint_id, self.key, ack)
+
+    @staticmethod
+    async def _encode(captures: list[_Capture], canonical: bool) -> StateBlobs:
+        blobs: StateBlobs = {}
+        for capture in captures:
+            keyed = None if capture.keyed is None else await run_sync(_materialize, capture.keyed, canonical)
+            state = capture.operator_state
+            operator = pickle.dumps(state, protocol=5) if state is not None and state.states else None
+            blobs[capture.uid] = (keyed, operator)
+        return blobs
+
+    async def _hand_over_last_state(self) -> None:
+        """The input has ended: give the coordinator this subtask's last state, which every later
+        checkpoint holds (no barrier reaches a finished subtask)."""
+        coordinator = self.runtime.coordinator
+        if coordinator is None:
+            return
+        captures = await self._capture(FINAL_SNAPSHOT)
+        try:
+            blobs = await self._encode(captures, canonical=True)  # savepoints may hold it too
+        finally:
+            for capture in captures:
+                if capture.keyed is not None:
+                    capture.keyed.release()
+        await coordinator.subtask_finished(self.key, blobs, self._last_checkpoint)
 
     # ---- the end
 
@@ -453,6 +471,8 @@ class SubtaskActor:
             if letter is JOB_FINISHED:
                 break
             await self._on_letter(letter)
+            if self._stopped:  # a stop-with-savepoint: what is pending stays in the savepoint
+                return
         for operator in self.operators:
             try:
                 await operator.notify_job_finished()
@@ -480,13 +500,6 @@ def _materialize(resources: SnapshotResources, canonical: bool = False) -> bytes
         return pickle.dumps(snapshot, protocol=5)
     except (pickle.PicklingError, AttributeError, TypeError):  # a value only cloudpickle can write
         return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
-
-
-def blob_name(uid: str, subtask_index: int, kind: str) -> str:
-    """The name of a state blob in a checkpoint: readable, and unique even for uids that differ only
-    in characters a file name cannot hold."""
-    readable = re.sub(r"[^A-Za-z0-9._-]", "_", uid)[:80].lstrip("._-") or "op"
-    return f"{readable}-{zlib.crc32(uid.encode()):08x}-{subtask_index}-{kind}"
 
 
 async def _attempt(close: Any, uid: str) -> OperatorFailure | None:

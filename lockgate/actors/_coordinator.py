@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -96,6 +98,33 @@ class SubtaskAcknowledgement:
     sync_duration: float
     async_duration: float
     alignment_duration: float
+
+
+#: A subtask's state as bytes, by operator uid: (keyed state blob, operator state blob), None if none.
+StateBlobs = dict[str, tuple[bytes | None, bytes | None]]
+
+
+def blob_name(uid: str, subtask_index: int, kind: str) -> str:
+    """The name of a state blob in a checkpoint: readable, and unique even for uids that differ only
+    in characters a file name cannot hold."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", uid)[:80].lstrip("._-") or "op"
+    return f"{readable}-{zlib.crc32(uid.encode()):08x}-{subtask_index}-{kind}"
+
+
+async def write_state_blobs(
+    storage: CheckpointStorage, location: CheckpointLocation, subtask_index: int, blobs: StateBlobs
+) -> dict[str, SubtaskStateHandles]:
+    """Write one subtask's state blobs into a checkpoint; their handles by operator uid."""
+    handles: dict[str, SubtaskStateHandles] = {}
+    for uid, (keyed_data, operator_data) in blobs.items():
+        keyed = operator = None
+        if keyed_data is not None:
+            keyed = await storage.write_state(location, blob_name(uid, subtask_index, "keyed"), keyed_data)
+        if operator_data is not None:
+            name = blob_name(uid, subtask_index, "operator")
+            operator = await storage.write_state(location, name, operator_data)
+        handles[uid] = SubtaskStateHandles(keyed, operator)
+    return handles
 
 
 class CheckpointParticipant(Protocol):
@@ -203,7 +232,10 @@ class CheckpointCoordinator:
         self._attached = anyio.Event()  # set while an attempt runs, or for good once the job ended
         self._closed = False
         self._fail_job: Callable[[LockgateError], None] | None = None
-        self._sources_running = False
+        self._running_sources: set[tuple[str, int]] = set()
+        # The last state of each subtask that has finished its input, in this attempt: every later
+        # checkpoint holds it, since no barrier reaches that subtask any more.
+        self._finished: dict[tuple[str, int], StateBlobs] = {}
         self._starting = 0
         self._wake = anyio.Event()
 
@@ -235,7 +267,8 @@ class CheckpointCoordinator:
         self._group = group
         self._attached.set()
         self._fail_job = fail_job
-        self._sources_running = True
+        self._running_sources = {p.key for p in self._participants if p.is_source}
+        self._finished = {}
         if self.config.interval is not None:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
 
@@ -247,7 +280,8 @@ class CheckpointCoordinator:
         if not self._closed:
             self._attached = anyio.Event()
         self._fail_job = None
-        self._sources_running = False
+        self._running_sources = set()
+        self._finished = {}
         for checkpoint_id in list(self._pending):
             await self._abort(checkpoint_id, reason, count_failure=False, quietly=quietly)
 
@@ -256,9 +290,31 @@ class CheckpointCoordinator:
         self._closed = True
         self._attached.set()
 
-    def source_finished(self) -> None:
-        """A source subtask has read all its input: no barrier can be injected there any more."""
-        self._sources_running = False
+    @property
+    def _sources_running(self) -> bool:
+        """Whether a source subtask can still inject barriers: checkpoints are possible."""
+        return bool(self._running_sources)
+
+    def source_finished(self, key: tuple[str, int]) -> None:
+        """Source subtask ``key`` has read all its input: no barrier can be injected there any more."""
+        self._running_sources.discard(key)
+
+    async def subtask_finished(self, key: tuple[str, int], blobs: StateBlobs, after: int) -> None:
+        """Subtask ``key`` has finished its input, with ``blobs`` its last state, having taken its part
+        of every checkpoint up to ``after``: later checkpoints hold that state, including those in
+        progress that still wait for the subtask."""
+        self._finished[key] = blobs
+        for pending in list(self._pending.values()):
+            if pending.checkpoint_id > after and key in pending.waiting:
+                await self._acknowledge_finished(pending, key, blobs)
+
+    async def _acknowledge_finished(self, pending: _Pending, key: tuple[str, int], blobs: StateBlobs) -> None:
+        try:
+            handles = await write_state_blobs(pending.storage, pending.location, key[1], blobs)
+        except Exception as exc:
+            await self.decline(pending.checkpoint_id, key, f"{type(exc).__name__}: {exc}")
+            return
+        await self.acknowledge(pending.checkpoint_id, key, SubtaskAcknowledgement(handles, 0.0, 0.0, 0.0))
 
     # ---- triggering
 
@@ -356,6 +412,7 @@ class CheckpointCoordinator:
             await storage.discard_checkpoint(checkpoint_id)
             raise CheckpointError(f"job {self.job_name!r} stopped before checkpoint {checkpoint_id} began")
         participants = self._participants
+        finished = dict(self._finished)
         pending = _Pending(
             checkpoint_id,
             storage,
@@ -373,8 +430,10 @@ class CheckpointCoordinator:
         group = self._group
         group.start_soon(self._watch_timeout, pending, name=f"checkpoint {checkpoint_id} timeout")
         for participant in participants:
-            if participant.is_source:
+            if participant.key in self._running_sources:
                 participant.post(TriggerCheckpoint(checkpoint_id, stop))
+        for key, blobs in finished.items():  # no barrier reaches them: their last state stands in
+            group.start_soon(self._acknowledge_finished, pending, key, blobs)
         return pending
 
     async def trigger_savepoint(self, url: str, *, stop: bool = False) -> CompletedCheckpoint:
