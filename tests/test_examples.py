@@ -134,6 +134,21 @@ def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> N
     assert literal_eval(outputs["final-sums"]) == {"pears": 17, "figs": 6, "plums": 2}
     assert outputs["background-start"] == "<Job 'live-sums' [running]>"
     assert outputs["background-feed"] == "<Job 'live-sums' [running]>"
+    summary, header, row = outputs["checkpoint-stats"].splitlines()
+    assert summary == "1 completed, 0 failed, 0 in progress"
+    assert header.split() == [
+        "id",
+        "kind",
+        "status",
+        "duration",
+        "sync",
+        "async",
+        "align",
+        "persisted",
+        "full",
+        "in-flight",
+    ]
+    assert row.split()[:3] == ["1", "checkpoint", "completed"]
     printed, final = outputs["background-wait"].split("\n", 1)
     assert printed == "<Job 'live-sums' [finished]>"
     assert literal_eval(final) == {"figs": sum(range(0, 100, 2)), "pears": sum(range(1, 100, 2))}

@@ -973,3 +973,22 @@ async def test_checkpoints_go_on_after_a_source_has_read_all_its_input() -> None
         result = await job.wait()
     assert first.checkpoint_id == 1 and result.restarts == 1
     assert sorted(sink.results) == [("a", 1), ("a", 3), ("a", 6), ("b", 100), ("b", 300)]
+
+
+def test_the_stats_table_shows_the_last_checkpoints_with_units_and_failures() -> None:
+    history = [
+        lg.CheckpointStats(n, "completed", 0.5, persisted_bytes=3 << 20, full_bytes=3 << 20) for n in (1, 2)
+    ]
+    history.append(lg.CheckpointStats(3, "failed", 0.25, failure="it timed out after 0.25 s"))
+    history.append(
+        lg.CheckpointStats(4, "completed", 0.01, persisted_bytes=900, full_bytes=900, savepoint=True)
+    )
+    table = lg.CheckpointStatsSnapshot(3, 1, 0, history).table(last=3)
+    summary, header, *rows = table.splitlines()
+    assert summary == "3 completed, 1 failed, 0 in progress (the last 3 of 4 shown)"
+    assert header.split()[:3] == ["id", "kind", "status"]
+    assert [row.split()[0] for row in rows] == ["2", "3", "4"]
+    assert "3.0 MB" in rows[0] and "500.0 ms" in rows[0]
+    assert "failed: it timed out after 0.25 s" in rows[1]
+    assert rows[2].split()[1] == "savepoint" and "900 B" in rows[2]
+    assert str(lg.CheckpointStatsSnapshot(3, 1, 0, history)).count("\n") == 5

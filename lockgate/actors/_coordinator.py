@@ -89,6 +89,65 @@ class CheckpointStatsSnapshot:
     in_progress: int
     history: list[CheckpointStats]
 
+    def table(self, last: int | None = 20) -> str:
+        """The statistics as a text table, one row per checkpoint (the ``last`` ones; None: all),
+        for notebooks and logs. Durations in milliseconds, sizes in bytes with a unit."""
+        rows = self.history if last is None else self.history[-last:]
+        header = (
+            "id",
+            "kind",
+            "status",
+            "duration",
+            "sync",
+            "async",
+            "align",
+            "persisted",
+            "full",
+            "in-flight",
+        )
+        lines = [header] + [
+            (
+                str(stats.id),
+                ("savepoint" if stats.savepoint else "checkpoint")
+                + (" (unaligned)" if stats.unaligned else ""),
+                stats.status if stats.failure is None else f"{stats.status}: {stats.failure}"[:60],
+                _milliseconds(stats.duration),
+                _milliseconds(stats.sync_duration),
+                _milliseconds(stats.async_duration),
+                _milliseconds(stats.alignment_duration),
+                _size(stats.persisted_bytes),
+                _size(stats.full_bytes),
+                _size(stats.in_flight_bytes),
+            )
+            for stats in rows
+        ]
+        widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+        text = [
+            "  ".join(
+                cell.ljust(width) if column in (1, 2) else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+            for line in lines
+        ]
+        summary = f"{self.completed} completed, {self.failed} failed, {self.in_progress} in progress"
+        if len(rows) < len(self.history):
+            summary += f" (the last {len(rows)} of {len(self.history)} shown)"
+        return "\n".join([summary, *text])
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
 
 @dataclass(frozen=True)
 class SubtaskAcknowledgement:
