@@ -162,7 +162,7 @@ class JobExecution:
         restored = self._initial
         if self.coordinator is not None:
             loaded = await self.coordinator.load_latest()
-            restored = None if loaded is None else RestoredState.from_checkpoint(loaded)
+            restored = None if loaded is None else await RestoredState.load(loaded)
         self.restarts += 1
         where = (
             "the start" if restored is None else f"checkpoint {restored.checkpoint_id} ({restored.pointer})"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate._threads import run_sync
 from lockgate.graph import JobGraph
 from lockgate.snapshots import (
     METADATA_NAME,
@@ -54,6 +55,11 @@ class RestoredState:
     operator: dict[str, list[OperatorStateSnapshot]]
     uids: set[str]
     _split: dict[tuple[str, int], list[RestoredOperatorState]] = field(default_factory=dict)
+
+    @classmethod
+    async def load(cls, loaded: LoadedCheckpoint) -> RestoredState:
+        """:meth:`from_checkpoint` in a worker thread: unpickling a large state must not stall the loop."""
+        return await run_sync(cls.from_checkpoint, loaded)
 
     @classmethod
     def from_checkpoint(cls, loaded: LoadedCheckpoint) -> RestoredState:

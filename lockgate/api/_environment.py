@@ -262,7 +262,7 @@ class StreamEnvironment:
         restored = None
         if restore_from is not None:
             warn_about_generated_uids(graph)
-            restored = RestoredState.from_checkpoint(await load_from_pointer(os.fspath(restore_from)))
+            restored = await RestoredState.load(await load_from_pointer(os.fspath(restore_from)))
             restored.check_against(graph, allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)
 
