@@ -387,7 +387,7 @@ class SubtaskActor:
                 await operator.prepare_snapshot(checkpoint_id)
                 operator_state = operator.snapshot_operator_state()
                 keyed_backend = operator.ctx.keyed_backend
-                keyed = None if keyed_backend is None else keyed_backend.snapshot_sync()
+                keyed = None if keyed_backend is None else await keyed_backend.snapshot_capture()
             except Exception as exc:
                 for capture in captures:
                     if capture.keyed is not None:

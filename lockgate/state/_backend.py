@@ -168,6 +168,12 @@ class KeyedStateBackend(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot take snapshots")
 
+    async def snapshot_capture(self) -> SnapshotResources:
+        """:meth:`snapshot_sync` as the actor calls it: the actor waits (its records with it), other
+        actors may run meanwhile. Backends whose capture takes milliseconds of I/O run it in a worker
+        thread; the default calls :meth:`snapshot_sync` in place."""
+        return self.snapshot_sync()
+
     async def snapshot(self) -> KeyedStateSnapshot:
         """A whole snapshot: the synchronous part, then the rest in a worker thread."""
         resources = self.snapshot_sync()

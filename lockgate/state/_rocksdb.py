@@ -934,13 +934,27 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
         Reading and encoding the checkpoint happens in ``materialize``, in a worker thread.
         """
+        return self._finish_capture(self._create_checkpoint(self._start_capture()))
+
+    async def snapshot_capture(self) -> SnapshotResources:
+        # The flush and the hard links take milliseconds or more: in a worker thread, while the actor
+        # (the only user of this database) waits and the other actors go on.
+        path = self._start_capture()
+        return self._finish_capture(await run_sync(self._create_checkpoint, path))
+
+    def _start_capture(self) -> str:
         store = self._store
         if store.in_batch:
             store.commit()
         self._snapshots_taken += 1
-        path = f"{store.path}.snapshot-{self._snapshots_taken}"
-        Checkpoint(store.require_db()).create_checkpoint(path)
-        return _RocksDBSnapshotResources(self, dict(store.tables), path, self.clock())
+        return f"{store.path}.snapshot-{self._snapshots_taken}"
+
+    def _create_checkpoint(self, path: str) -> str:
+        Checkpoint(self._store.require_db()).create_checkpoint(path)
+        return path
+
+    def _finish_capture(self, path: str) -> SnapshotResources:
+        return _RocksDBSnapshotResources(self, dict(self._store.tables), path, self.clock())
 
     # ---- inspection and the end
 
