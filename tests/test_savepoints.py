@@ -283,3 +283,29 @@ async def test_state_declared_otherwise_than_it_was_saved_is_refused(tmp_path: P
     stream.process(TimedTally(), uid="tally").sink(lg.CollectSink(), uid="out")
     with pytest.raises(lg.JobFailedError, match=r"'count' was saved .* without a TTL.*with a TTL"):
         await env.execute("after", restore_from=savepoint)
+
+
+async def test_a_savepoint_holds_the_last_state_of_a_part_of_the_job_that_has_finished(
+    tmp_path: Path,
+) -> None:
+    """One pipeline of the job reads a finite input and finishes; the other is still running when the
+    job is stopped with a savepoint. Both resume from it (another parallelism, another backend)."""
+    finite, endless = [("f", n) for n in range(6)], [("e", n) for n in range(8)]
+    sinks = [lg.CollectSink[Any]() for _ in range(4)]
+    env = environment(2, 16, "heap")
+    source = PausingSource(endless, (4,))
+    tally(env.from_source(source, uid="endless"), sinks[0], 2)
+    done = env.from_collection(finite, uid="finite").key_by(lambda r: r[0])
+    done.process(Tally(), uid="finite-tally").sink(sinks[1], uid="finite-out")
+    with anyio.fail_after(GUARD):
+        job = await env.start("before")
+        await source.reached(4)
+        savepoint = await job.stop_with_savepoint(tmp_path.as_uri())
+
+    env = environment(3, 16, "rocksdb")
+    tally(env.from_collection(endless, uid="endless"), sinks[2], 3)
+    done = env.from_collection(finite, uid="finite").key_by(lambda r: r[0])
+    done.process(Tally(), uid="finite-tally").sink(sinks[3], uid="finite-out")
+    await env.execute("after", restore_from=savepoint)
+    assert Counter(sinks[0].results) + Counter(sinks[2].results) == expected(endless)
+    assert Counter(sinks[1].results) + Counter(sinks[3].results) == expected(finite)

@@ -443,7 +443,7 @@ class SubtaskActor:
             return
         captures = await self._capture(FINAL_SNAPSHOT)
         try:
-            blobs = await self._encode(captures, canonical=True)  # savepoints may hold it too
+            blobs = await self._encode(captures, canonical=False)  # a savepoint converts it
         finally:
             for capture in captures:
                 if capture.keyed is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import re
 import time
 import zlib
@@ -23,6 +24,7 @@ from anyio.abc import TaskGroup
 
 from lockgate._config import CheckpointConfig
 from lockgate._errors import CheckpointError, LockgateError
+from lockgate._threads import run_sync
 from lockgate.actors._restore import load_from_pointer, load_newest, storage_loader
 from lockgate.snapshots import (
     SAVEPOINT_PREFIX,
@@ -184,6 +186,18 @@ async def write_state_blobs(
             operator = await storage.write_state(location, name, operator_data)
         handles[uid] = SubtaskStateHandles(keyed, operator)
     return handles
+
+
+def canonical_blobs(blobs: StateBlobs) -> StateBlobs:
+    """``blobs`` with every keyed state in the savepoint form (see ``KeyedStateSnapshot.canonical``)."""
+    converted: StateBlobs = {}
+    for uid, (keyed, operator) in blobs.items():
+        if keyed is not None:
+            snapshot = pickle.loads(keyed)
+            if snapshot.tables:
+                keyed = pickle.dumps(snapshot.canonical(), protocol=5)
+        converted[uid] = (keyed, operator)
+    return converted
 
 
 class CheckpointParticipant(Protocol):
@@ -369,6 +383,8 @@ class CheckpointCoordinator:
 
     async def _acknowledge_finished(self, pending: _Pending, key: tuple[str, int], blobs: StateBlobs) -> None:
         try:
+            if pending.savepoint:
+                blobs = await run_sync(canonical_blobs, blobs)
             handles = await write_state_blobs(pending.storage, pending.location, key[1], blobs)
         except Exception as exc:
             await self.decline(pending.checkpoint_id, key, f"{type(exc).__name__}: {exc}")
