@@ -32,12 +32,13 @@ def _fmix32(h: int) -> int:
     return h
 
 
-def _uncached_key_hash(key: Any) -> int:
+def uncached_key_hash(key: Any) -> int:
+    """:func:`stable_key_hash` without its cache, for passes over every key of a state."""
     return _fmix32(zlib.crc32(canonical_key_bytes(key)))
 
 
 # Partitioning hashes every record's key, and keys repeat: a cache makes that a dict lookup.
-_cached_key_hash = lru_cache(maxsize=1 << 17)(_uncached_key_hash)
+_cached_key_hash = lru_cache(maxsize=1 << 17)(uncached_key_hash)
 
 
 def stable_key_hash(key: Any) -> int:
@@ -49,7 +50,7 @@ def stable_key_hash(key: Any) -> int:
     try:
         return _cached_key_hash(key)
     except TypeError:  # unhashable, so not cacheable: encode it, which names what is wrong
-        return _uncached_key_hash(key)
+        return uncached_key_hash(key)
 
 
 def key_group_for(key: Any, max_parallelism: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
 from lockgate.state._handles import MISSING, TtlValue
-from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
+from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
 
 #: (key, namespace, encoded value) of one stored entry.
@@ -87,10 +87,12 @@ class KeyedStateSnapshot:
         for name, spaces in self.tables.items():
             codec = StateCodec(_DefaultEncoding(self.states[name].kind), time.time)
             groups: dict[int, list[Entry]] = {}
+            encode, max_parallelism = codec.encode, self.max_parallelism
             for namespace, table in spaces.items():
                 for key, stored in table.items():
-                    key_group = stable_key_hash(key) % self.max_parallelism
-                    groups.setdefault(key_group, []).append((key, namespace, codec.encode(stored)))
+                    # Uncached: a whole table would only churn the hash cache the partitioners rely on.
+                    key_group = uncached_key_hash(key) % max_parallelism
+                    groups.setdefault(key_group, []).append((key, namespace, encode(stored)))
             grouped[name] = groups
         return grouped
 
