@@ -139,3 +139,15 @@ async def test_an_input_that_ends_without_the_barrier_counts_as_aligned() -> Non
     channels = [[[1], Barrier(1), [2], END_OF_INPUT], [[10], [11], END_OF_INPUT]]
     log = await run_actor(channels, lg.CheckpointingMode.EXACTLY_ONCE)
     assert log == [1, 10, 11, Barrier(1), 2, END_OF_INPUT]
+
+
+async def test_at_least_once_passes_on_the_barriers_of_concurrent_checkpoints_in_order() -> None:
+    # The first input delivers barrier 2 before the second delivers barrier 1: both checkpoints go on.
+    channels = [
+        [[1], Barrier(1), [2], Barrier(2), [3], END_OF_INPUT],
+        [[10], [11], [12], Barrier(1), Barrier(2), END_OF_INPUT],
+    ]
+    log = await run_actor(channels, lg.CheckpointingMode.AT_LEAST_ONCE)
+    assert [entry for entry in log if isinstance(entry, Barrier)] == [Barrier(1), Barrier(2)]
+    assert log.index(12) < log.index(Barrier(1)) < log.index(Barrier(2))
+    assert sorted(entry for entry in log if isinstance(entry, int)) == [1, 2, 3, 10, 11, 12]

@@ -137,6 +137,8 @@ class SubtaskActor:
         self._aligned: set[int] = set()
         self._alignment_started = 0.0
         self._ended: set[int] = set()
+        # At-least-once: the channels that delivered each checkpoint's barrier, and since when.
+        self._tracked: dict[int, tuple[set[int], float]] = {}
 
     def __repr__(self) -> str:
         state = "finished" if self.input_ended else "running"
@@ -238,6 +240,8 @@ class SubtaskActor:
                 open_inputs -= 1
                 if self._aligning is not None:
                     await self._check_aligned()
+                if self._tracked:
+                    await self._check_tracked()
             elif isinstance(message, Barrier):
                 await self._on_barrier(index, message.checkpoint_id)
             else:
@@ -269,6 +273,9 @@ class SubtaskActor:
     # ---- barriers
 
     async def _on_barrier(self, index: int, checkpoint_id: int) -> None:
+        if self.runtime.mode is not CheckpointingMode.EXACTLY_ONCE and not self._is_savepoint(checkpoint_id):
+            await self._track_barrier(index, checkpoint_id)
+            return
         if self._aligning is None or checkpoint_id > self._aligning:
             if self._aligning is not None:  # a newer barrier: the older checkpoint cannot complete
                 await self._decline(self._aligning, f"barrier {checkpoint_id} overtook it")
@@ -279,9 +286,31 @@ class SubtaskActor:
         elif checkpoint_id < self._aligning:
             return  # the barrier of a checkpoint already given up
         self._aligned.add(index)
-        if self.runtime.mode is CheckpointingMode.EXACTLY_ONCE or self._is_savepoint(checkpoint_id):
-            self.mailbox.pause(index)  # hold this input until every input delivered the barrier
+        self.mailbox.pause(index)  # hold this input until every input delivered the barrier
         await self._check_aligned()
+
+    async def _track_barrier(self, index: int, checkpoint_id: int) -> None:
+        """At-least-once: inputs are never held, so the barriers of several checkpoints may be on their
+        way at once; each is passed on once every input delivered it (or ended), in id order."""
+        if checkpoint_id <= self._last_checkpoint:
+            return  # a checkpoint this subtask has passed on, or given up for a newer one
+        seen, _ = self._tracked.setdefault(checkpoint_id, (set(), time.perf_counter()))
+        seen.add(index)
+        await self._check_tracked()
+
+    async def _check_tracked(self) -> None:
+        for passed in [cid for cid in self._tracked if cid <= self._last_checkpoint]:
+            del self._tracked[passed]  # a newer checkpoint (an aligned savepoint) got through first
+        everyone = len(self.mailbox.channels)
+        for checkpoint_id in sorted(self._tracked):
+            seen, started = self._tracked[checkpoint_id]
+            if len(seen | self._ended) < everyone:
+                continue
+            for older in [cid for cid in self._tracked if cid < checkpoint_id]:
+                del self._tracked[older]  # a newer checkpoint got through first: it subsumes them
+                await self._decline(older, f"checkpoint {checkpoint_id} got through this subtask first")
+            del self._tracked[checkpoint_id]
+            await self._checkpoint(checkpoint_id, time.perf_counter() - started)
 
     def _is_savepoint(self, checkpoint_id: int) -> bool:
         """Savepoints are aligned in every mode: a restored job must not see a record twice."""
