@@ -15,7 +15,6 @@ from lockgate.connectors._sink import SinkWriter
 from lockgate.connectors._transactional import TwoPhaseCommitSink
 from lockgate.functions import RuntimeContext
 from lockgate.snapshots import fsync_directory, parse_file_url
-from lockgate.snapshots._urls import url_scheme
 
 _IN_PROGRESS = ".inprogress"
 _PENDING = ".pending"
@@ -102,7 +101,7 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
         *,
         prefix: str = "part",
     ) -> None:
-        self.directory = _parse_directory(directory)
+        self.directory = parse_file_url(directory, "FileSink")
         if encoder is not None and not callable(encoder):
             raise ConfigurationError(
                 f"FileSink: the encoder must be callable (record -> str), got {encoder!r}"
@@ -170,30 +169,6 @@ class FileSink(TwoPhaseCommitSink[FileTransaction]):
     async def abort(self, transaction: FileTransaction) -> None:
         """Delete the transaction's hidden files, if there are any; a visible file is never touched."""
         await run_sync(_abort, transaction)
-
-
-def _parse_directory(directory: str | os.PathLike[str]) -> Path:
-    if isinstance(directory, os.PathLike):
-        directory = os.fspath(directory)
-    if not isinstance(directory, str) or not directory.strip():
-        raise ConfigurationError(
-            f"FileSink takes the path of a directory (or a file:/// URL), got {directory!r}"
-        )
-    if "\x00" in directory:
-        raise ConfigurationError(f"FileSink: a path cannot contain a NUL character: {directory!r}")
-    scheme = url_scheme(directory)
-    if scheme is None:
-        return Path(os.path.abspath(directory))
-    if scheme != "file":
-        raise ConfigurationError(
-            f"FileSink writes to a local directory, but {directory!r} is a {scheme}: URL; give a path "
-            "or a file:///absolute/path URL (a relative path with a ':' in its first part needs a "
-            "leading './')"
-        )
-    try:
-        return parse_file_url(directory)
-    except ConfigurationError as error:
-        raise ConfigurationError(f"FileSink: {error}") from None
 
 
 # ---- blocking helpers, run in worker threads

@@ -71,31 +71,31 @@ SAVEPOINT_PREFIX: Final = "savepoint-"
 _LOCAL_HOSTS: Final = ("", "localhost")
 
 
-def parse_file_url(url: str | os.PathLike[str]) -> Path:
+def parse_file_url(url: str | os.PathLike[str], who: str = "FileCheckpointStorage") -> Path:
     """The absolute, normalised directory a ``file:`` URL or a plain path names.
 
     Accepted: ``file:///abs/path``, ``file://localhost/abs/path``, ``file:/abs/path`` (percent-escapes
     are decoded), a plain absolute path, and a plain relative path, resolved against the current
     directory now (``~`` is not expanded). Refused with a :class:`ConfigurationError` saying why:
     another scheme, a host other than localhost, a relative path inside a ``file:`` URL, a query or
-    fragment, an empty path.
+    fragment, an empty path. ``who`` names the caller in the errors.
     """
     if isinstance(url, os.PathLike):
         url = os.fspath(url)
     if not isinstance(url, str):
         raise ConfigurationError(
-            "FileCheckpointStorage takes a file URL such as 'file:///data/checkpoints' or a path, "
+            f"{who} takes a file URL such as 'file:///data/checkpoints' or the path of a directory, "
             f"got {url!r}"
         )
     if not url.strip():
-        raise ConfigurationError("FileCheckpointStorage takes a file URL or a path, got an empty string")
+        raise ConfigurationError(f"{who} takes a file URL or the path of a directory, got an empty string")
     if "\x00" in url:
-        raise ConfigurationError(f"a checkpoint path cannot contain a NUL character: {url!r}")
+        raise ConfigurationError(f"{who}: a path cannot contain a NUL character: {url!r}")
     scheme = url_scheme(url)
     if scheme is None:
         return Path(os.path.abspath(url))
     if scheme != "file":
-        raise unsupported_scheme(url, scheme, ["file"], "FileCheckpointStorage")
+        raise unsupported_scheme(url, scheme, ["file"], who)
     parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise ConfigurationError(

@@ -23,7 +23,7 @@ def unsupported_scheme(url: str, scheme: str, supported: Iterable[str], who: str
     """The error for ``url``, whose ``scheme`` none of ``who``'s storages handles."""
     listed = ", ".join(f"{name}://" for name in sorted(supported))
     return ConfigurationError(
-        f"{who} cannot store checkpoints at {url!r}: the URL scheme {scheme!r} is not supported; "
+        f"{who} cannot use {url!r}: the URL scheme {scheme!r} is not supported; "
         f"supported schemes: {listed} (e.g. 'file:///data/checkpoints'), or give a plain path "
         "(a relative path with a ':' in its first part needs a leading './')"
     )
