@@ -309,3 +309,13 @@ async def test_a_savepoint_holds_the_last_state_of_a_part_of_the_job_that_has_fi
     await env.execute("after", restore_from=savepoint)
     assert Counter(sinks[0].results) + Counter(sinks[2].results) == expected(endless)
     assert Counter(sinks[1].results) + Counter(sinks[3].results) == expected(finite)
+
+
+async def test_plain_maps_and_filters_need_no_uid(tmp_path: Path) -> None:
+    # The suite turns warnings into errors: a GeneratedUidWarning here would fail the test.
+    items = [("a", n) for n in range(4)]
+    env = environment(1, 16, "heap")
+    source = PausingSource(items, (2,))
+    stream = env.from_source(source, uid="src").map(lambda r: r).filter(lambda r: True)
+    tally(stream, lg.CollectSink(), 1)
+    await stop_at(env, source, 2, tmp_path.as_uri())

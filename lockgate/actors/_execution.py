@@ -12,7 +12,15 @@ from lockgate._errors import CheckpointError, JobFailedError
 from lockgate.actors._coordinator import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.actors._restore import RestoredState
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
-from lockgate.graph import JobGraph, SourceTransformation
+from lockgate.graph import (
+    FilterSpec,
+    FlatMapSpec,
+    JobGraph,
+    MapSpec,
+    OperatorTransformation,
+    SourceTransformation,
+    Transformation,
+)
 from lockgate.mailbox import ChannelStatistics
 from lockgate.snapshots import CompletedCheckpoint
 
@@ -24,10 +32,13 @@ class GeneratedUidWarning(UserWarning):
 
 
 def warn_about_generated_uids(graph: JobGraph) -> None:
-    """Warn once per call if operators have generated uids: a changed graph gives them other uids,
-    and their state would then not be restored."""
+    """Warn once per call if operators that may keep state have generated uids: a changed graph gives
+    them other uids, and their state would then not be restored. Plain maps and filters keep none."""
     generated = [
-        node.uid for vertex in graph.vertices for node in vertex.operators if not node.uid_is_explicit
+        node.uid
+        for vertex in graph.vertices
+        for node in vertex.operators
+        if not node.uid_is_explicit and not _stateless(node)
     ]
     if generated:
         warnings.warn(
@@ -36,6 +47,12 @@ def warn_about_generated_uids(graph: JobGraph) -> None:
             GeneratedUidWarning,
             stacklevel=3,
         )
+
+
+def _stateless(node: Transformation) -> bool:
+    return isinstance(node, OperatorTransformation) and isinstance(
+        node.spec, MapSpec | FilterSpec | FlatMapSpec
+    )
 
 
 class JobExecution:
