@@ -278,7 +278,7 @@ class SubtaskActor:
             return
         if self._aligning is None or checkpoint_id > self._aligning:
             if self._aligning is not None:  # a newer barrier: the older checkpoint cannot complete
-                await self._decline(self._aligning, f"barrier {checkpoint_id} overtook it")
+                await self._decline(self._aligning, f"barrier {checkpoint_id} overtook it", counts=False)
                 self._release_inputs()
             self._aligning = checkpoint_id
             self._aligned = set()
@@ -308,7 +308,8 @@ class SubtaskActor:
                 continue
             for older in [cid for cid in self._tracked if cid < checkpoint_id]:
                 del self._tracked[older]  # a newer checkpoint got through first: it subsumes them
-                await self._decline(older, f"checkpoint {checkpoint_id} got through this subtask first")
+                reason = f"checkpoint {checkpoint_id} got through this subtask first"
+                await self._decline(older, reason, counts=False)
             del self._tracked[checkpoint_id]
             await self._checkpoint(checkpoint_id, time.perf_counter() - started)
 

@@ -568,8 +568,8 @@ class CheckpointCoordinator:
     ) -> None:
         """Subtask ``key`` cannot take part in the checkpoint: abort it.
 
-        A decline that does not ``count`` (the subtask's input has ended) is not a failure for
-        ``tolerable_failures``.
+        A decline that does not ``count`` (a newer checkpoint got through first: it subsumes this one)
+        is not a failure for ``tolerable_failures``.
         """
         if checkpoint_id in self._pending:
             message = f"subtask {key[1]} of {key[0]!r} declined it: {reason}"
