@@ -268,6 +268,14 @@ class _Pending:
     error: Exception | None = None
     completing: bool = False
 
+    async def outcome(self) -> CompletedCheckpoint:
+        """Wait for the checkpoint to end; what it completed as, or its failure raised."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
 
 class CheckpointCoordinator:
     """Triggers, collects and completes the checkpoints of one job.
@@ -450,11 +458,7 @@ class CheckpointCoordinator:
         """
         await self._attached.wait()
         pending = await self._start_checkpoint()
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        return await pending.outcome()
 
     async def _start_checkpoint(
         self, *, reserved: bool = False, savepoint: CheckpointStorage | None = None, stop: bool = False
@@ -529,11 +533,7 @@ class CheckpointCoordinator:
         if existing and self._next_id is not None:
             self._next_id = max(self._next_id, existing[-1].checkpoint_id + 1)
         pending = await self._start_checkpoint(savepoint=storage, stop=stop)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        return await pending.outcome()
 
     async def _watch_timeout(self, pending: _Pending) -> None:
         with anyio.move_on_after(self.config.timeout):

@@ -122,7 +122,7 @@ class TransactionalWriter(SinkWriter, Generic[TXN]):
         if self._open is not None:
             await self._sink.pre_commit(self._open)
             self._pending.append((checkpoint_id, self._open))
-            self._open = None
+            self._open = None  # pending now: should the next begin fail, close() must not abort it
             self._open = await self._sink.begin_transaction()
         entries: list[_Entry] = [("pending", cid, txn) for cid, txn in self._pending]
         if self._open is not None:
