@@ -20,6 +20,7 @@ from lockgate.actors._coordinator import (
     STOP,
     CheckpointComplete,
     CheckpointCoordinator,
+    SharedBlobWriter,
     StateBlobs,
     SubtaskAcknowledgement,
     TriggerCheckpoint,
@@ -29,7 +30,13 @@ from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.connectors import SourceReader
 from lockgate.mailbox import END_OF_INPUT, MAIL, Barrier, Mailbox
-from lockgate.state import KeyedStateBackend, OperatorStateSnapshot, SnapshotResources
+from lockgate.snapshots import SharedStateHandle
+from lockgate.state import (
+    IncrementalSnapshotResources,
+    KeyedStateBackend,
+    OperatorStateSnapshot,
+    SnapshotResources,
+)
 
 
 class OperatorFailure(Exception):
@@ -366,6 +373,8 @@ class SubtaskActor:
                 self.source.reader.release_before(letter.oldest_retained)
             except Exception as exc:
                 raise OperatorFailure(self.source.uid) from exc
+        for backend in self.keyed_backends:
+            backend.notify_checkpoint_complete(checkpoint_id)
         for operator in self.operators:
             try:
                 await operator.notify_checkpoint_complete(checkpoint_id)
@@ -417,7 +426,7 @@ class SubtaskActor:
                 await operator.prepare_snapshot(checkpoint_id)
                 operator_state = operator.snapshot_operator_state()
                 keyed_backend = operator.ctx.keyed_backend
-                keyed = None if keyed_backend is None else await keyed_backend.snapshot_capture()
+                keyed = None if keyed_backend is None else await keyed_backend.snapshot_capture(checkpoint_id)
             except Exception as exc:
                 for capture in captures:
                     if capture.keyed is not None:
@@ -434,36 +443,69 @@ class SubtaskActor:
         sync_duration: float,
         alignment: float,
     ) -> None:
-        """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint."""
+        """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint.
+
+        Keyed state that snapshots incrementally writes its new shared blobs first; if the checkpoint
+        fails or does not take the acknowledgement, they are deleted again."""
         started = time.perf_counter()
+        target = coordinator.target(checkpoint_id)
+        if target is None:
+            for capture in captures:
+                if capture.keyed is not None:
+                    capture.keyed.release()
+            return  # aborted: nothing to write
+        writer = None if target.canonical else SharedBlobWriter(target.storage, self.subtask_index)
         try:
-            target = coordinator.target(checkpoint_id)
-            if target is None:
-                return  # aborted: nothing to write
-            blobs = await self._encode(captures, target.canonical)
-            target = coordinator.target(checkpoint_id)
-            if target is None:
+            blobs, shared = await self._encode(captures, target.canonical, writer)
+            if coordinator.target(checkpoint_id) is None:
+                await self._discard(writer)
                 return
-            states = await write_state_blobs(target.storage, target.location, self.subtask_index, blobs)
+            states = await write_state_blobs(
+                target.storage, target.location, self.subtask_index, blobs, shared
+            )
         except Exception as exc:
+            await self._discard(writer)
             await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}")
             return
         finally:
             for capture in captures:
                 if capture.keyed is not None:
                     capture.keyed.release()
-        ack = SubtaskAcknowledgement(states, sync_duration, time.perf_counter() - started, alignment)
-        await coordinator.acknowledge(checkpoint_id, self.key, ack)
+        uploaded = frozenset(handle.name for handle in writer.uploaded) if writer is not None else frozenset()
+        ack = SubtaskAcknowledgement(
+            states, sync_duration, time.perf_counter() - started, alignment, uploaded
+        )
+        if not await coordinator.acknowledge(checkpoint_id, self.key, ack):
+            await self._discard(writer)
 
     @staticmethod
-    async def _encode(captures: list[_Capture], canonical: bool) -> StateBlobs:
+    async def _discard(writer: SharedBlobWriter | None) -> None:
+        if writer is not None:
+            with anyio.CancelScope(shield=True):
+                await writer.discard()
+
+    @staticmethod
+    async def _encode(
+        captures: list[_Capture], canonical: bool, writer: SharedBlobWriter | None
+    ) -> tuple[StateBlobs, dict[str, tuple[SharedStateHandle, ...]]]:
+        """The captured state as blobs; ``canonical``: every keyed state whole, entry by entry (the
+        savepoint form). With a ``writer``, keyed state that snapshots incrementally writes its
+        shared blobs through it and is represented by its manifest."""
         blobs: StateBlobs = {}
+        shared: dict[str, tuple[SharedStateHandle, ...]] = {}
         for capture in captures:
-            keyed = None if capture.keyed is None else await run_sync(_materialize, capture.keyed, canonical)
+            resources = capture.keyed
+            keyed = None
+            if isinstance(resources, IncrementalSnapshotResources) and writer is not None:
+                written = await resources.write_incremental(writer.for_operator(capture.uid))
+                keyed = pickle.dumps(written.manifest, protocol=5)
+                shared[capture.uid] = written.shared
+            elif resources is not None:
+                keyed = await run_sync(_materialize, resources, canonical)
             state = capture.operator_state
             operator = pickle.dumps(state, protocol=5) if state is not None and state.states else None
             blobs[capture.uid] = (keyed, operator)
-        return blobs
+        return blobs, shared
 
     async def _hand_over_last_state(self) -> None:
         """The input has ended: give the coordinator this subtask's last state, which every later
@@ -473,7 +515,8 @@ class SubtaskActor:
             return
         captures = await self._capture(FINAL_SNAPSHOT)
         try:
-            blobs = await self._encode(captures, canonical=False)  # a savepoint converts it
+            # Whole, as no shared blob may outlive the checkpoints holding it; a savepoint converts it.
+            blobs, _ = await self._encode(captures, canonical=False, writer=None)
         finally:
             for capture in captures:
                 if capture.keyed is not None:

@@ -5,6 +5,8 @@ acknowledgement with state handles from every subtask, and completes the checkpo
 have acknowledged: it writes the metadata (which makes the checkpoint complete), deletes checkpoints
 beyond the retained number, and tells every subtask, so transactional sinks commit. A checkpoint
 that a subtask declines or that times out is aborted: its files are removed and the job goes on.
+Shared blobs (incremental checkpoints) are counted in a :class:`SharedStateRegistry` and deleted
+once no retained checkpoint references them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import math
 import pickle
 import re
 import time
+import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -27,6 +30,7 @@ from lockgate._errors import CheckpointError, LockgateError
 from lockgate._threads import run_sync
 from lockgate.actors._restore import load_from_pointer, load_newest, storage_loader
 from lockgate.snapshots import (
+    METADATA_NAME,
     SAVEPOINT_PREFIX,
     CheckpointLocation,
     CheckpointMetadata,
@@ -35,6 +39,8 @@ from lockgate.snapshots import (
     FileCheckpointStorage,
     LoadedCheckpoint,
     OperatorCheckpointState,
+    SharedStateHandle,
+    SharedStateRegistry,
     SubtaskStateHandles,
 )
 
@@ -153,12 +159,30 @@ def _size(count: int) -> str:
 
 @dataclass(frozen=True)
 class SubtaskAcknowledgement:
-    """What a subtask reports for a checkpoint: its state handles by operator uid, and its costs."""
+    """What a subtask reports for a checkpoint: its state handles by operator uid, its costs, and the
+    shared blobs it wrote for this checkpoint (the others its handles name, it reuses)."""
 
     states: dict[str, SubtaskStateHandles]
     sync_duration: float
     async_duration: float
     alignment_duration: float
+    uploaded: frozenset[str] = frozenset()
+
+    @property
+    def persisted_bytes(self) -> int:
+        """The bytes written for this checkpoint: own blobs, and the shared blobs uploaded for it."""
+        total = 0
+        for handles in self.states.values():
+            total += sum(h.size for h in (handles.keyed, handles.operator) if h is not None)
+            total += sum(h.size for h in handles.shared if h.name in self.uploaded)
+        return total
+
+    def reused(self) -> set[str]:
+        """The shared blobs of earlier checkpoints that this acknowledgement references."""
+        return {h.name for handles in self.states.values() for h in handles.shared} - self.uploaded
+
+    def shared_names(self) -> set[str]:
+        return {h.name for handles in self.states.values() for h in handles.shared}
 
 
 #: A subtask's state as bytes, by operator uid: (keyed state blob, operator state blob), None if none.
@@ -173,9 +197,14 @@ def blob_name(uid: str, subtask_index: int, kind: str) -> str:
 
 
 async def write_state_blobs(
-    storage: CheckpointStorage, location: CheckpointLocation, subtask_index: int, blobs: StateBlobs
+    storage: CheckpointStorage,
+    location: CheckpointLocation,
+    subtask_index: int,
+    blobs: StateBlobs,
+    shared: dict[str, tuple[SharedStateHandle, ...]] | None = None,
 ) -> dict[str, SubtaskStateHandles]:
-    """Write one subtask's state blobs into a checkpoint; their handles by operator uid."""
+    """Write one subtask's state blobs into a checkpoint; their handles by operator uid, with the
+    shared blobs each operator's keyed state references (``shared``, incremental checkpoints)."""
     handles: dict[str, SubtaskStateHandles] = {}
     for uid, (keyed_data, operator_data) in blobs.items():
         keyed = operator = None
@@ -184,8 +213,45 @@ async def write_state_blobs(
         if operator_data is not None:
             name = blob_name(uid, subtask_index, "operator")
             operator = await storage.write_state(location, name, operator_data)
-        handles[uid] = SubtaskStateHandles(keyed, operator)
+        handles[uid] = SubtaskStateHandles(keyed, operator, (shared or {}).get(uid, ()))
     return handles
+
+
+class SharedBlobWriter:
+    """Writes the shared blobs of one subtask's operators for one checkpoint, each under a name of
+    its own (readable, with a random part: no two checkpoints or processes ever write the same name),
+    and remembers them: should the checkpoint not take them, the subtask deletes them again."""
+
+    def __init__(self, storage: CheckpointStorage, subtask_index: int) -> None:
+        self.storage = storage
+        self.subtask_index = subtask_index
+        self.uploaded: list[SharedStateHandle] = []
+
+    def for_operator(self, uid: str) -> _OperatorBlobWriter:
+        """The writer an operator's keyed state backend uses."""
+        return _OperatorBlobWriter(self, uid)
+
+    async def discard(self) -> None:
+        """Delete what was uploaded (the checkpoint failed, or did not take it)."""
+        if self.uploaded:
+            names, self.uploaded = [handle.name for handle in self.uploaded], []
+            try:
+                await self.storage.discard_shared(names)
+            except CheckpointError as exc:
+                logger.warning("could not delete the shared state of a failed checkpoint: %s", exc)
+
+
+@dataclass(frozen=True)
+class _OperatorBlobWriter:
+    owner: SharedBlobWriter
+    uid: str
+
+    async def write(self, kind: str, data: bytes) -> SharedStateHandle:
+        owner = self.owner
+        name = f"{blob_name(self.uid, owner.subtask_index, kind)}-{uuid.uuid4().hex}"
+        handle = await owner.storage.write_shared(name, data)
+        owner.uploaded.append(handle)
+        return handle
 
 
 def canonical_blobs(blobs: StateBlobs) -> StateBlobs:
@@ -319,6 +385,8 @@ class CheckpointCoordinator:
         self._finished: dict[tuple[str, int], StateBlobs] = {}
         self._starting = 0
         self._wake = anyio.Event()
+        self._shared = SharedStateRegistry()
+        self._shared_rebuilt = False
 
     def __repr__(self) -> str:
         return (
@@ -344,6 +412,9 @@ class CheckpointCoordinator:
         existing = await self.storage.completed_checkpoints()
         after = max([c.checkpoint_id for c in existing], default=0) + 1
         self._next_id = max(self._next_id or 1, after)
+        if not self._shared_rebuilt:
+            self._shared_rebuilt = True
+            await self._rebuild_shared(existing)
         self._participants = list(participants)
         self._group = group
         self._attached.set()
@@ -352,6 +423,37 @@ class CheckpointCoordinator:
         self._finished = {}
         if self.config.interval is not None:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
+
+    async def _rebuild_shared(self, existing: list[CompletedCheckpoint]) -> None:
+        """Count the shared blobs that the checkpoints already in the storage reference (this job
+        never deletes those), and delete shared blobs no complete checkpoint references: what a
+        process that ended in the middle of a checkpoint, or of a deletion, left behind."""
+        for checkpoint in existing:
+            where = f"{checkpoint.pointer}/{METADATA_NAME}"
+            try:
+                data = await self.storage.read_metadata(checkpoint.checkpoint_id)
+                metadata = CheckpointMetadata.from_bytes(data, where)
+            except CheckpointError as exc:
+                # Its references are unknown: delete nothing, rather than something it needs.
+                logger.warning(
+                    "job %r: cannot read %s (%s); leftover shared state is kept", self.job_name, where, exc
+                )
+                return
+            self._shared.pin(metadata.shared_names())
+        leftovers = await self.storage.shared_names() - self._shared.referenced()
+        if leftovers:
+            logger.info(
+                "job %r: deleting %d shared state file(s) that no complete checkpoint references",
+                self.job_name,
+                len(leftovers),
+            )
+            await self._discard_shared(leftovers)
+
+    async def _discard_shared(self, names: Iterable[str]) -> None:
+        try:
+            await self.storage.discard_shared(names)
+        except CheckpointError as exc:
+            logger.warning("job %r: could not delete shared state: %s", self.job_name, exc)
 
     async def detach(self, reason: str, *, quietly: bool = False) -> None:
         """The attempt has ended: abort every checkpoint in progress (``quietly``: logged at info level,
@@ -553,15 +655,27 @@ class CheckpointCoordinator:
 
     async def acknowledge(
         self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
-    ) -> None:
-        """Subtask ``key`` has persisted its state for the checkpoint; the last one completes it."""
+    ) -> bool:
+        """Subtask ``key`` has persisted its state for the checkpoint; the last one completes it.
+
+        Returns whether the acknowledgement counts. If not (the checkpoint was aborted meanwhile, or a
+        shared blob it reuses is no longer referenced by any checkpoint, so may be gone), the subtask
+        deletes the shared blobs it uploaded; its other files go with the checkpoint's location.
+        """
         pending = self._pending.get(checkpoint_id)
         if pending is None or key not in pending.waiting:
-            return  # aborted meanwhile: its files are gone with the checkpoint's location
+            return False
+        gone = sorted(name for name in ack.reused() if not self._shared.is_live(name))
+        if gone:
+            reason = f"it reuses shared state no retained checkpoint holds any more ({', '.join(gone[:3])})"
+            await self.decline(checkpoint_id, key, reason, counts=False)
+            return False
+        self._shared.register(checkpoint_id, ack.shared_names())
         pending.waiting.discard(key)
         pending.acks[key] = ack
         if not pending.waiting:
             await self._complete(pending)
+        return True
 
     async def decline(
         self, checkpoint_id: int, key: tuple[str, int], reason: str, *, counts: bool = True
@@ -619,6 +733,8 @@ class CheckpointCoordinator:
                 await self.storage.discard_checkpoint(oldest.checkpoint_id)
             except CheckpointError as exc:
                 logger.warning("job %r: could not delete an old checkpoint: %s", self.job_name, exc)
+            # Its shared blobs go once it is no longer complete, if no other checkpoint holds them.
+            await self._discard_shared(self._shared.release(oldest.checkpoint_id))
         letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
         for participant in self._participants:
             participant.post(letter)
@@ -639,8 +755,8 @@ class CheckpointCoordinator:
             sync_duration=max((a.sync_duration for a in acks), default=0.0),
             async_duration=max((a.async_duration for a in acks), default=0.0),
             alignment_duration=max((a.alignment_duration for a in acks), default=0.0),
-            persisted_bytes=metadata.persisted_bytes,
-            full_bytes=metadata.persisted_bytes,
+            persisted_bytes=sum(a.persisted_bytes for a in acks),
+            full_bytes=metadata.full_bytes,
             savepoint=pending.savepoint,
         )
 
@@ -681,6 +797,7 @@ class CheckpointCoordinator:
                     participant.post(RESUME)
         try:
             await pending.storage.discard_checkpoint(checkpoint_id)
+            await self._discard_shared(self._shared.release(checkpoint_id))
         except CheckpointError as exc:
             logger.warning(
                 "job %r: could not delete failed checkpoint %d: %s", self.job_name, checkpoint_id, exc

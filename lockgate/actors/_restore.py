@@ -21,7 +21,9 @@ from lockgate.snapshots import (
     parse_file_url,
     unpickle_state,
 )
+from lockgate.snapshots._metadata import Blob
 from lockgate.state import (
+    KeyedStateManifest,
     KeyedStateSnapshot,
     OperatorStateSnapshot,
     RestoredOperatorState,
@@ -69,7 +71,7 @@ class RestoredState:
             CorruptCheckpointError: A blob does not hold the state it should; the error names it.
         """
         keyed = {
-            uid: [unpickle_state(blob, KeyedStateSnapshot) for blob in blobs if blob is not None]
+            uid: [_keyed_snapshot(blob, loaded) for blob in blobs if blob is not None]
             for uid, blobs in loaded.keyed.items()
         }
         operator = {
@@ -117,6 +119,16 @@ class RestoredState:
         if split is None:
             split = self._split[(uid, parallelism)] = redistribute(snapshots, parallelism)
         return split[subtask_index]
+
+
+def _keyed_snapshot(blob: Blob, loaded: LoadedCheckpoint) -> KeyedStateSnapshot:
+    """A subtask's keyed state: held whole, or rebuilt from the shared blobs its manifest names."""
+    state = unpickle_state(blob, object)
+    if isinstance(state, KeyedStateSnapshot):
+        return state
+    if isinstance(state, KeyedStateManifest):
+        return state.resolve(loaded.shared)
+    raise CorruptCheckpointError(blob[1], f"it holds {type(state).__name__}, not keyed state")
 
 
 class _OneDirectory(FileCheckpointStorage):

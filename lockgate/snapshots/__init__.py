@@ -7,6 +7,7 @@ This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
 
 from lockgate.snapshots._file import CHECKPOINT_PREFIX as CHECKPOINT_PREFIX
 from lockgate.snapshots._file import SAVEPOINT_PREFIX as SAVEPOINT_PREFIX
+from lockgate.snapshots._file import SHARED_DIRECTORY as SHARED_DIRECTORY
 from lockgate.snapshots._file import FileCheckpointStorage as FileCheckpointStorage
 from lockgate.snapshots._file import fsync_directory as fsync_directory
 from lockgate.snapshots._file import parse_file_url as parse_file_url
@@ -22,9 +23,11 @@ from lockgate.snapshots._registry import StorageFactory as StorageFactory
 from lockgate.snapshots._registry import register_checkpoint_storage as register_checkpoint_storage
 from lockgate.snapshots._registry import storage_for as storage_for
 from lockgate.snapshots._registry import supported_schemes as supported_schemes
+from lockgate.snapshots._shared import SharedStateRegistry as SharedStateRegistry
 from lockgate.snapshots._storage import METADATA_NAME as METADATA_NAME
 from lockgate.snapshots._storage import CheckpointLocation as CheckpointLocation
 from lockgate.snapshots._storage import CheckpointStorage as CheckpointStorage
 from lockgate.snapshots._storage import CompletedCheckpoint as CompletedCheckpoint
+from lockgate.snapshots._storage import SharedStateHandle as SharedStateHandle
 from lockgate.snapshots._storage import StateData as StateData
 from lockgate.snapshots._storage import StreamStateHandle as StreamStateHandle

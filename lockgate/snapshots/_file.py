@@ -6,6 +6,8 @@ Layout under the storage's directory::
     <dir>/chk-<id>/<name>              one file per state blob, named as the blob
     <dir>/chk-<id>/_metadata           written last: the checkpoint is complete exactly when it exists
     <dir>/chk-<id>/._metadata.<x>.tmp  the metadata being written; never taken for ``_metadata``
+    <dir>/shared/<name>                blobs that several checkpoints reference (incremental checkpoints);
+                                       the coordinator deletes each once no retained checkpoint does
 
 Every file is framed (see :mod:`lockgate.snapshots._format`): a 20-byte header, then the payload::
 
@@ -31,7 +33,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Final, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -54,6 +56,7 @@ from lockgate.snapshots._storage import (
     CheckpointLocation,
     CheckpointStorage,
     CompletedCheckpoint,
+    SharedStateHandle,
     StateData,
     StreamStateHandle,
     check_checkpoint_id,
@@ -64,6 +67,9 @@ from lockgate.snapshots._storage import (
 from lockgate.snapshots._urls import unsupported_scheme, url_scheme
 
 T = TypeVar("T")
+
+#: The directory of the blobs that several checkpoints share.
+SHARED_DIRECTORY: Final = "shared"
 
 #: The directory name prefix of checkpoints, and of savepoints (which a savepoint storage writes).
 CHECKPOINT_PREFIX: Final = "chk-"
@@ -327,6 +333,64 @@ class FileCheckpointStorage(CheckpointStorage):
             fsync_directory(self.directory)
         except OSError as error:
             raise CheckpointError(f"cannot discard the checkpoint directory {directory}: {error}") from error
+
+    # ---- the shared area
+
+    @property
+    def shared_directory(self) -> Path:
+        """Where the blobs that several checkpoints reference are."""
+        return self.directory / SHARED_DIRECTORY
+
+    async def write_shared(self, name: str, data: StateData) -> SharedStateHandle:
+        check_state_name(name)
+        check_state_data(data)
+        path = self.shared_directory / name
+        await _in_thread(self._create_shared_directory)
+        if isinstance(data, AsyncIterable):
+            size, checksum = await self._write_stream(path, 0, data)
+        else:
+            payload = byte_view(data)
+            checksum = await _in_thread(self._write_whole, path, 0, payload)
+            size = payload.nbytes
+        return SharedStateHandle(name, str(path), size, checksum)
+
+    def _create_shared_directory(self) -> None:
+        directory = self.shared_directory
+        if directory.is_dir():
+            return
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fsync_directory(self.directory)
+        except OSError as error:
+            raise CheckpointError(f"cannot create the shared state directory {directory}: {error}") from error
+
+    async def read_shared(self, handle: SharedStateHandle) -> bytes:
+        check_state_name(handle.name)  # a handle read from a tampered metadata must not leave the directory
+        path = self.shared_directory / handle.name
+        return await _in_thread(_read_framed, path, handle.size, handle.checksum)
+
+    async def discard_shared(self, names: Iterable[str]) -> None:
+        paths = [self.shared_directory / check_state_name(name) for name in names]
+        if paths:
+            await _in_thread(self._discard_shared, paths)
+
+    def _discard_shared(self, paths: list[Path]) -> None:
+        try:
+            for path in paths:
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            raise CheckpointError(f"cannot delete shared state file {path}: {error}") from error
+
+    async def shared_names(self) -> set[str]:
+        return await _in_thread(self._shared_names)
+
+    def _shared_names(self) -> set[str]:
+        try:
+            return {entry.name for entry in os.scandir(self.shared_directory) if entry.is_file()}
+        except FileNotFoundError:
+            return set()
+        except OSError as error:
+            raise CheckpointError(f"cannot list {self.shared_directory}: {error}") from error
 
 
 # ---- blocking helpers, run in worker threads

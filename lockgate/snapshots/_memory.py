@@ -10,7 +10,7 @@ Blobs are stored framed with a checksum (see :mod:`lockgate.snapshots._format`),
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -21,6 +21,7 @@ from lockgate.snapshots._storage import (
     CheckpointLocation,
     CheckpointStorage,
     CompletedCheckpoint,
+    SharedStateHandle,
     StateData,
     StreamStateHandle,
     check_checkpoint_id,
@@ -47,7 +48,8 @@ class MemoryCheckpointStorage(CheckpointStorage):
         max_state_size: The largest state blob in bytes (default 5 MiB). A larger one fails its
             checkpoint with a :class:`CheckpointError` naming it; metadata is not limited.
 
-    Blobs are referenced as ``memory:<storage>/chk-<id>/<name>``.
+    Blobs are referenced as ``memory:<storage>/chk-<id>/<name>``, shared ones as
+    ``memory:<storage>/shared/<name>``.
     """
 
     def __init__(self, max_state_size: int = DEFAULT_MAX_STATE_SIZE) -> None:
@@ -58,6 +60,7 @@ class MemoryCheckpointStorage(CheckpointStorage):
         self.max_state_size = max_state_size
         self._prefix = f"memory:{next(_instances)}"
         self._checkpoints: dict[int, _Checkpoint] = {}
+        self._shared: dict[str, bytes] = {}  # name -> framed bytes
 
     def __repr__(self) -> str:
         return f"MemoryCheckpointStorage(max_state_size={self.max_state_size})"
@@ -170,3 +173,35 @@ class MemoryCheckpointStorage(CheckpointStorage):
     async def discard_checkpoint(self, checkpoint_id: int) -> None:
         check_checkpoint_id(checkpoint_id)
         self._checkpoints.pop(checkpoint_id, None)
+
+    # ---- the shared area
+
+    async def write_shared(self, name: str, data: StateData) -> SharedStateHandle:
+        check_state_name(name)
+        check_state_data(data)
+        if name in self._shared:
+            raise CheckpointError(f"the shared area of {self!r} already has a blob named {name!r}")
+        if isinstance(data, AsyncIterable):
+            framed, size, checksum = await self._collect(0, name, data)
+        else:
+            payload = byte_view(data)
+            size = payload.nbytes
+            self._check_size(0, name, size)
+            framed, checksum = frame(payload)
+        self._shared[name] = framed
+        return SharedStateHandle(name, f"{self._prefix}/shared/{name}", size, checksum)
+
+    async def read_shared(self, handle: SharedStateHandle) -> bytes:
+        check_state_name(handle.name)
+        pointer = f"{self._prefix}/shared/{handle.name}"
+        framed = self._shared.get(handle.name)
+        if framed is None:
+            raise CorruptCheckpointError(pointer, "missing: no such shared blob in this storage")
+        return unframe(framed, pointer, expected_size=handle.size, expected_checksum=handle.checksum)
+
+    async def discard_shared(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._shared.pop(name, None)
+
+    async def shared_names(self) -> set[str]:
+        return set(self._shared)

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from lockgate._errors import CheckpointError, CorruptCheckpointError
-from lockgate.snapshots._storage import METADATA_NAME, CheckpointStorage, StreamStateHandle
+from lockgate.snapshots._storage import (
+    METADATA_NAME,
+    CheckpointStorage,
+    SharedStateHandle,
+    StreamStateHandle,
+)
 
 T = TypeVar("T")
 
@@ -22,15 +27,18 @@ METADATA_VERSION: Final = 1
 
 @dataclass(frozen=True)
 class SubtaskStateHandles:
-    """The state blobs one operator subtask wrote for a checkpoint: keyed and operator state."""
+    """The state blobs one operator subtask wrote for a checkpoint: keyed and operator state, and the
+    shared blobs its keyed state references (an incremental checkpoint; see ``SharedStateHandle``)."""
 
     keyed: StreamStateHandle | None = None
     operator: StreamStateHandle | None = None
+    shared: tuple[SharedStateHandle, ...] = ()
 
     @property
     def size(self) -> int:
-        """Bytes persisted for this subtask."""
-        return sum(handle.size for handle in (self.keyed, self.operator) if handle is not None)
+        """Bytes of this subtask's state, shared blobs included (what a restore reads)."""
+        own = sum(handle.size for handle in (self.keyed, self.operator) if handle is not None)
+        return own + sum(handle.size for handle in self.shared)
 
 
 @dataclass(frozen=True)
@@ -88,20 +96,31 @@ class CheckpointMetadata:
         return metadata
 
     @property
-    def persisted_bytes(self) -> int:
-        """The bytes of every state blob of the checkpoint."""
+    def full_bytes(self) -> int:
+        """The bytes of every state blob the checkpoint consists of, shared ones included."""
         return sum(s.size for op in self.operators.values() for s in op.subtasks.values())
+
+    def shared_names(self) -> set[str]:
+        """The names of the shared blobs the checkpoint references."""
+        return {
+            handle.name
+            for state in self.operators.values()
+            for handles in state.subtasks.values()
+            for handle in handles.shared
+        }
 
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     """A checkpoint read back whole: its metadata and, per operator uid, each subtask's keyed and
-    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none)."""
+    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none), and the shared
+    blobs the keyed state references, by name."""
 
     metadata: CheckpointMetadata
     pointer: str
     keyed: dict[str, list[Blob | None]]
     operator: dict[str, list[Blob | None]]
+    shared: dict[str, Blob] = field(default_factory=dict)
 
 
 #: A state blob's bytes and where they were read from.
@@ -125,6 +144,7 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
     metadata = CheckpointMetadata.from_bytes(data, where)
     keyed: dict[str, list[Blob | None]] = {}
     operator: dict[str, list[Blob | None]] = {}
+    shared: dict[str, Blob] = {}
     for uid, state in metadata.operators.items():
         keyed[uid] = [None] * state.parallelism
         operator[uid] = [None] * state.parallelism
@@ -138,7 +158,10 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
                 keyed[uid][index] = (await storage.read_state(handles.keyed), handles.keyed.pointer)
             if handles.operator is not None:
                 operator[uid][index] = (await storage.read_state(handles.operator), handles.operator.pointer)
-    return LoadedCheckpoint(metadata, pointer, keyed, operator)
+            for handle in handles.shared:
+                if handle.name not in shared:
+                    shared[handle.name] = (await storage.read_shared(handle), handle.pointer)
+    return LoadedCheckpoint(metadata, pointer, keyed, operator, shared)
 
 
 def unpickle_state(blob: Blob, expected: type[T]) -> T:

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from lockgate._errors import CheckpointError
+from lockgate._errors import CheckpointError, CorruptCheckpointError
 
 #: What :meth:`CheckpointStorage.write_state` takes: the blob's bytes, or an async iterable of chunks.
 StateData = bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -72,6 +72,27 @@ class StreamStateHandle:
     """
 
     checkpoint_id: int
+    name: str
+    pointer: str
+    size: int
+    checksum: int
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStateHandle:
+    """A pointer to one blob in a storage's shared area: state that several checkpoints reference
+    (the SST files of incremental RocksDB checkpoints, the links of an incremental heap chain).
+
+    A shared blob belongs to no one checkpoint. The checkpoint coordinator counts the retained
+    checkpoints that reference it and deletes it once none does (see ``SharedStateRegistry``).
+
+    Attributes:
+        name: The blob's name in the shared area (unique: writers put a random part in it).
+        pointer: The blob's file path, or its ``memory:`` reference.
+        size: The payload size in bytes.
+        checksum: The CRC-32 of the payload; a read checks the stored blob against it.
+    """
+
     name: str
     pointer: str
     size: int
@@ -167,8 +188,39 @@ class CheckpointStorage(ABC):
     async def discard_checkpoint(self, checkpoint_id: int) -> None:
         """Delete a checkpoint, complete or not, with all its blobs; a missing one is no error.
 
-        The checkpoint stops being complete before any of its blobs is deleted.
+        The checkpoint stops being complete before any of its blobs is deleted. Shared blobs it
+        references are not touched: the coordinator deletes those (:meth:`discard_shared`).
         """
+
+    # ---- the shared area: blobs that several checkpoints reference (incremental checkpoints)
+
+    async def write_shared(self, name: str, data: StateData) -> SharedStateHandle:
+        """Persist a blob in the shared area and return its handle.
+
+        Raises:
+            CheckpointError: The name is taken or invalid, or writing failed; or the storage has no
+                shared area (the default), so it cannot take incremental checkpoints.
+        """
+        raise CheckpointError(
+            f"{self!r} keeps no shared state, so it cannot take incremental checkpoints; use "
+            "MemoryCheckpointStorage or FileCheckpointStorage, or turn incremental checkpoints off "
+            "(RocksDBStateBackend(incremental=False), HeapStateBackend(incremental=False))"
+        )
+
+    async def read_shared(self, handle: SharedStateHandle) -> bytes:
+        """The payload of a shared blob, once its checksum and size are verified.
+
+        Raises:
+            CorruptCheckpointError: The blob is missing or damaged; the error names it.
+        """
+        raise CorruptCheckpointError(handle.pointer, f"{self!r} keeps no shared state")
+
+    async def discard_shared(self, names: Iterable[str]) -> None:  # noqa: B027 - nothing to delete
+        """Delete shared blobs; missing ones are no error."""
+
+    async def shared_names(self) -> set[str]:
+        """The names of every blob in the shared area."""
+        return set()
 
 
 def check_checkpoint_id(checkpoint_id: object) -> int:

@@ -66,7 +66,11 @@ from lockgate.state._serializers import DEFAULT_SERIALIZER as DEFAULT_SERIALIZER
 from lockgate.state._serializers import PickleSerializer as PickleSerializer
 from lockgate.state._serializers import Serializer as Serializer
 from lockgate.state._serializers import SerializerSnapshot as SerializerSnapshot
+from lockgate.state._snapshot import IncrementalKeyedState as IncrementalKeyedState
+from lockgate.state._snapshot import IncrementalSnapshotResources as IncrementalSnapshotResources
+from lockgate.state._snapshot import KeyedStateManifest as KeyedStateManifest
 from lockgate.state._snapshot import KeyedStateSnapshot as KeyedStateSnapshot
+from lockgate.state._snapshot import SharedStateWriter as SharedStateWriter
 from lockgate.state._snapshot import SnapshotResources as SnapshotResources
 from lockgate.state._snapshot import StateCodec as StateCodec
 from lockgate.state._snapshot import StateMetaInfo as StateMetaInfo

@@ -161,18 +161,26 @@ class KeyedStateBackend(ABC):
             snapshot.tables,
         )
 
-    def snapshot_sync(self) -> SnapshotResources:
+    def snapshot_sync(self, checkpoint_id: int = 0) -> SnapshotResources:
         """The synchronous part of a snapshot: capture a consistent view in O(1) or O(changed).
 
         Runs inside the actor, between two records. The view must not change afterwards.
+        ``checkpoint_id`` names the checkpoint the snapshot is for (0: none), so an incremental
+        backend can tell, once :meth:`notify_checkpoint_complete` names it, what later snapshots
+        may build on. Backends that snapshot incrementally return
+        :class:`~lockgate.state.IncrementalSnapshotResources`.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot take snapshots")
 
-    async def snapshot_capture(self) -> SnapshotResources:
+    async def snapshot_capture(self, checkpoint_id: int = 0) -> SnapshotResources:
         """:meth:`snapshot_sync` as the actor calls it: the actor waits (its records with it), other
         actors may run meanwhile. Backends whose capture takes milliseconds of I/O run it in a worker
         thread; the default calls :meth:`snapshot_sync` in place."""
-        return self.snapshot_sync()
+        return self.snapshot_sync(checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """Checkpoint ``checkpoint_id`` is complete: what it holds may be referenced by later
+        incremental snapshots."""
 
     async def snapshot(self) -> KeyedStateSnapshot:
         """A whole snapshot: the synchronous part, then the rest in a worker thread."""

@@ -8,6 +8,11 @@ one dict, which costs O(entries changed since the freeze).
 
 Handles may change what they read in place (a list they append to), so a value read from a frozen
 layer is first copied into the top layer: copy-on-write of each touched entry, once per snapshot.
+
+A table that ``tracks_changes`` (incremental snapshots) never merges its top layer down: once
+frozen, it keeps a base layer below a top layer that holds exactly what was written, read for
+change or deleted (as tombstones) since the last freeze. Each frozen top is then the change set of
+one snapshot, which an incremental snapshot writes instead of the whole table.
 """
 
 from __future__ import annotations
@@ -45,12 +50,13 @@ def _own_copy(value: Any) -> Any:
 class CowTable:
     """The entries ``key -> value`` of one state and namespace."""
 
-    __slots__ = ("frozen", "holds", "top")
+    __slots__ = ("frozen", "holds", "top", "tracks_changes")
 
-    def __init__(self) -> None:
+    def __init__(self, tracks_changes: bool = False) -> None:
         self.top: dict[Any, Any] = {}
         self.frozen: tuple[dict[Any, Any], ...] = ()  # oldest first
         self.holds = 0  # snapshots that hold the frozen layers
+        self.tracks_changes = tracks_changes
 
     def __repr__(self) -> str:
         return f"<CowTable [{len(self.frozen) + 1} layers, {self.holds} snapshots holding]>"
@@ -99,19 +105,24 @@ class CowTable:
         return layers
 
     def release(self) -> None:
-        """A snapshot no longer needs its layers; merge them once none does."""
+        """A snapshot no longer needs its layers; merge them once none does (into the base layer,
+        which is never a change set that an incremental snapshot still reads: see the module)."""
         self.holds -= 1
         if self.holds or not self.frozen:
             return
         base = self.frozen[0]
-        for layer in (*self.frozen[1:], self.top):
+        above = self.frozen[1:] if self.tracks_changes else (*self.frozen[1:], self.top)
+        for layer in above:
             for key, value in layer.items():
                 if value is TOMBSTONE:
                     base.pop(key, None)
                 else:
                     base[key] = value
-        self.top = base
-        self.frozen = ()
+        if self.tracks_changes:
+            self.frozen = (base,)
+        else:
+            self.top = base
+            self.frozen = ()
 
 
 def _merged_items(layers: tuple[dict[Any, Any], ...]) -> Iterator[tuple[Any, Any]]:

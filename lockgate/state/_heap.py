@@ -1,20 +1,28 @@
-"""The heap state backend: live keyed state in Python dicts, snapshotted copy-on-write."""
+"""The heap state backend: live keyed state in Python dicts, snapshotted copy-on-write, in full or
+incrementally (see :mod:`lockgate.state._incremental`)."""
 
 from __future__ import annotations
 
 import pickle
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
+from lockgate._errors import CheckpointError, ConfigurationError
+from lockgate._threads import run_sync
+from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import H, KeyedStateBackend, StateBackend
 from lockgate.state._cow import ABSENT, TOMBSTONE, CowTable, frozen_items
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
+from lockgate.state._incremental import HeapChainManifest, KeyedStateDelta
 from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
 from lockgate.state._snapshot import (
     Entry,
+    IncrementalKeyedState,
+    IncrementalSnapshotResources,
     KeyedStateSnapshot,
+    SharedStateWriter,
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
@@ -23,19 +31,48 @@ from lockgate.state._snapshot import (
 
 T = TypeVar("T")
 
+#: An incremental chain holds a full base and at most this many links in all, by default.
+DEFAULT_MAX_CHAIN_LENGTH: Final = 8
+# Change sets kept while no checkpoint is confirmed (savepoints only, or failing checkpoints): past
+# this many, they are dropped and the next incremental snapshot is a full base.
+_MAX_TRACKED_SNAPSHOTS = 64
+
+#: One snapshot's change sets: the top layer it froze, by (state, namespace); None for a table
+#: frozen for the first time, whose every entry counts as changed.
+ChangeSets = dict[tuple[str, Any], dict[Any, Any] | None]
+
 
 class HeapKeyedStateBackend(KeyedStateBackend):
     """Keyed state of one subtask in copy-on-write tables: ``tables[state][namespace]``.
 
     The table of the default namespace of each state lives as long as the backend, so handles can
     hold it. Snapshots freeze every table in O(1) (see :mod:`lockgate.state._cow`).
+
+    With ``incremental``, tables track their changes, and a checkpoint writes what changed since the
+    last checkpoint this backend knows complete, chained to that checkpoint's links; every
+    ``max_chain_length`` links it writes a full base again.
     """
 
     supports_nowait = True
 
-    def __init__(self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int) -> None:
+    def __init__(
+        self,
+        operator_uid: str,
+        key_group_range: KeyGroupRange,
+        max_parallelism: int,
+        *,
+        incremental: bool = False,
+        max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH,
+    ) -> None:
         super().__init__(operator_uid, key_group_range, max_parallelism)
         self._tables: dict[str, dict[Any, CowTable]] = {}
+        self.incremental = incremental
+        self.max_chain_length = max_chain_length
+        # Incremental snapshots: each snapshot's change sets since the confirmed checkpoint, in order;
+        # the chain written for each checkpoint; the newest confirmed checkpoint and its chain.
+        self._changes: list[tuple[int, ChangeSets]] = []
+        self._written: dict[int, tuple[SharedStateHandle, ...]] = {}
+        self._confirmed: tuple[int, tuple[SharedStateHandle, ...]] | None = None
 
     def __repr__(self) -> str:
         sizes = ", ".join(
@@ -44,7 +81,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return f"<HeapKeyedStateBackend {self.operator_uid!r} [{sizes}]>"
 
     def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
-        self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: CowTable()})
+        self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: CowTable(self.incremental)})
 
     def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
         handle = super().create_state(descriptor, handle_type)
@@ -76,7 +113,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         spaces = self._tables[state]
         table = spaces.get(namespace)
         if table is None:
-            table = spaces[namespace] = CowTable()
+            table = spaces[namespace] = CowTable(self.incremental)
         table.put(key, value)
 
     def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
@@ -98,13 +135,47 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         for item in [] if table is None else list(table.items()):
             yield item
 
-    def snapshot_sync(self) -> SnapshotResources:
+    def snapshot_sync(self, checkpoint_id: int = 0) -> SnapshotResources:
         """Freeze every table: O(number of tables), whatever the number of entries."""
         views = {
             name: [(namespace, table, table.freeze()) for namespace, table in spaces.items()]
             for name, spaces in self._tables.items()
         }
-        return _HeapSnapshotResources(self, views, self.clock())
+        if not self.incremental:
+            return _HeapSnapshotResources(self, views, self.clock())
+        changes: ChangeSets = {
+            (name, namespace): layers[-1] if len(layers) > 1 else None
+            for name, spaces in views.items()
+            for namespace, _, layers in spaces
+        }
+        if len(self._changes) >= _MAX_TRACKED_SNAPSHOTS:
+            self._changes.clear()
+            self._confirmed = None
+        self._changes.append((checkpoint_id, changes))
+        return _IncrementalHeapSnapshotResources(self, views, self.clock(), checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        chain = self._written.get(checkpoint_id)
+        if chain is None:
+            return  # not a checkpoint this backend wrote incrementally (a savepoint, say)
+        self._confirmed = (checkpoint_id, chain)
+        self._written = {cid: links for cid, links in self._written.items() if cid > checkpoint_id}
+        self._changes = [(cid, sets) for cid, sets in self._changes if cid > checkpoint_id]
+
+    def _plan_increment(self, checkpoint_id: int) -> tuple[tuple[SharedStateHandle, ...], list[ChangeSets]]:
+        """What checkpoint ``checkpoint_id`` builds on: the links of the confirmed checkpoint and the
+        change sets of every snapshot since, up to its own; no links when it must be a full base."""
+        confirmed = self._confirmed
+        if confirmed is not None and confirmed[0] >= checkpoint_id:
+            raise CheckpointError(f"checkpoint {confirmed[0]} completed first; it subsumes this one")
+        if confirmed is None or len(confirmed[1]) >= self.max_chain_length:
+            return (), []
+        sets: list[ChangeSets] = []
+        for cid, changes in self._changes:
+            sets.append(changes)
+            if cid == checkpoint_id:
+                return confirmed[1], sets
+        return (), []  # its change sets were dropped: write it whole
 
 
 class _HeapSnapshotResources(SnapshotResources):
@@ -157,6 +228,96 @@ class _HeapSnapshotResources(SnapshotResources):
         for spaces in self._views.values():
             for _, table, _ in spaces:
                 table.release()
+
+
+class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnapshotResources):
+    def __init__(
+        self,
+        backend: HeapKeyedStateBackend,
+        views: dict[str, list[tuple[Any, CowTable, tuple[dict[Any, Any], ...]]]],
+        now: float,
+        checkpoint_id: int,
+    ) -> None:
+        super().__init__(backend, views, now)
+        self._checkpoint_id = checkpoint_id
+
+    async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
+        backend = self._backend
+        links, change_sets = backend._plan_increment(self._checkpoint_id)
+        if links:
+            handle = await writer.write("delta", await run_sync(self._delta_bytes, change_sets))
+        else:
+            handle = await writer.write("base", await run_sync(self._base_bytes))
+        chain = (*links, handle)
+        backend._written[self._checkpoint_id] = chain
+        return IncrementalKeyedState(HeapChainManifest(backend.operator_uid, chain), chain)
+
+    def _base_bytes(self) -> bytes:
+        return pickle.dumps(self.materialize(), protocol=5)
+
+    def _delta_bytes(self, change_sets: list[ChangeSets]) -> bytes:
+        return pickle.dumps(self.delta(change_sets), protocol=5)
+
+    def delta(self, change_sets: list[ChangeSets]) -> KeyedStateDelta:
+        """The entries that ``change_sets`` name, as this view holds them (or their removal)."""
+        max_parallelism = self._backend.max_parallelism
+        entries: dict[str, dict[int, list[Entry]]] = {}
+        tables: dict[str, dict[Any, dict[Any, Any]]] = {}
+        removed: dict[str, list[tuple[Any, Any]]] = {}
+        replaced: dict[str, list[Any]] = {}
+        metas: dict[str, StateMetaInfo] = {}
+        for name, spaces in self._views.items():
+            whole = self._whole[name]
+            codec = self._codecs[name]
+            prune = codec.prune if codec.ttl is not None else None
+            gone: list[tuple[Any, Any]] = []
+            changed: dict[Any, dict[Any, Any]] = {}
+            for namespace, _, layers in spaces:
+                sets = [changes.get((name, namespace), {}) for changes in change_sets]
+                if any(keys is None for keys in sets):  # a table new since: all of it
+                    replaced.setdefault(name, []).append(namespace)
+                    items = dict(frozen_items(layers))
+                else:
+                    items = {}
+                    for key in set().union(*(keys for keys in sets if keys)):
+                        value = _lookup(layers, key)
+                        if value is ABSENT or value is TOMBSTONE:
+                            gone.append((namespace, key))
+                        else:
+                            items[key] = value
+                if prune is not None:
+                    for key, stored in list(items.items()):
+                        if prune(stored, self._now) is MISSING:
+                            del items[key]
+                            gone.append((namespace, key))
+                if items:
+                    changed[namespace] = items
+            if not (changed or gone or name in replaced):
+                continue
+            metas[name] = self._metas[name]
+            if gone:
+                removed[name] = gone
+            if whole:
+                tables[name] = changed
+                continue
+            groups: defaultdict[int, list[Entry]] = defaultdict(list)
+            encode, now = codec.encode, self._now
+            for namespace, items in changed.items():
+                for key, stored in items.items():
+                    if prune is not None:
+                        stored = prune(stored, now)
+                    groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
+            entries[name] = dict(groups)
+        return KeyedStateDelta(metas, entries, tables, removed, replaced)
+
+
+def _lookup(layers: tuple[dict[Any, Any], ...], key: Any) -> Any:
+    """The value of ``key`` in frozen layers (TOMBSTONE or ABSENT if it has none)."""
+    for layer in reversed(layers):
+        value = layer.get(key, ABSENT)
+        if value is not ABSENT:
+            return value
+    return ABSENT
 
 
 class HeapValueState(ValueState[T]):
@@ -212,15 +373,47 @@ class HeapValueState(ValueState[T]):
 
 
 class HeapStateBackend(StateBackend):
-    """Keeps live keyed state on the Python heap: the fastest backend, bounded by memory."""
+    """Keeps live keyed state on the Python heap: the fastest backend, bounded by memory.
+
+    Args:
+        incremental: Whether checkpoints write only what changed since the previous complete one
+            (a chain of a full base and deltas; savepoints are always whole).
+        max_chain_length: With ``incremental``, the most links (a base and its deltas) a restore
+            replays: every this many checkpoints, a full base is written again.
+
+    Raises:
+        ConfigurationError: An argument of the wrong type or out of range.
+    """
+
+    def __init__(
+        self, *, incremental: bool = False, max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
+    ) -> None:
+        super().__init__()
+        if not isinstance(incremental, bool):
+            raise ConfigurationError(f"incremental must be True or False, got {incremental!r}")
+        if type(max_chain_length) is not int or max_chain_length < 1:
+            raise ConfigurationError(
+                f"max_chain_length is the most links of an incremental chain, an int of at least 1, "
+                f"got {max_chain_length!r}"
+            )
+        self.incremental = incremental
+        self.max_chain_length = max_chain_length
 
     def __repr__(self) -> str:
-        return "HeapStateBackend()"
+        if not self.incremental:
+            return "HeapStateBackend()"
+        return f"HeapStateBackend(incremental=True, max_chain_length={self.max_chain_length})"
 
     def create_keyed_backend(
         self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int
     ) -> KeyedStateBackend:
-        return HeapKeyedStateBackend(operator_uid, key_group_range, max_parallelism)
+        return HeapKeyedStateBackend(
+            operator_uid,
+            key_group_range,
+            max_parallelism,
+            incremental=self.incremental,
+            max_chain_length=self.max_chain_length,
+        )
 
 
 def _merged_copy(layers: tuple[dict[Any, Any], ...]) -> dict[Any, Any]:

@@ -43,8 +43,16 @@ Memory
     :func:`_memory_split`). On the Python side, a cache of the RocksDB keys of recent keys (one entry,
     about 85 bytes plus the key object, per 512 bytes of budget) and the per-batch cache come on top.
 
-Not yet: snapshots (checkpointing comes later; :meth:`snapshot_sync` is not implemented), and list and
-map state are stored as one value per key (no merge operator, no per-entry keys yet).
+Snapshots
+    The synchronous part writes the open batch, flushes and takes a RocksDB checkpoint (hard links to
+    the immutable SST files, in a directory of its own). Incremental checkpoints then upload only the
+    SST files that the last checkpoint this backend knows complete did not hold already, into the
+    storage's shared area, and reference the others; the few other files (MANIFEST, CURRENT,
+    OPTIONS) go into the checkpoint's own manifest (:class:`RocksDBManifest`). Full snapshots
+    (savepoints, ``incremental=False``) read the checkpoint entry by entry instead. A restore
+    downloads the files, opens them and takes the entries of its key groups.
+
+Not yet: list and map state are stored as one value per key (no merge operator, no per-entry keys).
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ import shutil
 import struct
 import tempfile
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -77,9 +86,9 @@ from rocksdict import (
     WriteOptions,
 )
 
-from lockgate._errors import ConfigurationError, StateValueTooLargeError
+from lockgate._errors import ConfigurationError, CorruptCheckpointError, StateValueTooLargeError
 from lockgate._threads import run_sync
-from lockgate.snapshots import storage_for
+from lockgate.snapshots import SharedStateHandle, storage_for
 from lockgate.state._backend import H, KeyedStateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
@@ -87,7 +96,17 @@ from lockgate.state._keygroups import KeyGroupRange, key_group_for
 from lockgate.state._presets import StatePreset
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER, PICKLE_PROTOCOL, PickleSerializer
-from lockgate.state._snapshot import Entry, KeyedStateSnapshot, SnapshotResources, StateCodec, StateMetaInfo
+from lockgate.state._snapshot import (
+    Entry,
+    IncrementalKeyedState,
+    IncrementalSnapshotResources,
+    KeyedStateManifest,
+    KeyedStateSnapshot,
+    SharedStateWriter,
+    SnapshotResources,
+    StateCodec,
+    StateMetaInfo,
+)
 
 T = TypeVar("T")
 
@@ -146,7 +165,8 @@ class RocksDBStateBackend(StatePreset):
 
     Args:
         checkpoint_url: Where checkpoints go, such as ``"file:///data/ckpts"``, or None.
-        incremental: Whether checkpoints upload only new SST files (stored for now).
+        incremental: Whether checkpoints upload only the SST files that are new since the last
+            complete checkpoint, and reference the others (savepoints are always whole).
         local_dir: The directory under which each subtask makes its working directory (created if
             missing); the system temporary directory if None.
         memory_budget: Bytes of native memory each keyed subtask's RocksDB may use: block cache,
@@ -221,6 +241,7 @@ class RocksDBStateBackend(StatePreset):
             memory_budget=self.memory_budget,
             max_value_size=self.max_value_size,
             native_metrics=self.native_metrics,
+            incremental=self.incremental,
         )
 
 
@@ -629,6 +650,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         memory_budget: Bytes of memory the database may use (see :class:`RocksDBStateBackend`).
         max_value_size: The largest serialised value in bytes.
         native_metrics: Whether RocksDB collects statistics (see :meth:`native_metrics`).
+        incremental: Whether checkpoints upload only new SST files (see the module's documentation).
 
     Attributes:
         working_dir: The database's directory, deleted by :meth:`dispose`.
@@ -646,8 +668,14 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         memory_budget: int = 64 * _MIB,
         max_value_size: int = 64 * _MIB,
         native_metrics: bool = False,
+        incremental: bool = False,
     ) -> None:
         super().__init__(operator_uid, key_group_range, max_parallelism)
+        self.incremental = incremental
+        # Incremental checkpoints: the shared SST files written for each checkpoint, by local file
+        # name, and those of the newest checkpoint known complete, which later ones reuse.
+        self._written: dict[int, dict[str, SharedStateHandle]] = {}
+        self._confirmed_files: dict[str, SharedStateHandle] = {}
         self.memory_budget = memory_budget
         self.max_value_size = max_value_size
         self.native_metrics_enabled = native_metrics
@@ -928,19 +956,26 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     # ---- snapshots
 
-    def snapshot_sync(self) -> SnapshotResources:
+    def snapshot_sync(self, checkpoint_id: int = 0) -> SnapshotResources:
         """Write the open batch and take a RocksDB checkpoint: a flush, then hard links to the
         database's files in a directory of its own, which later writes never change.
 
-        Reading and encoding the checkpoint happens in ``materialize``, in a worker thread.
+        Uploading (incremental) or reading and encoding the checkpoint happens later, off the actor.
         """
-        return self._finish_capture(self._create_checkpoint(self._start_capture()))
+        return self._finish_capture(self._create_checkpoint(self._start_capture()), checkpoint_id)
 
-    async def snapshot_capture(self) -> SnapshotResources:
+    async def snapshot_capture(self, checkpoint_id: int = 0) -> SnapshotResources:
         # The flush and the hard links take milliseconds or more: in a worker thread, while the actor
         # (the only user of this database) waits and the other actors go on.
         path = self._start_capture()
-        return self._finish_capture(await run_sync(self._create_checkpoint, path))
+        return self._finish_capture(await run_sync(self._create_checkpoint, path), checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        files = self._written.get(checkpoint_id)
+        if files is None:
+            return  # not a checkpoint this backend wrote incrementally (a savepoint, say)
+        self._confirmed_files = files
+        self._written = {cid: done for cid, done in self._written.items() if cid > checkpoint_id}
 
     def _start_capture(self) -> str:
         store = self._store
@@ -953,7 +988,11 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         Checkpoint(self._store.require_db()).create_checkpoint(path)
         return path
 
-    def _finish_capture(self, path: str) -> SnapshotResources:
+    def _finish_capture(self, path: str, checkpoint_id: int) -> SnapshotResources:
+        if self.incremental:
+            return _IncrementalRocksDBSnapshotResources(
+                self, dict(self._store.tables), path, self.clock(), checkpoint_id
+            )
         return _RocksDBSnapshotResources(self, dict(self._store.tables), path, self.clock())
 
     # ---- inspection and the end
@@ -1021,25 +1060,13 @@ class _RocksDBSnapshotResources(SnapshotResources):
     def materialize(self) -> KeyedStateSnapshot:
         backend = self._backend
         entries: dict[str, dict[int, list[Entry]]] = {}
-        families = {CF_PREFIX + name: Options(raw_mode=True) for name in self._tables}
-        checkpoint = Rdict(
-            self._path,
-            options=Options(raw_mode=True),
-            column_families=families,
-            access_type=AccessType.read_only(),
-        )
+        checkpoint = _open_read_only(self._path, self._tables)
         try:
             for name, table in self._tables.items():
                 codec = StateCodec(table.descriptor, backend.clock)
                 plain = table.descriptor.ttl is None
                 groups: dict[int, list[Entry]] = {}
-                family: Any = checkpoint.get_column_family(CF_PREFIX + name)  # raw mode: bytes in and out
-                for raw_key, raw_value in family.items():
-                    key, end = _decode_key(raw_key, 2)
-                    namespace, _ = _decode_key(raw_key, end)
-                    stored_key = _stored_key(raw_value)
-                    if stored_key is not _PLAIN:
-                        key = stored_key
+                for key_group, key, namespace, raw_value in _stored_entries(checkpoint, name):
                     if plain:  # stored as the codec encodes it: no decoding, no encoding
                         data = _payload(raw_value)
                     else:
@@ -1047,7 +1074,6 @@ class _RocksDBSnapshotResources(SnapshotResources):
                         if alive is MISSING:
                             continue
                         data = codec.encode(alive)
-                    key_group = int.from_bytes(raw_key[:2], "big")
                     groups.setdefault(key_group, []).append((key, namespace, data))
                 entries[name] = groups
         finally:
@@ -1065,6 +1091,134 @@ class _RocksDBSnapshotResources(SnapshotResources):
         # Normally materialize() removed the checkpoint already, off the event loop.
         if os.path.exists(self._path):
             shutil.rmtree(self._path, ignore_errors=True)
+
+
+class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, IncrementalSnapshotResources):
+    """A RocksDB checkpoint whose new SST files are uploaded as they are, without reading an entry."""
+
+    def __init__(
+        self,
+        backend: RocksDBKeyedStateBackend,
+        tables: dict[str, _Table],
+        path: str,
+        now: float,
+        checkpoint_id: int,
+    ) -> None:
+        super().__init__(backend, tables, path, now)
+        self._checkpoint_id = checkpoint_id
+
+    async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
+        backend = self._backend
+        reusable = backend._confirmed_files
+        try:
+            names = await run_sync(os.listdir, self._path)
+            files: dict[str, SharedStateHandle] = {}
+            for name in sorted(n for n in names if n.endswith(".sst")):
+                handle = reusable.get(name)
+                if handle is None:  # new since the confirmed checkpoint: upload it as it is
+                    data = await run_sync(_read_file, os.path.join(self._path, name))
+                    handle = await writer.write("sst", data)
+                files[name] = handle
+            private = await run_sync(_read_files, self._path, [n for n in names if not n.endswith(".sst")])
+        finally:
+            await run_sync(shutil.rmtree, self._path, True)
+        backend._written[self._checkpoint_id] = files
+        unclaimed = backend.with_unclaimed_restored_state(
+            KeyedStateSnapshot(
+                backend.operator_uid, backend.max_parallelism, backend.key_group_range, {}, {}
+            ),
+            self._unclaimed,
+        )
+        manifest = RocksDBManifest(
+            backend.operator_uid,
+            backend.max_parallelism,
+            backend.key_group_range,
+            {name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()},
+            files,
+            private,
+            unclaimed if unclaimed.states else None,
+        )
+        return IncrementalKeyedState(manifest, tuple(files.values()))
+
+
+@dataclass(frozen=True)
+class RocksDBManifest(KeyedStateManifest):
+    """The keyed state of one subtask in an incremental RocksDB checkpoint: a RocksDB checkpoint's
+    files, the SST files as shared blobs by their local names, the others (MANIFEST, CURRENT,
+    OPTIONS) held here; and restored state no function had registered yet, if any."""
+
+    operator_uid: str
+    max_parallelism: int
+    key_group_range: KeyGroupRange
+    states: dict[str, StateMetaInfo]
+    sst_files: dict[str, SharedStateHandle]
+    private_files: dict[str, bytes]
+    unclaimed: KeyedStateSnapshot | None = None
+
+    def resolve(self, shared: Mapping[str, tuple[bytes, str]]) -> KeyedStateSnapshot:
+        """Download the files into a temporary directory, open them read-only and take every entry
+        as stored (the bytes a state's codec wrote: nothing is decoded)."""
+        directory = tempfile.mkdtemp(prefix="lockgate-rocksdb-restore-")
+        try:
+            for name, handle in self.sst_files.items():
+                blob = shared.get(handle.name)
+                if blob is None:
+                    raise CorruptCheckpointError(handle.pointer, "missing: the checkpoint references it")
+                _write_file(os.path.join(directory, name), blob[0])
+            for name, data in self.private_files.items():
+                _write_file(os.path.join(directory, name), data)
+            entries: dict[str, dict[int, list[Entry]]] = {}
+            database = _open_read_only(directory, self.states)
+            try:
+                for name in self.states:
+                    groups: dict[int, list[Entry]] = {}
+                    for key_group, key, namespace, raw_value in _stored_entries(database, name):
+                        groups.setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
+                    entries[name] = groups
+            finally:
+                database.close()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        states = dict(self.states)
+        if self.unclaimed is not None:
+            states.update(self.unclaimed.states)
+            entries.update(self.unclaimed.entries)
+        return KeyedStateSnapshot(
+            self.operator_uid, self.max_parallelism, self.key_group_range, states, entries
+        )
+
+
+def _open_read_only(path: str, states: Iterable[str]) -> Rdict:
+    families = {CF_PREFIX + name: Options(raw_mode=True) for name in states}
+    return Rdict(
+        path, options=Options(raw_mode=True), column_families=families, access_type=AccessType.read_only()
+    )
+
+
+def _stored_entries(database: Rdict, state: str) -> Iterator[tuple[int, Any, Any, bytes]]:
+    """``(key group, key, namespace, stored value)`` of every entry of a state's column family."""
+    family: Any = database.get_column_family(CF_PREFIX + state)  # raw mode: bytes in and out
+    for raw_key, raw_value in family.items():
+        key, end = _decode_key(raw_key, 2)
+        namespace, _ = _decode_key(raw_key, end)
+        stored_key = _stored_key(raw_value)
+        if stored_key is not _PLAIN:
+            key = stored_key
+        yield int.from_bytes(raw_key[:2], "big"), key, namespace, raw_value
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _read_files(directory: str, names: list[str]) -> dict[str, bytes]:
+    return {name: _read_file(os.path.join(directory, name)) for name in names}
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 class RocksDBValueState(ValueState[T]):

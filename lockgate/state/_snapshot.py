@@ -14,10 +14,11 @@ from __future__ import annotations
 import pickle
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lockgate.snapshots import SharedStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
 from lockgate.state._handles import MISSING, TtlValue
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
@@ -122,6 +123,43 @@ class SnapshotResources(ABC):
     def release(self) -> None:
         """The snapshot is written (or abandoned): let the backend reclaim the view. Runs on the
         event loop, exactly once, whether :meth:`materialize` ran, failed or never ran."""
+
+
+class SharedStateWriter(Protocol):
+    """Writes blobs into the checkpoint storage's shared area for one subtask's incremental snapshot
+    (the runtime names them, and deletes them again should the checkpoint not complete)."""
+
+    async def write(self, kind: str, data: bytes) -> SharedStateHandle:
+        """Persist ``data``; ``kind`` goes into the blob's name, for people looking at the files."""
+        ...
+
+
+@dataclass(frozen=True)
+class IncrementalKeyedState:
+    """What an incremental snapshot persists: a small manifest (the subtask's own keyed state blob,
+    a pickled :class:`KeyedStateManifest`) and every shared blob it references, new or reused."""
+
+    manifest: KeyedStateManifest
+    shared: tuple[SharedStateHandle, ...]
+
+
+class KeyedStateManifest(ABC):
+    """How to rebuild a subtask's keyed state from shared blobs: what an incremental checkpoint holds
+    where a full one holds a :class:`KeyedStateSnapshot`."""
+
+    @abstractmethod
+    def resolve(self, shared: Mapping[str, tuple[bytes, str]]) -> KeyedStateSnapshot:
+        """The state as one snapshot, given the bytes (and pointer, for errors) of each shared blob
+        by name. Runs in a worker thread."""
+
+
+class IncrementalSnapshotResources(SnapshotResources):
+    """A captured view that can also be persisted incrementally: only what changed since the last
+    checkpoint this subtask knows complete is written; the rest is referenced."""
+
+    @abstractmethod
+    async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
+        """Write what is new through ``writer``; the manifest and every shared blob it references."""
 
 
 class _Encoding(Protocol):

@@ -1,0 +1,188 @@
+"""Incremental heap snapshots: a chain of a full base and the changes of each later checkpoint.
+
+A heap backend that snapshots incrementally writes, for checkpoint m, only what changed since the
+last checkpoint it knows complete (c): the entries written and deleted since c's snapshot, as a
+:class:`KeyedStateDelta`. Checkpoint m's state is then the chain ``base, delta, ..., delta`` of
+shared blobs: c's chain plus the new delta. Every ``max_chain_length`` links (or when no checkpoint is
+known complete yet, as after a restore) the link is a full :class:`KeyedStateSnapshot` again, so a
+restore reads and replays a bounded number of links.
+
+On restore, :meth:`HeapChainManifest.resolve` loads the base and applies each delta in order:
+changed entries overwrite, deleted ones (tombstones) are removed, and a namespace the delta holds
+whole replaces what came before it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lockgate._errors import CorruptCheckpointError
+from lockgate.snapshots import SharedStateHandle
+from lockgate.state._keygroups import uncached_key_hash
+from lockgate.state._snapshot import (
+    Entry,
+    KeyedStateManifest,
+    KeyedStateSnapshot,
+    StateCodec,
+    StateMetaInfo,
+    _DefaultEncoding,
+)
+
+
+@dataclass(frozen=True)
+class KeyedStateDelta:
+    """What changed in one subtask's keyed state between two links of its chain.
+
+    Attributes:
+        states: Meta info of every state the delta touches.
+        entries: Changed entries of encoded states, ``entries[state][key_group]``, as in a snapshot.
+        tables: Changed values of plain states, ``tables[state][namespace][key]``, as in a snapshot.
+        removed: ``removed[state]`` lists the ``(namespace, key)`` deleted (or expired) since.
+        replaced: ``replaced[state]`` lists the namespaces whose whole contents the delta holds: what
+            the chain held for them before is dropped first.
+    """
+
+    states: dict[str, StateMetaInfo]
+    entries: dict[str, dict[int, list[Entry]]] = field(default_factory=dict, repr=False)
+    tables: dict[str, dict[Any, dict[Any, Any]]] = field(default_factory=dict, repr=False)
+    removed: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict, repr=False)
+    replaced: dict[str, list[Any]] = field(default_factory=dict)
+
+    def change_count(self) -> int:
+        """How many entries the delta writes or removes."""
+        written = sum(len(group) for groups in self.entries.values() for group in groups.values())
+        written += sum(len(table) for spaces in self.tables.values() for table in spaces.values())
+        return written + sum(len(removed) for removed in self.removed.values())
+
+
+@dataclass(frozen=True)
+class HeapChainManifest(KeyedStateManifest):
+    """The keyed state of one subtask in an incremental heap checkpoint: its chain of shared blobs,
+    a pickled :class:`KeyedStateSnapshot` first and pickled :class:`KeyedStateDelta` after it."""
+
+    operator_uid: str
+    links: tuple[SharedStateHandle, ...]
+
+    def resolve(self, shared: Mapping[str, tuple[bytes, str]]) -> KeyedStateSnapshot:
+        base: KeyedStateSnapshot = _load_link(shared, self.links[0], KeyedStateSnapshot)
+        if len(self.links) == 1:
+            return base
+        folded = _Folding(base)
+        for link in self.links[1:]:
+            folded.apply(_load_link(shared, link, KeyedStateDelta))
+        return folded.result()
+
+
+def _load_link(
+    shared: Mapping[str, tuple[bytes, str]], handle: SharedStateHandle, expected: type[Any]
+) -> Any:
+    blob = shared.get(handle.name)
+    if blob is None:
+        raise CorruptCheckpointError(
+            handle.pointer, "missing: the checkpoint references it, but it was not read"
+        )
+    data, pointer = blob
+    try:
+        value = pickle.loads(data)
+    except Exception as exc:
+        raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc
+    if not isinstance(value, expected):
+        raise CorruptCheckpointError(pointer, f"it holds {type(value).__name__}, not {expected.__name__}")
+    return value
+
+
+class _Folding:
+    """A base snapshot with deltas applied, in whichever form each state is held.
+
+    A state is held as plain tables (``namespace -> key -> value``) or as encoded entries (``(namespace,
+    key) -> (key group, bytes)``). Base and deltas of one job agree on each state's form; where they do
+    not (a state restored unregistered, then registered), the tables are encoded into entries.
+    """
+
+    def __init__(self, base: KeyedStateSnapshot) -> None:
+        self.base = base
+        self.states = dict(base.states)
+        self.tables: dict[str, dict[Any, dict[Any, Any]]] = {
+            name: {namespace: dict(table) for namespace, table in spaces.items()}
+            for name, spaces in base.tables.items()
+        }
+        self.entries: dict[str, dict[tuple[Any, Any], tuple[int, bytes]]] = {
+            name: {
+                (namespace, key): (key_group, data)
+                for key_group, group in groups.items()
+                for key, namespace, data in group
+            }
+            for name, groups in base.entries.items()
+        }
+
+    def _as_entries(self, name: str) -> dict[tuple[Any, Any], tuple[int, bytes]]:
+        index = self.entries.setdefault(name, {})
+        spaces = self.tables.pop(name, None)
+        if spaces:
+            index.update(_encoded(self.states[name].kind, spaces, self.base.max_parallelism))
+        return index
+
+    def apply(self, delta: KeyedStateDelta) -> None:
+        self.states.update(delta.states)
+        for name, namespaces in delta.replaced.items():
+            dropped = set(namespaces)
+            for namespace in dropped:
+                self.tables.get(name, {}).pop(namespace, None)
+            index = self.entries.get(name)
+            if index:
+                for item in [item for item in index if item[0] in dropped]:
+                    del index[item]
+        for name, spaces in delta.tables.items():
+            if name in self.entries:
+                self._as_entries(name).update(
+                    _encoded(self.states[name].kind, spaces, self.base.max_parallelism)
+                )
+                continue
+            mine = self.tables.setdefault(name, {})
+            for namespace, table in spaces.items():
+                mine.setdefault(namespace, {}).update(table)
+        for name, groups in delta.entries.items():
+            index = self._as_entries(name)
+            for key_group, group in groups.items():
+                for key, namespace, data in group:
+                    index[(namespace, key)] = (key_group, data)
+        for name, removed in delta.removed.items():
+            held = self.tables.get(name)
+            encoded = self.entries.get(name)
+            for namespace, key in removed:
+                if held is not None and namespace in held:
+                    held[namespace].pop(key, None)
+                if encoded is not None:
+                    encoded.pop((namespace, key), None)
+
+    def result(self) -> KeyedStateSnapshot:
+        entries: dict[str, dict[int, list[Entry]]] = {}
+        for name, index in self.entries.items():
+            groups: dict[int, list[Entry]] = {}
+            for (namespace, key), (key_group, data) in index.items():
+                groups.setdefault(key_group, []).append((key, namespace, data))
+            entries[name] = groups
+        tables = {
+            name: {namespace: table for namespace, table in spaces.items() if table}
+            for name, spaces in self.tables.items()
+        }
+        base = self.base
+        return KeyedStateSnapshot(
+            base.operator_uid, base.max_parallelism, base.key_group_range, self.states, entries, tables
+        )
+
+
+def _encoded(
+    kind: str, spaces: dict[Any, dict[Any, Any]], max_parallelism: int
+) -> dict[tuple[Any, Any], tuple[int, bytes]]:
+    """Plain table values as encoded entries (the default serializer, no TTL)."""
+    encode = StateCodec(_DefaultEncoding(kind), time.time).encode
+    return {
+        (namespace, key): (uncached_key_hash(key) % max_parallelism, encode(value))
+        for namespace, table in spaces.items()
+        for key, value in table.items()
+    }
