@@ -179,7 +179,9 @@ class JobExecution:
         restored = self._initial
         if self.coordinator is not None:
             loaded = await self.coordinator.load_latest()
-            restored = None if loaded is None else await RestoredState.load(loaded)
+            restored = (
+                None if loaded is None else await RestoredState.load(loaded, self.options.state_backend)
+            )
         self.restarts += 1
         where = (
             "the start" if restored is None else f"checkpoint {restored.checkpoint_id} ({restored.pointer})"

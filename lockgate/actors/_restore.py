@@ -26,7 +26,9 @@ from lockgate.state import (
     KeyedStateManifest,
     KeyedStateSnapshot,
     OperatorStateSnapshot,
+    PreparedKeyedState,
     RestoredOperatorState,
+    StateBackend,
     redistribute,
 )
 
@@ -53,25 +55,26 @@ class RestoredState:
     checkpoint_id: int
     pointer: str
     max_parallelism: int
-    keyed: dict[str, list[KeyedStateSnapshot]]
+    keyed: dict[str, list[KeyedStateSnapshot | PreparedKeyedState]]
     operator: dict[str, list[OperatorStateSnapshot]]
     uids: set[str]
     _split: dict[tuple[str, int], list[RestoredOperatorState]] = field(default_factory=dict)
 
     @classmethod
-    async def load(cls, loaded: LoadedCheckpoint) -> RestoredState:
+    async def load(cls, loaded: LoadedCheckpoint, backend: StateBackend | None = None) -> RestoredState:
         """:meth:`from_checkpoint` in a worker thread: unpickling a large state must not stall the loop."""
-        return await run_sync(cls.from_checkpoint, loaded)
+        return await run_sync(cls.from_checkpoint, loaded, backend)
 
     @classmethod
-    def from_checkpoint(cls, loaded: LoadedCheckpoint) -> RestoredState:
-        """Decode the state blobs of a loaded checkpoint.
+    def from_checkpoint(cls, loaded: LoadedCheckpoint, backend: StateBackend | None = None) -> RestoredState:
+        """Decode the state blobs of a loaded checkpoint; keyed state of an incremental checkpoint
+        that ``backend`` (the job's state backend) restores natively is prepared for it.
 
         Raises:
             CorruptCheckpointError: A blob does not hold the state it should; the error names it.
         """
         keyed = {
-            uid: [_keyed_snapshot(blob, loaded) for blob in blobs if blob is not None]
+            uid: [_keyed_state(blob, loaded, backend) for blob in blobs if blob is not None]
             for uid, blobs in loaded.keyed.items()
         }
         operator = {
@@ -121,13 +124,17 @@ class RestoredState:
         return split[subtask_index]
 
 
-def _keyed_snapshot(blob: Blob, loaded: LoadedCheckpoint) -> KeyedStateSnapshot:
-    """A subtask's keyed state: held whole, or rebuilt from the shared blobs its manifest names."""
+def _keyed_state(
+    blob: Blob, loaded: LoadedCheckpoint, backend: StateBackend | None
+) -> KeyedStateSnapshot | PreparedKeyedState:
+    """A subtask's keyed state: held whole, prepared for a native restore, or rebuilt from the shared
+    blobs its manifest names."""
     state = unpickle_state(blob, object)
     if isinstance(state, KeyedStateSnapshot):
         return state
     if isinstance(state, KeyedStateManifest):
-        return state.resolve(loaded.shared)
+        prepared = None if backend is None else backend.prepare_restore(state, loaded.shared)
+        return state.resolve(loaded.shared) if prepared is None else prepared
     raise CorruptCheckpointError(blob[1], f"it holds {type(state).__name__}, not keyed state")
 
 

@@ -70,6 +70,7 @@ from lockgate.state._snapshot import IncrementalKeyedState as IncrementalKeyedSt
 from lockgate.state._snapshot import IncrementalSnapshotResources as IncrementalSnapshotResources
 from lockgate.state._snapshot import KeyedStateManifest as KeyedStateManifest
 from lockgate.state._snapshot import KeyedStateSnapshot as KeyedStateSnapshot
+from lockgate.state._snapshot import PreparedKeyedState as PreparedKeyedState
 from lockgate.state._snapshot import SharedStateWriter as SharedStateWriter
 from lockgate.state._snapshot import SnapshotResources as SnapshotResources
 from lockgate.state._snapshot import StateCodec as StateCodec

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
@@ -22,7 +22,9 @@ from lockgate.state._handles import HANDLE_TYPES, StateHandle
 from lockgate.state._keygroups import KeyGroupRange
 from lockgate.state._snapshot import (
     Entry,
+    KeyedStateManifest,
     KeyedStateSnapshot,
+    PreparedKeyedState,
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
@@ -85,21 +87,25 @@ class KeyedStateBackend(ABC):
         restored = self._restored.pop(descriptor.name, None)
         if restored is not None:
             meta, groups = restored
-            if meta.kind != descriptor.kind:
-                raise ConfigurationError(
-                    f"operator {self.operator_uid!r} declares state {descriptor.name!r} as "
-                    f"{descriptor.kind} state, but it was {meta.kind} state when it was saved; "
-                    "give the new state another name"
-                )
-            saved, declared = meta.serializer, descriptor.serializer.snapshot()
-            if (meta.ttl is None) != (descriptor.ttl is None) or saved != declared:
-                raise ConfigurationError(
-                    f"operator {self.operator_uid!r}: state {descriptor.name!r} was saved by {saved} "
-                    f"{'with' if meta.ttl is not None else 'without'} a TTL, and cannot be read as declared "
-                    f"now ({declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL); "
-                    "declare it as it was, or give the new state another name"
-                )
+            self.check_restored_meta(meta, descriptor)
             self._restore_state(descriptor, groups)
+
+    def check_restored_meta(self, meta: StateMetaInfo, descriptor: StateDescriptor[Any]) -> None:
+        """Refuse to read restored state of another kind, serializer or TTL than ``descriptor``'s."""
+        if meta.kind != descriptor.kind:
+            raise ConfigurationError(
+                f"operator {self.operator_uid!r} declares state {descriptor.name!r} as "
+                f"{descriptor.kind} state, but it was {meta.kind} state when it was saved; "
+                "give the new state another name"
+            )
+        saved, declared = meta.serializer, descriptor.serializer.snapshot()
+        if (meta.ttl is None) != (descriptor.ttl is None) or saved != declared:
+            raise ConfigurationError(
+                f"operator {self.operator_uid!r}: state {descriptor.name!r} was saved by {saved} "
+                f"{'with' if meta.ttl is not None else 'without'} a TTL, and cannot be read as declared "
+                f"now ({declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL); "
+                "declare it as it was, or give the new state another name"
+            )
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
         """Load the restored entries of a state that has just been registered, by key group.
@@ -111,14 +117,24 @@ class KeyedStateBackend(ABC):
             for key, namespace, data in entries:
                 self.put_nowait(descriptor.name, key, namespace, codec.decode(data))
 
-    def restore(self, snapshots: Iterable[KeyedStateSnapshot]) -> None:
+    def restore(self, snapshots: Iterable[KeyedStateSnapshot | PreparedKeyedState]) -> None:
         """Take the entries of this subtask's key groups from ``snapshots`` (of any parallelism).
 
         Call it before any state is registered; each state's entries load when it is registered.
+        Prepared state (see :meth:`StateBackend.prepare_restore`) that this backend does not restore
+        natively is resolved to entries.
         """
         if self.descriptors:
             raise RuntimeError("restore() must come before any state is registered")
-        for snapshot in snapshots:
+        own = self.key_group_range
+        for state in snapshots:
+            if isinstance(state, PreparedKeyedState):
+                theirs = state.key_group_range
+                if theirs.end < own.start or own.end < theirs.start:
+                    continue  # none of its key groups are this subtask's: not worth reading
+                snapshot = state.resolve()
+            else:
+                snapshot = state
             if snapshot.max_parallelism != self.max_parallelism:
                 raise ConfigurationError(
                     f"operator {self.operator_uid!r}: the state was saved with max_parallelism "
@@ -151,7 +167,12 @@ class KeyedStateBackend(ABC):
         entries = dict(snapshot.entries)
         for name, (meta, groups) in unclaimed.items():
             states[name] = meta
-            entries[name] = {key_group: list(group) for key_group, group in groups.items()}
+            # A state may have entries in the snapshot too (a database opened from a checkpoint
+            # holds some, others came entry by entry): together they are the state.
+            merged = {key_group: list(group) for key_group, group in entries.get(name, {}).items()}
+            for key_group, group in groups.items():
+                merged.setdefault(key_group, []).extend(group)
+            entries[name] = merged
         return KeyedStateSnapshot(
             snapshot.operator_uid,
             snapshot.max_parallelism,
@@ -252,6 +273,13 @@ class KeyedStateBackend(ABC):
 
 class StateBackend(ABC):
     """Decides where live keyed state lives; creates one :class:`KeyedStateBackend` per subtask."""
+
+    def prepare_restore(
+        self, manifest: KeyedStateManifest, shared: Mapping[str, tuple[bytes, str]]
+    ) -> PreparedKeyedState | None:
+        """Make an incremental checkpoint's keyed state ready for a native restore, in a worker thread;
+        None (the default) if this backend takes it entry by entry (``manifest.resolve``)."""
+        return None
 
     @abstractmethod
     def create_keyed_backend(

@@ -102,6 +102,7 @@ from lockgate.state._snapshot import (
     IncrementalSnapshotResources,
     KeyedStateManifest,
     KeyedStateSnapshot,
+    PreparedKeyedState,
     SharedStateWriter,
     SnapshotResources,
     StateCodec,
@@ -229,6 +230,12 @@ class RocksDBStateBackend(StatePreset):
             f"local_dir={self.local_dir!r}, memory_budget={self.memory_budget}, "
             f"max_value_size={self.max_value_size}, native_metrics={self.native_metrics})"
         )
+
+    def prepare_restore(
+        self, manifest: KeyedStateManifest, shared: Mapping[str, tuple[bytes, str]]
+    ) -> PreparedKeyedState | None:
+        """Download an incremental RocksDB checkpoint's files, for a subtask to open as its database."""
+        return manifest.download(shared) if isinstance(manifest, RocksDBManifest) else None
 
     def create_keyed_backend(
         self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int
@@ -676,6 +683,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         # name, and those of the newest checkpoint known complete, which later ones reuse.
         self._written: dict[int, dict[str, SharedStateHandle]] = {}
         self._confirmed_files: dict[str, SharedStateHandle] = {}
+        # States of a database opened from a checkpoint (a native restore) that no function has
+        # registered yet: their column families exist; snapshots keep them.
+        self._native_states: dict[str, StateMetaInfo] = {}
         self.memory_budget = memory_budget
         self.max_value_size = max_value_size
         self.native_metrics_enabled = native_metrics
@@ -744,7 +754,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         table.set_bloom_filter(10, False)
         return table
 
-    def _options_for_state(self, descriptor: StateDescriptor[Any]) -> Options:
+    def _options_for_state(self) -> Options:
         """The options of a state's column family, chosen by its kind.
 
         Every kind so far stores one value per key and is read by point lookups, so every column
@@ -787,7 +797,13 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return
         db = store.require_db()
         cf_name = CF_PREFIX + name
-        cf = db.create_column_family(cf_name, self._options_for_state(descriptor))
+        native = self._native_states.get(name)
+        if native is not None:  # restored natively: the column family is there, with its entries
+            self.check_restored_meta(native, descriptor)
+            del self._native_states[name]
+            cf = db.get_column_family(cf_name)
+        else:
+            cf = db.create_column_family(cf_name, self._options_for_state())
         handle = db.get_column_family_handle(cf_name)
         encode: Callable[[Any], bytes]
         decode: Callable[[bytes], Any]
@@ -840,6 +856,51 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                     raise StateValueTooLargeError(self.operator_uid, descriptor.name, key, len(data), limit)
                 put(prefix + canonical_key_bytes(key) + ns_bytes, stored(key, data), handle)
             db.write(batch, store.write_options)
+
+    def restore(self, snapshots: Iterable[KeyedStateSnapshot | PreparedKeyedState]) -> None:
+        """Take the state of this subtask's key groups. A RocksDB checkpoint downloaded for a native
+        restore is opened as this subtask's database: the one that covers most of its key groups (its
+        files hard-linked, no entry read), with the key groups this subtask does not own deleted by
+        range; the others go entry by entry, as snapshots do."""
+        states = list(snapshots)
+        mine = self.key_group_range
+        native = [
+            state
+            for state in states
+            if isinstance(state, NativeRocksDBState)
+            and state.max_parallelism == self.max_parallelism
+            and _overlap(state.key_group_range, mine)
+        ]
+        if native and not self.descriptors:
+            adopted = max(native, key=lambda state: _overlap(state.key_group_range, mine))
+            self._open_native(adopted)
+            states = [state for state in states if state is not adopted]
+            if adopted.manifest.unclaimed is not None:
+                states.append(adopted.manifest.unclaimed)
+        super().restore(states)
+
+    def _open_native(self, state: NativeRocksDBState) -> None:
+        store = self._store
+        store.require_db().close()  # the empty database made at construction
+        shutil.rmtree(self.working_dir)
+        os.mkdir(self.working_dir)
+        for name in os.listdir(state.directory):
+            source, target = os.path.join(state.directory, name), os.path.join(self.working_dir, name)
+            if name.endswith(".sst"):
+                os.link(source, target)  # immutable: shared with the download, no copy
+            else:
+                shutil.copyfile(source, target)  # RocksDB rewrites these
+        families = {CF_PREFIX + name: self._options_for_state() for name in state.manifest.states}
+        db = Rdict(self.working_dir, self._db_options, column_families=families)
+        store.db = db
+        self._native_states = dict(state.manifest.states)
+        low, high = self.key_group_range.start, self.key_group_range.end + 1
+        for name in state.manifest.states:
+            family = db.get_column_family(CF_PREFIX + name)
+            if low > 0:
+                family.delete_range(bytes(2), low.to_bytes(2, "big"))
+            if high < self.max_parallelism:
+                family.delete_range(high.to_bytes(2, "big"), b"\xff\xff\xff")
 
     def _space(self, state: str, namespace: Any) -> _Space:
         store = self._store
@@ -1056,12 +1117,17 @@ class _RocksDBSnapshotResources(SnapshotResources):
         self._path = path
         self._now = now
         self._unclaimed = backend.unclaimed_restored_state()
+        self._native = dict(backend._native_states)
 
     def materialize(self) -> KeyedStateSnapshot:
         backend = self._backend
         entries: dict[str, dict[int, list[Entry]]] = {}
-        checkpoint = _open_read_only(self._path, self._tables)
+        checkpoint = _open_read_only(self._path, [*self._tables, *self._native])
         try:
+            for name in self._native:  # restored natively, not registered: as stored
+                entries[name] = {}
+                for key_group, key, namespace, raw_value in _stored_entries(checkpoint, name):
+                    entries[name].setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
             for name, table in self._tables.items():
                 codec = StateCodec(table.descriptor, backend.clock)
                 plain = table.descriptor.ttl is None
@@ -1079,7 +1145,8 @@ class _RocksDBSnapshotResources(SnapshotResources):
         finally:
             checkpoint.close()
             shutil.rmtree(self._path, ignore_errors=True)
-        states = {name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()}
+        states = dict(self._native)
+        states.update({name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()})
         return backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
                 backend.operator_uid, backend.max_parallelism, backend.key_group_range, states, entries
@@ -1133,7 +1200,10 @@ class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, Incrementa
             backend.operator_uid,
             backend.max_parallelism,
             backend.key_group_range,
-            {name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()},
+            {
+                **self._native,
+                **{name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()},
+            },
             files,
             private,
             unclaimed if unclaimed.states else None,
@@ -1156,8 +1226,15 @@ class RocksDBManifest(KeyedStateManifest):
     unclaimed: KeyedStateSnapshot | None = None
 
     def resolve(self, shared: Mapping[str, tuple[bytes, str]]) -> KeyedStateSnapshot:
-        """Download the files into a temporary directory, open them read-only and take every entry
-        as stored (the bytes a state's codec wrote: nothing is decoded)."""
+        """Download the files, open them read-only and take every entry as stored."""
+        prepared = self.download(shared)
+        try:
+            return prepared.resolve()
+        finally:
+            prepared.discard()
+
+    def download(self, shared: Mapping[str, tuple[bytes, str]]) -> NativeRocksDBState:
+        """Write the checkpoint's files into a temporary directory of their own."""
         directory = tempfile.mkdtemp(prefix="lockgate-rocksdb-restore-")
         try:
             for name, handle in self.sst_files.items():
@@ -1167,25 +1244,63 @@ class RocksDBManifest(KeyedStateManifest):
                 _write_file(os.path.join(directory, name), blob[0])
             for name, data in self.private_files.items():
                 _write_file(os.path.join(directory, name), data)
-            entries: dict[str, dict[int, list[Entry]]] = {}
-            database = _open_read_only(directory, self.states)
-            try:
-                for name in self.states:
-                    groups: dict[int, list[Entry]] = {}
-                    for key_group, key, namespace, raw_value in _stored_entries(database, name):
-                        groups.setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
-                    entries[name] = groups
-            finally:
-                database.close()
-        finally:
+        except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return NativeRocksDBState(self, directory)
+
+    def snapshot(self, entries: dict[str, dict[int, list[Entry]]]) -> KeyedStateSnapshot:
+        """A snapshot of ``entries`` (read from this manifest's files) and the unclaimed state."""
         states = dict(self.states)
         if self.unclaimed is not None:
             states.update(self.unclaimed.states)
-            entries.update(self.unclaimed.entries)
+            for name, groups in self.unclaimed.entries.items():
+                mine = entries.setdefault(name, {})
+                for key_group, group in groups.items():
+                    mine.setdefault(key_group, []).extend(group)
         return KeyedStateSnapshot(
             self.operator_uid, self.max_parallelism, self.key_group_range, states, entries
         )
+
+
+class NativeRocksDBState(PreparedKeyedState):
+    """A RocksDB checkpoint's files downloaded into a directory, which a RocksDB backend opens as its
+    database (hard links, no entry read), or which is read entry by entry otherwise. The directory is
+    deleted when this object is collected, or by :meth:`discard`."""
+
+    def __init__(self, manifest: RocksDBManifest, directory: str) -> None:
+        self.manifest = manifest
+        self.directory = directory
+        self.operator_uid = manifest.operator_uid
+        self.max_parallelism = manifest.max_parallelism
+        self.key_group_range = manifest.key_group_range
+        self._finalizer = weakref.finalize(self, shutil.rmtree, directory, True)
+
+    def __repr__(self) -> str:
+        where = f"key groups {self.key_group_range.start}..{self.key_group_range.end} at {self.directory}"
+        return f"<NativeRocksDBState {self.operator_uid!r} {where}>"
+
+    def resolve(self) -> KeyedStateSnapshot:
+        """Every entry as stored (the bytes a state's codec wrote: nothing is decoded)."""
+        entries: dict[str, dict[int, list[Entry]]] = {}
+        database = _open_read_only(self.directory, self.manifest.states)
+        try:
+            for name in self.manifest.states:
+                groups: dict[int, list[Entry]] = {}
+                for key_group, key, namespace, raw_value in _stored_entries(database, name):
+                    groups.setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
+                entries[name] = groups
+        finally:
+            database.close()
+        return self.manifest.snapshot(entries)
+
+    def discard(self) -> None:
+        self._finalizer()
+
+
+def _overlap(first: KeyGroupRange, second: KeyGroupRange) -> int:
+    """How many key groups two ranges share."""
+    return max(0, min(first.end, second.end) - max(first.start, second.start) + 1)
 
 
 def _open_read_only(path: str, states: Iterable[str]) -> Rdict:

@@ -153,6 +153,25 @@ class KeyedStateManifest(ABC):
         by name. Runs in a worker thread."""
 
 
+class PreparedKeyedState(ABC):
+    """One subtask's keyed state from a checkpoint, made ready in a worker thread for a backend that
+    restores it natively (RocksDB opening the checkpoint's files), rather than entry by entry.
+
+    Attributes:
+        operator_uid: The operator the state belongs to.
+        max_parallelism: The number of key groups of the job that wrote it.
+        key_group_range: The key groups of the subtask that wrote it.
+    """
+
+    operator_uid: str
+    max_parallelism: int
+    key_group_range: KeyGroupRange
+
+    @abstractmethod
+    def resolve(self) -> KeyedStateSnapshot:
+        """The state as one snapshot, for a restore that takes it entry by entry after all."""
+
+
 class IncrementalSnapshotResources(SnapshotResources):
     """A captured view that can also be persisted incrementally: only what changed since the last
     checkpoint this subtask knows complete is written; the rest is referenced."""
