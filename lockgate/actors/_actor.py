@@ -467,6 +467,9 @@ class SubtaskActor:
             await self._discard(writer)
             await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}")
             return
+        except BaseException:  # the attempt is cancelled: no checkpoint will take the uploads
+            await self._discard(writer)
+            raise
         finally:
             for capture in captures:
                 if capture.keyed is not None:

@@ -724,17 +724,20 @@ class CheckpointCoordinator:
         self._consecutive_failures = 0
         self._last_finished = time.monotonic()
         self._owned.append(completed)
+        # Retention is done before anyone hears of the completion, and is not cut short by the end of
+        # the job: a checkpoint dropped half-way would leave its shared blobs behind.
+        with anyio.CancelScope(shield=True):
+            while len(self._owned) > self.config.retained:
+                oldest = self._owned.pop(0)
+                try:
+                    await self.storage.discard_checkpoint(oldest.checkpoint_id)
+                except CheckpointError as exc:
+                    logger.warning("job %r: could not delete an old checkpoint: %s", self.job_name, exc)
+                # Its shared blobs go once it is no longer complete, if no other checkpoint holds them.
+                await self._discard_shared(self._shared.release(oldest.checkpoint_id))
         pending.result = completed
         pending.done.set()
         self._wake.set()
-        while len(self._owned) > self.config.retained:
-            oldest = self._owned.pop(0)
-            try:
-                await self.storage.discard_checkpoint(oldest.checkpoint_id)
-            except CheckpointError as exc:
-                logger.warning("job %r: could not delete an old checkpoint: %s", self.job_name, exc)
-            # Its shared blobs go once it is no longer complete, if no other checkpoint holds them.
-            await self._discard_shared(self._shared.release(oldest.checkpoint_id))
         letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
         for participant in self._participants:
             participant.post(letter)

@@ -149,7 +149,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             for namespace, _, layers in spaces
         }
         if len(self._changes) >= _MAX_TRACKED_SNAPSHOTS:
+            # Nothing written so far can be built on any more: the changes since are partly gone.
             self._changes.clear()
+            self._written.clear()
             self._confirmed = None
         self._changes.append((checkpoint_id, changes))
         return _IncrementalHeapSnapshotResources(self, views, self.clock(), checkpoint_id)
