@@ -55,8 +55,8 @@ class CheckpointStats:
         persisted_bytes: Bytes written for the checkpoint.
         full_bytes: The size of the whole state it captures (as persisted_bytes until checkpoints
             are incremental).
-        unaligned: Whether barriers overtook records (never, so far).
-        in_flight_bytes: Bytes of in-flight records stored with it (none when aligned).
+        unaligned: Whether any subtask took it unaligned (its barriers overtook queued records).
+        in_flight_bytes: Bytes of in-flight records stored with it (channel state; none when aligned).
         failure: Why it failed, when it did.
         savepoint: Whether it was a savepoint.
     """
@@ -153,12 +153,18 @@ def _size(count: int) -> str:
 
 @dataclass(frozen=True)
 class SubtaskAcknowledgement:
-    """What a subtask reports for a checkpoint: its state handles by operator uid, and its costs."""
+    """What a subtask reports for a checkpoint: its state handles by operator uid, and its costs.
+
+    ``unaligned``: the subtask took it unaligned; ``in_flight_bytes``: the size of the channel state
+    it stored (in its chain's first operator's handles).
+    """
 
     states: dict[str, SubtaskStateHandles]
     sync_duration: float
     async_duration: float
     alignment_duration: float
+    unaligned: bool = False
+    in_flight_bytes: int = 0
 
 
 #: A subtask's state as bytes, by operator uid: (keyed state blob, operator state blob), None if none.
@@ -641,6 +647,8 @@ class CheckpointCoordinator:
             alignment_duration=max((a.alignment_duration for a in acks), default=0.0),
             persisted_bytes=metadata.persisted_bytes,
             full_bytes=metadata.persisted_bytes,
+            unaligned=any(a.unaligned for a in acks),
+            in_flight_bytes=sum(a.in_flight_bytes for a in acks),
             savepoint=pending.savepoint,
         )
 

@@ -33,6 +33,11 @@ class EdgeOutput:
         for channel in self.channels:
             await channel.send(event)
 
+    def overtake(self, checkpoint_id: int) -> None:
+        """Put an unaligned barrier ahead of what is queued in every channel of the edge."""
+        for channel in self.channels:
+            channel.overtake(checkpoint_id)
+
 
 class ForwardOutput(EdgeOutput):
     async def emit(self, batch: list[Any]) -> None:
@@ -105,3 +110,9 @@ class OutputRouter:
         """Send a control event to every downstream channel."""
         for edge in self.edges:
             await edge.emit_event(event)
+
+    def overtake(self, checkpoint_id: int) -> None:
+        """Send barrier ``checkpoint_id`` unaligned: ahead of what is queued in every downstream
+        channel, without waiting for room (see :meth:`Channel.overtake`)."""
+        for edge in self.edges:
+            edge.overtake(checkpoint_id)

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import anyio
 
-from lockgate.mailbox._events import ControlEvent, Message
+from lockgate.mailbox._events import Barrier, ControlEvent, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,27 @@ class Channel:
         mailbox = self._mailbox
         if mailbox is not None and mailbox._wakeup is not None:
             mailbox._wakeup.set()
+
+    def overtake(self, checkpoint_id: int) -> int:
+        """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last control event,
+        at once, even if the channel is full; return how many batches it overtook.
+
+        A barrier never overtakes another control event, so barriers keep their order and nothing
+        follows the end of input. The overtaken batches still belong before the barrier: the barrier
+        carries their count (:attr:`Barrier.overtaken`) so the consumer can tell them apart.
+        """
+        queue = self._queue
+        position = len(queue)
+        while position and not isinstance(queue[position - 1], ControlEvent):
+            position -= 1
+        overtaken = len(queue) - position
+        queue.insert(position, Barrier(checkpoint_id, overtaken))
+        if len(queue) > self._max_queued:
+            self._max_queued = len(queue)
+        mailbox = self._mailbox
+        if mailbox is not None and mailbox._wakeup is not None:
+            mailbox._wakeup.set()
+        return overtaken
 
     def _take(self) -> Message:
         message = self._queue.popleft()

@@ -22,15 +22,17 @@ METADATA_VERSION: Final = 1
 
 @dataclass(frozen=True)
 class SubtaskStateHandles:
-    """The state blobs one operator subtask wrote for a checkpoint: keyed and operator state."""
+    """The state blobs one operator subtask wrote for a checkpoint: keyed and operator state, and the
+    in-flight records of its input channels (unaligned checkpoints; held by a chain's first operator)."""
 
     keyed: StreamStateHandle | None = None
     operator: StreamStateHandle | None = None
+    channel: StreamStateHandle | None = None
 
     @property
     def size(self) -> int:
         """Bytes persisted for this subtask."""
-        return sum(handle.size for handle in (self.keyed, self.operator) if handle is not None)
+        return sum(handle.size for handle in (self.keyed, self.operator, self.channel) if handle is not None)
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,14 @@ class CheckpointMetadata:
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     """A checkpoint read back whole: its metadata and, per operator uid, each subtask's keyed and
-    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none)."""
+    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none), and its channel
+    state blob, for the subtasks of unaligned checkpoints that stored in-flight records."""
 
     metadata: CheckpointMetadata
     pointer: str
     keyed: dict[str, list[Blob | None]]
     operator: dict[str, list[Blob | None]]
+    channel: dict[str, list[Blob | None]] = field(default_factory=dict)
 
 
 #: A state blob's bytes and where they were read from.
@@ -125,6 +129,7 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
     metadata = CheckpointMetadata.from_bytes(data, where)
     keyed: dict[str, list[Blob | None]] = {}
     operator: dict[str, list[Blob | None]] = {}
+    channel: dict[str, list[Blob | None]] = {}
     for uid, state in metadata.operators.items():
         keyed[uid] = [None] * state.parallelism
         operator[uid] = [None] * state.parallelism
@@ -138,7 +143,10 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
                 keyed[uid][index] = (await storage.read_state(handles.keyed), handles.keyed.pointer)
             if handles.operator is not None:
                 operator[uid][index] = (await storage.read_state(handles.operator), handles.operator.pointer)
-    return LoadedCheckpoint(metadata, pointer, keyed, operator)
+            if handles.channel is not None:
+                blobs = channel.setdefault(uid, [None] * state.parallelism)
+                blobs[index] = (await storage.read_state(handles.channel), handles.channel.pointer)
+    return LoadedCheckpoint(metadata, pointer, keyed, operator, channel)
 
 
 def unpickle_state(blob: Blob, expected: type[T]) -> T:
