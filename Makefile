@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/checkpointing.py --backend rocksdb
 	$(BIN)/python benchmarks/rescale.py
 	$(BIN)/python benchmarks/rescale.py --backend rocksdb
+	$(BIN)/python benchmarks/backpressure.py
+	$(BIN)/python benchmarks/backpressure.py --storage memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -145,7 +145,7 @@ class Coordinator:
             return []
         snapshot = pickle.loads(await self.storage.read_state(handle))
         assert isinstance(snapshot, ChannelStateSnapshot)
-        return snapshot.decode(handle.pointer)
+        return snapshot.batches
 
 
 class Runtime:
@@ -488,9 +488,10 @@ class OnSnapshot(lg.ProcessFunction[Any, Any]):
         self.shared.action()
 
 
-#: How many records fill the queues of :func:`gated_sums` at batch size 2 and 2 batches per channel:
-#: the gate holds a batch, the channel before it 2, the sums a batch, the channel before them 2.
-FILLS_QUEUES = 12
+#: How many records fill the queues of :func:`gated_sums` at batch size 2 and 2 batches per channel,
+#: all but one slot: the gate holds a batch, the channel before it 2, the sums a batch, the channel
+#: before them 1 (with that one full, the source would wait for room instead of reading on to its pause).
+FILLS_QUEUES = 10
 
 
 def gated_sums(stream: lg.DataStream, gate: Gate, sink: lg.CollectSink[Any], parallelism: int = 1) -> None:
@@ -525,7 +526,7 @@ async def snapshot_full_queues(root: Path, sink: lg.CollectSink[Any], *, savepoi
     gated_sums(env.from_source(source, uid="src"), Gate(), sink)
     with anyio.fail_after(GUARD):
         job = await env.start("job-1")
-        await source.reached(FILLS_QUEUES)  # emitted all before it: every queue is full
+        await source.reached(FILLS_QUEUES)  # emitted all before it: the queues are full
         if savepoint:
             pointer = await job.trigger_savepoint((root / "savepoints").as_uri())
         else:

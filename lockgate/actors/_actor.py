@@ -14,7 +14,12 @@ import cloudpickle
 
 from lockgate._config import CheckpointingMode
 from lockgate._threads import run_sync
-from lockgate.actors._channel_state import ChannelStateRecording, InFlightBatch, completed_recording
+from lockgate.actors._channel_state import (
+    ChannelStateRecording,
+    InFlightBatch,
+    completed_recording,
+    encode_channel_state,
+)
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import (
     RESUME,
@@ -31,7 +36,7 @@ from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.connectors import SourceReader
 from lockgate.mailbox import END_OF_INPUT, MAIL, Barrier, Mailbox
-from lockgate.snapshots import SubtaskStateHandles
+from lockgate.snapshots import StreamStateHandle, SubtaskStateHandles
 from lockgate.state import KeyedStateBackend, OperatorStateSnapshot, SnapshotResources
 
 
@@ -99,13 +104,26 @@ class _Capture:
 
 
 @dataclass
+class _ChannelStateUpload:
+    """An unaligned checkpoint's channel state, stored by a background task of its own while the rest
+    of the subtask's snapshot is written; ``stored`` is set once it is done, with ``ok`` false if the
+    checkpoint was given up, aborted, or declined because the channel state could not be stored."""
+
+    recording: ChannelStateRecording
+    stored: anyio.Event = field(default_factory=anyio.Event)
+    ok: bool = False
+    handle: StreamStateHandle | None = None
+
+
+@dataclass
 class _BarrierProgress:
     """Where one checkpoint stands at a subtask with input channels, in exactly-once mode.
 
-    A channel has *delivered* the barrier once the barrier and every batch it overtook have been
-    taken. Aligned, a channel that delivered it is paused until all have; unaligned, the snapshot is
-    taken at once, nothing is paused, and what the other channels bring until they deliver it is
-    recorded as channel state.
+    Aligned, a channel has *delivered* the barrier once the barrier and every batch it overtook have
+    been taken, and it is paused until all channels have. Unaligned, the snapshot is taken at once,
+    nothing is paused, and the channel state is recorded: batches as they are taken from a channel
+    whose barrier has not come yet, and the batches a barrier overtook as soon as the barrier is taken
+    (they are still queued, and processed later as usual); a channel has delivered the barrier then.
     """
 
     checkpoint_id: int
@@ -242,6 +260,9 @@ class SubtaskActor:
             with anyio.CancelScope() as scope:
                 self._read_scope = scope
                 try:
+                    # Backpressure is felt here, where a letter can interrupt the wait, rather than
+                    # halfway through emitting a batch: a checkpoint's barrier need not queue behind it.
+                    await self.output.wait_for_room()
                     batch = await reader.read(size)
                 except Exception as exc:
                     raise OperatorFailure(source.uid) from exc
@@ -344,12 +365,22 @@ class SubtaskActor:
                     progress.timer = self._start_alignment_timer(checkpoint_id, timeout)
         elif checkpoint_id < progress.checkpoint_id:
             return  # the barrier of a checkpoint already given up
-        if barrier.overtaken:
+        if barrier.overtaken and not progress.unaligned:
             # The batches it overtook still come first: the channel delivers the barrier after them.
             progress.overtaken[index] = barrier.overtaken
         else:
+            self._record_queued(progress, index, barrier.overtaken)
             self._deliver(progress, index)
         await self._check_delivered()
+
+    def _record_queued(self, progress: _BarrierProgress, index: int, count: int) -> None:
+        """Record the next ``count`` batches queued in channel ``index``: they precede the barrier
+        (which overtook them) but come after the snapshot. They stay queued, to be processed as usual."""
+        if progress.recording is not None and count:
+            input_index = self.channel_inputs[index]
+            for batch in self.mailbox.peek(index, count):
+                assert type(batch) is list  # a barrier overtakes batches only
+                progress.recording.record(input_index, batch)
 
     async def _take_before_barrier(self, progress: _BarrierProgress, index: int, batch: list[Any]) -> None:
         """Process a batch of a channel that has not delivered the checkpoint's barrier: it precedes
@@ -398,6 +429,10 @@ class SubtaskActor:
         self._release_inputs(progress)
         alignment = time.perf_counter() - progress.started
         progress.recording = await self._checkpoint(progress.checkpoint_id, alignment, unaligned=True)
+        for index, remaining in progress.overtaken.items():  # aligning had not reached them yet
+            self._record_queued(progress, index, remaining)
+            progress.delivered.add(index)
+        progress.overtaken.clear()
 
     async def _give_up(self, progress: _BarrierProgress, reason: str) -> None:
         self._stop_timer(progress)
@@ -542,7 +577,9 @@ class SubtaskActor:
             # The channel state is complete only after the barrier has moved on: always in the background.
             recording = completed_recording() if self.is_source else ChannelStateRecording()
             await self._pass_barrier(checkpoint_id, unaligned)
-            args = (coordinator, checkpoint_id, captures, sync_duration, alignment, recording)
+            upload = _ChannelStateUpload(recording)
+            self.runtime.spawn(self._store_channel_state, coordinator, checkpoint_id, upload)
+            args = (coordinator, checkpoint_id, captures, sync_duration, alignment, upload)
             self.runtime.spawn(self._persist, *args)
             return recording
         if self.runtime.asynchronous:
@@ -592,10 +629,10 @@ class SubtaskActor:
         captures: list[_Capture],
         sync_duration: float,
         alignment: float,
-        in_flight: ChannelStateRecording | None = None,
+        in_flight: _ChannelStateUpload | None = None,
     ) -> None:
         """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint
-        (an unaligned one's once its channel state, ``in_flight``, is complete and written too)."""
+        (an unaligned one's once its channel state, ``in_flight``, is stored too)."""
         started = time.perf_counter()
         try:
             target = coordinator.target(checkpoint_id)
@@ -615,44 +652,51 @@ class SubtaskActor:
                     capture.keyed.release()
         ack = SubtaskAcknowledgement(states, sync_duration, time.perf_counter() - started, alignment)
         if in_flight is not None:
-            with_channel_state = await self._persist_in_flight(coordinator, checkpoint_id, ack, in_flight)
-            if with_channel_state is None:
+            await in_flight.stored.wait()
+            if not in_flight.ok:
                 return
-            ack = replace(with_channel_state, async_duration=time.perf_counter() - started)
+            ack = self._with_channel_state(ack, in_flight.handle, time.perf_counter() - started)
         await coordinator.acknowledge(checkpoint_id, self.key, ack)
 
-    async def _persist_in_flight(
-        self,
-        coordinator: CheckpointCoordinator,
-        checkpoint_id: int,
-        ack: SubtaskAcknowledgement,
-        in_flight: ChannelStateRecording,
-    ) -> SubtaskAcknowledgement | None:
-        """Wait for an unaligned checkpoint's channel state, write it as a blob of the chain's first
-        operator, and add it to ``ack``; None if the checkpoint was given up or aborted meanwhile, or
-        declined because the channel state could not be stored."""
-        snapshot = await in_flight.finished()
-        target = coordinator.target(checkpoint_id)
-        if snapshot is None or target is None:
-            return None
-        handle = None
+    async def _store_channel_state(
+        self, coordinator: CheckpointCoordinator, checkpoint_id: int, upload: _ChannelStateUpload
+    ) -> None:
+        """Wait for an unaligned checkpoint's channel state to be complete and write it, as a blob of
+        the chain's first operator (none if nothing was in flight)."""
         try:
-            if in_flight.failure is not None:
-                raise ValueError(in_flight.failure)
-            if snapshot.batches:
-                data = await run_sync(pickle.dumps, snapshot, 5)
-                name = blob_name(self.head_uid, self.subtask_index, "channel")
-                handle = await target.storage.write_state(target.location, name, data)
-        except Exception as exc:
-            reason = f"its in-flight records could not be stored: {type(exc).__name__}: {exc}"
-            await coordinator.decline(checkpoint_id, self.key, reason)
-            return None
+            snapshot = await upload.recording.finished()
+            target = coordinator.target(checkpoint_id)
+            if snapshot is None or target is None:
+                return  # given up or aborted: nothing to store
+            try:
+                if snapshot.batches:
+                    data = await run_sync(encode_channel_state, snapshot)
+                    name = blob_name(self.head_uid, self.subtask_index, "channel")
+                    upload.handle = await target.storage.write_state(target.location, name, data)
+            except Exception as exc:
+                reason = f"its in-flight records could not be stored: {type(exc).__name__}: {exc}"
+                await coordinator.decline(checkpoint_id, self.key, reason)
+                return
+            upload.ok = True
+        finally:
+            upload.stored.set()
+
+    def _with_channel_state(
+        self, ack: SubtaskAcknowledgement, handle: StreamStateHandle | None, async_duration: float
+    ) -> SubtaskAcknowledgement:
+        """``ack`` of an unaligned checkpoint, with the channel state's handle in the chain's first
+        operator's handles."""
         states = dict(ack.states)
         if handle is not None:
             head = states.get(self.head_uid, SubtaskStateHandles())
             states[self.head_uid] = replace(head, channel=handle)
-        in_flight_bytes = 0 if handle is None else handle.size
-        return replace(ack, states=states, unaligned=True, in_flight_bytes=in_flight_bytes)
+        return replace(
+            ack,
+            states=states,
+            async_duration=async_duration,
+            unaligned=True,
+            in_flight_bytes=0 if handle is None else handle.size,
+        )
 
     @staticmethod
     async def _encode(captures: list[_Capture], canonical: bool) -> StateBlobs:

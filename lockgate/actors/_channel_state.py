@@ -17,33 +17,24 @@ from typing import Any
 import anyio
 import cloudpickle
 
-from lockgate._errors import CorruptCheckpointError
-
 #: A batch to replay and the operator input it came for (0, or 1 for a two-input operator's second).
 InFlightBatch = tuple[int, list[Any]]
 
 
 @dataclass(frozen=True)
 class ChannelStateSnapshot:
-    """What is stored for one subtask's channel state: each recorded batch, pickled, with the operator
-    input it came for, in the order the subtask took them (each channel's order is kept)."""
+    """What is stored for one subtask's channel state: each recorded batch with the operator input it
+    came for, in the order the subtask recorded them (each channel's order is kept)."""
 
-    batches: list[tuple[int, bytes]]
+    batches: list[InFlightBatch]
 
-    def decode(self, where: str) -> list[InFlightBatch]:
-        """The batches unpickled; ``where`` names the blob in errors.
 
-        Raises:
-            CorruptCheckpointError: A batch cannot be read.
-        """
-        decoded: list[InFlightBatch] = []
-        for input_index, data in self.batches:
-            try:
-                batch = pickle.loads(data)
-            except Exception as exc:
-                raise CorruptCheckpointError(where, f"an in-flight batch cannot be read ({exc})") from exc
-            decoded.append((input_index, batch))
-        return decoded
+def encode_channel_state(snapshot: ChannelStateSnapshot) -> bytes:
+    """The stored form of ``snapshot``: the costly part, run in a worker thread."""
+    try:
+        return pickle.dumps(snapshot, protocol=5)
+    except (pickle.PicklingError, AttributeError, TypeError):  # a record only cloudpickle can write
+        return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
 
 
 class ChannelStateRecording:
@@ -51,35 +42,25 @@ class ChannelStateRecording:
 
     The actor records batches while channels have not yet delivered the checkpoint's barrier and
     completes the recording once all have (or ended); the asynchronous part of the snapshot waits for
-    :meth:`finished` before it stores the result and acknowledges the checkpoint.
+    :meth:`finished` before it encodes and stores the result and acknowledges the checkpoint.
 
-    Batches are pickled when recorded: what an operator later does to a record (user functions may
-    mutate their input) must not change what is replayed.
+    A recorded batch is a copy of the list, but the records are the ones the operators receive: like
+    broadcast outputs, which share records among subtasks, this relies on records not being mutated
+    by the operators that receive them.
     """
 
     def __init__(self) -> None:
-        self._batches: list[tuple[int, bytes]] = []
+        self._batches: list[InFlightBatch] = []
         self._done = anyio.Event()
         self._abandoned = False
-        self.failure: str | None = None  # why a batch could not be recorded, if one could not
 
     def __repr__(self) -> str:
         state = "abandoned" if self._abandoned else "complete" if self._done.is_set() else "recording"
         return f"<ChannelStateRecording [{len(self._batches)} batches | {state}]>"
 
     def record(self, input_index: int, batch: list[Any]) -> None:
-        """Keep a copy of ``batch``, which came for operator input ``input_index``."""
-        if self.failure is not None:
-            return  # the checkpoint is declined anyway: spare the cost
-        try:
-            data = pickle.dumps(batch, protocol=5)
-        except (pickle.PicklingError, AttributeError, TypeError):
-            try:
-                data = cloudpickle.dumps(batch, protocol=5)
-            except Exception as exc:
-                self.failure = f"an in-flight record cannot be pickled: {type(exc).__name__}: {exc}"
-                return
-        self._batches.append((input_index, data))
+        """Keep ``batch``, which came for operator input ``input_index``."""
+        self._batches.append((input_index, list(batch)))
 
     def complete(self) -> None:
         """Every channel has delivered the barrier or ended: nothing more belongs to the checkpoint."""

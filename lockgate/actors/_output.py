@@ -33,6 +33,11 @@ class EdgeOutput:
         for channel in self.channels:
             await channel.send(event)
 
+    async def wait_for_room(self) -> None:
+        """Wait until every channel of the edge has room for a message."""
+        for channel in self.channels:
+            await channel.wait_for_room()
+
     def overtake(self, checkpoint_id: int) -> None:
         """Put an unaligned barrier ahead of what is queued in every channel of the edge."""
         for channel in self.channels:
@@ -110,6 +115,11 @@ class OutputRouter:
         """Send a control event to every downstream channel."""
         for edge in self.edges:
             await edge.emit_event(event)
+
+    async def wait_for_room(self) -> None:
+        """Wait until every downstream channel has room for a message (cancel-safe)."""
+        for edge in self.edges:
+            await edge.wait_for_room()
 
     def overtake(self, checkpoint_id: int) -> None:
         """Send barrier ``checkpoint_id`` unaligned: ahead of what is queued in every downstream

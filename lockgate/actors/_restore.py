@@ -150,7 +150,7 @@ class RestoredState:
 
 
 def _decode_in_flight(blob: tuple[bytes, str]) -> list[InFlightBatch]:
-    return unpickle_state(blob, ChannelStateSnapshot).decode(blob[1])
+    return unpickle_state(blob, ChannelStateSnapshot).batches
 
 
 class _OneDirectory(FileCheckpointStorage):

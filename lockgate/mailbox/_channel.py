@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Final
 
 import anyio
@@ -88,6 +89,12 @@ class Channel:
         mailbox = self._mailbox
         if mailbox is not None and mailbox._wakeup is not None:
             mailbox._wakeup.set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the channel holds fewer than ``capacity`` messages. Cancel-safe: it changes nothing."""
+        while len(self._queue) >= self.capacity:
+            self._space = anyio.Event()
+            await self._space.wait()
 
     def overtake(self, checkpoint_id: int) -> int:
         """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last control event,
@@ -178,6 +185,10 @@ class Mailbox:
     def channels(self) -> list[Channel]:
         """The input channels, by index."""
         return list(self._channels)
+
+    def peek(self, index: int, count: int) -> list[Message]:
+        """The first ``count`` messages queued in channel ``index``, left where they are."""
+        return list(islice(self._channels[index]._queue, count))
 
     def pause(self, index: int) -> None:
         """Stop reading channel ``index`` until :meth:`resume`."""
