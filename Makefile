@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rescale.py --backend rocksdb
 	$(BIN)/python benchmarks/large_state.py
 	$(BIN)/python benchmarks/large_state.py --backend rocksdb
+	$(BIN)/python benchmarks/backpressure.py
+	$(BIN)/python benchmarks/backpressure.py --storage memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info

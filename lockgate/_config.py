@@ -53,7 +53,14 @@ class CheckpointConfig:
             completes.
         asynchronous: Whether snapshots are written in the background while records keep flowing
             (the default), or wholly before the barrier moves on (for debugging).
-        unaligned: Whether barriers overtake queued records (not available yet).
+        unaligned: Whether barriers overtake the records queued in channels (exactly-once only): a
+            checkpoint then no longer waits for backpressured queues to drain, and the records a
+            barrier overtook are stored with it as in-flight data (see ``docs/checkpointing.md``).
+            Savepoints are always aligned.
+        aligned_timeout: With ``unaligned``: None takes every checkpoint unaligned from the first
+            barrier; a number of seconds starts each subtask aligned and switches it to unaligned
+            once its alignment of the checkpoint has taken longer than that. Without ``unaligned``
+            it has no effect.
     """
 
     interval: float | None = None
@@ -65,6 +72,7 @@ class CheckpointConfig:
     retained: int = 1
     asynchronous: bool = True
     unaligned: bool = False
+    aligned_timeout: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -88,10 +96,20 @@ class CheckpointConfig:
         for name in ("asynchronous", "unaligned"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.unaligned:
+        if self.aligned_timeout is not None:
+            _positive_number("aligned_timeout", self.aligned_timeout)
+        if self.unaligned and self.mode is not CheckpointingMode.EXACTLY_ONCE:
             raise ConfigurationError(
-                "unaligned checkpoints are not available yet; set checkpoint_config.unaligned = False"
+                "unaligned checkpoints need CheckpointingMode.EXACTLY_ONCE, but the mode is "
+                f"{self.mode.name}: at-least-once never holds inputs, so there is nothing to unalign; "
+                "enable checkpointing with mode=lg.CheckpointingMode.EXACTLY_ONCE, or set "
+                "checkpoint_config.unaligned = False"
             )
+
+    @property
+    def unaligned_from_start(self) -> bool:
+        """Whether checkpoints (not savepoints) are unaligned from their first barrier on."""
+        return self.unaligned and self.aligned_timeout is None
 
 
 @dataclass(frozen=True)

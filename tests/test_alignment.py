@@ -44,6 +44,8 @@ class Runtime:
 
     coordinator = None
     asynchronous = True
+    unaligned = False
+    aligned_timeout = None
 
     def __init__(self, mode: lg.CheckpointingMode) -> None:
         self.mode = mode

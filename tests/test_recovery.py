@@ -738,7 +738,8 @@ def test_enable_checkpointing_refuses_bad_settings(interval: float, mode: Any, m
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("unaligned", True, "not available yet"),
+        ("unaligned", "yes", "unaligned"),
+        ("aligned_timeout", 0, "aligned_timeout"),
         ("timeout", 0, "timeout"),
         ("retained", 0, "retained"),
         ("tolerable_failures", -1, "tolerable_failures"),

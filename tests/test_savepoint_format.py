@@ -131,7 +131,7 @@ CLASSES: dict[tuple[str, str], Any] = {
         "OperatorCheckpointState", "uid, parallelism, subtasks"
     ),
     ("lockgate.snapshots._metadata", "SubtaskStateHandles"): _stand_in(
-        "SubtaskStateHandles", "keyed, operator, shared"
+        "SubtaskStateHandles", "keyed, operator, shared, channel"
     ),
     ("lockgate.snapshots._storage", "StreamStateHandle"): _stand_in(
         "StreamStateHandle", "checkpoint_id, name, pointer, size, checksum"
@@ -310,6 +310,7 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
         assert sorted(operator.subtasks) == list(range(operator.parallelism))
         for subtask in operator.subtasks.values():
             assert subtask.shared == ()  # a savepoint is self-contained
+            assert subtask.channel is None  # a savepoint is aligned: nothing was in flight
             for kind in ("keyed", "operator"):
                 handle = getattr(subtask, kind)
                 if handle is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 import anyio
@@ -14,6 +14,12 @@ import cloudpickle
 
 from lockgate._config import CheckpointingMode
 from lockgate._threads import run_sync
+from lockgate.actors._channel_state import (
+    ChannelStateRecording,
+    InFlightBatch,
+    completed_recording,
+    encode_channel_state,
+)
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import (
     RESUME,
@@ -24,13 +30,14 @@ from lockgate.actors._coordinator import (
     StateBlobs,
     SubtaskAcknowledgement,
     TriggerCheckpoint,
+    blob_name,
     write_state_blobs,
 )
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.connectors import SourceReader
 from lockgate.mailbox import END_OF_INPUT, MAIL, Barrier, Mailbox
-from lockgate.snapshots import SharedStateHandle
+from lockgate.snapshots import SharedStateHandle, StreamStateHandle, SubtaskStateHandles
 from lockgate.state import (
     IncrementalSnapshotResources,
     KeyedStateBackend,
@@ -69,12 +76,22 @@ JOB_FINISHED: Final = JobFinished()
 FINAL_SNAPSHOT: Final = 0
 
 
+@dataclass(frozen=True)
+class AlignmentTimedOut:
+    """Letter from an actor's alignment timer: checkpoint ``checkpoint_id`` has been aligning for longer
+    than ``aligned_timeout``; if it still is, the actor switches it to unaligned."""
+
+    checkpoint_id: int
+
+
 class ActorRuntime(Protocol):
     """What an actor needs from the attempt of the job that runs it."""
 
     coordinator: CheckpointCoordinator | None
     mode: CheckpointingMode | None
     asynchronous: bool
+    unaligned: bool  # checkpoints (never savepoints) may let barriers overtake records
+    aligned_timeout: float | None  # with unaligned: None, unaligned at once; else after this long
 
     def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``function(*args)`` in the background of the attempt."""
@@ -90,6 +107,39 @@ class _Capture:
     uid: str
     operator_state: OperatorStateSnapshot | None
     keyed: SnapshotResources | None
+
+
+@dataclass
+class _ChannelStateUpload:
+    """An unaligned checkpoint's channel state, stored by a background task of its own while the rest
+    of the subtask's snapshot is written; ``stored`` is set once it is done, with ``ok`` false if the
+    checkpoint was given up, aborted, or declined because the channel state could not be stored."""
+
+    recording: ChannelStateRecording
+    stored: anyio.Event = field(default_factory=anyio.Event)
+    ok: bool = False
+    handle: StreamStateHandle | None = None
+
+
+@dataclass
+class _BarrierProgress:
+    """Where one checkpoint stands at a subtask with input channels, in exactly-once mode.
+
+    Aligned, a channel has *delivered* the barrier once the barrier and every batch it overtook have
+    been taken, and it is paused until all channels have. Unaligned, the snapshot is taken at once,
+    nothing is paused, and the channel state is recorded: batches as they are taken from a channel
+    whose barrier has not come yet, and the batches a barrier overtook as soon as the barrier is taken
+    (they are still queued, and processed later as usual); a channel has delivered the barrier then.
+    """
+
+    checkpoint_id: int
+    started: float
+    delivered: set[int] = field(default_factory=set)
+    # Channels whose barrier came ahead of batches still to take: how many of them remain.
+    overtaken: dict[int, int] = field(default_factory=dict)
+    unaligned: bool = False  # the snapshot is taken and the barrier passed on, before all delivered it
+    recording: ChannelStateRecording | None = None  # None if unaligned but aborted meanwhile
+    timer: anyio.CancelScope | None = None  # the alignment timer, with aligned_timeout
 
 
 class SubtaskActor:
@@ -117,6 +167,7 @@ class SubtaskActor:
         channel_inputs: list[int] | None = None,
         batch_size: int,
         keyed_backends: list[KeyedStateBackend],
+        in_flight: list[tuple[int, InFlightBatch]] | None = None,
     ) -> None:
         if (source is None) == (not mailbox.channels):
             raise ValueError("an actor reads from a source or from channels, not both or neither")
@@ -135,22 +186,25 @@ class SubtaskActor:
         self.channel_inputs = channel_inputs or []
         self.batch_size = batch_size
         self.keyed_backends = keyed_backends
+        # Restored channel state: (position of the operator in the chain, (operator input, batch)).
+        self.in_flight = in_flight or []
         self.input_ended = False
         self._stopped = False  # a stop-with-savepoint completed: end without finishing
         self._last_checkpoint = 0  # the newest checkpoint this subtask has taken its part of
         self._read_scope: anyio.CancelScope | None = None
-        # Barrier alignment: the checkpoint being aligned, the channels that delivered its barrier.
-        self._aligning: int | None = None
-        self._aligned: set[int] = set()
-        self._alignment_started = 0.0
+        # Exactly-once: the checkpoint whose barriers are on their way in, if any.
+        self._progress: _BarrierProgress | None = None
         self._ended: set[int] = set()
         # At-least-once: the channels that delivered each checkpoint's barrier, and since when.
         self._tracked: dict[int, tuple[set[int], float]] = {}
 
     def __repr__(self) -> str:
         state = "finished" if self.input_ended else "running"
-        if self._aligning is not None:
-            state += f" | barrier {self._aligning} aligning {len(self._aligned)}/{len(self.mailbox.channels)}"
+        progress = self._progress
+        if progress is not None:
+            doing = "recording" if progress.unaligned else "aligning"
+            delivered = len(progress.delivered | self._ended)
+            state += f" | barrier {progress.checkpoint_id} {doing} {delivered}/{len(self.mailbox.channels)}"
         return f"<SubtaskActor {self.name} [subtask {self.subtask_index} | {state}]>"
 
     def post(self, letter: Any) -> None:
@@ -168,6 +222,7 @@ class SubtaskActor:
                     await operator.open()
                 except Exception as exc:
                     raise OperatorFailure(operator.uid) from exc
+            await self._replay_in_flight()
             if self.source is not None:
                 await self._run_source(self.source)
             else:
@@ -211,6 +266,9 @@ class SubtaskActor:
             with anyio.CancelScope() as scope:
                 self._read_scope = scope
                 try:
+                    # Backpressure is felt here, where a letter can interrupt the wait, rather than
+                    # halfway through emitting a batch: a checkpoint's barrier need not queue behind it.
+                    await self.output.wait_for_room()
                     batch = await reader.read(size)
                 except Exception as exc:
                     raise OperatorFailure(source.uid) from exc
@@ -233,7 +291,10 @@ class SubtaskActor:
         while open_inputs:
             index, message = await mailbox.receive()
             if type(message) is list:
-                if channel_inputs[index]:
+                progress = self._progress
+                if progress is not None and index not in progress.delivered:
+                    await self._take_before_barrier(progress, index, message)
+                elif channel_inputs[index]:
                     await self._process_second_input(message)
                 else:
                     await self._process(message, 0)
@@ -245,12 +306,12 @@ class SubtaskActor:
                 mailbox.pause(index)  # nothing follows the end of a channel
                 self._ended.add(index)
                 open_inputs -= 1
-                if self._aligning is not None:
-                    await self._check_aligned()
+                if self._progress is not None:
+                    await self._check_delivered()
                 if self._tracked:
                     await self._check_tracked()
             elif isinstance(message, Barrier):
-                await self._on_barrier(index, message.checkpoint_id)
+                await self._on_barrier(index, message)
             else:
                 raise AssertionError(f"unexpected control event {message!r}")
         self.input_ended = True
@@ -268,6 +329,16 @@ class SubtaskActor:
                 return
         await self.output.emit(batch)
 
+    async def _replay_in_flight(self) -> None:
+        """Process the channel state of the checkpoint this subtask was restored from, before any new
+        input: records that were in flight when the checkpoint was taken."""
+        in_flight, self.in_flight = self.in_flight, []
+        for position, (input_index, batch) in in_flight:
+            if input_index and position == 0:
+                await self._process_second_input(batch)
+            else:
+                await self._process(batch, position)
+
     async def _process_second_input(self, batch: list[Any]) -> None:
         head = self.operators[0]
         try:
@@ -279,22 +350,123 @@ class SubtaskActor:
 
     # ---- barriers
 
-    async def _on_barrier(self, index: int, checkpoint_id: int) -> None:
-        if self.runtime.mode is not CheckpointingMode.EXACTLY_ONCE and not self._is_savepoint(checkpoint_id):
+    async def _on_barrier(self, index: int, barrier: Barrier) -> None:
+        checkpoint_id = barrier.checkpoint_id
+        savepoint = self._is_savepoint(checkpoint_id)
+        if self.runtime.mode is not CheckpointingMode.EXACTLY_ONCE and not savepoint:
             await self._track_barrier(index, checkpoint_id)
             return
-        if self._aligning is None or checkpoint_id > self._aligning:
-            if self._aligning is not None:  # a newer barrier: the older checkpoint cannot complete
-                await self._decline(self._aligning, f"barrier {checkpoint_id} overtook it", counts=False)
-                self._release_inputs()
-            self._aligning = checkpoint_id
-            self._aligned = set()
-            self._alignment_started = time.perf_counter()
-        elif checkpoint_id < self._aligning:
+        progress = self._progress
+        if progress is None or checkpoint_id > progress.checkpoint_id:
+            if checkpoint_id <= self._last_checkpoint:
+                return  # a checkpoint this subtask has passed on already
+            if progress is not None:  # a newer barrier: the older checkpoint cannot complete
+                await self._give_up(progress, f"barrier {checkpoint_id} overtook it")
+            progress = self._progress = _BarrierProgress(checkpoint_id, time.perf_counter())
+            if self.runtime.unaligned and not savepoint:
+                timeout = self.runtime.aligned_timeout
+                if timeout is None:
+                    await self._unalign(progress)
+                else:
+                    progress.timer = self._start_alignment_timer(checkpoint_id, timeout)
+        elif checkpoint_id < progress.checkpoint_id:
             return  # the barrier of a checkpoint already given up
-        self._aligned.add(index)
-        self.mailbox.pause(index)  # hold this input until every input delivered the barrier
-        await self._check_aligned()
+        if barrier.overtaken and not progress.unaligned:
+            # The batches it overtook still come first: the channel delivers the barrier after them.
+            progress.overtaken[index] = barrier.overtaken
+        else:
+            self._record_queued(progress, index, barrier.overtaken)
+            self._deliver(progress, index)
+        await self._check_delivered()
+
+    def _record_queued(self, progress: _BarrierProgress, index: int, count: int) -> None:
+        """Record the next ``count`` batches queued in channel ``index``: they precede the barrier
+        (which overtook them) but come after the snapshot. They stay queued, to be processed as usual."""
+        if progress.recording is not None and count:
+            input_index = self.channel_inputs[index]
+            for batch in self.mailbox.peek(index, count):
+                assert type(batch) is list  # a barrier overtakes batches only
+                progress.recording.record(input_index, batch)
+
+    async def _take_before_barrier(self, progress: _BarrierProgress, index: int, batch: list[Any]) -> None:
+        """Process a batch of a channel that has not delivered the checkpoint's barrier: it precedes
+        the barrier, so an unaligned checkpoint records it as channel state."""
+        if progress.recording is not None:
+            progress.recording.record(self.channel_inputs[index], batch)
+        if self.channel_inputs[index]:
+            await self._process_second_input(batch)
+        else:
+            await self._process(batch, 0)
+        remaining = progress.overtaken.get(index)
+        if remaining is not None:  # one of the batches its barrier overtook
+            if remaining > 1:
+                progress.overtaken[index] = remaining - 1
+            else:
+                del progress.overtaken[index]
+                self._deliver(progress, index)
+                await self._check_delivered()
+
+    def _deliver(self, progress: _BarrierProgress, index: int) -> None:
+        progress.delivered.add(index)
+        if not progress.unaligned:
+            self.mailbox.pause(index)  # hold this input until every input delivered the barrier
+
+    async def _check_delivered(self) -> None:
+        """Once every channel has delivered the barrier (or ended): take the aligned snapshot, or
+        complete the unaligned one's channel state."""
+        progress = self._progress
+        assert progress is not None
+        if len(progress.delivered | self._ended) < len(self.mailbox.channels):
+            return
+        self._progress = None
+        if progress.unaligned:
+            if progress.recording is not None:
+                progress.recording.complete()
+            return
+        self._stop_timer(progress)
+        await self._checkpoint(progress.checkpoint_id, time.perf_counter() - progress.started)
+        self._release_inputs(progress)
+
+    async def _unalign(self, progress: _BarrierProgress) -> None:
+        """Take the checkpoint unaligned now: snapshot, barrier passed on ahead of queued records,
+        every input read again; what precedes the barrier from here on is recorded."""
+        self._stop_timer(progress)
+        progress.unaligned = True
+        self._release_inputs(progress)
+        alignment = time.perf_counter() - progress.started
+        progress.recording = await self._checkpoint(progress.checkpoint_id, alignment, unaligned=True)
+        for index, remaining in progress.overtaken.items():  # aligning had not reached them yet
+            self._record_queued(progress, index, remaining)
+            progress.delivered.add(index)
+        progress.overtaken.clear()
+
+    async def _give_up(self, progress: _BarrierProgress, reason: str) -> None:
+        self._stop_timer(progress)
+        if progress.recording is not None:
+            progress.recording.abandon()
+        await self._decline(progress.checkpoint_id, reason, counts=False)
+        self._release_inputs(progress)
+
+    def _release_inputs(self, progress: _BarrierProgress) -> None:
+        for index in progress.delivered - self._ended:
+            self.mailbox.resume(index)
+
+    def _start_alignment_timer(self, checkpoint_id: int, timeout: float) -> anyio.CancelScope:
+        """Post :class:`AlignmentTimedOut` to this actor after ``timeout`` seconds, unless cancelled."""
+        scope = anyio.CancelScope()
+        self.runtime.spawn(self._post_after, scope, timeout, AlignmentTimedOut(checkpoint_id))
+        return scope
+
+    async def _post_after(self, scope: anyio.CancelScope, delay: float, letter: Any) -> None:
+        with scope:
+            await anyio.sleep(delay)
+            self.post(letter)
+
+    @staticmethod
+    def _stop_timer(progress: _BarrierProgress) -> None:
+        if progress.timer is not None:
+            progress.timer.cancel()
+            progress.timer = None
 
     async def _track_barrier(self, index: int, checkpoint_id: int) -> None:
         """At-least-once: inputs are never held, so the barriers of several checkpoints may be on their
@@ -326,29 +498,29 @@ class SubtaskActor:
         target = None if coordinator is None else coordinator.target(checkpoint_id)
         return target is not None and target.canonical
 
-    async def _check_aligned(self) -> None:
-        assert self._aligning is not None
-        if len(self._aligned | self._ended) < len(self.mailbox.channels):
-            return
-        checkpoint_id = self._aligning
-        alignment = time.perf_counter() - self._alignment_started
-        self._aligning = None
-        await self._checkpoint(checkpoint_id, alignment)
-        self._release_inputs()
-
-    def _release_inputs(self) -> None:
-        for index in self._aligned - self._ended:
-            self.mailbox.resume(index)
-        self._aligned = set()
-
     # ---- letters
 
     async def _on_letter(self, letter: Any) -> None:
         if isinstance(letter, TriggerCheckpoint):
             if not self.input_ended:  # else the last state, handed over at the end, stands in
-                await self._checkpoint(letter.checkpoint_id, 0.0)
+                checkpoint_id = letter.checkpoint_id
+                unaligned = (
+                    self.runtime.unaligned
+                    and self.runtime.aligned_timeout is None
+                    and not self._is_savepoint(checkpoint_id)
+                )
+                await self._checkpoint(checkpoint_id, 0.0, unaligned=unaligned)
                 if letter.stop:
                     await self._hold()
+        elif isinstance(letter, AlignmentTimedOut):
+            progress = self._progress
+            if (
+                progress is not None
+                and progress.checkpoint_id == letter.checkpoint_id
+                and not progress.unaligned
+            ):
+                await self._unalign(progress)
+                await self._check_delivered()
         elif isinstance(letter, CheckpointComplete):
             await self._notify_complete(letter)
         elif letter is STOP:
@@ -388,25 +560,48 @@ class SubtaskActor:
 
     # ---- snapshots
 
-    async def _checkpoint(self, checkpoint_id: int, alignment: float) -> None:
+    async def _checkpoint(
+        self, checkpoint_id: int, alignment: float, *, unaligned: bool = False
+    ) -> ChannelStateRecording | None:
         """Take this subtask's part of a checkpoint: the synchronous part now, between two messages;
         the barrier moves on; the asynchronous part runs in the background (or now, if the job's
-        snapshots are synchronous)."""
+        snapshots are synchronous and the checkpoint is aligned).
+
+        ``unaligned``: the barrier overtakes what is queued downstream, and the acknowledgement waits
+        for the channel state, recorded into the returned recording (None if the checkpoint was
+        aborted meanwhile; a source's is empty and complete).
+        """
         self._last_checkpoint = max(self._last_checkpoint, checkpoint_id)
         coordinator = self.runtime.coordinator
         target = None if coordinator is None else coordinator.target(checkpoint_id)
         if target is None:  # aborted meanwhile: pass the barrier on, so downstream aligns
-            await self.output.emit_event(Barrier(checkpoint_id))
-            return
+            await self._pass_barrier(checkpoint_id, unaligned)
+            return None
         assert coordinator is not None
         started = time.perf_counter()
         captures = await self._capture(checkpoint_id)
         sync_duration = time.perf_counter() - started
+        if unaligned:
+            # The channel state is complete only after the barrier has moved on: always in the background.
+            recording = completed_recording() if self.is_source else ChannelStateRecording()
+            await self._pass_barrier(checkpoint_id, unaligned)
+            upload = _ChannelStateUpload(recording)
+            self.runtime.spawn(self._store_channel_state, coordinator, checkpoint_id, upload)
+            args = (coordinator, checkpoint_id, captures, sync_duration, alignment, upload)
+            self.runtime.spawn(self._persist, *args)
+            return recording
         if self.runtime.asynchronous:
             await self.output.emit_event(Barrier(checkpoint_id))
             self.runtime.spawn(self._persist, coordinator, checkpoint_id, captures, sync_duration, alignment)
         else:
             await self._persist(coordinator, checkpoint_id, captures, sync_duration, alignment)
+            await self.output.emit_event(Barrier(checkpoint_id))
+        return None
+
+    async def _pass_barrier(self, checkpoint_id: int, unaligned: bool) -> None:
+        if unaligned:
+            self.output.overtake(checkpoint_id)
+        else:
             await self.output.emit_event(Barrier(checkpoint_id))
 
     async def _capture(self, checkpoint_id: int) -> list[_Capture]:
@@ -442,8 +637,10 @@ class SubtaskActor:
         captures: list[_Capture],
         sync_duration: float,
         alignment: float,
+        in_flight: _ChannelStateUpload | None = None,
     ) -> None:
-        """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint.
+        """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint
+        (an unaligned one's once its channel state, ``in_flight``, is stored too).
 
         Keyed state that snapshots incrementally writes its new shared blobs first; if the checkpoint
         fails or does not take the acknowledgement, they are deleted again."""
@@ -478,8 +675,54 @@ class SubtaskActor:
         ack = SubtaskAcknowledgement(
             states, sync_duration, time.perf_counter() - started, alignment, uploaded
         )
+        if in_flight is not None:
+            await in_flight.stored.wait()
+            if not in_flight.ok:
+                await self._discard(writer)
+                return
+            ack = self._with_channel_state(ack, in_flight.handle, time.perf_counter() - started)
         if not await coordinator.acknowledge(checkpoint_id, self.key, ack):
             await self._discard(writer)
+
+    async def _store_channel_state(
+        self, coordinator: CheckpointCoordinator, checkpoint_id: int, upload: _ChannelStateUpload
+    ) -> None:
+        """Wait for an unaligned checkpoint's channel state to be complete and write it, as a blob of
+        the chain's first operator (none if nothing was in flight)."""
+        try:
+            snapshot = await upload.recording.finished()
+            target = coordinator.target(checkpoint_id)
+            if snapshot is None or target is None:
+                return  # given up or aborted: nothing to store
+            try:
+                if snapshot.batches:
+                    data = await run_sync(encode_channel_state, snapshot)
+                    name = blob_name(self.head_uid, self.subtask_index, "channel")
+                    upload.handle = await target.storage.write_state(target.location, name, data)
+            except Exception as exc:
+                reason = f"its in-flight records could not be stored: {type(exc).__name__}: {exc}"
+                await coordinator.decline(checkpoint_id, self.key, reason)
+                return
+            upload.ok = True
+        finally:
+            upload.stored.set()
+
+    def _with_channel_state(
+        self, ack: SubtaskAcknowledgement, handle: StreamStateHandle | None, async_duration: float
+    ) -> SubtaskAcknowledgement:
+        """``ack`` of an unaligned checkpoint, with the channel state's handle in the chain's first
+        operator's handles."""
+        states = dict(ack.states)
+        if handle is not None:
+            head = states.get(self.head_uid, SubtaskStateHandles())
+            states[self.head_uid] = replace(head, channel=handle)
+        return replace(
+            ack,
+            states=states,
+            async_duration=async_duration,
+            unaligned=True,
+            in_flight_bytes=0 if handle is None else handle.size,
+        )
 
     @staticmethod
     async def _discard(writer: SharedBlobWriter | None) -> None:

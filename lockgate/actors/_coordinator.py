@@ -58,11 +58,11 @@ class CheckpointStats:
         sync_duration: The longest synchronous part of any subtask (records wait meanwhile).
         async_duration: The longest asynchronous part of any subtask (records flow meanwhile).
         alignment_duration: The longest time any subtask held inputs to align barriers.
-        persisted_bytes: Bytes written for the checkpoint.
-        full_bytes: The size of the whole state it captures (as persisted_bytes until checkpoints
-            are incremental).
-        unaligned: Whether barriers overtook records (never, so far).
-        in_flight_bytes: Bytes of in-flight records stored with it (none when aligned).
+        persisted_bytes: Bytes written for the checkpoint (an incremental one writes only what changed).
+        full_bytes: The size of the whole state it consists of, shared blobs written by earlier
+            checkpoints included.
+        unaligned: Whether any subtask took it unaligned (its barriers overtook queued records).
+        in_flight_bytes: Bytes of in-flight records stored with it (channel state; none when aligned).
         failure: Why it failed, when it did.
         savepoint: Whether it was a savepoint.
     """
@@ -160,20 +160,26 @@ def _size(count: int) -> str:
 @dataclass(frozen=True)
 class SubtaskAcknowledgement:
     """What a subtask reports for a checkpoint: its state handles by operator uid, its costs, and the
-    shared blobs it wrote for this checkpoint (the others its handles name, it reuses)."""
+    shared blobs it wrote for this checkpoint (the others its handles name, it reuses).
+
+    ``unaligned``: the subtask took it unaligned; ``in_flight_bytes``: the size of the channel state
+    it stored (in its chain's first operator's handles).
+    """
 
     states: dict[str, SubtaskStateHandles]
     sync_duration: float
     async_duration: float
     alignment_duration: float
     uploaded: frozenset[str] = frozenset()
+    unaligned: bool = False
+    in_flight_bytes: int = 0
 
     @property
     def persisted_bytes(self) -> int:
         """The bytes written for this checkpoint: own blobs, and the shared blobs uploaded for it."""
         total = 0
         for handles in self.states.values():
-            total += sum(h.size for h in (handles.keyed, handles.operator) if h is not None)
+            total += sum(h.size for h in (handles.keyed, handles.operator, handles.channel) if h is not None)
             total += sum(h.size for h in handles.shared if h.name in self.uploaded)
         return total
 
@@ -760,6 +766,8 @@ class CheckpointCoordinator:
             alignment_duration=max((a.alignment_duration for a in acks), default=0.0),
             persisted_bytes=sum(a.persisted_bytes for a in acks),
             full_bytes=metadata.full_bytes,
+            unaligned=any(a.unaligned for a in acks),
+            in_flight_bytes=sum(a.in_flight_bytes for a in acks),
             savepoint=pending.savepoint,
         )
 

@@ -33,6 +33,16 @@ class EdgeOutput:
         for channel in self.channels:
             await channel.send(event)
 
+    async def wait_for_room(self) -> None:
+        """Wait until every channel of the edge has room for a message."""
+        for channel in self.channels:
+            await channel.wait_for_room()
+
+    def overtake(self, checkpoint_id: int) -> None:
+        """Put an unaligned barrier ahead of what is queued in every channel of the edge."""
+        for channel in self.channels:
+            channel.overtake(checkpoint_id)
+
 
 class ForwardOutput(EdgeOutput):
     async def emit(self, batch: list[Any]) -> None:
@@ -105,3 +115,14 @@ class OutputRouter:
         """Send a control event to every downstream channel."""
         for edge in self.edges:
             await edge.emit_event(event)
+
+    async def wait_for_room(self) -> None:
+        """Wait until every downstream channel has room for a message (cancel-safe)."""
+        for edge in self.edges:
+            await edge.wait_for_room()
+
+    def overtake(self, checkpoint_id: int) -> None:
+        """Send barrier ``checkpoint_id`` unaligned: ahead of what is queued in every downstream
+        channel, without waiting for room (see :meth:`Channel.overtake`)."""
+        for edge in self.edges:
+            edge.overtake(checkpoint_id)

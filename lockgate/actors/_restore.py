@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
 from lockgate._threads import run_sync
+from lockgate.actors._channel_state import ChannelStateSnapshot, InFlightBatch
 from lockgate.graph import JobGraph
 from lockgate.snapshots import (
     METADATA_NAME,
@@ -50,6 +51,9 @@ class RestoredState:
         max_parallelism: The number of key groups of the job that wrote it.
         keyed: Every subtask's keyed state snapshot, by uid.
         operator: Every subtask's operator state snapshot, by uid.
+        uids: Every operator uid the checkpoint has state for.
+        channel: The in-flight batches each subtask stored (unaligned checkpoints), by the uid of its
+            chain's first operator, indexed by subtask (None for a subtask that stored none).
     """
 
     checkpoint_id: int
@@ -58,6 +62,7 @@ class RestoredState:
     keyed: dict[str, list[KeyedStateSnapshot | PreparedKeyedState]]
     operator: dict[str, list[OperatorStateSnapshot]]
     uids: set[str]
+    channel: dict[str, list[list[InFlightBatch] | None]] = field(default_factory=dict)
     _split: dict[tuple[str, int], list[RestoredOperatorState]] = field(default_factory=dict)
 
     @classmethod
@@ -81,6 +86,10 @@ class RestoredState:
             uid: [unpickle_state(blob, OperatorStateSnapshot) for blob in blobs if blob is not None]
             for uid, blobs in loaded.operator.items()
         }
+        channel = {
+            uid: [None if blob is None else _decode_in_flight(blob) for blob in blobs]
+            for uid, blobs in loaded.channel.items()
+        }
         metadata = loaded.metadata
         return cls(
             metadata.checkpoint_id,
@@ -89,14 +98,16 @@ class RestoredState:
             {uid: snapshots for uid, snapshots in keyed.items() if snapshots},
             {uid: snapshots for uid, snapshots in operator.items() if snapshots},
             set(metadata.operators),
+            {uid: batches for uid, batches in channel.items() if any(batches)},
         )
 
     def check_against(self, graph: JobGraph, allow_non_restored_state: bool) -> None:
         """Refuse a restore that would lose state or misplace keys.
 
         Raises:
-            ConfigurationError: The max parallelism differs, or state belongs to uids the job lacks
-                (unless ``allow_non_restored_state``).
+            ConfigurationError: The max parallelism differs, state belongs to uids the job lacks
+                (unless ``allow_non_restored_state``), or an operator with in-flight records (an
+                unaligned checkpoint's channel state) has another parallelism.
         """
         if self.max_parallelism != graph.max_parallelism:
             raise ConfigurationError(
@@ -104,8 +115,20 @@ class RestoredState:
                 f"but the job has {graph.max_parallelism}; key groups only line up with the same "
                 "max_parallelism, so keep it unchanged"
             )
-        known = {node.uid for vertex in graph.vertices for node in vertex.operators}
-        missing = sorted((set(self.keyed) | set(self.operator)) - known)
+        parallelism_of = {
+            node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
+        }
+        for uid, per_subtask in sorted(self.channel.items()):
+            if uid in parallelism_of and parallelism_of[uid] != len(per_subtask):
+                raise ConfigurationError(
+                    f"the checkpoint at {self.pointer} is unaligned: it holds records that were in flight "
+                    f"to operator {uid!r} at parallelism {len(per_subtask)}, and they cannot be split "
+                    f"for parallelism {parallelism_of[uid]}; keep the parallelism of {uid!r} at "
+                    f"{len(per_subtask)}, or restore from an aligned checkpoint or a savepoint taken at "
+                    "the new parallelism"
+                )
+        known = set(parallelism_of)
+        missing = sorted((set(self.keyed) | set(self.operator) | set(self.channel)) - known)
         if missing and not allow_non_restored_state:
             raise ConfigurationError(
                 f"the checkpoint at {self.pointer} holds state of operator uid(s) {missing} that this job "
@@ -122,6 +145,17 @@ class RestoredState:
         if split is None:
             split = self._split[(uid, parallelism)] = redistribute(snapshots, parallelism)
         return split[subtask_index]
+
+    def in_flight(self, uid: str, subtask_index: int) -> list[InFlightBatch]:
+        """The in-flight batches subtask ``subtask_index`` of ``uid`` replays first (none if none)."""
+        per_subtask = self.channel.get(uid)
+        if per_subtask is None or subtask_index >= len(per_subtask):
+            return []
+        return per_subtask[subtask_index] or []
+
+
+def _decode_in_flight(blob: tuple[bytes, str]) -> list[InFlightBatch]:
+    return unpickle_state(blob, ChannelStateSnapshot).batches
 
 
 def _keyed_state(

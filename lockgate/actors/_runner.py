@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
 from lockgate._errors import CheckpointError, JobFailedError, LockgateError
 from lockgate.actors._actor import JOB_FINISHED, OperatorFailure, SourceTask, SubtaskActor
+from lockgate.actors._channel_state import InFlightBatch
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import CheckpointCoordinator
 from lockgate.actors._operators import StreamOperator, create_operator, is_keyed
@@ -146,6 +147,8 @@ class JobRunner:
         self.coordinator = coordinator
         self.mode = options.mode
         self.asynchronous = options.asynchronous
+        self.unaligned = options.checkpointing.unaligned and self.mode is CheckpointingMode.EXACTLY_ONCE
+        self.aligned_timeout = options.checkpointing.aligned_timeout
         self.channels: dict[str, Channel] = {}
         self._failure: LockgateError | None = None
         self._background: TaskGroup | None = None
@@ -284,7 +287,11 @@ class JobRunner:
         operators: list[StreamOperator] = []
         backends: list[KeyedStateBackend] = []
         source: SourceTask | None = None
+        in_flight: list[tuple[int, InFlightBatch]] = []
         for node in vertex.operators:
+            if restored is not None and not isinstance(node, SourceTransformation):
+                position = len(operators)  # where in the chain the operator's channel state re-enters
+                in_flight += [(position, batch) for batch in restored.in_flight(node.uid, index)]
             backend = None
             if isinstance(node, OperatorTransformation) and is_keyed(node.spec):
                 key_groups = KeyGroupRange.for_subtask(max_parallelism, parallelism, index)
@@ -334,6 +341,7 @@ class JobRunner:
             channel_inputs=[input_index for _, input_index in channels],
             batch_size=self.options.batch_size,
             keyed_backends=backends,
+            in_flight=in_flight,
         )
 
     def _request_checkpoint(self) -> anyio.Event:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Final
 
 import anyio
 
-from lockgate.mailbox._events import ControlEvent, Message
+from lockgate.mailbox._events import Barrier, ControlEvent, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,33 @@ class Channel:
         if mailbox is not None and mailbox._wakeup is not None:
             mailbox._wakeup.set()
 
+    async def wait_for_room(self) -> None:
+        """Wait until the channel holds fewer than ``capacity`` messages. Cancel-safe: it changes nothing."""
+        while len(self._queue) >= self.capacity:
+            self._space = anyio.Event()
+            await self._space.wait()
+
+    def overtake(self, checkpoint_id: int) -> int:
+        """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last control event,
+        at once, even if the channel is full; return how many batches it overtook.
+
+        A barrier never overtakes another control event, so barriers keep their order and nothing
+        follows the end of input. The overtaken batches still belong before the barrier: the barrier
+        carries their count (:attr:`Barrier.overtaken`) so the consumer can tell them apart.
+        """
+        queue = self._queue
+        position = len(queue)
+        while position and not isinstance(queue[position - 1], ControlEvent):
+            position -= 1
+        overtaken = len(queue) - position
+        queue.insert(position, Barrier(checkpoint_id, overtaken))
+        if len(queue) > self._max_queued:
+            self._max_queued = len(queue)
+        mailbox = self._mailbox
+        if mailbox is not None and mailbox._wakeup is not None:
+            mailbox._wakeup.set()
+        return overtaken
+
     def _take(self) -> Message:
         message = self._queue.popleft()
         space = self._space
@@ -157,6 +185,10 @@ class Mailbox:
     def channels(self) -> list[Channel]:
         """The input channels, by index."""
         return list(self._channels)
+
+    def peek(self, index: int, count: int) -> list[Message]:
+        """The first ``count`` messages queued in channel ``index``, left where they are."""
+        return list(islice(self._channels[index]._queue, count))
 
     def pause(self, index: int) -> None:
         """Stop reading channel ``index`` until :meth:`resume`."""

@@ -25,21 +25,33 @@ END_OF_INPUT: Final = EndOfInput()
 
 class Barrier(ControlEvent):
     """Checkpoint barrier ``checkpoint_id``: what a subtask received before it belongs to the
-    checkpoint, what comes after it does not."""
+    checkpoint, what comes after it does not.
 
-    __slots__ = ("checkpoint_id",)
+    An unaligned barrier was put ahead of the messages queued in its channel: ``overtaken`` counts
+    them. They still precede the barrier logically, so the next ``overtaken`` messages of the channel
+    belong to the checkpoint (as in-flight data, or in the snapshot's effect if the receiver aligns).
+    """
 
-    def __init__(self, checkpoint_id: int) -> None:
+    __slots__ = ("checkpoint_id", "overtaken")
+
+    def __init__(self, checkpoint_id: int, overtaken: int = 0) -> None:
         self.checkpoint_id = checkpoint_id
+        self.overtaken = overtaken
 
     def __repr__(self) -> str:
+        if self.overtaken:
+            return f"Barrier({self.checkpoint_id}, overtaken={self.overtaken})"
         return f"Barrier({self.checkpoint_id})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Barrier) and other.checkpoint_id == self.checkpoint_id
+        return (
+            isinstance(other, Barrier)
+            and other.checkpoint_id == self.checkpoint_id
+            and other.overtaken == self.overtaken
+        )
 
     def __hash__(self) -> int:
-        return hash(("barrier", self.checkpoint_id))
+        return hash(("barrier", self.checkpoint_id, self.overtaken))
 
 
 #: What a channel carries: a batch (a list of records, never empty) or a control event.

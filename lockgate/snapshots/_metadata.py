@@ -28,16 +28,18 @@ METADATA_VERSION: Final = 1
 @dataclass(frozen=True)
 class SubtaskStateHandles:
     """The state blobs one operator subtask wrote for a checkpoint: keyed and operator state, and the
-    shared blobs its keyed state references (an incremental checkpoint; see ``SharedStateHandle``)."""
+    shared blobs its keyed state references (an incremental checkpoint; see ``SharedStateHandle``), and
+    the in-flight records of its input channels (unaligned checkpoints; held by a chain's first operator)."""
 
     keyed: StreamStateHandle | None = None
     operator: StreamStateHandle | None = None
     shared: tuple[SharedStateHandle, ...] = ()
+    channel: StreamStateHandle | None = None
 
     @property
     def size(self) -> int:
         """Bytes of this subtask's state, shared blobs included (what a restore reads)."""
-        own = sum(handle.size for handle in (self.keyed, self.operator) if handle is not None)
+        own = sum(handle.size for handle in (self.keyed, self.operator, self.channel) if handle is not None)
         return own + sum(handle.size for handle in self.shared)
 
 
@@ -113,14 +115,16 @@ class CheckpointMetadata:
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     """A checkpoint read back whole: its metadata and, per operator uid, each subtask's keyed and
-    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none), and the shared
-    blobs the keyed state references, by name."""
+    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none), the shared blobs
+    the keyed state references, by name, and the channel state blob of the subtasks of unaligned
+    checkpoints that stored in-flight records."""
 
     metadata: CheckpointMetadata
     pointer: str
     keyed: dict[str, list[Blob | None]]
     operator: dict[str, list[Blob | None]]
     shared: dict[str, Blob] = field(default_factory=dict)
+    channel: dict[str, list[Blob | None]] = field(default_factory=dict)
 
 
 #: A state blob's bytes and where they were read from.
@@ -145,6 +149,7 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
     keyed: dict[str, list[Blob | None]] = {}
     operator: dict[str, list[Blob | None]] = {}
     shared: dict[str, Blob] = {}
+    channel: dict[str, list[Blob | None]] = {}
     for uid, state in metadata.operators.items():
         keyed[uid] = [None] * state.parallelism
         operator[uid] = [None] * state.parallelism
@@ -161,7 +166,10 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
             for handle in handles.shared:
                 if handle.name not in shared:
                     shared[handle.name] = (await storage.read_shared(handle), handle.pointer)
-    return LoadedCheckpoint(metadata, pointer, keyed, operator, shared)
+            if handles.channel is not None:
+                blobs = channel.setdefault(uid, [None] * state.parallelism)
+                blobs[index] = (await storage.read_state(handles.channel), handles.channel.pointer)
+    return LoadedCheckpoint(metadata, pointer, keyed, operator, shared, channel)
 
 
 def unpickle_state(blob: Blob, expected: type[T]) -> T:
