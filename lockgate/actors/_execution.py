@@ -10,7 +10,7 @@ import anyio
 
 from lockgate._errors import CheckpointError, JobFailedError
 from lockgate.actors._coordinator import CheckpointCoordinator, CheckpointStatsSnapshot
-from lockgate.actors._restore import RestoredState
+from lockgate.actors._restore import RestoredState, load_from_pointer
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.graph import (
     FilterSpec,
@@ -177,6 +177,10 @@ class JobExecution:
         if delay:
             await anyio.sleep(delay)
         restored = self._initial
+        if restored is not None and self.coordinator is None:
+            # Read afresh: the last attempt's state took the restored objects as they were.
+            loaded_again = await load_from_pointer(restored.pointer)
+            restored = await RestoredState.load(loaded_again, self.options.state_backend)
         if self.coordinator is not None:
             loaded = await self.coordinator.load_latest()
             restored = (

@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate._threads import run_sync
 from lockgate.state._descriptors import StateDescriptor
 from lockgate.state._handles import HANDLE_TYPES, StateHandle
-from lockgate.state._keygroups import KeyGroupRange
+from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._snapshot import (
     Entry,
     KeyedStateManifest,
@@ -33,7 +34,21 @@ from lockgate.state._snapshot import (
 H = TypeVar("H", bound=StateHandle[Any])
 
 #: Restored entries of states not registered yet: state name -> (meta info, key group -> entries).
-UnclaimedState = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
+RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
+#: Restored plain values of states not registered yet: state name -> (meta info, namespace -> key ->
+#: stored value), as ``KeyedStateSnapshot.tables`` holds them.
+RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
+
+
+@dataclass(frozen=True)
+class UnclaimedState:
+    """Restored state that no function has registered yet, in both forms a snapshot holds."""
+
+    entries: RestoredEntries
+    tables: RestoredTables
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.tables)
 
 
 class KeyedStateBackend(ABC):
@@ -57,8 +72,9 @@ class KeyedStateBackend(ABC):
         self.clock: Callable[[], float] = time.time
         #: The descriptor of every registered state, by name.
         self.descriptors: dict[str, StateDescriptor[Any]] = {}
-        # Restored entries of states not registered yet, by state name.
-        self._restored: UnclaimedState = {}
+        # Restored state of states not registered yet, by state name: encoded entries, plain values.
+        self._restored: RestoredEntries = {}
+        self._restored_tables: RestoredTables = {}
 
     def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
         """Register ``descriptor`` and return its handle, an instance of ``handle_type``.
@@ -89,6 +105,11 @@ class KeyedStateBackend(ABC):
             meta, groups = restored
             self.check_restored_meta(meta, descriptor)
             self._restore_state(descriptor, groups)
+        values = self._restored_tables.pop(descriptor.name, None)
+        if values is not None:
+            meta, spaces = values
+            self.check_restored_meta(meta, descriptor)
+            self._restore_values(descriptor, spaces)
 
     def check_restored_meta(self, meta: StateMetaInfo, descriptor: StateDescriptor[Any]) -> None:
         """Refuse to read restored state of another kind, serializer or TTL than ``descriptor``'s."""
@@ -117,6 +138,14 @@ class KeyedStateBackend(ABC):
             for key, namespace, data in entries:
                 self.put_nowait(descriptor.name, key, namespace, codec.decode(data))
 
+    def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
+        """Load restored plain values (``KeyedStateSnapshot.tables``: the default serializer, no TTL)
+        of a state that has just been registered. The dicts are this backend's to keep."""
+        name = descriptor.name
+        for namespace, table in spaces.items():
+            for key, value in table.items():
+                self.put_nowait(name, key, namespace, value)
+
     def restore(self, snapshots: Iterable[KeyedStateSnapshot | PreparedKeyedState]) -> None:
         """Take the entries of this subtask's key groups from ``snapshots`` (of any parallelism).
 
@@ -128,25 +157,41 @@ class KeyedStateBackend(ABC):
             raise RuntimeError("restore() must come before any state is registered")
         own = self.key_group_range
         for state in snapshots:
-            if isinstance(state, PreparedKeyedState):
-                theirs = state.key_group_range
-                if theirs.end < own.start or own.end < theirs.start:
-                    continue  # none of its key groups are this subtask's: not worth reading
-                snapshot = state.resolve()
-            else:
-                snapshot = state
-            if snapshot.max_parallelism != self.max_parallelism:
+            if state.max_parallelism != self.max_parallelism:
                 raise ConfigurationError(
                     f"operator {self.operator_uid!r}: the state was saved with max_parallelism "
-                    f"{snapshot.max_parallelism}, but the job has {self.max_parallelism}; key groups "
+                    f"{state.max_parallelism}, but the job has {self.max_parallelism}; key groups "
                     "only line up with the same max_parallelism, so keep it unchanged"
                 )
-            for name, groups in snapshot.grouped_entries().items():
+            theirs = state.key_group_range
+            if theirs.end < own.start or own.end < theirs.start:
+                continue  # none of its key groups are this subtask's
+            snapshot = state.resolve() if isinstance(state, PreparedKeyedState) else state
+            for name, groups in snapshot.entries.items():
                 meta = snapshot.states[name]
                 _, mine = self._restored.setdefault(name, (meta, {}))
                 for key_group, entries in groups.items():
-                    if key_group in self.key_group_range:
+                    if key_group in own:
                         mine.setdefault(key_group, []).extend(entries)
+            # Plain values stay values: a subtask whose range holds the writer's whole range takes
+            # them as they are; otherwise only the keys of its own key groups (hashed once each).
+            whole = own.start <= theirs.start and theirs.end <= own.end
+            max_parallelism = self.max_parallelism
+            for name, spaces in snapshot.tables.items():
+                _, held = self._restored_tables.setdefault(name, (snapshot.states[name], {}))
+                for namespace, table in spaces.items():
+                    if whole:
+                        picked = table
+                    else:
+                        picked = {
+                            key: value
+                            for key, value in table.items()
+                            if uncached_key_hash(key) % max_parallelism in own
+                        }
+                    if namespace in held:
+                        held[namespace].update(picked)
+                    else:
+                        held[namespace] = picked
 
     def unclaimed_restored_state(self) -> UnclaimedState:
         """Restored state that no function has registered yet, as it is now.
@@ -154,7 +199,7 @@ class KeyedStateBackend(ABC):
         The synchronous snapshot part takes this view; the asynchronous part adds it to the snapshot
         with :meth:`with_unclaimed_restored_state`, so restored state is kept, not lost.
         """
-        return dict(self._restored)
+        return UnclaimedState(dict(self._restored), dict(self._restored_tables))
 
     @staticmethod
     def with_unclaimed_restored_state(
@@ -165,7 +210,14 @@ class KeyedStateBackend(ABC):
             return snapshot
         states = dict(snapshot.states)
         entries = dict(snapshot.entries)
-        for name, (meta, groups) in unclaimed.items():
+        tables = dict(snapshot.tables)
+        for name, (meta, spaces) in unclaimed.tables.items():
+            states[name] = meta
+            merged_spaces = {namespace: dict(table) for namespace, table in tables.get(name, {}).items()}
+            for namespace, table in spaces.items():
+                merged_spaces.setdefault(namespace, {}).update(table)
+            tables[name] = merged_spaces
+        for name, (meta, groups) in unclaimed.entries.items():
             states[name] = meta
             # A state may have entries in the snapshot too (a database opened from a checkpoint
             # holds some, others came entry by entry): together they are the state.
@@ -179,7 +231,7 @@ class KeyedStateBackend(ABC):
             snapshot.key_group_range,
             states,
             entries,
-            snapshot.tables,
+            tables,
         )
 
     def snapshot_sync(self, checkpoint_id: int = 0) -> SnapshotResources:

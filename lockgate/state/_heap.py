@@ -105,6 +105,15 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             for key, namespace, data in entries:
                 self.put_nowait(descriptor.name, key, namespace, loads(data))
 
+    def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
+        # The values as they were stored: straight into the tables, one C-level update each.
+        tables = self._tables[descriptor.name]
+        for namespace, values in spaces.items():
+            table = tables.get(namespace)
+            if table is None:
+                table = tables[namespace] = CowTable(self.incremental)
+            table.top.update(values)
+
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         table = self._tables[state].get(namespace)
         return MISSING if table is None else table.get(key)

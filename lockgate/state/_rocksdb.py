@@ -902,6 +902,17 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             if high < self.max_parallelism:
                 family.delete_range(high.to_bytes(2, "big"), b"\xff\xff\xff")
 
+    def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
+        """Plain values, encoded as this state stores them and written one WriteBatch per key group."""
+        encode = StateCodec(descriptor, self.clock).encode
+        max_parallelism = self.max_parallelism
+        groups: dict[int, list[Entry]] = {}
+        for namespace, table in spaces.items():
+            for key, value in table.items():
+                key_group = key_group_for(key, max_parallelism)
+                groups.setdefault(key_group, []).append((key, namespace, encode(value)))
+        self._restore_state(descriptor, groups)
+
     def _space(self, state: str, namespace: Any) -> _Space:
         store = self._store
         try:

@@ -94,6 +94,8 @@ class KeyedStateSnapshot:
                     # Uncached: a whole table would only churn the hash cache the partitioners rely on.
                     key_group = uncached_key_hash(key) % max_parallelism
                     groups.setdefault(key_group, []).append((key, namespace, encode(stored)))
+            for key_group, group in self.entries.get(name, {}).items():  # a state held in both forms
+                groups.setdefault(key_group, []).extend(group)
             grouped[name] = groups
         return grouped
 
