@@ -430,6 +430,31 @@ async def test_a_heap_delta_holds_only_the_touched_keys() -> None:
 
 
 @pytest.mark.anyio
+async def test_reading_a_heap_state_does_not_count_as_changing_it() -> None:
+    storage = lg.MemoryCheckpointStorage()
+    backend, value, items = await _heap_with_many_keys(500)
+    resources = backend.snapshot_sync(1)
+    await write_incremental(resources, storage)
+    resources.release()
+    backend.notify_checkpoint_complete(1)
+
+    for key in range(500):  # read every value (immutable: strings), change one
+        backend.current_key = key
+        assert value.value_nowait() == f"value of {key}"
+    backend.current_key = 7
+    value.update_nowait("changed")
+
+    resources = backend.snapshot_sync(2)
+    state, [delta_blob] = await write_incremental(resources, storage)
+    resources.release()
+    delta = await load_link(storage, delta_blob)
+    assert delta.change_count() == 1
+    descriptors = {"v": lgs.ValueStateDescriptor("v"), "l": lgs.ListStateDescriptor("l")}
+    restored = contents(await resolve(state, storage), descriptors)
+    assert restored["v", None, 7] == "changed" and restored["v", None, 8] == "value of 8"
+
+
+@pytest.mark.anyio
 async def test_a_heap_chain_at_max_chain_length_starts_a_new_base() -> None:
     storage = lg.MemoryCheckpointStorage()
     backend, value, _ = await _heap_with_many_keys(50, max_chain_length=3)

@@ -79,8 +79,12 @@ class CowTable:
             if value is not ABSENT:
                 if value is TOMBSTONE:
                     return MISSING
-                value = self.top[key] = _own_copy(value)
-                return value
+                copied = _own_copy(value)
+                # An immutable value needs no copy; a table that tracks changes then leaves its top
+                # layer alone, so that reading a key does not count as changing it.
+                if copied is not value or not self.tracks_changes:
+                    self.top[key] = copied
+                return copied
         return MISSING
 
     def put(self, key: Any, value: Any) -> None:
