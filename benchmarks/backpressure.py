@@ -20,6 +20,7 @@ was triggered. The check (``correct``): every checkpoint completed; the aligned 
 flight and the unaligned ones were taken unaligned, with in-flight records.
 
     python benchmarks/backpressure.py [--checkpoints 8] [--repeat 3] [--keys 10000] [--pause 0.05]
+        [--storage file|memory] [--channel-capacity 8]
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def fill(job: Any) -> float:
 async def run_job(unaligned: bool, url: str, args: argparse.Namespace) -> tuple[list[Any], list[float]]:
     """One job: fill the queues, take the checkpoints, cancel; their statistics and the queue fill
     at each trigger."""
-    env = lg.StreamEnvironment(parallelism=PARALLELISM)
+    env = lg.StreamEnvironment(parallelism=PARALLELISM, channel_capacity=args.channel_capacity)
     if args.storage == "file":
         env.set_checkpoint_storage(url)
     else:
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--pause", type=float, default=0.05)
     parser.add_argument("--storage", choices=["file", "memory"], default="file")
+    # The environment's default; deeper queues make aligned checkpoints wait longer, unaligned ones not.
+    parser.add_argument("--channel-capacity", type=int, default=8)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lockgate-w4-"))
     results: dict[bool, list[Any]] = {False: [], True: []}
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "storage": args.storage,
         "parallelism": PARALLELISM,
         "sink_sleep_ms": SINK_SLEEP * 1000,
+        "channel_capacity": args.channel_capacity,
         "checkpoints": expected,
         "aligned_duration": round(aligned_duration, 4),
         "unaligned_duration": round(unaligned_duration, 4),
