@@ -13,7 +13,8 @@ last checkpoint of the last run. A run shorter than the interval takes no checkp
 adds a ``note`` when a run completed fewer than 3 (raise ``--n`` then), and says so when fewer were
 triggered than the run's length had room for: a checkpoint stalled and held back the next ones.
 
-    python benchmarks/checkpointing.py [--backend heap|rocksdb] [--variant a|b] [--n 2000000]
+    python benchmarks/checkpointing.py [--backend heap|heap-incremental|rocksdb|rocksdb-full]
+        [--variant a|b] [--n 2000000]
         [--keys 100000] [--repeat 5] [--interval 1.0]
 """
 
@@ -36,6 +37,12 @@ import lockgate as lg
 from lockgate.state import RocksDBStateBackend
 
 FEW_CHECKPOINTS = 3
+# Besides the heap's full snapshots: its incremental chains, RocksDB incremental (its default) and full.
+BACKENDS = {
+    "heap-incremental": lambda: lg.HeapStateBackend(incremental=True),
+    "rocksdb": lambda: RocksDBStateBackend(incremental=True),
+    "rocksdb-full": lambda: RocksDBStateBackend(incremental=False),
+}
 
 
 def run_engine(
@@ -49,8 +56,8 @@ def run_engine(
     """W1's job, with a checkpoint every ``interval`` seconds to the file URL ``checkpoints`` if one
     is given; returns the sink and the job's checkpoint statistics."""
     env = lg.StreamEnvironment(parallelism=1)
-    if backend == "rocksdb":
-        env.set_state_backend(RocksDBStateBackend())
+    if backend in BACKENDS:
+        env.set_state_backend(BACKENDS[backend]())
     if checkpoints is not None:
         env.set_checkpoint_storage(checkpoints)
         env.enable_checkpointing(interval)
@@ -68,7 +75,7 @@ def run_engine(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["heap", "rocksdb"], default="heap")
+    parser.add_argument("--backend", choices=["heap", *BACKENDS], default="heap")
     parser.add_argument("--variant", choices=["a", "b"], default="a")
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=100_000)

@@ -16,6 +16,7 @@ on trio.
 
 from __future__ import annotations
 
+import math
 import pickle
 import uuid
 from collections.abc import Callable
@@ -291,6 +292,7 @@ async def test_any_heap_chain_resolves_to_the_state_at_its_checkpoint(
 ) -> None:
     driver = HeapDriver(max_chain_length)
     backend, clock = driver.backend, driver.clock
+    backend.rebase_fraction = math.inf  # a delta stays a delta however much changed: chains are tested here
     model = HeapModel(clock)
     storage = lg.MemoryCheckpointStorage()
     descriptors = DESCRIPTORS
@@ -430,9 +432,27 @@ async def test_a_heap_delta_holds_only_the_touched_keys() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_heap_delta_that_would_hold_most_of_the_state_is_a_new_base() -> None:
+    storage = lg.MemoryCheckpointStorage()
+    backend, value, _ = await _heap_with_many_keys(100)
+    resources = backend.snapshot_sync(1)
+    await write_incremental(resources, storage)
+    resources.release()
+    backend.notify_checkpoint_complete(1)
+    for key in range(100):  # every value, half of the entries (the lists are untouched)
+        backend.current_key = key
+        value.update_nowait("changed")
+    resources = backend.snapshot_sync(2)
+    state, [blob] = await write_incremental(resources, storage)
+    resources.release()
+    assert state.shared == (blob,)  # a chain of one: a new base, not a delta on the first
+    assert isinstance(await load_link(storage, blob), lgs.KeyedStateSnapshot)
+
+
+@pytest.mark.anyio
 async def test_reading_a_heap_state_does_not_count_as_changing_it() -> None:
     storage = lg.MemoryCheckpointStorage()
-    backend, value, items = await _heap_with_many_keys(500)
+    backend, value, _ = await _heap_with_many_keys(500)
     resources = backend.snapshot_sync(1)
     await write_incremental(resources, storage)
     resources.release()

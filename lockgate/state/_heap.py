@@ -68,6 +68,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._tables: dict[str, dict[Any, CowTable]] = {}
         self.incremental = incremental
         self.max_chain_length = max_chain_length
+        #: A delta that would name at least this share of the entries is written as a new base instead.
+        self.rebase_fraction = 0.5
         # Incremental snapshots: each snapshot's change sets since the confirmed checkpoint, in order;
         # the chain written for each checkpoint; the newest confirmed checkpoint and its chain.
         self._changes: list[tuple[int, ChangeSets]] = []
@@ -255,6 +257,8 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
     async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
         backend = self._backend
         links, change_sets = backend._plan_increment(self._checkpoint_id)
+        if links and self._mostly_changed(change_sets):
+            links = ()  # a delta nearly as large as the state: a new base costs less, and restores faster
         if links:
             handle = await writer.write("delta", await run_sync(self._delta_bytes, change_sets))
         else:
@@ -262,6 +266,13 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
         chain = (*links, handle)
         backend._written[self._checkpoint_id] = chain
         return IncrementalKeyedState(HeapChainManifest(backend.operator_uid, chain), chain)
+
+    def _mostly_changed(self, change_sets: list[ChangeSets]) -> bool:
+        """Whether the change sets name at least ``rebase_fraction`` of the entries the view holds (an
+        estimate: a key changed in several snapshots counts once in each)."""
+        changed = sum(len(keys) for changes in change_sets for keys in changes.values() if keys is not None)
+        held = sum(len(layers[0]) for spaces in self._views.values() for _, _, layers in spaces)
+        return changed >= self._backend.rebase_fraction * held
 
     def _base_bytes(self) -> bytes:
         return pickle.dumps(self.materialize(), protocol=5)
