@@ -52,7 +52,6 @@ RocksDB; incremental <= 5 % of full), so ``ratio`` is ``incremental_fraction_med
 from __future__ import annotations
 
 import argparse
-import gc
 import pickle
 import random
 import shutil
@@ -60,12 +59,13 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 from _common import report
-from keyed_sum import FinalSums
+from _restore import timed_restore
 
 import lockgate as lg
 from lockgate.actors import RestoredState, load_from_pointer
@@ -78,7 +78,6 @@ FULL_UPLOAD = 0.5
 
 #: perf_counter() at the end of each restored subtask's open(); module-level, because every subtask
 #: works on its own deep copy of the function.
-_opened: list[float] = []
 
 
 def backend_of(name: str, max_chain_length: int) -> lg.StateBackend:
@@ -102,18 +101,6 @@ class SetValue(lg.MapFunction[tuple[str, int], str]):
     def map(self, record: tuple[str, int]) -> str:
         self.value.update_nowait(record[1])
         return record[0]
-
-
-class Probe(lg.MapFunction[str, tuple[str, int]]):
-    """Registers the state in open(), which loads all the subtask's restored entries; then reads the
-    sampled keys back (-1 for a key that was not restored)."""
-
-    def open(self, ctx: lg.RuntimeContext) -> None:
-        self.value = ctx.get_state(lg.ValueStateDescriptor(STATE_NAME, default=-1))
-        _opened.append(time.perf_counter())
-
-    def map(self, key: str) -> tuple[str, int]:
-        return (key, self.value.value_nowait())
 
 
 class ProgressSink(lg.Sink):
@@ -205,31 +192,6 @@ async def write(
     return stats, completed.pointer, changed
 
 
-async def restore(
-    args: argparse.Namespace, url: str, sample: list[str]
-) -> tuple[float, float, dict[str, int]]:
-    """Restore at the same parallelism and read ``sample`` back: seconds to the end of the job,
-    seconds until every subtask has loaded its state, and the values read."""
-    env = lg.StreamEnvironment(parallelism=args.parallelism)
-    env.set_state_backend(backend_of(args.backend, args.max_chain_length))
-    probes = FinalSums()
-    (
-        env.from_collection(sample, uid="sample")
-        .key_by(lambda key: key)
-        .map(Probe(), uid=STATE_UID)
-        .sink(probes, uid="probes")
-    )
-    _opened.clear()
-    gc.collect()
-    started = time.perf_counter()
-    # The checkpoint also holds the writing job's source position (uid "keys"), which this job drops.
-    await env.execute("W3-restore", restore_from=url, allow_non_restored_state=True)
-    seconds = time.perf_counter() - started
-    if len(_opened) != args.parallelism:
-        raise RuntimeError(f"{len(_opened)} subtasks opened, not {args.parallelism}")
-    return seconds, max(_opened) - started, probes.last
-
-
 async def holds_exactly(url: str, expected: list[int]) -> bool:
     """Whether the checkpoint at ``url`` holds one entry per key, each with its expected value."""
     restored = RestoredState.from_checkpoint(await load_from_pointer(url))
@@ -280,7 +242,18 @@ def main(argv: list[str] | None = None) -> int:
         loaded_times: list[float] = []
         read_back = True
         for _ in range(args.restore_repeat):
-            restore_s, loaded_s, values = anyio.run(restore, args, url, sample)
+            restore_s, loaded_s, values = anyio.run(
+                partial(
+                    timed_restore,
+                    url,
+                    backend_of(args.backend, args.max_chain_length),
+                    args.parallelism,
+                    sample,
+                    state_uid=STATE_UID,
+                    state_name=STATE_NAME,
+                    job_name="W3-restore",
+                )
+            )
             restore_times.append(restore_s)
             loaded_times.append(loaded_s)
             read_back = read_back and values == {f"k{i}": expected[i] for i in indexes}

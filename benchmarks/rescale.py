@@ -38,7 +38,7 @@ from typing import Any
 
 import anyio
 from _common import CountSink, report
-from keyed_sum import FinalSums
+from _restore import timed_restore
 
 import lockgate as lg
 from lockgate.actors import RestoredState, load_from_pointer
@@ -49,11 +49,9 @@ WRITE_PARALLELISM = 2
 RESTORE_PARALLELISM = 3
 STATE_UID = "value-state"
 
+
 #: perf_counter() at the end of each restored subtask's open(); module-level, because every subtask
 #: works on its own deep copy of the function.
-_opened: list[float] = []
-
-
 def backend_of(name: str) -> lg.StateBackend:
     return RocksDBStateBackend() if name == "rocksdb" else lg.HeapStateBackend()
 
@@ -72,18 +70,6 @@ class Fill(lg.MapFunction[tuple[str, int], str]):
     def map(self, record: tuple[str, int]) -> str:
         self.value.update_nowait(record[1])
         return record[0]
-
-
-class Probe(lg.MapFunction[str, tuple[str, int]]):
-    """Registers the state in open(), which loads all the subtask's restored entries; then reads the
-    sampled keys back (-1 for a key that was not restored)."""
-
-    def open(self, ctx: lg.RuntimeContext) -> None:
-        self.value = ctx.get_state(lg.ValueStateDescriptor("value", default=-1))
-        _opened.append(time.perf_counter())
-
-    def map(self, key: str) -> tuple[str, int]:
-        return (key, self.value.value_nowait())
 
 
 async def write(records: list[tuple[str, int]], backend: str, root: Path) -> tuple[float, str]:
@@ -116,29 +102,6 @@ async def write(records: list[tuple[str, int]], backend: str, root: Path) -> tup
     finally:
         await job.cancel()  # does nothing if the job has ended
     return seconds, url
-
-
-async def restore(url: str, backend: str, sample: list[str]) -> tuple[float, float, dict[str, int]]:
-    """Restore at parallelism 3 and read ``sample`` back: seconds to the end of the job, seconds
-    until every subtask has loaded its state, and the values read."""
-    env = lg.StreamEnvironment(parallelism=RESTORE_PARALLELISM)
-    env.set_state_backend(backend_of(backend))
-    probes = FinalSums()
-    (
-        env.from_collection(sample, uid="sample")
-        .key_by(lambda key: key)
-        .map(Probe(), uid=STATE_UID)
-        .sink(probes, uid="probes")
-    )
-    _opened.clear()
-    gc.collect()
-    started = time.perf_counter()
-    # The savepoint also holds the filling job's source position (uid "keys"), which this job drops.
-    await env.execute("W5-restore", restore_from=url, allow_non_restored_state=True)
-    seconds = time.perf_counter() - started
-    if len(_opened) != RESTORE_PARALLELISM:
-        raise RuntimeError(f"{len(_opened)} subtasks opened, not {RESTORE_PARALLELISM}")
-    return seconds, max(_opened) - started, probes.last
 
 
 def state_bytes(url: str) -> int:
@@ -181,7 +144,15 @@ def main(argv: list[str] | None = None) -> int:
 
             async def one_run(run_root: Path = run_root) -> tuple[float, float, float, str, dict[str, int]]:
                 write_s, url = await write(records, args.backend, run_root)
-                restore_s, loaded_s, values = await restore(url, restore_backend, sample)
+                restore_s, loaded_s, values = await timed_restore(
+                    url,
+                    backend_of(restore_backend),
+                    RESTORE_PARALLELISM,
+                    sample,
+                    state_uid=STATE_UID,
+                    state_name="value",
+                    job_name="W5-restore",
+                )
                 return write_s, restore_s, loaded_s, url, values
 
             write_s, restore_s, loaded_s, url, values = anyio.run(one_run)

@@ -14,14 +14,13 @@ whole replaces what came before it.
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lockgate._errors import CorruptCheckpointError
-from lockgate.snapshots import SharedStateHandle
+from lockgate.snapshots import SharedStateHandle, unpickle_state
 from lockgate.state._keygroups import uncached_key_hash
 from lockgate.state._snapshot import (
     Entry,
@@ -31,6 +30,8 @@ from lockgate.state._snapshot import (
     StateMetaInfo,
     _DefaultEncoding,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class HeapChainManifest(KeyedStateManifest):
     links: tuple[SharedStateHandle, ...]
 
     def resolve(self, shared: Mapping[str, tuple[bytes, str]]) -> KeyedStateSnapshot:
-        base: KeyedStateSnapshot = _load_link(shared, self.links[0], KeyedStateSnapshot)
+        base = _load_link(shared, self.links[0], KeyedStateSnapshot)
         if len(self.links) == 1:
             return base
         folded = _Folding(base)
@@ -77,22 +78,13 @@ class HeapChainManifest(KeyedStateManifest):
         return folded.result()
 
 
-def _load_link(
-    shared: Mapping[str, tuple[bytes, str]], handle: SharedStateHandle, expected: type[Any]
-) -> Any:
+def _load_link(shared: Mapping[str, tuple[bytes, str]], handle: SharedStateHandle, expected: type[T]) -> T:
     blob = shared.get(handle.name)
     if blob is None:
         raise CorruptCheckpointError(
             handle.pointer, "missing: the checkpoint references it, but it was not read"
         )
-    data, pointer = blob
-    try:
-        value = pickle.loads(data)
-    except Exception as exc:
-        raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc
-    if not isinstance(value, expected):
-        raise CorruptCheckpointError(pointer, f"it holds {type(value).__name__}, not {expected.__name__}")
-    return value
+    return unpickle_state(blob, expected)
 
 
 class _Folding:
