@@ -181,7 +181,7 @@ class KeyedStateBackend(ABC):
                 _, held = self._restored_tables.setdefault(name, (snapshot.states[name], {}))
                 for namespace, table in spaces.items():
                     if whole:
-                        picked = table
+                        picked = dict(table)  # this backend's own: the snapshot stays as it was
                     else:
                         picked = {
                             key: value

@@ -108,13 +108,16 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 self.put_nowait(descriptor.name, key, namespace, loads(data))
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
-        # The values as they were stored: straight into the tables, one C-level update each.
+        # The values as they were stored: the dicts become the tables (they are this backend's).
         tables = self._tables[descriptor.name]
         for namespace, values in spaces.items():
             table = tables.get(namespace)
             if table is None:
                 table = tables[namespace] = CowTable(self.incremental)
-            table.top.update(values)
+            if table.top or table.frozen:
+                table.top.update(values)
+            else:
+                table.top = values
 
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         table = self._tables[state].get(namespace)
