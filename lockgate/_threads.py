@@ -24,7 +24,11 @@ import anyio.to_thread
 
 T = TypeVar("T")
 
-#: How often the loop steps aside for a worker thread, and for how long it blocks to do so.
+#: How often the loop steps aside for a worker thread, and for how long it blocks to do so: often at
+#: first (most work handed to a thread is short: a file created, written, synced or renamed, each
+#: system call giving the GIL up and needing it back), then less, for long work such as encoding state.
+_NUDGE_FIRST = 0.001
+_NUDGE_FIRST_COUNT = 10
 _NUDGE_EVERY = 0.004
 _NUDGE_FOR = 0.0002
 
@@ -50,7 +54,9 @@ async def run_sync(function: Callable[..., T], *args: object) -> T:
 
 async def _step_aside() -> None:
     interval = min(_NUDGE_EVERY, sys.getswitchinterval())
+    nudges = 0
     while True:
-        await anyio.sleep(interval)
+        nudges += 1
+        await anyio.sleep(_NUDGE_FIRST if nudges <= _NUDGE_FIRST_COUNT else interval)
         # A real block of the thread, not an await: the worker, woken by the GIL's release, takes it.
         time.sleep(_NUDGE_FOR)  # noqa: ASYNC251 - blocking is the point (see above)
