@@ -1051,6 +1051,24 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
         }
 
 
+@pytest.mark.anyio
+async def test_a_job_on_a_memory_storage_leaves_other_jobs_blobs_alone() -> None:
+    # Nothing outlives the process in memory: an unreferenced blob there is another job's upload in
+    # progress (two jobs of one environment share its storage), never a leftover to sweep.
+    storage = lg.MemoryCheckpointStorage()
+    in_progress = await storage.write_shared("totals-00000000-0-base-0123456789abcdef", b"another job's")
+    queue: lg.QueueSource[Any] = lg.QueueSource()
+    watch = Watch()
+    env = totals_job("heap-incremental", storage, queue, watch)
+    with anyio.fail_after(GUARD):
+        job = await env.start("beside")
+        await feed(queue, watch, [(KEYS[0], 1)])
+        await job.trigger_checkpoint()
+        queue.close()
+        await job.wait()
+    assert await storage.read_shared(in_progress) == b"another job's"
+
+
 class SlowDeleteStorage(lg.FileCheckpointStorage):
     """File storage that, once ``slow``, deletes a checkpoint's directory and then takes its time
     to return (a slow network file system), until the test resumes it."""

@@ -446,6 +446,8 @@ class CheckpointCoordinator:
                 )
                 return
             self._shared.pin(metadata.shared_names())
+        if not self.storage.outlives_process:
+            return  # nothing can be left over from another process; another job may be writing here
         leftovers = await self.storage.shared_names() - self._shared.referenced()
         if leftovers:
             logger.info(

@@ -52,6 +52,8 @@ class MemoryCheckpointStorage(CheckpointStorage):
     ``memory:<storage>/shared/<name>``.
     """
 
+    outlives_process = False
+
     def __init__(self, max_state_size: int = DEFAULT_MAX_STATE_SIZE) -> None:
         if not isinstance(max_state_size, int) or isinstance(max_state_size, bool) or max_state_size < 1:
             raise ConfigurationError(

@@ -121,6 +121,10 @@ class CheckpointStorage(ABC):
     :class:`CorruptCheckpointError` (naming the file) when stored bytes are damaged.
     """
 
+    #: Whether what is stored outlives the process: only then can a process that died leave shared
+    #: blobs behind that a later job deletes (see the checkpoint coordinator).
+    outlives_process: bool = True
+
     @abstractmethod
     async def create_checkpoint_location(self, checkpoint_id: int) -> CheckpointLocation:
         """Prepare an empty location for checkpoint ``checkpoint_id`` and return it.
