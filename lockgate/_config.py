@@ -106,11 +106,6 @@ class CheckpointConfig:
                 "checkpoint_config.unaligned = False"
             )
 
-    @property
-    def unaligned_from_start(self) -> bool:
-        """Whether checkpoints (not savepoints) are unaligned from their first barrier on."""
-        return self.unaligned and self.aligned_timeout is None
-
 
 @dataclass(frozen=True)
 class RestartStrategy:
