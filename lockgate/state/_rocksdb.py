@@ -1033,14 +1033,19 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         database's files in a directory of its own, which later writes never change.
 
         Uploading (incremental) or reading and encoding the checkpoint happens later, off the actor.
+        It runs here, not in a worker thread: rocksdict holds the GIL while it creates a checkpoint,
+        so no other actor would run meanwhile, and handing the work over and back doubled the pause.
         """
-        return self._finish_capture(self._create_checkpoint(self._start_capture()), checkpoint_id)
-
-    async def snapshot_capture(self, checkpoint_id: int = 0) -> SnapshotResources:
-        # The flush and the hard links take milliseconds or more: in a worker thread, while the actor
-        # (the only user of this database) waits and the other actors go on.
-        path = self._start_capture()
-        return self._finish_capture(await run_sync(self._create_checkpoint, path), checkpoint_id)
+        store = self._store
+        if store.in_batch:
+            store.commit()
+        self._snapshots_taken += 1
+        path = f"{store.path}.snapshot-{self._snapshots_taken}"
+        Checkpoint(store.require_db()).create_checkpoint(path)
+        tables, now = dict(store.tables), self.clock()
+        if self.incremental:
+            return _IncrementalRocksDBSnapshotResources(self, tables, path, now, checkpoint_id)
+        return _RocksDBSnapshotResources(self, tables, path, now)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         files = self._written.get(checkpoint_id)
@@ -1048,24 +1053,6 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return  # not a checkpoint this backend wrote incrementally (a savepoint, say)
         self._confirmed_files = files
         self._written = {cid: done for cid, done in self._written.items() if cid > checkpoint_id}
-
-    def _start_capture(self) -> str:
-        store = self._store
-        if store.in_batch:
-            store.commit()
-        self._snapshots_taken += 1
-        return f"{store.path}.snapshot-{self._snapshots_taken}"
-
-    def _create_checkpoint(self, path: str) -> str:
-        Checkpoint(self._store.require_db()).create_checkpoint(path)
-        return path
-
-    def _finish_capture(self, path: str, checkpoint_id: int) -> SnapshotResources:
-        if self.incremental:
-            return _IncrementalRocksDBSnapshotResources(
-                self, dict(self._store.tables), path, self.clock(), checkpoint_id
-            )
-        return _RocksDBSnapshotResources(self, dict(self._store.tables), path, self.clock())
 
     # ---- inspection and the end
 
