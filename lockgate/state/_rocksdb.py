@@ -42,6 +42,8 @@ Memory
     cache, the index and filter blocks and the memtables together (Flink's managed-memory scheme; see
     :func:`_memory_split`). On the Python side, a cache of the RocksDB keys of recent keys (one entry,
     about 85 bytes plus the key object, per 512 bytes of budget) and the per-batch cache come on top.
+    A state's memtable holds at most 2 MiB, whatever the budget: a checkpoint flushes it while the
+    stream waits, so its size bounds that pause.
 
 Snapshots
     The synchronous part writes the open batch, flushes and takes a RocksDB checkpoint (hard links to
