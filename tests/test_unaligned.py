@@ -413,6 +413,46 @@ async def test_keyed_counts_are_exactly_once_with_unaligned_checkpoints(
     )
 
 
+def bump(record: list[Any]) -> list[Any]:
+    """Changes the record it is given, in place, as functions may."""
+    record[1] += 1000
+    return record
+
+
+def changed_in_place(items: list[Record]) -> Callable[[lg.StreamEnvironment], Any]:
+    def build(env: lg.StreamEnvironment) -> lg.CollectSink[Any]:
+        sink: lg.CollectSink[Any] = lg.CollectSink()
+        (
+            env.from_collection(items, uid="src", parallelism=1)  # one source: each key's order is fixed
+            .map(lambda r: [r[0], r[1]], uid="fresh", parallelism=1)  # a new list at every read
+            .key_by(lambda r: r[0])
+            .map(bump, uid="bump")  # the first operator behind the shuffle: it records channel state
+            .map(tuple, uid="freeze")
+            .key_by(lambda r: r[0])
+            .sum(1, uid="sum")
+            .sink(sink, uid="out")
+        )
+        return sink
+
+    return build
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=records,
+    parallelism=parallelisms,
+    schedule=failure_schedules(
+        ["src", "fresh", "bump", "freeze", "sum", "out"], max_record=40, max_checkpoint_every=6
+    ),
+)
+async def test_in_flight_records_are_stored_as_they_arrived_not_as_functions_changed_them(
+    items: list[Record], parallelism: int, schedule: FailureSchedule
+) -> None:
+    await assert_exactly_once(
+        changed_in_place(items), schedule, environment=unaligned_environment(parallelism)
+    )
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     left=records,

@@ -690,13 +690,13 @@ class SubtaskActor:
         """Wait for an unaligned checkpoint's channel state to be complete and write it, as a blob of
         the chain's first operator (none if nothing was in flight)."""
         try:
-            snapshot = await upload.recording.finished()
+            recorded = await upload.recording.finished()
             target = coordinator.target(checkpoint_id)
-            if snapshot is None or target is None:
+            if recorded is None or target is None:
                 return  # given up or aborted: nothing to store
             try:
-                if snapshot.batches:
-                    data = await run_sync(encode_channel_state, snapshot)
+                if recorded:
+                    data = await run_sync(encode_channel_state, recorded)
                     name = blob_name(self.head_uid, self.subtask_index, "channel")
                     upload.handle = await target.storage.write_state(target.location, name, data)
             except Exception as exc:

@@ -29,12 +29,21 @@ class ChannelStateSnapshot:
     batches: list[InFlightBatch]
 
 
-def encode_channel_state(snapshot: ChannelStateSnapshot) -> bytes:
-    """The stored form of ``snapshot``: the costly part, run in a worker thread."""
+#: Recorded batches, each pickled as it was taken: (operator input, the batch's pickle).
+FrozenBatches = list[tuple[int, bytes]]
+
+
+def _dumps(value: Any) -> bytes:
     try:
-        return pickle.dumps(snapshot, protocol=5)
+        return pickle.dumps(value, protocol=5)
     except (pickle.PicklingError, AttributeError, TypeError):  # a record only cloudpickle can write
-        return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
+        return cloudpickle.dumps(value, protocol=5)  # type: ignore[no-any-return]
+
+
+def encode_channel_state(frozen: FrozenBatches) -> bytes:
+    """The stored form of the recorded batches (a :class:`ChannelStateSnapshot`): the costly part,
+    run in a worker thread."""
+    return _dumps(ChannelStateSnapshot([(input_index, pickle.loads(data)) for input_index, data in frozen]))
 
 
 class ChannelStateRecording:
@@ -44,13 +53,12 @@ class ChannelStateRecording:
     completes the recording once all have (or ended); the asynchronous part of the snapshot waits for
     :meth:`finished` before it encodes and stores the result and acknowledges the checkpoint.
 
-    A recorded batch is a copy of the list, but the records are the ones the operators receive: like
-    broadcast outputs, which share records among subtasks, this relies on records not being mutated
-    by the operators that receive them.
+    A batch is pickled when it is recorded, before the operators see it: a function that changes the
+    records it is given in place must not change what a restore replays.
     """
 
     def __init__(self) -> None:
-        self._batches: list[InFlightBatch] = []
+        self._batches: FrozenBatches = []
         self._done = anyio.Event()
         self._abandoned = False
 
@@ -59,8 +67,8 @@ class ChannelStateRecording:
         return f"<ChannelStateRecording [{len(self._batches)} batches | {state}]>"
 
     def record(self, input_index: int, batch: list[Any]) -> None:
-        """Keep ``batch``, which came for operator input ``input_index``."""
-        self._batches.append((input_index, list(batch)))
+        """Keep ``batch`` as it is now, which came for operator input ``input_index``."""
+        self._batches.append((input_index, _dumps(batch)))
 
     def complete(self) -> None:
         """Every channel has delivered the barrier or ended: nothing more belongs to the checkpoint."""
@@ -71,12 +79,12 @@ class ChannelStateRecording:
         self._abandoned = True
         self._done.set()
 
-    async def finished(self) -> ChannelStateSnapshot | None:
-        """Wait until the recording is complete; its snapshot, or None if it was abandoned."""
+    async def finished(self) -> FrozenBatches | None:
+        """Wait until the recording is complete; the recorded batches, or None if it was abandoned."""
         await self._done.wait()
         if self._abandoned:
             return None
-        return ChannelStateSnapshot(self._batches)
+        return self._batches
 
 
 def completed_recording() -> ChannelStateRecording:
