@@ -23,10 +23,16 @@ InFlightBatch = tuple[int, list[Any]]
 
 @dataclass(frozen=True)
 class ChannelStateSnapshot:
-    """What is stored for one subtask's channel state: each recorded batch with the operator input it
-    came for, in the order the subtask recorded them (each channel's order is kept)."""
+    """What is stored for one subtask's channel state: each recorded batch, pickled as it was taken,
+    with the operator input it came for, in the order the subtask recorded them (each channel's order
+    is kept)."""
 
-    batches: list[InFlightBatch]
+    frozen: list[tuple[int, bytes]]
+
+    @property
+    def batches(self) -> list[InFlightBatch]:
+        """The recorded batches, to replay."""
+        return [(input_index, pickle.loads(data)) for input_index, data in self.frozen]
 
 
 #: Recorded batches, each pickled as it was taken: (operator input, the batch's pickle).
@@ -41,9 +47,8 @@ def _dumps(value: Any) -> bytes:
 
 
 def encode_channel_state(frozen: FrozenBatches) -> bytes:
-    """The stored form of the recorded batches (a :class:`ChannelStateSnapshot`): the costly part,
-    run in a worker thread."""
-    return _dumps(ChannelStateSnapshot([(input_index, pickle.loads(data)) for input_index, data in frozen]))
+    """The stored form of the recorded batches: a :class:`ChannelStateSnapshot`."""
+    return pickle.dumps(ChannelStateSnapshot(frozen), protocol=5)
 
 
 class ChannelStateRecording:
