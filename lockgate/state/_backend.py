@@ -172,7 +172,9 @@ class KeyedStateBackend(ABC):
                 _, mine = self._restored.setdefault(name, (meta, {}))
                 for key_group, entries in groups.items():
                     if key_group in own:
-                        mine.setdefault(key_group, []).extend(entries)
+                        taken = mine.get(key_group)
+                        # Each key group is in one snapshot: its list is taken as it is, not copied.
+                        mine[key_group] = entries if taken is None else taken + entries
             # Plain values stay values: a subtask whose range holds the writer's whole range takes
             # them as they are; otherwise only the keys of its own key groups (hashed once each).
             whole = own.start <= theirs.start and theirs.end <= own.end

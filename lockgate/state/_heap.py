@@ -99,13 +99,14 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             return
         # A value written by the default serializer alone: unpickle straight into the tables.
         spaces = self._tables[descriptor.name]
-        loads = pickle.loads
+        loads, default = pickle.loads, DEFAULT_NAMESPACE
         for entries in groups.values():
-            if all(namespace is DEFAULT_NAMESPACE for _, namespace, _ in entries):
-                spaces[DEFAULT_NAMESPACE].top.update({key: loads(data) for key, _, data in entries})
-                continue
-            for key, namespace, data in entries:
-                self.put_nowait(descriptor.name, key, namespace, loads(data))
+            values = {key: loads(data) for key, namespace, data in entries if namespace is default}
+            spaces[default].top.update(values)
+            if len(values) < len(entries):  # entries of other namespaces (windows, say) too
+                for key, namespace, data in entries:
+                    if namespace is not default:
+                        self.put_nowait(descriptor.name, key, namespace, loads(data))
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
         # The values as they were stored: the dicts become the tables (they are this backend's).
