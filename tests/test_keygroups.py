@@ -539,3 +539,13 @@ def test_similar_integer_keys_spread_over_subtasks() -> None:
     counts = Counter(owners[key_group_for(i, 128)] for i in range(10_000))
     assert sorted(counts) == [0, 1, 2, 3]
     assert all(0.8 * 2500 <= n <= 1.2 * 2500 for n in counts.values()), counts
+
+
+@given(st.integers(0, 40), st.integers(-1, 40), st.integers(0, 40), st.integers(-1, 40))
+def test_the_intersection_of_two_ranges_holds_exactly_their_common_key_groups(
+    a: int, b: int, c: int, d: int
+) -> None:
+    first, second = KeyGroupRange(a, b), KeyGroupRange(c, d)
+    common = first.intersection(second)
+    assert list(common) == [group for group in first if group in second]
+    assert len(common) == len(set(first) & set(second))

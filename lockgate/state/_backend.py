@@ -164,7 +164,8 @@ class KeyedStateBackend(ABC):
                     "only line up with the same max_parallelism, so keep it unchanged"
                 )
             theirs = state.key_group_range
-            if theirs.end < own.start or own.end < theirs.start:
+            shared = len(own.intersection(theirs))
+            if not shared:
                 continue  # none of its key groups are this subtask's
             snapshot = state.resolve() if isinstance(state, PreparedKeyedState) else state
             for name, groups in snapshot.entries.items():
@@ -177,7 +178,7 @@ class KeyedStateBackend(ABC):
                         mine[key_group] = entries if taken is None else taken + entries
             # Plain values stay values: a subtask whose range holds the writer's whole range takes
             # them as they are; otherwise only the keys of its own key groups (hashed once each).
-            whole = own.start <= theirs.start and theirs.end <= own.end
+            whole = shared == len(theirs)
             max_parallelism = self.max_parallelism
             for name, spaces in snapshot.tables.items():
                 _, held = self._restored_tables.setdefault(name, (snapshot.states[name], {}))

@@ -14,21 +14,17 @@ whole replaces what came before it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lockgate._errors import CorruptCheckpointError
 from lockgate.snapshots import SharedStateHandle, unpickle_state
-from lockgate.state._keygroups import uncached_key_hash
 from lockgate.state._snapshot import (
     Entry,
     KeyedStateManifest,
     KeyedStateSnapshot,
-    StateCodec,
     StateMetaInfo,
-    _DefaultEncoding,
 )
 
 T = TypeVar("T")
@@ -115,8 +111,27 @@ class _Folding:
         index = self.entries.setdefault(name, {})
         spaces = self.tables.pop(name, None)
         if spaces:
-            index.update(_encoded(self.states[name].kind, spaces, self.base.max_parallelism))
+            index.update(self._encoded(name, spaces))
         return index
+
+    def _encoded(
+        self, name: str, spaces: dict[Any, dict[Any, Any]]
+    ) -> dict[tuple[Any, Any], tuple[int, bytes]]:
+        """Plain table values of state ``name``, encoded as a snapshot encodes them, by entry."""
+        base = self.base
+        tables = KeyedStateSnapshot(
+            base.operator_uid,
+            base.max_parallelism,
+            base.key_group_range,
+            {name: self.states[name]},
+            {},
+            {name: spaces},
+        )
+        return {
+            (namespace, key): (key_group, data)
+            for key_group, group in tables.grouped_entries()[name].items()
+            for key, namespace, data in group
+        }
 
     def apply(self, delta: KeyedStateDelta) -> None:
         self.states.update(delta.states)
@@ -130,9 +145,7 @@ class _Folding:
                     del index[item]
         for name, spaces in delta.tables.items():
             if name in self.entries:
-                self._as_entries(name).update(
-                    _encoded(self.states[name].kind, spaces, self.base.max_parallelism)
-                )
+                self._as_entries(name).update(self._encoded(name, spaces))
                 continue
             mine = self.tables.setdefault(name, {})
             for namespace, table in spaces.items():
@@ -166,15 +179,3 @@ class _Folding:
         return KeyedStateSnapshot(
             base.operator_uid, base.max_parallelism, base.key_group_range, self.states, entries, tables
         )
-
-
-def _encoded(
-    kind: str, spaces: dict[Any, dict[Any, Any]], max_parallelism: int
-) -> dict[tuple[Any, Any], tuple[int, bytes]]:
-    """Plain table values as encoded entries (the default serializer, no TTL)."""
-    encode = StateCodec(_DefaultEncoding(kind), time.time).encode
-    return {
-        (namespace, key): (uncached_key_hash(key) % max_parallelism, encode(value))
-        for namespace, table in spaces.items()
-        for key, value in table.items()
-    }

@@ -89,6 +89,10 @@ class KeyGroupRange:
     def __len__(self) -> int:
         return max(0, self.end - self.start + 1)
 
+    def intersection(self, other: KeyGroupRange) -> KeyGroupRange:
+        """The key groups both ranges hold (an empty range, of length 0, if none)."""
+        return KeyGroupRange(max(self.start, other.start), min(self.end, other.end))
+
     @classmethod
     def for_subtask(cls, max_parallelism: int, parallelism: int, subtask_index: int) -> KeyGroupRange:
         """The key groups of subtask ``subtask_index`` (Flink's range assignment)."""

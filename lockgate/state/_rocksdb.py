@@ -876,10 +876,10 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             for state in states
             if isinstance(state, NativeRocksDBState)
             and state.max_parallelism == self.max_parallelism
-            and _overlap(state.key_group_range, mine)
+            and len(state.key_group_range.intersection(mine))
         ]
         if native and not self.descriptors:
-            adopted = max(native, key=lambda state: _overlap(state.key_group_range, mine))
+            adopted = max(native, key=lambda state: len(state.key_group_range.intersection(mine)))
             self._open_native(adopted)
             states = [state for state in states if state is not adopted]
             if adopted.manifest.unclaimed is not None:
@@ -1301,11 +1301,6 @@ class NativeRocksDBState(PreparedKeyedState):
 
     def discard(self) -> None:
         self._finalizer()
-
-
-def _overlap(first: KeyGroupRange, second: KeyGroupRange) -> int:
-    """How many key groups two ranges share."""
-    return max(0, min(first.end, second.end) - max(first.start, second.start) + 1)
 
 
 def _open_read_only(path: str, states: Iterable[str]) -> Rdict:
