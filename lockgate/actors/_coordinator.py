@@ -183,12 +183,13 @@ class SubtaskAcknowledgement:
             total += sum(h.size for h in handles.shared if h.name in self.uploaded)
         return total
 
+    def shared_names(self) -> set[str]:
+        """Every shared blob this acknowledgement references."""
+        return {h.name for handles in self.states.values() for h in handles.shared}
+
     def reused(self) -> set[str]:
         """The shared blobs of earlier checkpoints that this acknowledgement references."""
-        return {h.name for handles in self.states.values() for h in handles.shared} - self.uploaded
-
-    def shared_names(self) -> set[str]:
-        return {h.name for handles in self.states.values() for h in handles.shared}
+        return self.shared_names() - self.uploaded
 
 
 #: A subtask's state as bytes, by operator uid: (keyed state blob, operator state blob), None if none.

@@ -74,18 +74,15 @@ class CowTable:
         return MISSING if value is TOMBSTONE else value
 
     def _get_frozen(self, key: Any) -> Any:
-        for layer in reversed(self.frozen):
-            value = layer.get(key, ABSENT)
-            if value is not ABSENT:
-                if value is TOMBSTONE:
-                    return MISSING
-                copied = _own_copy(value)
-                # An immutable value needs no copy; a table that tracks changes then leaves its top
-                # layer alone, so that reading a key does not count as changing it.
-                if copied is not value or not self.tracks_changes:
-                    self.top[key] = copied
-                return copied
-        return MISSING
+        value = frozen_get(self.frozen, key)
+        if value is ABSENT or value is TOMBSTONE:
+            return MISSING
+        copied = _own_copy(value)
+        # An immutable value needs no copy; a table that tracks changes then leaves its top layer
+        # alone, so that reading a key does not count as changing it.
+        if copied is not value or not self.tracks_changes:
+            self.top[key] = copied
+        return copied
 
     def put(self, key: Any, value: Any) -> None:
         self.top[key] = value
@@ -141,6 +138,16 @@ def _merged_items(layers: tuple[dict[Any, Any], ...]) -> Iterator[tuple[Any, Any
             seen.add(key)
             if value is not TOMBSTONE:
                 yield key, value
+
+
+def frozen_get(layers: tuple[dict[Any, Any], ...], key: Any) -> Any:
+    """The value of ``key`` in frozen layers, the newest first: TOMBSTONE if deleted, ABSENT if never
+    there. The value is the layer's own: do not change it."""
+    for layer in reversed(layers):
+        value = layer.get(key, ABSENT)
+        if value is not ABSENT:
+            return value
+    return ABSENT
 
 
 def frozen_items(layers: tuple[dict[Any, Any], ...]) -> Iterator[tuple[Any, Any]]:

@@ -12,7 +12,7 @@ from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import H, KeyedStateBackend, StateBackend
-from lockgate.state._cow import ABSENT, TOMBSTONE, CowTable, frozen_items
+from lockgate.state._cow import ABSENT, TOMBSTONE, CowTable, frozen_get, frozen_items
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._incremental import HeapChainManifest, KeyedStateDelta
@@ -306,7 +306,7 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
                 else:
                     items = {}
                     for key in set().union(*(keys for keys in sets if keys)):
-                        value = _lookup(layers, key)
+                        value = frozen_get(layers, key)
                         if value is ABSENT or value is TOMBSTONE:
                             gone.append((namespace, key))
                         else:
@@ -335,15 +335,6 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
                     groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
             entries[name] = dict(groups)
         return KeyedStateDelta(metas, entries, tables, removed, replaced)
-
-
-def _lookup(layers: tuple[dict[Any, Any], ...], key: Any) -> Any:
-    """The value of ``key`` in frozen layers (TOMBSTONE or ABSENT if it has none)."""
-    for layer in reversed(layers):
-        value = layer.get(key, ABSENT)
-        if value is not ABSENT:
-            return value
-    return ABSENT
 
 
 class HeapValueState(ValueState[T]):
