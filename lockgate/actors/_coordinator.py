@@ -435,6 +435,8 @@ class CheckpointCoordinator:
         """Count the shared blobs that the checkpoints already in the storage reference (this job
         never deletes those), and delete shared blobs no complete checkpoint references: what a
         process that ended in the middle of a checkpoint, or of a deletion, left behind."""
+        if not self.storage.outlives_process:
+            return  # nothing can be left over from another process; another job may be writing here
         for checkpoint in existing:
             where = f"{checkpoint.pointer}/{METADATA_NAME}"
             try:
@@ -447,8 +449,6 @@ class CheckpointCoordinator:
                 )
                 return
             self._shared.pin(metadata.shared_names())
-        if not self.storage.outlives_process:
-            return  # nothing can be left over from another process; another job may be writing here
         leftovers = await self.storage.shared_names() - self._shared.referenced()
         if leftovers:
             logger.info(

@@ -1130,9 +1130,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
         checkpoint = _open_read_only(self._path, [*self._tables, *self._native])
         try:
             for name in self._native:  # restored natively, not registered: as stored
-                entries[name] = {}
-                for key_group, key, namespace, raw_value in _stored_entries(checkpoint, name):
-                    entries[name].setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
+                entries[name] = _stored_groups(checkpoint, name)
             for name, table in self._tables.items():
                 codec = StateCodec(table.descriptor, backend.clock)
                 plain = table.descriptor.ttl is None
@@ -1291,10 +1289,7 @@ class NativeRocksDBState(PreparedKeyedState):
         database = _open_read_only(self.directory, self.manifest.states)
         try:
             for name in self.manifest.states:
-                groups: dict[int, list[Entry]] = {}
-                for key_group, key, namespace, raw_value in _stored_entries(database, name):
-                    groups.setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
-                entries[name] = groups
+                entries[name] = _stored_groups(database, name)
         finally:
             database.close()
         return self.manifest.snapshot(entries)
@@ -1320,6 +1315,14 @@ def _stored_entries(database: Rdict, state: str) -> Iterator[tuple[int, Any, Any
         if stored_key is not _PLAIN:
             key = stored_key
         yield int.from_bytes(raw_key[:2], "big"), key, namespace, raw_value
+
+
+def _stored_groups(database: Rdict, state: str) -> dict[int, list[Entry]]:
+    """A state's entries by key group, each value as stored (the bytes its codec wrote)."""
+    groups: dict[int, list[Entry]] = {}
+    for key_group, key, namespace, raw_value in _stored_entries(database, state):
+        groups.setdefault(key_group, []).append((key, namespace, _payload(raw_value)))
+    return groups
 
 
 def _read_file(path: str) -> bytes:
