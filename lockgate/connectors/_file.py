@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import codecs
 import os
-from typing import IO, Any
+from typing import Any
+
+import anyio
 
 from lockgate._errors import ConfigurationError
 from lockgate._threads import run_sync
@@ -58,25 +60,32 @@ class FileSource(Source):
 
 
 class _FileReader(SourceReader):
+    """Reads ahead a chunk at a time, at explicit offsets (``pread``), so the file has no position
+    of its own: the reader's state is all in its attributes.
+
+    Cancel-safe: :meth:`read` is cancelled whenever a checkpoint is triggered while it waits, and a
+    read in a worker thread cannot be interrupted. Each thread call is shielded and its result taken
+    into the attributes before the next await, so a cancellation delivered afterwards loses no bytes.
+    """
+
     def __init__(self, source: FileSource, positions: OperatorListState[int], offset: int) -> None:
         self._source = source
         self._positions = positions
         self._offset = offset  # byte offset of the next line to emit
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
+        self._read_at = offset  # byte offset of the next chunk to read
         self._lines: list[bytes] = []  # complete lines read ahead, without "\n"
         self._next = 0  # index in _lines of the next line to emit
         self._tail = b""  # bytes after the last "\n" read so far
         self._at_end = False
 
-    def _open_at(self, offset: int) -> IO[bytes]:
-        handle = open(self._source.path, "rb")  # noqa: SIM115 - closed in close()
-        handle.seek(offset)
-        return handle
-
     async def _fill(self) -> None:
-        if self._file is None:
-            self._file = await run_sync(self._open_at, self._offset)
-        chunk = await run_sync(self._file.read, self._source.chunk_size)
+        with anyio.CancelScope(shield=True):  # the work of a thread must not be lost to a cancel
+            if self._fd is None:
+                self._fd = await run_sync(os.open, self._source.path, os.O_RDONLY)
+            chunk = await run_sync(os.pread, self._fd, self._source.chunk_size, self._read_at)
+        # No await from here on: the chunk and the offset past it change together.
+        self._read_at += len(chunk)
         if not chunk:
             self._at_end = True
             self._lines = [self._tail] if self._tail else []
@@ -104,6 +113,6 @@ class _FileReader(SourceReader):
         self._positions.update_nowait([self._offset])
 
     async def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
