@@ -47,8 +47,11 @@ class CheckpointConfig:
         timeout: Seconds after which a checkpoint still in progress is aborted (the job goes on).
         min_pause: Seconds from the end of one checkpoint to the trigger of the next.
         max_concurrent: The most checkpoints in progress at once.
-        tolerable_failures: How many checkpoints in a row may fail (time out, or a subtask cannot
-            snapshot) before the job fails; None tolerates any number.
+        tolerable_failures: How many checkpoints in a row may fail (the storage or a snapshot fails,
+            or it times out) before the job fails, with the last failure's error as the cause (and
+            restarts, as its restart strategy allows). 0 by default, as in Flink: a checkpoint that
+            cannot be written stops the job rather than let it run unprotected. None tolerates any
+            number. A checkpoint that a newer one subsumes is not a failure.
         retained: How many completed checkpoints are kept; older ones are deleted when a new one
             completes.
         asynchronous: Whether snapshots are written in the background while records keep flowing
@@ -68,7 +71,7 @@ class CheckpointConfig:
     timeout: float = 600.0
     min_pause: float = 0.0
     max_concurrent: int = 1
-    tolerable_failures: int | None = None
+    tolerable_failures: int | None = 0
     retained: int = 1
     asynchronous: bool = True
     unaligned: bool = False

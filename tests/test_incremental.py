@@ -794,7 +794,8 @@ async def test_a_long_run_keeps_exactly_the_shared_files_its_retained_checkpoint
         stats = job.checkpoint_stats
         queue.close()
         await job.wait()
-    assert complete_checkpoints(root) == [rounds - 1, rounds]
+    assert complete_checkpoints(root) == [rounds, rounds + 1]  # the last one, and the final checkpoint
+    expected[rounds + 1] = dict(totals)
     assert shared_files(root) == referenced(root) != set()
     for checkpoint_id in complete_checkpoints(root):
         assert metadata(root, checkpoint_id).shared_names()  # keyed state lives in the shared area
@@ -859,12 +860,14 @@ async def test_an_incremental_checkpoint_restores_into_both_backends_at_any_para
             await feed(queue, watch, records)
             for key, number in records:
                 totals[key] = totals.get(key, 0) + number
-            checkpoint = await job.trigger_checkpoint()
+            await job.trigger_checkpoint()
         queue.close()
         await job.wait()
-    assert len(metadata(root, checkpoint.checkpoint_id).shared_names()) > 1  # it is incremental
+    # Retention kept the final checkpoint, which shares what the triggered ones wrote.
+    [final] = root.glob("chk-*")
+    assert len(metadata(root, int(final.name.removeprefix("chk-"))).shared_names()) > 1  # incremental
     expected = {key: totals.get(key, 0) for key in KEYS}
-    assert await restored_totals(checkpoint.pointer, KEYS, RESTORE_TARGETS[target](), parallelism) == expected
+    assert await restored_totals(final.as_uri(), KEYS, RESTORE_TARGETS[target](), parallelism) == expected
 
 
 # ---- 4. a checkpoint that fails leaves nothing new in the shared area
@@ -933,6 +936,7 @@ async def test_a_checkpoint_that_times_out_leaves_no_shared_file(tmp_path: Path,
     watch = Watch()
     env = totals_job(backend, storage, queue, watch, parallelism=1)
     env.checkpoint_config.timeout = 0.3
+    env.checkpoint_config.tolerable_failures = 1
     with anyio.fail_after(GUARD):
         job = await env.start("stalled")
         await feed(queue, watch, [(key, 1) for key in KEYS[:50]])
@@ -947,12 +951,13 @@ async def test_a_checkpoint_that_times_out_leaves_no_shared_file(tmp_path: Path,
         storage.release.set()
         await storage.discarded.wait()  # ... and deletes it once it finds the checkpoint gone
         assert shared_files(root) == before == referenced(root)
-        checkpoint = await job.trigger_checkpoint()
+        await job.trigger_checkpoint()
         queue.close()
         await job.wait()
     assert shared_files(root) == referenced(root)
     expected = {key: 3 if index < 5 else 1 for index, key in enumerate(KEYS[:50])}
-    assert await restored_totals(checkpoint.pointer, KEYS[:50], lg.HeapStateBackend(), 2) == expected
+    [final] = root.glob("chk-*")
+    assert await restored_totals(final.as_uri(), KEYS[:50], lg.HeapStateBackend(), 2) == expected
 
 
 @pytest.mark.anyio
@@ -972,6 +977,7 @@ async def test_a_checkpoint_whose_write_fails_leaves_no_shared_file(
     queue: lg.QueueSource[Any] = lg.QueueSource()
     watch = Watch()
     env = totals_job(backend, storage, queue, watch, parallelism=1)
+    env.checkpoint_config.tolerable_failures = 1
     with anyio.fail_after(GUARD):
         job = await env.start("failing")
         await feed(queue, watch, [(key, 1) for key in KEYS[:50]])
@@ -1018,7 +1024,8 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
         queue.close()
         await job.wait()
     old = complete_checkpoints(root)
-    assert old == [3, 4]
+    assert old == [4, 5]  # 5: the final checkpoint
+    expected[5] = dict(totals)
     kept = referenced(root)
     assert shared_files(root) == kept
     orphan = root / "shared" / "totals-00000000-0-base-0123456789abcdef"
@@ -1037,12 +1044,12 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
         await feed(queue, watch, [(KEYS[1], 100)])
         for _ in range(2):  # enough to rotate its own first checkpoint out
             await job.trigger_checkpoint()
-        await storage.cleaned(5)
+        await storage.cleaned(6)
         queue.close()
         await job.wait()
     assert not orphan.exists()
     assert kept <= shared_files(root)  # nothing the old checkpoints reference was deleted
-    assert complete_checkpoints(root) == [*old, 6, 7]  # the new job never deletes what it did not take
+    assert complete_checkpoints(root) == [*old, 8, 9]  # the new job never deletes what it did not take
     assert shared_files(root) == referenced(root)
     for checkpoint_id in old:
         url = (root / f"chk-{checkpoint_id}").as_uri()
@@ -1114,7 +1121,7 @@ async def test_when_a_checkpoint_completes_retention_has_deleted_what_it_dropped
             storage.resume.set()
         queue.close()  # a job that ends right after its checkpoint ...
         await job.wait()
-    assert complete_checkpoints(root) == [2]
+    assert complete_checkpoints(root) == [3]  # the final checkpoint
     assert shared_files(root) == referenced(root)  # ... must not leave checkpoint 1's blobs behind
     # As an aborted checkpoint's files are gone before anyone hears of the failure, a completed one
     # has had retention done before its caller hears of it: nothing left for the job's end to cut.

@@ -403,16 +403,16 @@ async def test_file_checkpoints_are_directories_with_metadata_and_checksummed_st
         queue.close()
         await job.wait()
     assert checkpoint.pointer == chk(tmp_path, 1).as_uri()
-    assert listing(tmp_path) == ["chk-1"]
-    names = listing(chk(tmp_path, 1))
+    assert listing(tmp_path) == ["chk-2"]  # the final checkpoint, taken after the end of the input
+    names = listing(chk(tmp_path, 2))
     assert METADATA_NAME in names
     assert not [name for name in names if name.startswith(".")]  # no temporary file left behind
-    blobs = state_files(chk(tmp_path, 1))
+    blobs = state_files(chk(tmp_path, 2))
     # One blob per stateful operator subtask, named after its uid: the source's position, the sums,
     # the sink's transactions.
     assert {blob.name.split("-")[0] for blob in blobs} == {"src", "sum", "out"}
     assert any(blob.name.startswith("sum-") and blob.name.endswith("-keyed") for blob in blobs)
-    for path in [*blobs, chk(tmp_path, 1) / METADATA_NAME]:
+    for path in [*blobs, chk(tmp_path, 2) / METADATA_NAME]:
         assert path.read_bytes()[:4] == b"LGCK"  # framed with a checksum
 
 
@@ -433,9 +433,9 @@ async def test_only_the_retained_number_of_checkpoints_stays_on_disk(tmp_path: P
         await sink.until(4)
         queue.close()
         await job.wait()
-    assert listing(tmp_path) == ["chk-3", "chk-4"]
-    assert (chk(tmp_path, 4) / METADATA_NAME).is_file()
-    assert job.checkpoint_stats.completed == 4
+    assert listing(tmp_path) == ["chk-4", "chk-5"]  # chk-5: the final checkpoint
+    assert (chk(tmp_path, 5) / METADATA_NAME).is_file()
+    assert job.checkpoint_stats.completed == 5
 
 
 # ---- 4. a checkpoint that times out
@@ -447,6 +447,7 @@ async def test_a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on(tmp_pa
     env = checkpointing_env()
     env.set_checkpoint_storage(storage)
     env.checkpoint_config.timeout = 0.2
+    env.checkpoint_config.tolerable_failures = 1  # a timeout counts as a failure
     watch, sink = Watch(), WatchedSink()
     running_sums(env.from_source(queue, uid="src"), sink, watch=watch)
     records = [("a", 1), ("b", 2), ("a", 3), ("b", 4)]
@@ -480,7 +481,7 @@ async def test_a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on(tmp_pa
         queue.close()
         await job.wait()
     assert sink.results == expected_sums(records)
-    assert listing(tmp_path) == ["chk-2"]
+    assert listing(tmp_path) == ["chk-3"]  # the final checkpoint
 
 
 # ---- 5. damaged checkpoints
@@ -885,7 +886,9 @@ async def test_more_failed_checkpoints_in_a_row_than_tolerable_fail_the_job() ->
         assert not job.done  # one failure is tolerated
         with pytest.raises(lg.CheckpointError, match="no space left"):
             await job.trigger_checkpoint()
-        with pytest.raises(lg.CheckpointError, match=r"2 checkpoints in a row failed.*tolerable_failures=1"):
+        with pytest.raises(
+            lg.CheckpointError, match=r"2 checkpoint\(s\) in a row failed.*tolerable_failures=1"
+        ):
             await job.wait()
     assert job.status is lg.JobStatus.FAILED
     stats = job.checkpoint_stats
@@ -893,11 +896,43 @@ async def test_more_failed_checkpoints_in_a_row_than_tolerable_fail_the_job() ->
     assert all(entry.failure and "no space left" in entry.failure for entry in stats.history)
 
 
-async def test_failed_checkpoints_are_tolerated_by_default() -> None:
+class RecoveringDiskStorage(lg.MemoryCheckpointStorage):
+    """Memory storage whose state writes fail while ``full`` is set."""
+
+    full = True
+
+    async def write_state(self, location: CheckpointLocation, name: str, data: StateData) -> Handle:
+        if self.full:
+            raise lg.CheckpointError("no space left on the device")
+        return await super().write_state(location, name, data)
+
+
+async def test_a_failed_checkpoint_fails_the_job_by_default_with_the_storage_error_as_cause() -> None:
     queue: lg.QueueSource[Record] = lg.QueueSource()
     env = checkpointing_env()
     env.set_checkpoint_storage(FullDiskStorage())
-    assert env.checkpoint_config.tolerable_failures is None
+    assert env.checkpoint_config.tolerable_failures == 0
+    watch, sink = Watch(), WatchedSink()
+    running_sums(env.from_source(queue, uid="src"), sink, watch=watch)
+    with anyio.fail_after(GUARD):
+        job = await env.start("full-disk")
+        await queue.put(("a", 1))
+        await watch.until(1)
+        with pytest.raises(lg.CheckpointError, match="no space left"):
+            await job.trigger_checkpoint()
+        with pytest.raises(lg.CheckpointError, match=r"tolerable_failures=0") as failed:
+            await job.wait()
+    assert isinstance(failed.value.__cause__, lg.CheckpointError)
+    assert "no space left" in str(failed.value.__cause__)
+    assert sink.results == []  # nothing committed outside a completed checkpoint
+
+
+async def test_tolerated_failed_checkpoints_let_the_job_go_on_to_its_final_checkpoint() -> None:
+    queue: lg.QueueSource[Record] = lg.QueueSource()
+    env = checkpointing_env()
+    storage = RecoveringDiskStorage()
+    env.set_checkpoint_storage(storage)
+    env.checkpoint_config.tolerable_failures = None
     watch, sink = Watch(), WatchedSink()
     running_sums(env.from_source(queue, uid="src"), sink, watch=watch)
     records = [("a", 1), ("b", 2), ("a", 3)]
@@ -909,10 +944,11 @@ async def test_failed_checkpoints_are_tolerated_by_default() -> None:
             with pytest.raises(lg.CheckpointError, match="no space left"):
                 await job.trigger_checkpoint()
         assert job.status is lg.JobStatus.RUNNING
+        storage.full = False  # the disk recovers before the end: the final checkpoint gets through
         queue.close()
         await job.wait()
-    assert job.checkpoint_stats.failed == 3
-    assert sink.results == expected_sums(records)  # the end of the input commits everything
+    assert job.checkpoint_stats.failed == 3 and job.checkpoint_stats.completed == 1
+    assert sink.results == expected_sums(records)  # the final checkpoint commits everything
 
 
 # ---- 13. at-least-once

@@ -4,7 +4,7 @@ resume it, and the two runs together commit exactly what one uninterrupted run d
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -188,8 +188,9 @@ async def test_a_running_job_takes_savepoints_and_goes_on(tmp_path: Path) -> Non
         savepoint.endswith("/savepoint-1")
         and (Path(savepoint.removeprefix("file://")) / "_metadata").exists()
     )
-    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["chk-3"]
-    assert [stats.savepoint for stats in job.checkpoint_stats.history] == [True, False, False]
+    # chk-4 is the final checkpoint, taken once the source had read everything.
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["chk-4"]
+    assert [stats.savepoint for stats in job.checkpoint_stats.history] == [True, False, False, False]
 
     # The savepoint holds the state after item 4: a new job resumes from there.
     resumed = lg.CollectSink[Any]()
@@ -234,15 +235,39 @@ async def test_operators_without_a_uid_get_a_warning_when_their_state_is_saved(t
         await stop_at(env, source, 2, tmp_path.as_uri())
 
 
-async def test_savepoints_need_checkpointing_enabled(tmp_path: Path) -> None:
-    queue: lg.QueueSource[Record] = lg.QueueSource()
-    env = lg.StreamEnvironment()
-    tally(env.from_source(queue, uid="src"), lg.CollectSink(), 1)
-    job = await env.start("plain")
-    with pytest.raises(lg.CheckpointError, match="enable_checkpointing"):
-        await job.stop_with_savepoint(tmp_path.as_uri())
-    queue.close()
-    await job.wait()
+@pytest.mark.parametrize("sink_kind", ["collect", "file"])
+async def test_a_job_without_checkpointing_stops_with_a_savepoint_and_resumes_from_it(
+    tmp_path: Path, sink_kind: str
+) -> None:
+    items = [("a", n) for n in range(5)] + [("b", n) for n in range(5)]
+
+    def build(env: lg.StreamEnvironment, source: lg.DataStream) -> Callable[[], list[Any]]:
+        stream = source.key_by(lambda r: r[0]).process(Tally(), uid="tally")
+        if sink_kind == "collect":
+            collected = lg.CollectSink[Any]()
+            stream.sink(collected, uid="out")
+            return lambda: list(collected.results)
+        stream.sink(lg.FileSink(tmp_path / "out", encoder=repr), uid="out")
+        return lambda: [
+            eval(line)  # the lines are reprs of tuples of str and int
+            for file in (tmp_path / "out").iterdir()
+            if not file.name.startswith(".")
+            for line in file.read_text().splitlines()
+        ]
+
+    env = lg.StreamEnvironment(batch_size=2)  # no enable_checkpointing
+    source = PausingSource(items, (6,))
+    results = build(env, env.from_source(source, uid="src"))
+    savepoint = await stop_at(env, source, 6, (tmp_path / "savepoints").as_uri())
+    assert Counter(results()) == expected(items[:6])
+    assert savepoint.endswith("/savepoint-1")
+
+    env = lg.StreamEnvironment(batch_size=2)
+    resumed = build(env, env.from_collection(items, uid="src"))
+    await env.execute("after", restore_from=savepoint)
+    outputs = resumed() if sink_kind == "collect" else results()
+    before = Counter() if sink_kind == "collect" else expected(items[:6])
+    assert Counter(outputs) == before + (expected(items) - expected(items[:6]))
 
 
 def renamed(savepoint: str, name: str) -> str:

@@ -124,7 +124,7 @@ class Coordinator:
     async def create(cls, savepoint: bool = False) -> Coordinator:
         storage = MemoryCheckpointStorage()
         location = await storage.create_checkpoint_location(1)
-        return cls(storage, SnapshotTarget(storage, location, canonical=savepoint))
+        return cls(storage, SnapshotTarget(storage, location, canonical=savepoint, aligned=savepoint))
 
     def target(self, checkpoint_id: int) -> SnapshotTarget | None:
         return self.target_of if checkpoint_id == 1 else None
@@ -133,11 +133,13 @@ class Coordinator:
         self.acks[checkpoint_id] = ack
         self.acknowledged.set()
 
-    async def decline(self, checkpoint_id: int, key: Any, reason: str, *, counts: bool = True) -> None:
+    async def decline(
+        self, checkpoint_id: int, key: Any, reason: str, *, counts: bool = True, cause: Any = None
+    ) -> None:
         self.declined[checkpoint_id] = reason
 
-    async def subtask_finished(self, key: Any, blobs: Any, after: int) -> None:
-        """The actor's last state at the end of its input: not part of checkpoint 1."""
+    def source_finished(self, key: Any) -> None:
+        """No final checkpoint here: the runtime ends the actor once its input has ended."""
 
     async def channel_state(self, ack: SubtaskAcknowledgement) -> list[tuple[int, list[Any]]]:
         handle = ack.states["recorder"].channel
@@ -687,8 +689,9 @@ async def test_with_an_aligned_timeout_a_quick_alignment_stays_aligned() -> None
         await job.trigger_checkpoint()
         queue.close()
         await job.wait()
-    [stats] = job.checkpoint_stats.history
+    stats, final = job.checkpoint_stats.history
     assert stats.status == "completed" and not stats.unaligned and stats.in_flight_bytes == 0
+    assert final.status == "completed" and not final.unaligned  # the final checkpoint is aligned
     assert sorted(sink.results) == sorted(expected_sums(ITEMS[:5]))
 
 

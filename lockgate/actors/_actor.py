@@ -6,7 +6,7 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -22,11 +22,13 @@ from lockgate.actors._channel_state import (
 )
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import (
+    JOB_FINISHED,
     RESUME,
     STOP,
     CheckpointComplete,
     CheckpointCoordinator,
     SharedBlobWriter,
+    SnapshotTarget,
     StateBlobs,
     SubtaskAcknowledgement,
     TriggerCheckpoint,
@@ -63,17 +65,14 @@ class SourceTask:
     ctx: SubtaskContext
 
 
-class JobFinished:
-    """Letter to every subtask once all of them have finished their input: commit, then end."""
-
-    def __repr__(self) -> str:
-        return "JobFinished"
-
-
-JOB_FINISHED: Final = JobFinished()
-
-#: The id a subtask's last snapshot is taken under, when its input has ended (no checkpoint has it).
-FINAL_SNAPSHOT: Final = 0
+__all__ = [
+    "JOB_FINISHED",
+    "ActorRuntime",
+    "AlignmentTimedOut",
+    "OperatorFailure",
+    "SourceTask",
+    "SubtaskActor",
+]
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,8 @@ class ActorRuntime(Protocol):
         """Run ``function(*args)`` in the background of the attempt."""
 
     def actor_finished(self, actor: SubtaskActor) -> None:
-        """``actor`` has finished its input (it stays alive for letters until :data:`JOB_FINISHED`)."""
+        """``actor`` has finished its input: its operators have finished and its end of input has gone
+        downstream. It stays alive, taking part in checkpoints, until :data:`JOB_FINISHED`."""
 
 
 @dataclass
@@ -107,6 +107,18 @@ class _Capture:
     uid: str
     operator_state: OperatorStateSnapshot | None
     keyed: SnapshotResources | None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The synchronous part of a subtask's checkpoint, handed to the asynchronous part: the captures,
+    what the synchronous part and the alignment took (seconds), and whether the input had ended."""
+
+    checkpoint_id: int
+    captures: list[_Capture]
+    sync_duration: float
+    alignment: float
+    finished: bool
 
 
 @dataclass
@@ -148,8 +160,10 @@ class SubtaskActor:
     Messages are processed one at a time and to the end, so operators never see concurrency. A source
     actor yields to the event loop after each batch, so a fast source cannot starve other tasks.
     Letters (checkpoint triggers and notifications) are handled between two messages. Once its input
-    has ended the actor stays alive, answering letters, until the whole job has finished: only then
-    do transactional sinks make their last records visible.
+    has ended, the actor finishes its operators, sends its end of input downstream, and stays alive
+    until the whole job has finished, taking part in checkpoints as before (its barriers follow its
+    end of input): the job ends with a final checkpoint that every subtask takes after its end, and
+    transactional sinks make their last records visible when it completes.
     """
 
     def __init__(
@@ -188,8 +202,9 @@ class SubtaskActor:
         self.keyed_backends = keyed_backends
         # Restored channel state: (position of the operator in the chain, (operator input, batch)).
         self.in_flight = in_flight or []
-        self.input_ended = False
+        self.input_ended = False  # the input has ended and the operators have finished
         self._stopped = False  # a stop-with-savepoint completed: end without finishing
+        self._job_finished = False  # every subtask of the job is done: end
         self._last_checkpoint = 0  # the newest checkpoint this subtask has taken its part of
         self._read_scope: anyio.CancelScope | None = None
         # Exactly-once: the checkpoint whose barriers are on their way in, if any.
@@ -214,8 +229,8 @@ class SubtaskActor:
             self._read_scope.cancel()
 
     async def run(self) -> None:
-        """Open the chain, process the input to its end, finish the chain, wait for the job to finish;
-        always close the chain."""
+        """Open the chain, process the input to its end, finish the chain, take part in checkpoints
+        until the job has finished; always close the chain."""
         try:
             for operator in self.operators:
                 try:
@@ -225,12 +240,13 @@ class SubtaskActor:
             await self._replay_in_flight()
             if self.source is not None:
                 await self._run_source(self.source)
+                if not self._stopped:
+                    await self._end_input()
+                    await self._answer_letters()
             else:
                 await self._run_mailbox(self.mailbox)
-            if not self._stopped:
-                await self._finish()
-                await self._hand_over_last_state()
-                await self._wait_for_job()
+            if self._job_finished:
+                await self._notify_job_finished()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._close()  # a failure while closing must not hide the one in flight
@@ -277,18 +293,17 @@ class SubtaskActor:
             if scope.cancelled_caught:
                 continue  # a letter came while the reader waited
             if batch is None:
-                self.input_ended = True
-                if self.runtime.coordinator is not None:
-                    self.runtime.coordinator.source_finished(self.key)
                 return
             if batch:
                 await self._process(batch, 0)
             await anyio.lowlevel.checkpoint()
 
     async def _run_mailbox(self, mailbox: Mailbox) -> None:
+        """Process the channels' messages and the letters until the job has finished or stopped; once
+        every channel has ended, finish (only barriers and letters come after that)."""
         open_inputs = len(mailbox.channels)
         channel_inputs = self.channel_inputs
-        while open_inputs:
+        while not (self._stopped or self._job_finished):
             index, message = await mailbox.receive()
             if type(message) is list:
                 progress = self._progress
@@ -300,12 +315,13 @@ class SubtaskActor:
                     await self._process(message, 0)
             elif index == MAIL:
                 await self._on_letter(message)
-                if self._stopped:
-                    return
             elif message is END_OF_INPUT:
-                mailbox.pause(index)  # nothing follows the end of a channel
+                # Only barriers follow the end of a channel; an ended channel counts as having
+                # delivered every barrier still to come (all it carried is processed).
                 self._ended.add(index)
                 open_inputs -= 1
+                if not open_inputs:  # first, so a checkpoint this completes is taken after the end
+                    await self._end_input()
                 if self._progress is not None:
                     await self._check_delivered()
                 if self._tracked:
@@ -314,7 +330,6 @@ class SubtaskActor:
                 await self._on_barrier(index, message)
             else:
                 raise AssertionError(f"unexpected control event {message!r}")
-        self.input_ended = True
 
     async def _process(self, batch: list[Any], first: int) -> None:
         """Run ``batch`` through the chain from operator ``first`` and emit what comes out."""
@@ -352,7 +367,8 @@ class SubtaskActor:
 
     async def _on_barrier(self, index: int, barrier: Barrier) -> None:
         checkpoint_id = barrier.checkpoint_id
-        savepoint = self._is_savepoint(checkpoint_id)
+        target = self._target(checkpoint_id)
+        savepoint = target is not None and target.canonical
         if self.runtime.mode is not CheckpointingMode.EXACTLY_ONCE and not savepoint:
             await self._track_barrier(index, checkpoint_id)
             return
@@ -363,7 +379,7 @@ class SubtaskActor:
             if progress is not None:  # a newer barrier: the older checkpoint cannot complete
                 await self._give_up(progress, f"barrier {checkpoint_id} overtook it")
             progress = self._progress = _BarrierProgress(checkpoint_id, time.perf_counter())
-            if self.runtime.unaligned and not savepoint:
+            if self.runtime.unaligned and not (target is not None and target.aligned):
                 timeout = self.runtime.aligned_timeout
                 if timeout is None:
                     await self._unalign(progress)
@@ -448,7 +464,7 @@ class SubtaskActor:
         self._release_inputs(progress)
 
     def _release_inputs(self, progress: _BarrierProgress) -> None:
-        for index in progress.delivered - self._ended:
+        for index in progress.delivered:  # ended ones too: later barriers come through them
             self.mailbox.resume(index)
 
     def _start_alignment_timer(self, checkpoint_id: int, timeout: float) -> anyio.CancelScope:
@@ -492,26 +508,27 @@ class SubtaskActor:
             del self._tracked[checkpoint_id]
             await self._checkpoint(checkpoint_id, time.perf_counter() - started)
 
-    def _is_savepoint(self, checkpoint_id: int) -> bool:
-        """Savepoints are aligned in every mode: a restored job must not see a record twice."""
+    def _target(self, checkpoint_id: int) -> SnapshotTarget | None:
+        """Where checkpoint ``checkpoint_id`` goes, None if it is not in progress. Savepoints are
+        aligned in every mode (a restored job must not see a record twice), and so are checkpoints
+        triggered once every source has ended (the final checkpoint must follow every record)."""
         coordinator = self.runtime.coordinator
-        target = None if coordinator is None else coordinator.target(checkpoint_id)
-        return target is not None and target.canonical
+        return None if coordinator is None else coordinator.target(checkpoint_id)
 
     # ---- letters
 
     async def _on_letter(self, letter: Any) -> None:
         if isinstance(letter, TriggerCheckpoint):
-            if not self.input_ended:  # else the last state, handed over at the end, stands in
-                checkpoint_id = letter.checkpoint_id
-                unaligned = (
-                    self.runtime.unaligned
-                    and self.runtime.aligned_timeout is None
-                    and not self._is_savepoint(checkpoint_id)
-                )
-                await self._checkpoint(checkpoint_id, 0.0, unaligned=unaligned)
-                if letter.stop:
-                    await self._hold()
+            checkpoint_id = letter.checkpoint_id
+            target = self._target(checkpoint_id)
+            unaligned = (
+                self.runtime.unaligned
+                and self.runtime.aligned_timeout is None
+                and not (target is not None and target.aligned)
+            )
+            await self._checkpoint(checkpoint_id, 0.0, unaligned=unaligned)
+            if letter.stop:
+                await self._hold()
         elif isinstance(letter, AlignmentTimedOut):
             progress = self._progress
             if (
@@ -525,13 +542,15 @@ class SubtaskActor:
             await self._notify_complete(letter)
         elif letter is STOP:
             self._stopped = True
+        elif letter is JOB_FINISHED:
+            self._job_finished = True
         elif letter is not RESUME:  # a resume that finds nothing held does nothing
             raise AssertionError(f"unexpected letter {letter!r}")
 
     async def _hold(self) -> None:
         """Read nothing after a stop-with-savepoint's barrier: only letters, until it completed (stop)
         or failed (resume)."""
-        while not self._stopped:
+        while not (self._stopped or self._job_finished):
             _, letter = await self.mailbox.receive()  # a source's mailbox holds letters only
             if letter is RESUME:
                 return
@@ -580,21 +599,20 @@ class SubtaskActor:
         assert coordinator is not None
         started = time.perf_counter()
         captures = await self._capture(checkpoint_id)
-        sync_duration = time.perf_counter() - started
+        part = _Part(checkpoint_id, captures, time.perf_counter() - started, alignment, self.input_ended)
         if unaligned:
             # The channel state is complete only after the barrier has moved on: always in the background.
             recording = completed_recording() if self.is_source else ChannelStateRecording()
             await self._pass_barrier(checkpoint_id, unaligned)
             upload = _ChannelStateUpload(recording)
             self.runtime.spawn(self._store_channel_state, coordinator, checkpoint_id, upload)
-            args = (coordinator, checkpoint_id, captures, sync_duration, alignment, upload)
-            self.runtime.spawn(self._persist, *args)
+            self.runtime.spawn(self._persist, coordinator, part, upload)
             return recording
         if self.runtime.asynchronous:
             await self.output.emit_event(Barrier(checkpoint_id))
-            self.runtime.spawn(self._persist, coordinator, checkpoint_id, captures, sync_duration, alignment)
+            self.runtime.spawn(self._persist, coordinator, part)
         else:
-            await self._persist(coordinator, checkpoint_id, captures, sync_duration, alignment)
+            await self._persist(coordinator, part)
             await self.output.emit_event(Barrier(checkpoint_id))
         return None
 
@@ -631,13 +649,7 @@ class SubtaskActor:
         return captures
 
     async def _persist(
-        self,
-        coordinator: CheckpointCoordinator,
-        checkpoint_id: int,
-        captures: list[_Capture],
-        sync_duration: float,
-        alignment: float,
-        in_flight: _ChannelStateUpload | None = None,
+        self, coordinator: CheckpointCoordinator, part: _Part, in_flight: _ChannelStateUpload | None = None
     ) -> None:
         """The asynchronous part: encode the captured state, write it, acknowledge the checkpoint
         (an unaligned one's once its channel state, ``in_flight``, is stored too).
@@ -645,6 +657,7 @@ class SubtaskActor:
         Keyed state that snapshots incrementally writes its new shared blobs first; if the checkpoint
         fails or does not take the acknowledgement, they are deleted again."""
         started = time.perf_counter()
+        checkpoint_id, captures = part.checkpoint_id, part.captures
         target = coordinator.target(checkpoint_id)
         if target is None:
             for capture in captures:
@@ -662,7 +675,7 @@ class SubtaskActor:
             )
         except Exception as exc:
             await self._discard(writer)
-            await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}")
+            await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}", cause=exc)
             return
         except BaseException:  # the attempt is cancelled: no checkpoint will take the uploads
             await self._discard(writer)
@@ -673,7 +686,12 @@ class SubtaskActor:
                     capture.keyed.release()
         uploaded = frozenset(handle.name for handle in writer.uploaded) if writer is not None else frozenset()
         ack = SubtaskAcknowledgement(
-            states, sync_duration, time.perf_counter() - started, alignment, uploaded
+            states,
+            part.sync_duration,
+            time.perf_counter() - started,
+            part.alignment,
+            uploaded,
+            finished=part.finished,
         )
         if in_flight is not None:
             await in_flight.stored.wait()
@@ -701,7 +719,7 @@ class SubtaskActor:
                     upload.handle = await target.storage.write_state(target.location, name, data)
             except Exception as exc:
                 reason = f"its in-flight records could not be stored: {type(exc).__name__}: {exc}"
-                await coordinator.decline(checkpoint_id, self.key, reason)
+                await coordinator.decline(checkpoint_id, self.key, reason, cause=exc)
                 return
             upload.ok = True
         finally:
@@ -753,26 +771,11 @@ class SubtaskActor:
             blobs[capture.uid] = (keyed, operator)
         return blobs, shared
 
-    async def _hand_over_last_state(self) -> None:
-        """The input has ended: give the coordinator this subtask's last state, which every later
-        checkpoint holds (no barrier reaches a finished subtask)."""
-        coordinator = self.runtime.coordinator
-        if coordinator is None:
-            return
-        captures = await self._capture(FINAL_SNAPSHOT)
-        try:
-            # Whole, as no shared blob may outlive the checkpoints holding it; a savepoint converts it.
-            blobs, _ = await self._encode(captures, canonical=False, writer=None)
-        finally:
-            for capture in captures:
-                if capture.keyed is not None:
-                    capture.keyed.release()
-        await coordinator.subtask_finished(self.key, blobs, self._last_checkpoint)
-
     # ---- the end
 
-    async def _finish(self) -> None:
-        # Each operator's last outputs still pass through the rest of the chain.
+    async def _end_input(self) -> None:
+        """The input has ended: finish the operators (each one's last outputs still pass through the
+        rest of the chain) and send the end of input downstream."""
         for position, operator in enumerate(self.operators):
             try:
                 last = await operator.finish()
@@ -781,17 +784,19 @@ class SubtaskActor:
             if last:
                 await self._process(last, position + 1)
         await self.output.emit_event(END_OF_INPUT)
-
-    async def _wait_for_job(self) -> None:
-        """Answer letters until every subtask of the job has finished, then commit what is left."""
+        self.input_ended = True
+        if self.source is not None and self.runtime.coordinator is not None:
+            self.runtime.coordinator.source_finished(self.key)
         self.runtime.actor_finished(self)
-        while True:
-            _, letter = await self.mailbox.receive()  # every channel has ended: only letters come
-            if letter is JOB_FINISHED:
-                break
+
+    async def _answer_letters(self) -> None:
+        """A finished source: answer letters (checkpoints go on) until the job finishes or stops."""
+        while not (self._stopped or self._job_finished):
+            _, letter = await self.mailbox.receive()  # a source's mailbox holds letters only
             await self._on_letter(letter)
-            if self._stopped:  # a stop-with-savepoint: what is pending stays in the savepoint
-                return
+
+    async def _notify_job_finished(self) -> None:
+        """Every subtask of the job is done (without checkpointing, sinks commit what is left)."""
         for operator in self.operators:
             try:
                 await operator.notify_job_finished()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import re
 import time
 import uuid
@@ -27,7 +26,6 @@ from anyio.abc import TaskGroup
 
 from lockgate._config import CheckpointConfig
 from lockgate._errors import CheckpointError, LockgateError
-from lockgate._threads import run_sync
 from lockgate.actors._restore import load_from_pointer, load_newest, storage_loader
 from lockgate.snapshots import (
     METADATA_NAME,
@@ -163,7 +161,8 @@ class SubtaskAcknowledgement:
     shared blobs it wrote for this checkpoint (the others its handles name, it reuses).
 
     ``unaligned``: the subtask took it unaligned; ``in_flight_bytes``: the size of the channel state
-    it stored (in its chain's first operator's handles).
+    it stored (in its chain's first operator's handles); ``finished``: the subtask took it after its
+    input had ended and its operators had finished (a checkpoint every subtask takes so is final).
     """
 
     states: dict[str, SubtaskStateHandles]
@@ -173,6 +172,7 @@ class SubtaskAcknowledgement:
     uploaded: frozenset[str] = frozenset()
     unaligned: bool = False
     in_flight_bytes: int = 0
+    finished: bool = False
 
     @property
     def persisted_bytes(self) -> int:
@@ -261,18 +261,6 @@ class _OperatorBlobWriter:
         return handle
 
 
-def canonical_blobs(blobs: StateBlobs) -> StateBlobs:
-    """``blobs`` with every keyed state in the savepoint form (see ``KeyedStateSnapshot.canonical``)."""
-    converted: StateBlobs = {}
-    for uid, (keyed, operator) in blobs.items():
-        if keyed is not None:
-            snapshot = pickle.loads(keyed)
-            if snapshot.tables:
-                keyed = pickle.dumps(snapshot.canonical(), protocol=5)
-        converted[uid] = (keyed, operator)
-    return converted
-
-
 class CheckpointParticipant(Protocol):
     """A subtask as the coordinator sees it."""
 
@@ -304,6 +292,9 @@ class _Signal:
 STOP: Final = _Signal("STOP")
 #: Letter to the sources after a stop-with-savepoint failed: read on.
 RESUME: Final = _Signal("RESUME")
+#: Letter to every subtask once the job's final checkpoint is complete (and they were told so), or,
+#: without checkpointing, once every subtask has finished its input: end.
+JOB_FINISHED: Final = _Signal("JOB_FINISHED")
 
 
 @dataclass(frozen=True)
@@ -318,11 +309,14 @@ class CheckpointComplete:
 @dataclass(frozen=True)
 class SnapshotTarget:
     """Where a subtask writes its part of a checkpoint; ``canonical``: in the savepoint format, with
-    every state encoded entry by entry (see ``docs/savepoint-format.md``)."""
+    every state encoded entry by entry (see ``docs/savepoint-format.md``); ``aligned``: its barriers
+    never overtake records, even with unaligned checkpoints configured (savepoints, and checkpoints
+    triggered once every source has read all its input, which must follow every record)."""
 
     storage: CheckpointStorage
     location: CheckpointLocation
     canonical: bool
+    aligned: bool
 
 
 @dataclass
@@ -335,6 +329,7 @@ class _Pending:
     waiting: set[tuple[str, int]]
     savepoint: bool = False
     stop: bool = False
+    after_sources: bool = False  # triggered once every source had read all its input
     acks: dict[tuple[str, int], SubtaskAcknowledgement] = field(default_factory=dict)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: CompletedCheckpoint | None = None
@@ -387,9 +382,7 @@ class CheckpointCoordinator:
         self._closed = False
         self._fail_job: Callable[[LockgateError], None] | None = None
         self._running_sources: set[tuple[str, int]] = set()
-        # The last state of each subtask that has finished its input, in this attempt: every later
-        # checkpoint holds it, since no barrier reaches that subtask any more.
-        self._finished: dict[tuple[str, int], StateBlobs] = {}
+        self._finishing = False  # the attempt's final checkpoint is complete: its subtasks end
         self._starting = 0
         self._wake = anyio.Event()
         self._shared = SharedStateRegistry()
@@ -427,7 +420,7 @@ class CheckpointCoordinator:
         self._attached.set()
         self._fail_job = fail_job
         self._running_sources = {p.key for p in self._participants if p.is_source}
-        self._finished = {}
+        self._finishing = False
         if self.config.interval is not None:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
 
@@ -473,7 +466,6 @@ class CheckpointCoordinator:
             self._attached = anyio.Event()
         self._fail_job = None
         self._running_sources = set()
-        self._finished = {}
         for checkpoint_id in list(self._pending):
             await self._abort(checkpoint_id, reason, count_failure=False, quietly=quietly)
 
@@ -484,35 +476,42 @@ class CheckpointCoordinator:
 
     @property
     def _sources_running(self) -> bool:
-        """Whether a source subtask can still inject barriers: checkpoints are possible."""
+        """Whether a source subtask is still reading its input."""
         return bool(self._running_sources)
 
+    @property
+    def ends_with_checkpoint(self) -> bool:
+        """Whether the job ends with a final checkpoint (checkpointing is enabled): its subtasks end
+        once it is complete, and transactional sinks commit their last records then."""
+        return self.config.enabled
+
     def source_finished(self, key: tuple[str, int]) -> None:
-        """Source subtask ``key`` has read all its input: no barrier can be injected there any more."""
+        """Source subtask ``key`` has read all its input (it still takes part in checkpoints: its
+        barriers follow its end of input). After the last one, the final checkpoint is triggered."""
         self._running_sources.discard(key)
+        if not self._running_sources and self.ends_with_checkpoint and self._group is not None:
+            self._group.start_soon(self._take_final_checkpoint, name="final checkpoint")
 
-    async def subtask_finished(self, key: tuple[str, int], blobs: StateBlobs, after: int) -> None:
-        """Subtask ``key`` has finished its input, with ``blobs`` its last state, having taken its part
-        of every checkpoint up to ``after``: later checkpoints hold that state, including those in
-        progress that still wait for the subtask."""
-        self._finished[key] = blobs
-        for pending in list(self._pending.values()):
-            if pending.checkpoint_id > after and key in pending.waiting:
-                await self._acknowledge_finished(pending, key, blobs)
-
-    async def _acknowledge_finished(self, pending: _Pending, key: tuple[str, int], blobs: StateBlobs) -> None:
-        try:
-            if pending.savepoint:
-                blobs = await run_sync(canonical_blobs, blobs)
-            handles = await write_state_blobs(pending.storage, pending.location, key[1], blobs)
-        except Exception as exc:
-            await self.decline(pending.checkpoint_id, key, f"{type(exc).__name__}: {exc}")
-            return
-        await self.acknowledge(pending.checkpoint_id, key, SubtaskAcknowledgement(handles, 0.0, 0.0, 0.0))
+    async def _take_final_checkpoint(self) -> None:
+        """Every source has read all its input: checkpoint until one completes that every subtask took
+        after its input ended (the final checkpoint, whose completion ends the job). The first is
+        triggered at once, as records may still be draining for a long time; after a failure the next
+        comes an interval later (``tolerable_failures`` decides whether the job fails instead)."""
+        while not self._finishing:
+            try:
+                pending = await self._start_checkpoint()
+                await pending.outcome()
+            except CheckpointError:
+                pass  # logged where it failed
+            if self._finishing:
+                return
+            await anyio.sleep(self.config.interval or 0.0)
 
     # ---- triggering
 
     async def _trigger_periodically(self) -> None:
+        """Trigger checkpoints every interval while sources read; after that, the final checkpoint
+        (see :meth:`source_finished`) takes over."""
         interval = self.config.interval
         assert interval is not None
         while self._sources_running:
@@ -564,7 +563,7 @@ class CheckpointCoordinator:
         restarts).
 
         Raises:
-            CheckpointError: The job has ended, its sources have read all their input, or the
+            CheckpointError: The job has ended (or its final checkpoint is complete), or the
                 checkpoint failed.
         """
         await self._attached.wait()
@@ -587,10 +586,10 @@ class CheckpointCoordinator:
             self._starting -= 1
 
     async def _begin_checkpoint(self, savepoint: CheckpointStorage | None, stop: bool) -> _Pending:
-        if self._group is None or not self._sources_running:
+        if self._group is None or self._finishing:
             raise CheckpointError(
-                f"job {self.job_name!r} cannot take a checkpoint now: it has ended, or its sources "
-                "have read all their input"
+                f"job {self.job_name!r} cannot take a checkpoint now: it has ended, or its final "
+                "checkpoint is complete"
             )
         assert self._next_id is not None
         checkpoint_id = self._next_id
@@ -602,7 +601,6 @@ class CheckpointCoordinator:
             await storage.discard_checkpoint(checkpoint_id)
             raise CheckpointError(f"job {self.job_name!r} stopped before checkpoint {checkpoint_id} began")
         participants = self._participants
-        finished = dict(self._finished)
         pending = _Pending(
             checkpoint_id,
             storage,
@@ -612,6 +610,7 @@ class CheckpointCoordinator:
             {participant.key for participant in participants},
             savepoint=savepoint is not None,
             stop=stop,
+            after_sources=not self._sources_running,
         )
         self._pending[checkpoint_id] = pending
         self._stats[checkpoint_id] = CheckpointStats(
@@ -620,10 +619,8 @@ class CheckpointCoordinator:
         group = self._group
         group.start_soon(self._watch_timeout, pending, name=f"checkpoint {checkpoint_id} timeout")
         for participant in participants:
-            if participant.key in self._running_sources:
+            if participant.is_source:  # finished or not: a finished source's barrier follows its end
                 participant.post(TriggerCheckpoint(checkpoint_id, stop))
-        for key, blobs in finished.items():  # no barrier reaches them: their last state stands in
-            group.start_soon(self._acknowledge_finished, pending, key, blobs)
         return pending
 
     async def trigger_savepoint(self, url: str, *, stop: bool = False) -> CompletedCheckpoint:
@@ -634,8 +631,7 @@ class CheckpointCoordinator:
         unless the job stops: a restart goes back to the latest checkpoint, never to a savepoint.
 
         Raises:
-            CheckpointError: The job has ended, its sources have read all their input, or the
-                savepoint failed (the job goes on).
+            CheckpointError: The job has ended, or the savepoint failed (the job goes on).
         """
         await self._attached.wait()
         storage = FileCheckpointStorage(url, prefix=SAVEPOINT_PREFIX)
@@ -660,7 +656,8 @@ class CheckpointCoordinator:
         pending = self._pending.get(checkpoint_id)
         if pending is None:
             return None
-        return SnapshotTarget(pending.storage, pending.location, canonical=pending.savepoint)
+        aligned = pending.savepoint or pending.after_sources
+        return SnapshotTarget(pending.storage, pending.location, canonical=pending.savepoint, aligned=aligned)
 
     async def acknowledge(
         self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
@@ -687,16 +684,23 @@ class CheckpointCoordinator:
         return True
 
     async def decline(
-        self, checkpoint_id: int, key: tuple[str, int], reason: str, *, counts: bool = True
+        self,
+        checkpoint_id: int,
+        key: tuple[str, int],
+        reason: str,
+        *,
+        counts: bool = True,
+        cause: BaseException | None = None,
     ) -> None:
         """Subtask ``key`` cannot take part in the checkpoint: abort it.
 
         A decline that does not ``count`` (a newer checkpoint got through first: it subsumes this one)
-        is not a failure for ``tolerable_failures``.
+        is not a failure for ``tolerable_failures``. ``cause``: the error that made the subtask decline
+        (the storage's, the snapshot's), the cause of the job's failure if it fails for it.
         """
         if checkpoint_id in self._pending:
             message = f"subtask {key[1]} of {key[0]!r} declined it: {reason}"
-            await self._abort(checkpoint_id, message, count_failure=counts)
+            await self._abort(checkpoint_id, message, count_failure=counts, cause=cause)
 
     async def _complete(self, pending: _Pending) -> None:
         checkpoint_id = pending.checkpoint_id
@@ -718,7 +722,7 @@ class CheckpointCoordinator:
             completed = await pending.storage.write_metadata(pending.location, metadata.to_bytes())
         except Exception as exc:
             pending.completing = False
-            await self._abort(checkpoint_id, f"its metadata could not be written: {exc}")
+            await self._abort(checkpoint_id, f"its metadata could not be written: {exc}", cause=exc)
             return
         if pending.savepoint:
             self._finish_savepoint(pending, completed, metadata)
@@ -748,8 +752,19 @@ class CheckpointCoordinator:
         pending.done.set()
         self._wake.set()
         letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
+        final = all(ack.finished for ack in pending.acks.values())
+        if pending.after_sources and not final:  # its barriers follow every end of input
+            unfinished = sorted(key for key, ack in pending.acks.items() if not ack.finished)
+            raise AssertionError(
+                f"checkpoint {checkpoint_id} was triggered after every source had ended, yet subtasks "
+                f"{unfinished} took it before their input ended"
+            )
+        if final:  # every subtask took it after its end: the sinks commit their last, then all end
+            self._finishing = True
         for participant in self._participants:
             participant.post(letter)
+            if final:
+                participant.post(JOB_FINISHED)
         # Older checkpoints still in progress are subsumed: this one restores later than they would.
         for older in [
             cid
@@ -790,7 +805,13 @@ class CheckpointCoordinator:
                 participant.post(STOP)
 
     async def _abort(
-        self, checkpoint_id: int, reason: str, *, count_failure: bool = True, quietly: bool = False
+        self,
+        checkpoint_id: int,
+        reason: str,
+        *,
+        count_failure: bool = True,
+        quietly: bool = False,
+        cause: BaseException | None = None,
     ) -> None:
         pending = self._pending.pop(checkpoint_id, None)
         if pending is None:
@@ -827,12 +848,14 @@ class CheckpointCoordinator:
         self._consecutive_failures += 1
         tolerable = self.config.tolerable_failures
         if tolerable is not None and self._consecutive_failures > tolerable and self._fail_job is not None:
-            self._fail_job(
-                CheckpointError(
-                    f"{self._consecutive_failures} checkpoints in a row failed, more than "
-                    f"tolerable_failures={tolerable}; the last: {reason}"
-                )
+            failure = CheckpointError(
+                f"{self._consecutive_failures} checkpoint(s) in a row failed, more than "
+                f"tolerable_failures={tolerable}; the last, checkpoint {checkpoint_id}: {reason} "
+                "(set env.checkpoint_config.tolerable_failures to let the job go on after failed "
+                "checkpoints)"
             )
+            failure.__cause__ = cause
+            self._fail_job(failure)
 
     # ---- restoring
 

@@ -10,7 +10,7 @@ import anyio
 
 from lockgate._errors import CheckpointError, JobFailedError
 from lockgate.actors._coordinator import CheckpointCoordinator, CheckpointStatsSnapshot
-from lockgate.actors._restore import RestoredState, load_from_pointer
+from lockgate.actors._restore import RestoredState
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.graph import (
     FilterSpec,
@@ -76,21 +76,20 @@ class JobExecution:
         self.options = options
         self.restarts = 0
         self._initial = restored
-        self.coordinator: CheckpointCoordinator | None = None
-        if options.checkpointing.enabled:
-            parallelism_of = {
-                node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
-            }
-            self.coordinator = CheckpointCoordinator(
-                job_name,
-                options.checkpointing,
-                options.checkpoint_storage,
-                graph.max_parallelism,
-                parallelism_of,
-            )
-            if restored is not None:
-                base = CompletedCheckpoint(restored.checkpoint_id, restored.pointer)
-                self.coordinator.set_base(base, restored.checkpoint_id)
+        # Every job has a coordinator: savepoints work without periodic checkpointing too.
+        parallelism_of = {
+            node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
+        }
+        self.coordinator = CheckpointCoordinator(
+            job_name,
+            options.checkpointing,
+            options.checkpoint_storage,
+            graph.max_parallelism,
+            parallelism_of,
+        )
+        if restored is not None:
+            base = CompletedCheckpoint(restored.checkpoint_id, restored.pointer)
+            self.coordinator.set_base(base, restored.checkpoint_id)
         self.runner = self._runner(restored)
 
     def _runner(self, restored: RestoredState | None) -> JobRunner:
@@ -108,9 +107,7 @@ class JobExecution:
         return self.runner.channel_statistics()
 
     def checkpoint_statistics(self) -> CheckpointStatsSnapshot:
-        """The statistics of every checkpoint of the job so far."""
-        if self.coordinator is None:
-            return CheckpointStatsSnapshot(0, 0, 0, [])
+        """The statistics of every checkpoint (and savepoint) of the job so far."""
         return self.coordinator.statistics()
 
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
@@ -120,10 +117,10 @@ class JobExecution:
             CheckpointError: Checkpointing is not enabled, the job is not running, or the checkpoint
                 failed.
         """
-        if self.coordinator is None:
+        if not self.options.checkpointing.enabled:
             raise CheckpointError(
                 f"job {self.job_name!r} does not checkpoint; call env.enable_checkpointing(...) before "
-                "starting it"
+                "starting it (savepoints need no checkpointing: job.trigger_savepoint(url))"
             )
         return await self.coordinator.trigger_checkpoint()
 
@@ -131,15 +128,11 @@ class JobExecution:
         """Take a savepoint into the directory ``url``; with ``stop``, then end the job. Returns the
         savepoint's URL.
 
+        Savepoints work whether or not periodic checkpointing is enabled.
+
         Raises:
-            CheckpointError: Checkpointing is not enabled, the job is not running, or the savepoint
-                failed (the job goes on).
+            CheckpointError: The job is not running, or the savepoint failed (the job goes on).
         """
-        if self.coordinator is None:
-            raise CheckpointError(
-                f"job {self.job_name!r} takes no snapshots; call env.enable_checkpointing(...) before "
-                "starting it (a long interval will do if only savepoints are wanted)"
-            )
         warn_about_generated_uids(self.graph)
         completed = await self.coordinator.trigger_savepoint(url, stop=stop)
         return completed.pointer
@@ -165,8 +158,7 @@ class JobExecution:
                     self.job_name, time.perf_counter() - started, result.channels, restarts=self.restarts
                 )
         finally:
-            if self.coordinator is not None:
-                self.coordinator.close()
+            self.coordinator.close()
             for vertex in self.graph.vertices:
                 for node in vertex.operators:
                     if isinstance(node, SourceTransformation):
@@ -176,16 +168,10 @@ class JobExecution:
         delay = self.options.restart_strategy.delay
         if delay:
             await anyio.sleep(delay)
-        restored = self._initial
-        if restored is not None and self.coordinator is None:
-            # Read afresh: the last attempt's state took the restored objects as they were.
-            loaded_again = await load_from_pointer(restored.pointer)
-            restored = await RestoredState.load(loaded_again, self.options.state_backend)
-        if self.coordinator is not None:
-            loaded = await self.coordinator.load_latest()
-            restored = (
-                None if loaded is None else await RestoredState.load(loaded, self.options.state_backend)
-            )
+        # The newest checkpoint, else the one the job started from, read afresh (the last attempt's
+        # state took the restored objects as they were); else the start.
+        loaded = await self.coordinator.load_latest()
+        restored = None if loaded is None else await RestoredState.load(loaded, self.options.state_backend)
         self.restarts += 1
         where = (
             "the start" if restored is None else f"checkpoint {restored.checkpoint_id} ({restored.pointer})"

@@ -126,7 +126,7 @@ class JobRunner:
         options: How to run it.
         restored: The state to start from, or None to start empty.
         attempt: How many times the job has restarted before this attempt.
-        coordinator: The job's checkpoint coordinator, when checkpointing is enabled.
+        coordinator: The job's checkpoint coordinator (it takes savepoints even without checkpointing).
     """
 
     def __init__(
@@ -221,8 +221,12 @@ class JobRunner:
             )
 
     def actor_finished(self, actor: SubtaskActor) -> None:
-        """``actor`` has finished its input; once all have, every actor is told the job finished."""
+        """``actor`` has finished its input. Without checkpointing, once all have, every actor is told
+        the job finished; with it, the final checkpoint's completion tells them (see the coordinator)."""
         self._finished += 1
+        coordinator = self.coordinator
+        if coordinator is not None and coordinator.ends_with_checkpoint:
+            return
         if self._finished == len(self.actors):
             for each in self.actors:
                 each.post(JOB_FINISHED)

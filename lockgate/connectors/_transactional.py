@@ -6,7 +6,10 @@ the subtask's operator state; a new transaction opens. When the checkpoint compl
 transaction up to it is committed (made visible). A failure before that leaves them pending: the
 restore commits the pending transactions of the checkpoint it restores (commit must therefore be
 idempotent) and aborts the one that was open, whose records will be replayed. At the end of a
-bounded job the last transaction commits once every subtask of the job has finished.
+bounded job the open transaction stays open until the final checkpoint, which every subtask takes
+after its input has ended: its barrier pre-commits the transaction (no new one opens), and its
+completion commits it. No commit happens outside a completed checkpoint; without checkpointing, the
+last transaction commits once every subtask of the job has finished.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class TwoPhaseCommitSink(Sink, Generic[TXN]):
     methods must not keep per-subtask state on ``self``; keep it in the transaction.
 
     Under ``CheckpointingMode.EXACTLY_ONCE`` the records of a transaction become visible only once the
-    checkpoint after them completes (or at the end of a bounded job). Without checkpointing they
-    become visible at the end of the job only, unless :meth:`commits_each_batch` says otherwise.
+    checkpoint after them completes (at the end of a bounded job, its final checkpoint). Without
+    checkpointing they become visible at the end of the job only, unless :meth:`commits_each_batch`
+    says otherwise.
     """
 
     @abstractmethod
@@ -72,7 +76,8 @@ class TwoPhaseCommitSink(Sink, Generic[TXN]):
         state = ctx.get_list_state(ListStateDescriptor[_Entry]("transactions"))
         assert isinstance(state, OperatorListState)
         restored = state.get_nowait() if ctx.is_restored else []
-        return TransactionalWriter(self, state, restored, self.commits_each_batch(ctx))
+        at_end = ctx.checkpointing_mode is None
+        return TransactionalWriter(self, state, restored, self.commits_each_batch(ctx), commit_at_end=at_end)
 
 
 class TransactionalWriter(SinkWriter, Generic[TXN]):
@@ -84,11 +89,17 @@ class TransactionalWriter(SinkWriter, Generic[TXN]):
         state: OperatorListState[_Entry],
         restored: list[_Entry],
         each_batch: bool,
+        *,
+        commit_at_end: bool = False,
     ) -> None:
         self._sink = sink
         self._state = state
         self._restored = restored
         self._each_batch = each_batch
+        # Without checkpointing, the last transaction commits when the job has finished; with it, the
+        # final checkpoint takes the open transaction, as any checkpoint does.
+        self._commit_at_end = commit_at_end
+        self._ended = False
         self._open: TXN | None = None
         # Pre-committed transactions by the checkpoint that covers them (None: the final one).
         self._pending: list[tuple[int | None, TXN]] = []
@@ -123,7 +134,8 @@ class TransactionalWriter(SinkWriter, Generic[TXN]):
             await self._sink.pre_commit(self._open)
             self._pending.append((checkpoint_id, self._open))
             self._open = None  # pending now: should the next begin fail, close() must not abort it
-            self._open = await self._sink.begin_transaction()
+            if not self._ended:  # after the end of input no record comes: nothing to open
+                self._open = await self._sink.begin_transaction()
         entries: list[_Entry] = [("pending", cid, txn) for cid, txn in self._pending]
         if self._open is not None:
             entries.append(("open", None, self._open))
@@ -138,12 +150,15 @@ class TransactionalWriter(SinkWriter, Generic[TXN]):
             self._pending.pop(0)
 
     async def finish(self) -> None:
-        if self._open is not None:
+        self._ended = True
+        if self._commit_at_end and self._open is not None:
             await self._sink.pre_commit(self._open)
             self._pending.append((None, self._open))
             self._open = None
 
     async def notify_job_finished(self) -> None:
+        if not self._commit_at_end:
+            return  # the final checkpoint's completion committed everything
         while self._pending:
             await self._sink.commit(self._pending[0][1])
             self._pending.pop(0)
