@@ -379,7 +379,7 @@ class SubtaskActor:
             if progress is not None:  # a newer barrier: the older checkpoint cannot complete
                 await self._give_up(progress, f"barrier {checkpoint_id} overtook it")
             progress = self._progress = _BarrierProgress(checkpoint_id, time.perf_counter())
-            if self.runtime.unaligned and not (target is not None and target.aligned):
+            if self.runtime.unaligned and not savepoint:
                 timeout = self.runtime.aligned_timeout
                 if timeout is None:
                     await self._unalign(progress)
@@ -509,9 +509,8 @@ class SubtaskActor:
             await self._checkpoint(checkpoint_id, time.perf_counter() - started)
 
     def _target(self, checkpoint_id: int) -> SnapshotTarget | None:
-        """Where checkpoint ``checkpoint_id`` goes, None if it is not in progress. Savepoints are
-        aligned in every mode (a restored job must not see a record twice), and so are checkpoints
-        triggered once every source has ended (the final checkpoint must follow every record)."""
+        """Where checkpoint ``checkpoint_id`` goes, None if it is not in progress. Savepoints
+        (canonical) are aligned in every mode: a restored job must not see a record twice."""
         coordinator = self.runtime.coordinator
         return None if coordinator is None else coordinator.target(checkpoint_id)
 
@@ -524,7 +523,7 @@ class SubtaskActor:
             unaligned = (
                 self.runtime.unaligned
                 and self.runtime.aligned_timeout is None
-                and not (target is not None and target.aligned)
+                and not (target is not None and target.canonical)
             )
             await self._checkpoint(checkpoint_id, 0.0, unaligned=unaligned)
             if letter.stop:

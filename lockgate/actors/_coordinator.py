@@ -309,14 +309,11 @@ class CheckpointComplete:
 @dataclass(frozen=True)
 class SnapshotTarget:
     """Where a subtask writes its part of a checkpoint; ``canonical``: in the savepoint format, with
-    every state encoded entry by entry (see ``docs/savepoint-format.md``); ``aligned``: its barriers
-    never overtake records, even with unaligned checkpoints configured (savepoints, and checkpoints
-    triggered once every source has read all its input, which must follow every record)."""
+    every state encoded entry by entry (see ``docs/savepoint-format.md``)."""
 
     storage: CheckpointStorage
     location: CheckpointLocation
     canonical: bool
-    aligned: bool
 
 
 @dataclass
@@ -329,7 +326,9 @@ class _Pending:
     waiting: set[tuple[str, int]]
     savepoint: bool = False
     stop: bool = False
-    after_sources: bool = False  # triggered once every source had read all its input
+    # Every subtask will take it after its input ended: triggered once all subtasks had finished, or,
+    # aligned, once every source had (its barriers then follow every record).
+    certainly_final: bool = False
     acks: dict[tuple[str, int], SubtaskAcknowledgement] = field(default_factory=dict)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: CompletedCheckpoint | None = None
@@ -383,6 +382,8 @@ class CheckpointCoordinator:
         self._fail_job: Callable[[LockgateError], None] | None = None
         self._running_sources: set[tuple[str, int]] = set()
         self._finishing = False  # the attempt's final checkpoint is complete: its subtasks end
+        self._subtasks_finished = False  # every subtask of the attempt has finished its input
+        self._final_on_its_way = False  # a checkpoint sure to be final is triggered (until it fails)
         self._starting = 0
         self._wake = anyio.Event()
         self._shared = SharedStateRegistry()
@@ -421,6 +422,8 @@ class CheckpointCoordinator:
         self._fail_job = fail_job
         self._running_sources = {p.key for p in self._participants if p.is_source}
         self._finishing = False
+        self._subtasks_finished = False
+        self._final_on_its_way = False
         if self.config.interval is not None:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
 
@@ -487,34 +490,34 @@ class CheckpointCoordinator:
 
     def source_finished(self, key: tuple[str, int]) -> None:
         """Source subtask ``key`` has read all its input (it still takes part in checkpoints: its
-        barriers follow its end of input). After the last one, the final checkpoint is triggered."""
+        barriers follow its end of input). After the last one, a checkpoint is triggered at once:
+        records may drain downstream for a long time. Aligned, it follows every record and is the final
+        checkpoint; unaligned, it overtakes what is queued and covers the drain."""
         self._running_sources.discard(key)
-        if not self._running_sources and self.ends_with_checkpoint and self._group is not None:
-            self._group.start_soon(self._take_final_checkpoint, name="final checkpoint")
+        if not self._running_sources and self.ends_with_checkpoint:
+            self._trigger_at_once("the sources' end", final=not self.config.unaligned)
 
-    async def _take_final_checkpoint(self) -> None:
-        """Every source has read all its input: checkpoint until one completes that every subtask took
-        after its input ended (the final checkpoint, whose completion ends the job). The first is
-        triggered at once, as records may still be draining for a long time; after a failure the next
-        comes an interval later (``tolerable_failures`` decides whether the job fails instead)."""
-        while not self._finishing:
-            try:
-                pending = await self._start_checkpoint()
-                await pending.outcome()
-            except CheckpointError:
-                pass  # logged where it failed
-            if self._finishing:
-                return
-            await anyio.sleep(self.config.interval or 0.0)
+    def subtasks_finished(self) -> None:
+        """Every subtask has finished its input: unless a checkpoint sure to be final is on its way,
+        trigger the final checkpoint at once (every subtask takes it after its end)."""
+        self._subtasks_finished = True
+        if self.ends_with_checkpoint and not self._final_on_its_way:
+            self._trigger_at_once("the subtasks' end", final=True)
+
+    def _trigger_at_once(self, why: str, *, final: bool) -> None:
+        if self._group is not None and not self._finishing:
+            # Known at once, before the checkpoint has begun: a second trigger would be redundant.
+            self._final_on_its_way = self._final_on_its_way or final
+            self._group.start_soon(self._try_checkpoint, name=f"checkpoint at {why}")
 
     # ---- triggering
 
     async def _trigger_periodically(self) -> None:
-        """Trigger checkpoints every interval while sources read; after that, the final checkpoint
-        (see :meth:`source_finished`) takes over."""
+        """Trigger checkpoints every interval until the final checkpoint is complete (so one that
+        failed is tried again an interval later)."""
         interval = self.config.interval
         assert interval is not None
-        while self._sources_running:
+        while not self._finishing:
             await anyio.sleep(interval)
             while len(self._pending) >= self.config.max_concurrent or (
                 time.monotonic() - self._last_finished < self.config.min_pause
@@ -527,7 +530,7 @@ class CheckpointCoordinator:
             await self._try_checkpoint()
 
     async def _try_checkpoint(self) -> None:
-        if not self._sources_running:
+        if self._finishing:
             return
         try:
             await self._start_checkpoint()
@@ -610,7 +613,8 @@ class CheckpointCoordinator:
             {participant.key for participant in participants},
             savepoint=savepoint is not None,
             stop=stop,
-            after_sources=not self._sources_running,
+            certainly_final=self._subtasks_finished
+            or (not self._sources_running and not self.config.unaligned),
         )
         self._pending[checkpoint_id] = pending
         self._stats[checkpoint_id] = CheckpointStats(
@@ -656,8 +660,7 @@ class CheckpointCoordinator:
         pending = self._pending.get(checkpoint_id)
         if pending is None:
             return None
-        aligned = pending.savepoint or pending.after_sources
-        return SnapshotTarget(pending.storage, pending.location, canonical=pending.savepoint, aligned=aligned)
+        return SnapshotTarget(pending.storage, pending.location, canonical=pending.savepoint)
 
     async def acknowledge(
         self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
@@ -730,7 +733,8 @@ class CheckpointCoordinator:
         if self._owned and self._owned[-1].checkpoint_id > checkpoint_id:
             # A newer checkpoint completed while this one wrote its metadata: it subsumes this one.
             pending.completing = False
-            await self._abort(checkpoint_id, f"checkpoint {self._owned[-1].checkpoint_id} completed first")
+            reason = f"checkpoint {self._owned[-1].checkpoint_id} completed first"
+            await self._abort(checkpoint_id, reason, count_failure=False)
             return
         del self._pending[checkpoint_id]
         self._stats[checkpoint_id] = self._completed_stats(pending, metadata)
@@ -753,10 +757,10 @@ class CheckpointCoordinator:
         self._wake.set()
         letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
         final = all(ack.finished for ack in pending.acks.values())
-        if pending.after_sources and not final:  # its barriers follow every end of input
+        if pending.certainly_final and not final:
             unfinished = sorted(key for key, ack in pending.acks.items() if not ack.finished)
             raise AssertionError(
-                f"checkpoint {checkpoint_id} was triggered after every source had ended, yet subtasks "
+                f"checkpoint {checkpoint_id} was triggered to be the final one, yet subtasks "
                 f"{unfinished} took it before their input ended"
             )
         if final:  # every subtask took it after its end: the sinks commit their last, then all end
@@ -816,6 +820,8 @@ class CheckpointCoordinator:
         pending = self._pending.pop(checkpoint_id, None)
         if pending is None:
             return
+        if pending.certainly_final:  # the periodic trigger tries again
+            self._final_on_its_way = False
         level = logging.INFO if quietly else logging.WARNING
         logger.log(level, "job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
         self._stats[checkpoint_id] = CheckpointStats(

@@ -224,8 +224,11 @@ class JobRunner:
         """``actor`` has finished its input. Without checkpointing, once all have, every actor is told
         the job finished; with it, the final checkpoint's completion tells them (see the coordinator)."""
         self._finished += 1
+        if self._finished < len(self.actors):
+            return
         coordinator = self.coordinator
         if coordinator is not None and coordinator.ends_with_checkpoint:
+            coordinator.subtasks_finished()
             return
         if self._finished == len(self.actors):
             for each in self.actors:

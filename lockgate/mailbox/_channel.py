@@ -97,18 +97,22 @@ class Channel:
             await self._space.wait()
 
     def overtake(self, checkpoint_id: int) -> int:
-        """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last control event,
-        at once, even if the channel is full; return how many batches it overtook.
+        """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last barrier, at
+        once, even if the channel is full; return how many batches it overtook.
 
-        A barrier never overtakes another control event, so barriers keep their order and nothing
-        follows the end of input. The overtaken batches still belong before the barrier: the barrier
-        carries their count (:attr:`Barrier.overtaken`) so the consumer can tell them apart.
+        A barrier never overtakes another barrier, so barriers keep their order. It does overtake the
+        end of input: a producer that has finished stays able to checkpoint what it sent before its
+        end, while the consumer drains it. The overtaken batches still belong before the barrier: the
+        barrier carries their count (:attr:`Barrier.overtaken`, the end of input not counted) so the
+        consumer can tell them apart.
         """
         queue = self._queue
         position = len(queue)
-        while position and not isinstance(queue[position - 1], ControlEvent):
+        overtaken = 0
+        while position and not isinstance(queue[position - 1], Barrier):
             position -= 1
-        overtaken = len(queue) - position
+            if not isinstance(queue[position], ControlEvent):
+                overtaken += 1
         queue.insert(position, Barrier(checkpoint_id, overtaken))
         if len(queue) > self._max_queued:
             self._max_queued = len(queue)
