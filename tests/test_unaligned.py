@@ -45,28 +45,46 @@ GUARD = 10
 # ---- one channel
 
 
-messages = st.lists(
-    st.one_of(st.builds(lambda n: [n], st.integers(0, 99)), st.sampled_from([Barrier(1), Barrier(2, 1)])),
-    max_size=8,
-)
+channel_operations = st.lists(st.sampled_from(["batch", "barrier", "overtake", "end"]), max_size=12)
 
 
-@settings(max_examples=60, deadline=None)
-@given(queued=messages)
-async def test_an_unaligned_barrier_overtakes_the_batches_behind_the_last_control_event(
-    queued: list[Any],
+@settings(max_examples=100, deadline=None)
+@given(operations=channel_operations)
+async def test_an_unaligned_barrier_overtakes_every_batch_no_earlier_barrier_covers(
+    operations: list[str],
 ) -> None:
-    channel = Channel(capacity=max(1, len(queued)))
-    for message in queued:
-        await channel.send(message)
-    overtaken = channel.overtake(7)  # at once, though the channel is full
-    after = [channel._take() for _ in range(len(queued) + 1)]
-    position = after.index(Barrier(7, overtaken))
-    controls = [m for m in queued if isinstance(m, ControlEvent)]
-    assert [m for m in after if isinstance(m, ControlEvent)] == [*controls, Barrier(7, overtaken)]
-    assert after[:position] + after[position + 1 :] == queued  # the rest keeps its order
-    assert overtaken == len(queued) - position
-    assert all(type(m) is list for m in after[position + 1 :])
+    # A producer sends batches, aligned barriers, unaligned (overtaking) barriers and its end of input,
+    # in any order (only barriers after the end); the consumer then takes everything.
+    channel = Channel(capacity=len(operations) + 1)
+    sent_before: dict[int, int] = {}  # barrier id -> batches sent before it
+    batches = 0
+    ended = False
+    for checkpoint_id, operation in enumerate(operations, 1):
+        if operation == "batch" and not ended:
+            await channel.send([batches])
+            batches += 1
+        elif operation == "barrier":
+            await channel.send(Barrier(checkpoint_id))
+            sent_before[checkpoint_id] = batches
+        elif operation == "overtake":
+            channel.overtake(checkpoint_id)  # at once, though the channel may be full
+            sent_before[checkpoint_id] = batches
+        elif operation == "end" and not ended:
+            await channel.send(END_OF_INPUT)
+            ended = True
+    taken = [channel._take() for _ in range(len(channel._queue))]
+    assert [m[0] for m in taken if type(m) is list] == list(range(batches))  # batches keep their order
+    barriers = [m for m in taken if isinstance(m, Barrier)]
+    assert [b.checkpoint_id for b in barriers] == sorted(sent_before)  # barriers keep theirs
+    if END_OF_INPUT in taken:
+        assert not [m for m in taken[taken.index(END_OF_INPUT) :] if type(m) is list]
+    for position, message in enumerate(taken):
+        if isinstance(message, Barrier):
+            # Exactly the batches sent before it that come after it are overtaken, right behind it.
+            after = [m[0] for m in taken[position + 1 :] if type(m) is list]
+            behind = [n for n in after if n < sent_before[message.checkpoint_id]]
+            assert message.overtaken == len(behind)
+            assert [m[0] for m in taken[position + 1 : position + 1 + message.overtaken]] == behind
 
 
 # ---- one actor

@@ -100,7 +100,8 @@ class Channel:
         """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last barrier, at
         once, even if the channel is full; return how many batches it overtook.
 
-        A barrier never overtakes another barrier, so barriers keep their order. It does overtake the
+        A barrier never overtakes another barrier, nor the batches an earlier barrier still queued
+        overtook (those belong before both), so barriers keep their order. It does overtake the
         end of input: a producer that has finished stays able to checkpoint what it sent before its
         end, while the consumer drains it. The overtaken batches still belong before the barrier: the
         barrier carries their count (:attr:`Barrier.overtaken`, the end of input not counted) so the
@@ -113,6 +114,11 @@ class Channel:
             position -= 1
             if not isinstance(queue[position], ControlEvent):
                 overtaken += 1
+        if position:  # behind the batches an earlier barrier overtook: they must stay right after it
+            earlier = queue[position - 1]
+            assert isinstance(earlier, Barrier)
+            position += earlier.overtaken
+            overtaken -= earlier.overtaken
         queue.insert(position, Barrier(checkpoint_id, overtaken))
         if len(queue) > self._max_queued:
             self._max_queued = len(queue)
