@@ -258,8 +258,9 @@ async def test_a_crash_between_checkpoints_is_recovered_and_counted() -> None:
     items = [(k, i) for i, k in enumerate("abcabcabca" * 10)]
     schedule = FailureSchedule((Crash("sum", 60), Crash("out", 20)), checkpoint_every=5)
     env_factory = environment(2, "heap")
-    expected = await assert_exactly_once(running_sums(items, 1), schedule, environment=env_factory)
-    assert len(expected) == len(items)
+    report = await assert_exactly_once(running_sums(items, 1), schedule, environment=env_factory)
+    assert len(report.expected) == len(items)
+    assert report.crashes_fired == 2 and report.restarts_from_checkpoint == 2
 
 
 def visible_lines(directory: Path) -> Counter[str]:

@@ -1152,11 +1152,12 @@ async def test_a_crash_after_many_incremental_checkpoints_restores_exactly(backe
         )
         return sink
 
-    # Checkpoints every 3 records: about 25 before the late crash, chains of every length behind it;
-    # then a second crash soon after the restart, whose chain starts from a new base.
-    schedule = FailureSchedule((Crash("totals", 75), Crash("totals", 10)), checkpoint_every=3)
-    expected = await assert_exactly_once(build, schedule, environment=crash_environment(backend))
-    assert len(expected) == len(items)
+    # Checkpoints every 3 records: 24 before the late crash, chains of every length behind it; then a
+    # second crash soon after the restart (8 records are left), whose chain starts from a new base.
+    schedule = FailureSchedule((Crash("totals", 75), Crash("totals", 5)), checkpoint_every=3)
+    report = await assert_exactly_once(build, schedule, environment=crash_environment(backend))
+    assert len(report.expected) == len(items)
+    assert report.restarts_from_checkpoint == 2
 
 
 class CrashOnce:

@@ -17,6 +17,7 @@ from lockgate.testing import (
     assert_exactly_once,
     failure_schedules,
     inject_failures,
+    inputs_with_failures,
 )
 
 # ---- the README's property test, as a user writes it
@@ -28,13 +29,68 @@ def pipeline(env: lg.StreamEnvironment, items: list[tuple[str, int]]) -> lg.Coll
     return sink
 
 
-records = st.lists(st.tuples(st.sampled_from("abc"), st.integers()))
+records = st.lists(st.tuples(st.sampled_from("abc"), st.integers()), min_size=1)
 
 
 @settings(max_examples=20, deadline=None)
-@given(records, failure_schedules(["src", "sum", "out"]))
-def test_sums_are_exactly_once(items: list[tuple[str, int]], schedule: FailureSchedule) -> None:
+@given(inputs_with_failures(records, ["src", "sum", "out"]))
+def test_sums_are_exactly_once(case: tuple[list[tuple[str, int]], FailureSchedule]) -> None:
+    items, schedule = case
     anyio.run(assert_exactly_once, lambda env: pipeline(env, items), schedule)
+
+
+# ---- the kit finds a planted bug
+
+
+class SumInAnAttribute(lg.KeyedProcessFunction[tuple[str, int], tuple[str, int]]):
+    """A broken running sum: it keeps the sums in a plain attribute instead of keyed state, so a
+    restore from a checkpoint loses them (a restart from the start does not show it)."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.sums: dict[str, int] = {}
+
+    def process_element(self, value: tuple[str, int], ctx: lg.RuntimeContext) -> Any:
+        key = ctx.get_current_key()
+        self.sums[key] = self.sums.get(key, 0) + value[1]
+        yield (key, self.sums[key])
+
+
+def broken_pipeline(env: lg.StreamEnvironment, items: list[tuple[str, int]]) -> lg.CollectSink[Any]:
+    sink: lg.CollectSink[Any] = lg.CollectSink()
+    keyed = env.from_collection(items, uid="src").key_by(lambda r: r[0])
+    keyed.process(SumInAnAttribute(), uid="sum").sink(sink, uid="out")
+    return sink
+
+
+def test_the_readme_recipe_catches_state_kept_outside_keyed_state_within_the_default_examples() -> None:
+    # The README's recipe as it is, with hypothesis's default number of examples (100); derandomized,
+    # so the test is reproducible.
+    @settings(deadline=None, derandomize=True, database=None)
+    @given(
+        inputs_with_failures(
+            st.lists(st.tuples(st.sampled_from("abc"), st.integers()), min_size=1), ["src", "sum", "out"]
+        )
+    )
+    def test_broken_sums(case: tuple[list[tuple[str, int]], FailureSchedule]) -> None:
+        items, schedule = case
+        anyio.run(assert_exactly_once, lambda env: broken_pipeline(env, items), schedule)
+
+    with pytest.raises(AssertionError, match=r"differs from a run without failures.*checkpoint"):
+        test_broken_sums()
+
+
+@pytest.mark.anyio
+async def test_a_drawn_checkpoint_lands_exactly_at_its_record_and_the_restart_restores_it() -> None:
+    # A checkpoint every 4 records and a crash at the source's record 6: the restart restores the
+    # checkpoint taken after record 4, whatever the batch size.
+    items = [("a", 1)] * 10
+
+    def big_batches() -> lg.StreamEnvironment:
+        return lg.StreamEnvironment(batch_size=1000)
+
+    schedule = FailureSchedule((Crash("sum", 6),), checkpoint_every=4)
+    report = await assert_exactly_once(lambda env: pipeline(env, items), schedule, environment=big_batches)
+    assert report.crashes_fired == 1 and report.restored_from == (1,)
 
 
 # ---- the helpers themselves

@@ -75,6 +75,7 @@ class JobExecution:
         self.graph = graph
         self.options = options
         self.restarts = 0
+        self.restored_from: list[int | None] = []  # per restart: the checkpoint id, None from the start
         self._initial = restored
         # Every job has a coordinator: savepoints work without periodic checkpointing too.
         parallelism_of = {
@@ -155,7 +156,11 @@ class JobExecution:
                     await self._restart(failure)
                     continue
                 return JobResult(
-                    self.job_name, time.perf_counter() - started, result.channels, restarts=self.restarts
+                    self.job_name,
+                    time.perf_counter() - started,
+                    result.channels,
+                    restarts=self.restarts,
+                    restored_from=tuple(self.restored_from),
                 )
         finally:
             self.coordinator.close()
@@ -173,6 +178,7 @@ class JobExecution:
         loaded = await self.coordinator.load_latest()
         restored = None if loaded is None else await RestoredState.load(loaded, self.options.state_backend)
         self.restarts += 1
+        self.restored_from.append(None if restored is None else restored.checkpoint_id)
         where = (
             "the start" if restored is None else f"checkpoint {restored.checkpoint_id} ({restored.pointer})"
         )

@@ -109,12 +109,15 @@ class JobResult:
         duration: Seconds from start to end.
         channels: The final statistics of every channel of the last attempt, by channel name.
         restarts: How many times the job restarted after a failure.
+        restored_from: For each restart, the id of the checkpoint it restored from (None: it started
+            again from the beginning, as no checkpoint was complete).
     """
 
     job_name: str
     duration: float
     channels: dict[str, ChannelStatistics] = field(repr=False)
     restarts: int = 0
+    restored_from: tuple[int | None, ...] = ()
 
 
 class JobRunner:

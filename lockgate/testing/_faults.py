@@ -46,8 +46,10 @@ class FailureSchedule:
     Attributes:
         crashes: The crashes, one per run.
         checkpoint_every: Take a checkpoint each time the first subtask of a source has read this many
-            more records; that subtask reads nothing more until the checkpoint is over (None: only the
-            environment's interval triggers checkpoints).
+            more records: its reads stop exactly there (a batch never runs past the point), and it reads
+            nothing more until the checkpoint has completed (or failed), so the checkpoint holds
+            exactly the records before the point. None: only the environment's interval triggers
+            checkpoints.
     """
 
     crashes: tuple[Crash, ...] = ()
@@ -210,6 +212,8 @@ class _InstrumentedReader(SourceReader):
             # is cancelled when the checkpoint's trigger comes, so the source can inject the barrier.
             await self._checkpointing.wait()
             self._checkpointing = None
+        if self._every is not None:  # the batch ends at the next checkpoint point, not past it
+            max_records = min(max_records, self._every - self._read % self._every)
         batch = await self._inner.read(max_records)
         if not batch:
             return batch

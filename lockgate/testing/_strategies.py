@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from hypothesis import strategies as st
 
 from lockgate._errors import ConfigurationError
 from lockgate.testing._faults import Crash, FailureSchedule
+
+T = TypeVar("T")
 
 
 def failure_schedules(
@@ -30,3 +33,30 @@ def failure_schedules(
         st.lists(crashes, max_size=max_crashes).map(tuple),
         st.integers(1, max_checkpoint_every),
     )
+
+
+def inputs_with_failures(
+    inputs: st.SearchStrategy[Sequence[T]], uids: Sequence[str], *, max_crashes: int = 3
+) -> st.SearchStrategy[tuple[Sequence[T], FailureSchedule]]:
+    """An input drawn from ``inputs``, with a failure schedule sized to it: crashes at records 1 to
+    its length (so they can fire), a checkpoint every 1 to half its length source records (so
+    restarts come from checkpoints, not from the start).
+
+    Use it for pipelines whose operators each see about as many records as the input holds; for
+    others, draw :func:`failure_schedules` with a ``max_record`` of your own.
+    """
+    if not uids or not all(isinstance(uid, str) for uid in uids):
+        raise ConfigurationError(
+            f"inputs_with_failures() takes a non-empty list of operator uids, got {uids!r}"
+        )
+
+    def sized(items: Sequence[T]) -> st.SearchStrategy[tuple[Sequence[T], FailureSchedule]]:
+        schedules = failure_schedules(
+            uids,
+            max_record=max(1, len(items)),
+            max_crashes=max_crashes,
+            max_checkpoint_every=max(1, len(items) // 2),
+        )
+        return st.tuples(st.just(items), schedules)
+
+    return inputs.flatmap(sized)
