@@ -344,3 +344,66 @@ async def test_plain_maps_and_filters_need_no_uid(tmp_path: Path) -> None:
     stream = env.from_source(source, uid="src").map(lambda r: r).filter(lambda r: True)
     tally(stream, lg.CollectSink(), 1)
     await stop_at(env, source, 2, tmp_path.as_uri())
+
+
+_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[3])
+import anyio
+import lockgate as lg
+from tests._sources import PausingSource
+from tests.test_savepoints import Tally
+
+items = [(key, n) for n in range(5) for key in "abc"]
+step, url = sys.argv[1], sys.argv[2]
+
+async def main():
+    env = lg.StreamEnvironment(batch_size=2)
+    env.enable_checkpointing(3600)
+    sink = lg.CollectSink()
+    if step == "stop":
+        source = PausingSource(items, (7,))
+        stream = env.from_source(source, uid="src")
+    else:
+        stream = env.from_collection(items, uid="src")
+    stream.key_by(lambda r: r[0]).process(Tally(), uid="tally").sink(sink, uid="out")
+    if step == "stop":
+        job = await env.start("before")
+        await source.reached(7)
+        await job.stop_with_savepoint(url)
+    else:
+        await env.execute("after", restore_from=url)
+    print(json.dumps(sink.results))
+
+anyio.run(main)
+"""
+
+
+def test_a_collect_sink_resumed_in_another_process_does_not_repeat_what_the_savepoint_committed(
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    url = (tmp_path / "savepoints").as_uri()
+
+    def run(step: str, where: str) -> list[tuple[str, int, int]]:
+        done = subprocess.run(
+            [sys.executable, str(script), step, where, str(Path(__file__).parent.parent)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        return [tuple(record) for record in json.loads(done.stdout.splitlines()[-1])]
+
+    before = run("stop", url)
+    [savepoint] = (tmp_path / "savepoints").glob("savepoint-*")
+    after = run("resume", savepoint.as_uri())
+    items = [(key, n) for n in range(5) for key in "abc"]
+    assert Counter(before) == expected(items[:7])
+    assert Counter(before) + Counter(after) == expected(items)

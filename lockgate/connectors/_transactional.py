@@ -170,13 +170,22 @@ class TransactionalWriter(SinkWriter, Generic[TXN]):
             await self._sink.abort(transaction)
 
 
+#: Names this process's CollectSink transactions: ``<process>-<transaction>``.
+_PROCESS = uuid.uuid4().hex
+
+
 class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
     """Collects records in :attr:`results`, a list shared by all subtasks of the sink.
 
     Under ``CheckpointingMode.EXACTLY_ONCE`` it is exactly-once: :attr:`results` holds only the
-    records of completed checkpoints, plus the last ones once a bounded job has finished, so after
+    records of completed checkpoints (a bounded job's last ones with its final checkpoint), so after
     any failures and restarts it holds every record exactly once. Otherwise records are appended as
     they arrive. At parallelism 1 the list keeps the order in which records arrived.
+
+    The results live in this process's memory. A job restored from a snapshot that another process
+    wrote (resumed from a savepoint after a stop, say) does not add that snapshot's pending records
+    again: they were committed into the other process's sink when the snapshot completed (or were lost
+    with that process); the new sink holds what came after the snapshot.
     """
 
     #: Every transaction committed by any CollectSink of this process, by id: a job restored from a
@@ -198,7 +207,7 @@ class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
         return _ExtendWriter(self.results)
 
     async def begin_transaction(self) -> tuple[str, list[Any]]:
-        return (uuid.uuid4().hex, [])
+        return (f"{_PROCESS}-{uuid.uuid4().hex}", [])
 
     async def write(self, transaction: tuple[str, list[Any]], records: list[Any]) -> None:
         transaction[1].extend(records)
@@ -208,6 +217,9 @@ class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
 
     async def commit(self, transaction: tuple[str, list[Any]]) -> None:
         name, records = transaction
+        process, _, _ = name.rpartition("-")
+        if process and process != _PROCESS:
+            return  # another process's: committed into its own sink (see the class docstring)
         if name not in self._committed:
             self._committed.add(name)
             self.results.extend(records)
