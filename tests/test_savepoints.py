@@ -407,3 +407,23 @@ def test_a_collect_sink_resumed_in_another_process_does_not_repeat_what_the_save
     items = [(key, n) for n in range(5) for key in "abc"]
     assert Counter(before) == expected(items[:7])
     assert Counter(before) + Counter(after) == expected(items)
+
+
+async def test_restore_from_the_url_given_to_stop_with_savepoint_takes_the_newest_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    items = [(key, n) for n in range(4) for key in "ab"]
+    url = (tmp_path / "savepoints").as_uri()
+    for split in (3, 6):  # two runs stop into the same directory: savepoint-1, then savepoint-2
+        env = environment(1, 16, "heap")
+        source = PausingSource(items, (split,))
+        tally(env.from_source(source, uid="src"), lg.CollectSink(), 1)
+        await stop_at(env, source, split, url)
+    assert sorted(path.name for path in (tmp_path / "savepoints").iterdir()) == ["savepoint-1", "savepoint-2"]
+    resumed = lg.CollectSink[Any]()
+    env = environment(1, 16, "heap")
+    tally(env.from_collection(items, uid="src"), resumed, 1)
+    with caplog.at_level("INFO", logger="lockgate"):
+        await env.execute("after", restore_from=url)
+    assert Counter(resumed.results) == expected(items) - expected(items[:6])
+    assert "savepoint-2" in caplog.text

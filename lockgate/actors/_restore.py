@@ -14,6 +14,7 @@ from lockgate.actors._channel_state import ChannelStateSnapshot, InFlightBatch
 from lockgate.graph import JobGraph
 from lockgate.snapshots import (
     METADATA_NAME,
+    SAVEPOINT_PREFIX,
     CheckpointStorage,
     CompletedCheckpoint,
     FileCheckpointStorage,
@@ -185,8 +186,9 @@ class _OneDirectory(FileCheckpointStorage):
 
 async def load_from_pointer(url: str) -> LoadedCheckpoint:
     """Read the checkpoint at ``url``: a checkpoint or savepoint directory (``.../chk-7``,
-    ``.../savepoint-8``), or a directory of checkpoints, whose newest intact one is taken (a damaged
-    one is skipped, with a warning).
+    ``.../savepoint-8``), or a directory of checkpoints and/or savepoints (the URL given to
+    ``stop_with_savepoint``), whose newest intact one is taken, saying which in the log (a damaged one
+    is skipped, with a warning).
 
     Raises:
         CheckpointError: There is no complete checkpoint there.
@@ -201,13 +203,35 @@ async def load_from_pointer(url: str) -> LoadedCheckpoint:
         raise CorruptCheckpointError(
             str(path / METADATA_NAME), "it is missing: the checkpoint is not complete"
         )
-    storage = FileCheckpointStorage(path)
-    completed = await storage.completed_checkpoints()
-    if not completed:
+    # A directory of checkpoints, of savepoints (the URL given to stop_with_savepoint), or of both.
+    storages = [FileCheckpointStorage(path), FileCheckpointStorage(path, prefix=SAVEPOINT_PREFIX)]
+    found: list[tuple[int, int, CompletedCheckpoint]] = []
+    storage_of: dict[str, CheckpointStorage] = {}
+    for kind, storage in enumerate(storages):
+        for checkpoint in await storage.completed_checkpoints():
+            found.append((checkpoint.checkpoint_id, kind, checkpoint))
+            storage_of[checkpoint.pointer] = storage
+    if not found:
         raise CheckpointError(
-            f"there is no complete checkpoint at {url}: no chk-<n>/{METADATA_NAME} in {path}"
+            f"there is no complete checkpoint or savepoint at {url}: no chk-<n>/{METADATA_NAME} or "
+            f"savepoint-<n>/{METADATA_NAME} in {path}"
         )
-    return await load_newest(storage_loader(storage), completed, str(url))
+    # Ids grow across a job's checkpoints and savepoints alike: the highest is the newest.
+    completed = [checkpoint for _, _, checkpoint in sorted(found, key=lambda entry: entry[:2])]
+
+    async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
+        return await load_checkpoint(
+            storage_of[checkpoint.pointer], checkpoint.checkpoint_id, checkpoint.pointer
+        )
+
+    loaded = await load_newest(load, completed, str(url))
+    logger.info(
+        "restoring from %s, the newest intact of %d checkpoint(s) and savepoint(s) in %s",
+        loaded.pointer,
+        len(completed),
+        url,
+    )
+    return loaded
 
 
 def storage_loader(storage: CheckpointStorage) -> Loader:
