@@ -1029,3 +1029,20 @@ def test_the_stats_table_shows_the_last_checkpoints_with_units_and_failures() ->
     assert "failed: it timed out after 0.25 s" in rows[1]
     assert rows[2].split()[1] == "savepoint" and "900 B" in rows[2]
     assert str(lg.CheckpointStatsSnapshot(3, 1, 0, history)).count("\n") == 5
+
+
+async def test_a_checkpoint_directory_that_cannot_be_created_fails_the_job_with_a_lockgate_error(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    # Its parent is a file; or it lies where no directory can be made, even by root.
+    for url in [(blocker / "checkpoints").as_uri(), "file:///proc/lockgate-test/checkpoints"]:
+        env = checkpointing_env()
+        env.set_checkpoint_storage(url)
+        sink = lg.CollectSink[Any]()
+        running_sums(env.from_collection([("a", 1), ("b", 2)], uid="src"), sink)
+        with anyio.fail_after(GUARD), pytest.raises(lg.CheckpointError) as failed:
+            await env.execute("unwritable")  # a LockgateError, never a bare ExceptionGroup
+        assert failed.value.__cause__ is not None
+        assert sink.results == []  # nothing committed outside a completed checkpoint

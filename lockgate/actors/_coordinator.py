@@ -408,9 +408,21 @@ class CheckpointCoordinator:
         group: TaskGroup,
         fail_job: Callable[[LockgateError], None],
     ) -> None:
-        """An attempt of the job starts with ``participants``; background work runs in ``group``."""
+        """An attempt of the job starts with ``participants``; background work runs in ``group``.
+
+        Raises:
+            CheckpointError: The storage cannot be read (its error is the cause).
+        """
         # Ids go on after every checkpoint in the storage, so none is ever overwritten.
-        existing = await self.storage.completed_checkpoints()
+        try:
+            existing = await self.storage.completed_checkpoints()
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"job {self.job_name!r} cannot list the checkpoints in {self.storage!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         after = max([c.checkpoint_id for c in existing], default=0) + 1
         self._next_id = max(self._next_id or 1, after)
         if not self._shared_rebuilt:
@@ -599,7 +611,23 @@ class CheckpointCoordinator:
         self._next_id += 1
         started = time.monotonic()
         storage = savepoint if savepoint is not None else self.storage
-        location = await storage.create_checkpoint_location(checkpoint_id)
+        try:
+            location = await storage.create_checkpoint_location(checkpoint_id)
+        except Exception as exc:  # a failed checkpoint, as one whose files cannot be written
+            reason = f"its location could not be created: {type(exc).__name__}: {exc}"
+            self._stats[checkpoint_id] = CheckpointStats(
+                checkpoint_id,
+                "failed",
+                time.monotonic() - started,
+                failure=reason,
+                savepoint=savepoint is not None,
+            )
+            self._last_finished = time.monotonic()
+            logger.warning("job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
+            self._count_failure(checkpoint_id, reason, exc)
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} of job {self.job_name!r} failed: {reason}"
+            ) from exc
         if self._group is None:  # the attempt ended meanwhile
             await storage.discard_checkpoint(checkpoint_id)
             raise CheckpointError(f"job {self.job_name!r} stopped before checkpoint {checkpoint_id} began")
@@ -849,8 +877,11 @@ class CheckpointCoordinator:
             )
             pending.done.set()
             self._wake.set()
-        if not count_failure:
-            return
+        if count_failure:
+            self._count_failure(checkpoint_id, reason, cause)
+
+    def _count_failure(self, checkpoint_id: int, reason: str, cause: BaseException | None) -> None:
+        """A checkpoint failed: fail the job if more failed in a row than ``tolerable_failures``."""
         self._consecutive_failures += 1
         tolerable = self.config.tolerable_failures
         if tolerable is not None and self._consecutive_failures > tolerable and self._fail_job is not None:

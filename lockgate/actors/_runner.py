@@ -172,7 +172,10 @@ class JobRunner:
                 self._background = background
                 self._scope = background.cancel_scope
                 if self.coordinator is not None:
-                    await self.coordinator.attach(self.actors, background, self.fail)
+                    try:
+                        await self.coordinator.attach(self.actors, background, self.fail)
+                    except LockgateError as exc:  # raised below, not wrapped in the task group's
+                        self.fail(exc)
                 async with anyio.create_task_group() as task_group:
                     for actor in self.actors:
                         task_group.start_soon(self._run_actor, actor, name=repr(actor))
