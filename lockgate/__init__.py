@@ -13,6 +13,7 @@ from lockgate._errors import JobCancelledError as JobCancelledError
 from lockgate._errors import JobFailedError as JobFailedError
 from lockgate._errors import KeySerializationError as KeySerializationError
 from lockgate._errors import LockgateError as LockgateError
+from lockgate._errors import StateSerializationError as StateSerializationError
 from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
 from lockgate.actors import CheckpointStats as CheckpointStats
 from lockgate.actors import CheckpointStatsSnapshot as CheckpointStatsSnapshot
@@ -113,6 +114,7 @@ __all__ = [
     "ReducingStateDescriptor",
     "RocksDBStateBackend",
     "StateTtlConfig",
+    "StateSerializationError",
     "StateValueTooLargeError",
     "ValueState",
     "ValueStateDescriptor",

@@ -102,5 +102,31 @@ class StateValueTooLargeError(LockgateError):
         return (type(self), (self.operator_uid, self.state, self.key, self.size, self.limit))
 
 
+class StateSerializationError(CheckpointError):
+    """A state value cannot be serialised (pickled, or written by its descriptor's serializer), so no
+    checkpoint can hold it: it names the operator, the state and the key.
+
+    Attributes:
+        operator_uid: The operator whose state it is.
+        state: The state's name.
+        key: The key whose value cannot be serialised.
+        reason: What the serializer said.
+    """
+
+    def __init__(self, operator_uid: str, state: str, key: object, reason: str) -> None:
+        self.operator_uid = operator_uid
+        self.state = state
+        self.key = key
+        self.reason = reason
+        super().__init__(
+            f"operator {operator_uid!r}: the value of state {state!r} for key {reprlib.repr(key)} cannot be "
+            f"serialised ({reason}); keep only values that pickle in state (create locks, clients and files "
+            "in open(), not in state), or give the descriptor a serializer= that writes them"
+        )
+
+    def __reduce__(self) -> tuple[type[StateSerializationError], tuple[str, str, object, str]]:
+        return (type(self), (self.operator_uid, self.state, self.key, self.reason))
+
+
 def _next_power_of_two(size: int) -> int:
     return 1 << max(0, size - 1).bit_length()

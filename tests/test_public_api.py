@@ -49,6 +49,7 @@ EXPECTED = {
     "ReducingStateDescriptor",
     "RocksDBStateBackend",
     "StateTtlConfig",
+    "StateSerializationError",
     "StateValueTooLargeError",
     "ValueState",
     "ValueStateDescriptor",

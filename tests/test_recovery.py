@@ -10,6 +10,7 @@ in the input (``CRASH``). Nothing waits on a clock to synchronise: the tests wai
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1046,3 +1047,46 @@ async def test_a_checkpoint_directory_that_cannot_be_created_fails_the_job_with_
             await env.execute("unwritable")  # a LockgateError, never a bare ExceptionGroup
         assert failed.value.__cause__ is not None
         assert sink.results == []  # nothing committed outside a completed checkpoint
+
+
+class HoldsALock(lg.KeyedProcessFunction[Record, Record]):
+    """Keeps a value that cannot be pickled for key "bad"."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.held = ctx.get_state(lg.ValueStateDescriptor[Any]("held"))
+
+    async def process_element(self, value: Record, ctx: lg.RuntimeContext) -> Any:
+        await self.held.update(threading.Lock() if value[0] == "bad" else value[1])
+        yield value
+
+
+@pytest.mark.parametrize("backend", ["heap", "heap-incremental", "rocksdb", "rocksdb-full"])
+@pytest.mark.parametrize("unaligned", [False, True])
+async def test_a_state_value_that_cannot_be_pickled_fails_the_job_naming_operator_state_and_key(
+    backend: str, unaligned: bool
+) -> None:
+    env = checkpointing_env(parallelism=2)
+    env.checkpoint_config.unaligned = unaligned
+    env.checkpoint_config.tolerable_failures = None  # it fails all the same: no checkpoint could hold it
+    env.set_state_backend(
+        {
+            "heap": lambda: lg.HeapStateBackend(),
+            "heap-incremental": lambda: lg.HeapStateBackend(incremental=True),
+            "rocksdb": lambda: lg.RocksDBStateBackend(incremental=True),
+            "rocksdb-full": lambda: lg.RocksDBStateBackend(incremental=False),
+        }[backend]()
+    )
+    sink = lg.CollectSink[Any]()
+    records = [("a", 1), ("bad", 2), ("b", 3)]
+    env.from_collection(records, uid="src").key_by(lambda r: r[0]).process(HoldsALock(), uid="keeper").sink(
+        sink, uid="out"
+    )
+    with anyio.fail_after(GUARD), pytest.raises(lg.LockgateError) as failed:
+        await env.execute("unpicklable")
+    error: BaseException | None = failed.value
+    while error is not None and not isinstance(error, lg.StateSerializationError):
+        error = error.__cause__
+    assert isinstance(error, lg.StateSerializationError), failed.value
+    assert (error.operator_uid, error.state, error.key) == ("keeper", "held", "bad")
+    assert "'keeper'" in str(error) and "'held'" in str(error) and "'bad'" in str(error)
+    assert sink.results == []

@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
-import cloudpickle
 
 from lockgate._config import CheckpointingMode
+from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.actors._channel_state import (
     ChannelStateRecording,
@@ -45,6 +45,7 @@ from lockgate.state import (
     KeyedStateBackend,
     OperatorStateSnapshot,
     SnapshotResources,
+    pickle_snapshot,
 )
 
 
@@ -601,7 +602,7 @@ class SubtaskActor:
         part = _Part(checkpoint_id, captures, time.perf_counter() - started, alignment, self.input_ended)
         if unaligned:
             # The channel state is complete only after the barrier has moved on: always in the background.
-            recording = completed_recording() if self.is_source else ChannelStateRecording()
+            recording = completed_recording() if self.is_source else ChannelStateRecording(self.head_uid)
             await self._pass_barrier(checkpoint_id, unaligned)
             upload = _ChannelStateUpload(recording)
             self.runtime.spawn(self._store_channel_state, coordinator, checkpoint_id, upload)
@@ -672,6 +673,10 @@ class SubtaskActor:
             states = await write_state_blobs(
                 target.storage, target.location, self.subtask_index, blobs, shared
             )
+        except StateSerializationError:
+            # No later checkpoint can take it either: the job fails now, whatever failures it tolerates.
+            await self._discard(writer)
+            raise
         except Exception as exc:
             await self._discard(writer)
             await coordinator.decline(checkpoint_id, self.key, f"{type(exc).__name__}: {exc}", cause=exc)
@@ -819,10 +824,7 @@ def _materialize(resources: SnapshotResources, canonical: bool = False) -> bytes
     snapshot = resources.materialize()
     if canonical:
         snapshot = snapshot.canonical()
-    try:
-        return pickle.dumps(snapshot, protocol=5)
-    except (pickle.PicklingError, AttributeError, TypeError):  # a value only cloudpickle can write
-        return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
+    return pickle_snapshot(snapshot, snapshot.tables, snapshot.operator_uid)
 
 
 async def _attempt(close: Any, uid: str) -> OperatorFailure | None:

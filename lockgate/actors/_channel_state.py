@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 import cloudpickle
 
+from lockgate._errors import CheckpointError
+
 #: A batch to replay and the operator input it came for (0, or 1 for a two-input operator's second).
 InFlightBatch = tuple[int, list[Any]]
 
@@ -62,7 +64,8 @@ class ChannelStateRecording:
     records it is given in place must not change what a restore replays.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, operator_uid: str = "") -> None:
+        self.operator_uid = operator_uid  # the chain's first operator, whose inputs are recorded
         self._batches: FrozenBatches = []
         self._done = anyio.Event()
         self._abandoned = False
@@ -72,8 +75,20 @@ class ChannelStateRecording:
         return f"<ChannelStateRecording [{len(self._batches)} batches | {state}]>"
 
     def record(self, input_index: int, batch: list[Any]) -> None:
-        """Keep ``batch`` as it is now, which came for operator input ``input_index``."""
-        self._batches.append((input_index, _dumps(batch)))
+        """Keep ``batch`` as it is now, which came for operator input ``input_index``.
+
+        Raises:
+            CheckpointError: A record cannot be pickled, so no unaligned checkpoint can store it.
+        """
+        try:
+            data = _dumps(batch)
+        except Exception as exc:
+            raise CheckpointError(
+                f"a record in flight to operator {self.operator_uid!r} cannot be stored with an unaligned "
+                f"checkpoint ({type(exc).__name__}: {exc}); records must pickle to be stored in flight: "
+                "make them picklable, or set checkpoint_config.unaligned = False"
+            ) from exc
+        self._batches.append((input_index, data))
 
     def complete(self) -> None:
         """Every channel has delivered the barrier or ended: nothing more belongs to the checkpoint."""

@@ -75,3 +75,4 @@ from lockgate.state._snapshot import SharedStateWriter as SharedStateWriter
 from lockgate.state._snapshot import SnapshotResources as SnapshotResources
 from lockgate.state._snapshot import StateCodec as StateCodec
 from lockgate.state._snapshot import StateMetaInfo as StateMetaInfo
+from lockgate.state._snapshot import pickle_snapshot as pickle_snapshot

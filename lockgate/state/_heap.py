@@ -26,6 +26,7 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    pickle_snapshot,
     stores_whole,
 )
 
@@ -279,10 +280,12 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
         return changed >= self._backend.rebase_fraction * held
 
     def _base_bytes(self) -> bytes:
-        return pickle.dumps(self.materialize(), protocol=5)
+        base = self.materialize()
+        return pickle_snapshot(base, base.tables, self._backend.operator_uid)
 
     def _delta_bytes(self, change_sets: list[ChangeSets]) -> bytes:
-        return pickle.dumps(self.delta(change_sets), protocol=5)
+        delta = self.delta(change_sets)
+        return pickle_snapshot(delta, delta.tables, self._backend.operator_uid)
 
     def delta(self, change_sets: list[ChangeSets]) -> KeyedStateDelta:
         """The entries that ``change_sets`` name, as this view holds them (or their removal)."""

@@ -88,7 +88,12 @@ from rocksdict import (
     WriteOptions,
 )
 
-from lockgate._errors import ConfigurationError, CorruptCheckpointError, StateValueTooLargeError
+from lockgate._errors import (
+    ConfigurationError,
+    CorruptCheckpointError,
+    StateSerializationError,
+    StateValueTooLargeError,
+)
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle, storage_for
 from lockgate.state._backend import H, KeyedStateBackend
@@ -416,24 +421,29 @@ class _Space:
             )
         return data
 
-    def encode_again(self, value: Any, error: Exception) -> bytes:
-        """What to do when the fast path of ``encode`` raised ``error``."""
+    def encode_again(self, key: Any, value: Any, error: Exception) -> bytes:
+        """What to do when the fast path of ``encode`` raised ``error``: the slow path, if any; a
+        value that cannot be written at all is an error naming the state and the key."""
         encode_slow = self.table.encode_slow
-        if encode_slow is None:
-            raise error
-        return encode_slow(value)
+        try:
+            if encode_slow is None:
+                raise error
+            return encode_slow(value)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
 
-    def encode_checked(self, value: Any) -> bytes:
+    def encode_checked(self, key: Any, value: Any) -> bytes:
         try:
             return self.encode(value)
         except Exception as error:
-            return self.encode_again(value, error)
+            return self.encode_again(key, value, error)
 
     def put(self, key: Any, value: Any) -> None:
         try:
             data = self.encode(value)
         except Exception as error:
-            data = self.encode_again(value, error)
+            data = self.encode_again(key, value, error)
         if len(data) > self.limit:
             self.check(key, data)
         writes = self.writes
@@ -974,7 +984,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         (and its size checked) before anything is written."""
         space = self._space(state, namespace)
         encode, check = space.encode_checked, space.check
-        pending = [(key, value, check(key, encode(value))) for key, value in items]
+        pending = [(key, value, check(key, encode(key, value))) for key, value in items]
         writes = space.writes
         if writes is not None:
             values = space.values

@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import cloudpickle
+
+from lockgate._errors import StateSerializationError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
 from lockgate.state._handles import MISSING, TtlValue
@@ -26,6 +29,33 @@ from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Se
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
+
+
+def pickle_snapshot(
+    snapshot: object, tables: dict[str, dict[Any, dict[Any, Any]]], operator_uid: str
+) -> bytes:
+    """``snapshot`` (a keyed snapshot or delta holding ``tables``) pickled whole; what plain pickle
+    refuses goes through cloudpickle.
+
+    Raises:
+        StateSerializationError: A value cannot be written at all; it names the state and the key
+            (found by trying each value of ``tables`` alone, the slow path of a failed snapshot).
+    """
+    try:
+        return pickle.dumps(snapshot, protocol=5)
+    except (pickle.PicklingError, AttributeError, TypeError):  # a value only cloudpickle can write
+        try:
+            return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
+        except Exception as exc:
+            for name, spaces in tables.items():
+                for table in spaces.values():
+                    for key, value in table.items():
+                        try:
+                            DEFAULT_SERIALIZER.dumps(value)
+                        except Exception as error:
+                            reason = f"{type(error).__name__}: {error}"
+                            raise StateSerializationError(operator_uid, name, key, reason) from exc
+            raise
 
 
 @dataclass(frozen=True)
