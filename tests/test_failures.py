@@ -291,3 +291,25 @@ async def test_every_subtask_resource_is_released_even_when_closing_raises() -> 
         await env.execute("close")
     assert isinstance(failure.value.__cause__, OSError)
     assert AsyncOnlyBackend.disposed == ["first"]  # disposed although the function's close raised
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parallelism", [1, 2])
+async def test_a_raising_key_selector_is_reported_as_the_keyed_operators_failure_with_the_record(
+    parallelism: int,
+) -> None:
+    def key_of(record: tuple[str, int]) -> str:
+        if record[1] == 5:
+            raise ValueError("no key for this one")
+        return record[0]
+
+    env = lg.StreamEnvironment(parallelism=parallelism, batch_size=4)
+    env.from_collection([("a", n) for n in range(8)], uid="src", parallelism=1).key_by(key_of).sum(
+        1, uid="sum"
+    ).sink(lg.CollectSink(), uid="out")
+    with pytest.raises(lg.JobFailedError) as failed:
+        await env.execute("keys")
+    assert failed.value.operator_uid == "sum"
+    cause = failed.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert any("('a', 5)" in note and "key selector" in note for note in getattr(cause, "__notes__", []))

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import lockgate as lg
 from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate.connectors._file_sink import FileSink, FileTransaction
 
@@ -255,3 +256,25 @@ async def test_committed_files_hold_exactly_the_committed_records(
     # Left behind by crashes: only hidden files of transactions never committed.
     left = {name.removeprefix(".").rsplit(".", 1)[0] for name in hidden(directory)}
     assert left.isdisjoint(name for name, _ in committed)
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_fails_the_job_with_an_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from lockgate.connectors import _file_sink
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_file_sink, "_write", full)
+    env = lg.StreamEnvironment()
+    env.from_collection(["a", "b"], uid="src").sink(lg.FileSink(tmp_path / "out"), uid="out")
+    with pytest.raises(lg.JobFailedError) as failed:
+        await env.execute("full")
+    cause = failed.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+    assert cause.filename is not None and str(tmp_path / "out") in cause.filename
+    assert "No space left" in str(cause)

@@ -35,6 +35,7 @@ from lockgate.actors._coordinator import (
     blob_name,
     write_state_blobs,
 )
+from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.connectors import SourceReader
@@ -47,14 +48,6 @@ from lockgate.state import (
     SnapshotResources,
     pickle_snapshot,
 )
-
-
-class OperatorFailure(Exception):
-    """An operator of a chain raised; carries the operator's uid, the cause is ``__cause__``."""
-
-    def __init__(self, operator_uid: str) -> None:
-        super().__init__(operator_uid)
-        self.operator_uid = operator_uid
 
 
 @dataclass

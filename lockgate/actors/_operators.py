@@ -77,7 +77,18 @@ def _keys_of(key_selector: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
     """The keys of a batch's records, each checked to have a canonical form: a key that cannot be
     stored, checkpointed or moved to another subtask fails here, at its first record, whatever the
     parallelism and backend."""
-    keys = list(map(key_selector, batch))
+    try:
+        keys = list(map(key_selector, batch))
+    except Exception as exc:
+        for position, record in enumerate(batch):
+            try:
+                key_selector(record)
+            except Exception:
+                exc.add_note(
+                    f"the key selector raised on the record {record!r}, number {position + 1} of its batch"
+                )
+                break
+        raise
     if not _PLAIN_KEY_TYPES.issuperset(map(type, keys)):
         for key in keys:
             stable_key_hash(key)  # cached; raises KeySerializationError naming the type

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
+from lockgate.actors._failure import OperatorFailure
 from lockgate.mailbox import Channel, ControlEvent
 from lockgate.state import key_group_owners, stable_key_hash
 
@@ -79,11 +81,14 @@ class KeyGroupOutput(EdgeOutput):
         batch_size: int,
         key_selector: Callable[[Any], Any],
         max_parallelism: int,
+        operator_uid: str = "",
     ) -> None:
         super().__init__(channels, batch_size)
         self._key_selector = key_selector
         self._max_parallelism = max_parallelism
         self._owners = key_group_owners(max_parallelism, len(channels))
+        self._operator_uid = operator_uid  # the keyed operator the key selector belongs to
+        self._emitted = 0
 
     async def emit(self, batch: list[Any]) -> None:
         channels = self.channels
@@ -93,8 +98,17 @@ class KeyGroupOutput(EdgeOutput):
         buckets: list[list[Any]] = [[] for _ in channels]
         appends = [bucket.append for bucket in buckets]
         owners, max_parallelism, key_of = self._owners, self._max_parallelism, self._key_selector
-        for record in batch:
-            appends[owners[stable_key_hash(key_of(record)) % max_parallelism]](record)
+        try:
+            for record in batch:
+                appends[owners[stable_key_hash(key_of(record)) % max_parallelism]](record)
+        except Exception as exc:
+            index = sum(map(len, buckets))  # the records before it were placed
+            exc.add_note(
+                f"the key selector of operator {self._operator_uid!r} raised on the record "
+                f"{reprlib.repr(batch[index])}, number {self._emitted + index + 1} this subtask sent it"
+            )
+            raise OperatorFailure(self._operator_uid) from exc
+        self._emitted += len(batch)
         for channel, bucket in zip(channels, buckets, strict=True):
             if bucket:
                 await self._send(channel, bucket)

@@ -287,7 +287,8 @@ class JobRunner:
             return BroadcastOutput(channels, size)
         if isinstance(partitioner, KeyGroupPartitioner):
             max_parallelism = self.graph.max_parallelism
-            return KeyGroupOutput(channels, size, partitioner.key_selector, max_parallelism)
+            target = edge.target.operators[0].uid
+            return KeyGroupOutput(channels, size, partitioner.key_selector, max_parallelism, target)
         raise TypeError(f"unknown partitioner {partitioner!r}")
 
     def _actor(

@@ -207,6 +207,19 @@ def _make_directory(directory: Path) -> None:
         fsync_directory(new.parent)
 
 
+#: The system calls that write and sync, by name here so a test can make them fail (a full disk).
+_write = os.write
+_fsync = os.fsync
+
+
+def _naming(path: Path, doing: str, exc: OSError) -> OSError:
+    """``exc`` again, with the file it happened to and what the sink was doing (os.write and
+    os.fsync name no file)."""
+    named = OSError(exc.errno, f"FileSink cannot {doing} {path}: {exc.strerror or exc}", str(path))
+    named.__cause__ = exc
+    return named
+
+
 def _append(transaction: FileTransaction, text: str) -> None:
     data = text.encode("utf-8")
     try:
@@ -219,7 +232,9 @@ def _append(transaction: FileTransaction, text: str) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view) :]
+            view = view[_write(fd, view) :]
+    except OSError as exc:
+        raise _naming(transaction.in_progress_path, "write to", exc) from exc
     finally:
         os.close(fd)
 
@@ -236,7 +251,9 @@ def _pre_commit(transaction: FileTransaction) -> None:
     try:
         size = os.fstat(fd).st_size
         if size:
-            os.fsync(fd)
+            _fsync(fd)
+    except OSError as exc:
+        raise _naming(source, "make durable", exc) from exc
     finally:
         os.close(fd)
     if size == 0:
