@@ -618,3 +618,47 @@ def test_a_state_declared_again_with_another_serializer_is_refused() -> None:
     with pytest.raises(lg.ConfigurationError, match="'s' again"):
         backend.create_state(lg.ValueStateDescriptor("s", serializer=Other()), lg.ValueState)
     backend._store.release()
+
+
+_HOLDING_JOB = """
+import sys
+import anyio
+import lockgate as lg
+
+async def main():
+    env = lg.StreamEnvironment(parallelism=2)
+    env.set_state_backend(lg.RocksDBStateBackend(local_dir=sys.argv[1]))
+    queue = lg.QueueSource()
+    env.from_source(queue, uid="src").key_by(lambda r: r).sum(0, uid="sum").sink(lg.CollectSink(), uid="out")
+    job = await env.start("held")
+    for n in range(100):
+        await queue.put(n)
+    print("running", flush=True)
+    await job.wait()  # never: the queue stays open until the process is killed
+
+anyio.run(main)
+"""
+
+
+def test_working_directories_of_killed_processes_are_reclaimed_by_the_next_job(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    local = tmp_path / "rocksdb"
+    script = tmp_path / "holding.py"
+    script.write_text(_HOLDING_JOB)
+    child = subprocess.Popen([sys.executable, str(script), str(local)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "running"
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    left = sorted(path.name for path in local.iterdir())
+    assert len(left) == 2 and all(name.startswith(f"lockgate-rocksdb-p{child.pid}-") for name in left)
+    (local / "mine").mkdir()  # not lockgate's: never touched
+
+    env = lg.StreamEnvironment(parallelism=1)
+    env.set_state_backend(lg.RocksDBStateBackend(local_dir=local))
+    env.from_collection([1, 2], uid="src").key_by(lambda r: r).sum(0, uid="sum").sink(lg.CollectSink())
+    env.execute_blocking("next")
+    assert sorted(path.name for path in local.iterdir()) == ["mine"]  # its own is gone at its end too

@@ -60,8 +60,10 @@ Not yet: list and map state are stored as one value per key (no merge operator, 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import pickle
+import re
 import shutil
 import struct
 import tempfile
@@ -156,6 +158,8 @@ _WRITE_BUFFER_RATIO = 0.5
 # 100 k hot keys paused the stream 140-200 ms per checkpoint). RocksDB flushes fuller ones on its own
 # threads meanwhile, at some cost to throughput (W1b about 10 % slower).
 _MAX_MEMTABLE = 2 * _MIB
+
+logger = logging.getLogger("lockgate")
 
 
 def _memory_split(budget: int) -> tuple[int, int]:
@@ -622,6 +626,53 @@ class _Store:
         _close_and_remove(db, names, self.path)
 
 
+#: A working directory's name starts with this and the id of the process that made it.
+_WORKING_PREFIX = "lockgate-rocksdb-p"
+_WORKING_NAME = re.compile(re.escape(_WORKING_PREFIX) + r"(\d+)-")
+_reclaimed: set[str] = set()  # the directories swept by this process already
+
+
+def reclaim_working_directories(local_dir: str | None) -> list[str]:
+    """Delete the working directories under ``local_dir`` (the system temporary directory if None)
+    that processes no longer running left behind: a process killed with SIGKILL never deletes its own.
+    Done once per directory and process; returns what it deleted. A directory whose process id is
+    alive, or that lockgate did not name, is never touched."""
+    where = local_dir if local_dir is not None else tempfile.gettempdir()
+    if where in _reclaimed:
+        return []
+    _reclaimed.add(where)
+    deleted = []
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return []
+    for name in names:
+        match = _WORKING_NAME.match(name)
+        if match is None or _process_alive(int(match[1])):
+            continue
+        shutil.rmtree(os.path.join(where, name), ignore_errors=True)
+        deleted.append(name)
+    if deleted:
+        logger.info(
+            "deleted %d RocksDB working director(ies) in %s left by processes no longer running",
+            len(deleted),
+            where,
+        )
+    return deleted
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
 def _close_and_remove(db: Rdict | None, column_families: list[str], path: str) -> None:
     try:
         if db is not None:
@@ -719,9 +770,10 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
         if local_dir is not None:
             os.makedirs(local_dir, exist_ok=True)
+        reclaim_working_directories(local_dir)
         safe_uid = "".join(c if c.isalnum() or c in "-_" else "_" for c in operator_uid)[:40]
         self.working_dir = tempfile.mkdtemp(
-            prefix=f"lockgate-rocksdb-{safe_uid}-kg{key_group_range.start}-{key_group_range.end}-",
+            prefix=f"{_WORKING_PREFIX}{os.getpid()}-{safe_uid}-kg{key_group_range.start}-{key_group_range.end}-",
             dir=local_dir,
         )
         try:
