@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate import state as lgs
+from lockgate.actors._coordinator import _SHARED_NAME as SHARED_NAME
 from lockgate.snapshots import (
     CheckpointLocation,
     CheckpointMetadata,
@@ -1028,8 +1029,11 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
     expected[5] = dict(totals)
     kept = referenced(root)
     assert shared_files(root) == kept
-    orphan = root / "shared" / "totals-00000000-0-base-0123456789abcdef"
+    assert all(SHARED_NAME.fullmatch(name) for name in kept)  # what a sweep may delete, if orphaned
+    orphan = root / "shared" / f"totals-00000000-0-base-{'0123456789abcdef' * 2}"
     orphan.write_bytes(b"LGCK left behind by a process that died mid-checkpoint")
+    users = root / "shared" / "notes.txt"  # not lockgate's: a sweep never deletes it
+    users.write_text("mine")
 
     queue = lg.QueueSource()
     watch = Watch()
@@ -1047,7 +1051,8 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
         await storage.cleaned(6)
         queue.close()
         await job.wait()
-    assert not orphan.exists()
+    assert not orphan.exists() and users.read_text() == "mine"
+    users.unlink()
     assert kept <= shared_files(root)  # nothing the old checkpoints reference was deleted
     assert complete_checkpoints(root) == [*old, 8, 9]  # the new job never deletes what it did not take
     assert shared_files(root) == referenced(root)

@@ -196,6 +196,10 @@ class SubtaskAcknowledgement:
 StateBlobs = dict[str, tuple[bytes | None, bytes | None]]
 
 
+#: The name of a shared blob: a state blob's name, its kind, and a random part (see ``SharedBlobWriter``).
+_SHARED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}-[0-9]+-[a-z]+-[0-9a-f]{32}")
+
+
 def blob_name(uid: str, subtask_index: int, kind: str) -> str:
     """The name of a state blob in a checkpoint: readable, and unique even for uids that differ only
     in characters a file name cannot hold."""
@@ -457,7 +461,9 @@ class CheckpointCoordinator:
                 )
                 return
             self._shared.pin(metadata.shared_names())
-        leftovers = await self.storage.shared_names() - self._shared.referenced()
+        # Only files lockgate named: a user's own file in shared/ is not lockgate's to delete.
+        named = {name for name in await self.storage.shared_names() if _SHARED_NAME.fullmatch(name)}
+        leftovers = named - self._shared.referenced()
         if leftovers:
             logger.info(
                 "job %r: deleting %d shared state file(s) that no complete checkpoint references",
