@@ -1090,3 +1090,42 @@ async def test_a_state_value_that_cannot_be_pickled_fails_the_job_naming_operato
     assert (error.operator_uid, error.state, error.key) == ("keeper", "held", "bad")
     assert "'keeper'" in str(error) and "'held'" in str(error) and "'bad'" in str(error)
     assert sink.results == []
+
+
+async def test_a_second_job_on_a_claimed_checkpoint_directory_is_refused_and_a_stale_claim_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import sys
+
+    first_queue: lg.QueueSource[Record] = lg.QueueSource()
+    first = checkpointing_env()
+    first.set_checkpoint_storage(tmp_path.as_uri())
+    sink = WatchedSink()
+    running_sums(first.from_source(first_queue, uid="src"), sink)
+    with anyio.fail_after(GUARD):
+        job = await first.start("first")
+        await first_queue.put(("a", 1))
+        await job.trigger_checkpoint()
+        second = checkpointing_env()
+        second.set_checkpoint_storage(tmp_path.as_uri())
+        running_sums(second.from_collection([("b", 1)], uid="src"), lg.CollectSink())
+        with pytest.raises(lg.CheckpointError, match=r"in use by job 'first' \(process \d+"):
+            await second.execute("second")
+        assert chk(tmp_path, 1).is_dir()  # the refused job touched nothing of the first one's
+        first_queue.close()
+        await job.wait()
+    assert sink.results == [("a", 1)]
+    assert not (tmp_path / "_claim").exists()  # released at the end
+
+    # A claim left by a process that no longer runs (killed) is taken over, saying so.
+    dead = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    host = __import__("socket").gethostname()
+    claim = {"job": "killed", "pid": int(dead.stdout.decode()), "host": host, "since": 0}
+    (tmp_path / "_claim").write_text(json.dumps(claim))
+    third = checkpointing_env()
+    third.set_checkpoint_storage(tmp_path.as_uri())
+    running_sums(third.from_collection([("c", 1)], uid="src"), lg.CollectSink())
+    with caplog.at_level("WARNING", logger="lockgate"):
+        await third.execute("third")
+    assert "took over the checkpoint directory" in caplog.text and "'killed'" in caplog.text

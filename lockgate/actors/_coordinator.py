@@ -392,6 +392,7 @@ class CheckpointCoordinator:
         self._wake = anyio.Event()
         self._shared = SharedStateRegistry()
         self._shared_rebuilt = False
+        self._claimed = False  # the storage is claimed for this job (see CheckpointStorage.claim)
 
     def __repr__(self) -> str:
         return (
@@ -417,6 +418,12 @@ class CheckpointCoordinator:
         Raises:
             CheckpointError: The storage cannot be read (its error is the cause).
         """
+        if self.config.enabled and not self._claimed:
+            # One running job per checkpoint directory: a second one is refused here.
+            note = await self.storage.claim(self.job_name)
+            self._claimed = True
+            if note is not None:
+                logger.warning("job %r: %s", self.job_name, note)
         # Ids go on after every checkpoint in the storage, so none is ever overwritten.
         try:
             existing = await self.storage.completed_checkpoints()
@@ -491,9 +498,12 @@ class CheckpointCoordinator:
             await self._abort(checkpoint_id, reason, count_failure=False, quietly=quietly)
 
     def close(self) -> None:
-        """The job has ended for good: nothing waits for another attempt."""
+        """The job has ended for good: nothing waits for another attempt; the storage's claim goes."""
         self._closed = True
         self._attached.set()
+        if self._claimed:
+            self._claimed = False
+            self.storage.release_claim()
 
     @property
     def _sources_running(self) -> bool:

@@ -8,6 +8,8 @@ Layout under the storage's directory::
     <dir>/chk-<id>/._metadata.<x>.tmp  the metadata being written; never taken for ``_metadata``
     <dir>/shared/<name>                blobs that several checkpoints reference (incremental checkpoints);
                                        the coordinator deletes each once no retained checkpoint does
+    <dir>/_claim                       the running job that checkpoints here: JSON (job, pid, host, since),
+                                       removed when it ends; a killed process's is taken over
 
 Every file is framed (see :mod:`lockgate.snapshots._format`): a 20-byte header, then the payload::
 
@@ -29,18 +31,22 @@ alike (aiofiles is asyncio only).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO, Final, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio
 
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate._processes import process_alive
 from lockgate._threads import run_sync
 from lockgate.snapshots._format import (
     HEADER_SIZE,
@@ -155,6 +161,7 @@ class FileCheckpointStorage(CheckpointStorage):
         self.url = self.directory.as_uri()
         self.prefix = prefix
         self._pattern = re.compile(re.escape(prefix) + r"(0|[1-9][0-9]*)")
+        self._claimed: Path | None = None
 
     def __repr__(self) -> str:
         return f"FileCheckpointStorage({self.url!r})"
@@ -167,6 +174,50 @@ class FileCheckpointStorage(CheckpointStorage):
     def checkpoint_directory(self, checkpoint_id: int) -> Path:
         """The directory of checkpoint ``checkpoint_id``, complete or not, existing or not."""
         return self.directory / f"{self.prefix}{check_checkpoint_id(checkpoint_id)}"
+
+    # ---- claiming
+
+    async def claim(self, job_name: str) -> str | None:
+        return await _in_thread(self._claim, job_name)
+
+    def _claim(self, job_name: str) -> str | None:
+        path = self.directory / CLAIM_NAME
+        record = {"job": job_name, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        note = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for _ in range(3):  # a stale claim is removed, then taken anew (another may win the race)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    holder = _read_claim(path)
+                    if holder is None:
+                        continue  # removed meanwhile
+                    who = _describe_claim(holder)
+                    if holder.get("host") != record["host"] or process_alive(_as_int(holder.get("pid"))):
+                        raise CheckpointError(
+                            f"the checkpoint directory {self.directory} is in use by {who}; give each job a "
+                            f"directory of its own, or, if that job is gone, delete {path}"
+                        ) from None
+                    path.unlink(missing_ok=True)
+                    note = (
+                        f"took over the checkpoint directory {self.directory} from {who}, no longer running"
+                    )
+                    continue
+                with os.fdopen(fd, "w") as file:
+                    json.dump(record, file)
+                    file.flush()
+                    os.fsync(file.fileno())
+                self._claimed = path
+                return note
+        except OSError as error:
+            raise CheckpointError(f"cannot claim {self.directory}: {error}") from error
+        raise CheckpointError(f"cannot claim {self.directory}: other jobs keep claiming it")
+
+    def release_claim(self) -> None:
+        claimed, self._claimed = self._claimed, None
+        if claimed is not None:
+            claimed.unlink(missing_ok=True)
 
     # ---- writing
 
@@ -393,7 +444,32 @@ class FileCheckpointStorage(CheckpointStorage):
             raise CheckpointError(f"cannot list {self.shared_directory}: {error}") from error
 
 
+#: The file that claims a checkpoint directory for the running job.
+CLAIM_NAME: Final = "_claim"
+
+
 # ---- blocking helpers, run in worker threads
+
+
+def _describe_claim(holder: dict[str, Any]) -> str:
+    since = holder.get("since")
+    when = time.ctime(since) if isinstance(since, int | float) else "an unknown time"
+    return f"job {holder.get('job')!r} (process {holder.get('pid')} on {holder.get('host')}, since {when})"
+
+
+def _as_int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _read_claim(path: Path) -> dict[str, Any] | None:
+    """A claim file's record; None if it is gone; ``{}`` if it cannot be read (held, to be safe)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 async def _in_thread(function: Callable[..., T], *args: object) -> T:

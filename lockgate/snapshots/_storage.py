@@ -196,6 +196,23 @@ class CheckpointStorage(ABC):
         references are not touched: the coordinator deletes those (:meth:`discard_shared`).
         """
 
+    # ---- claiming: one running job per storage
+
+    async def claim(self, job_name: str) -> str | None:
+        """Claim the storage for a running job, so that no second job writes checkpoints beside it
+        (their ids would collide, and one's retention would delete the other's checkpoints).
+
+        Returns a note to log when a stale claim, left by a process that no longer runs, was taken
+        over; None otherwise. The default claims nothing (storage that does not outlive its process).
+
+        Raises:
+            CheckpointError: A running job holds the storage; the error names it and its process.
+        """
+        return None
+
+    def release_claim(self) -> None:  # noqa: B027 - nothing to release
+        """Give the claim up (the job has ended); nothing if this storage object holds none."""
+
     # ---- the shared area: blobs that several checkpoints reference (incremental checkpoints)
 
     async def write_shared(self, name: str, data: StateData) -> SharedStateHandle:

@@ -96,6 +96,7 @@ from lockgate._errors import (
     StateSerializationError,
     StateValueTooLargeError,
 )
+from lockgate._processes import process_alive
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle, storage_for
 from lockgate.state._backend import H, KeyedStateBackend
@@ -648,7 +649,7 @@ def reclaim_working_directories(local_dir: str | None) -> list[str]:
         return []
     for name in names:
         match = _WORKING_NAME.match(name)
-        if match is None or _process_alive(int(match[1])):
+        if match is None or process_alive(int(match[1])):
             continue
         shutil.rmtree(os.path.join(where, name), ignore_errors=True)
         deleted.append(name)
@@ -659,18 +660,6 @@ def reclaim_working_directories(local_dir: str | None) -> list[str]:
             where,
         )
     return deleted
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, owned by someone else
-        return True
-    return True
 
 
 def _close_and_remove(db: Rdict | None, column_families: list[str], path: str) -> None:
