@@ -1001,7 +1001,7 @@ async def test_a_checkpoint_whose_write_fails_leaves_no_shared_file(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_sweeps_orphans(
+async def test_a_new_job_retains_the_directorys_newest_checkpoints_and_sweeps_orphans(
     tmp_path: Path, backend: str
 ) -> None:
     root = tmp_path / "checkpoints"
@@ -1035,6 +1035,12 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
     users = root / "shared" / "notes.txt"  # not lockgate's: a sweep never deletes it
     users.write_text("mine")
 
+    for checkpoint_id in old:  # each restores exactly
+        url = (root / f"chk-{checkpoint_id}").as_uri()
+        assert await restored_totals(url, KEYS[:44], lg.HeapStateBackend(), 2) == {
+            key: expected[checkpoint_id].get(key, 0) for key in KEYS[:44]
+        }
+
     queue = lg.QueueSource()
     watch = Watch()
     storage = RetentionStorage(root.as_uri())
@@ -1044,23 +1050,20 @@ async def test_a_new_job_keeps_the_shared_files_of_existing_checkpoints_and_swee
         job = await env.start("second")
         await feed(queue, watch, [(KEYS[0], 100)])
         await job.trigger_checkpoint()  # the job has started: it swept the shared area first
-        assert not orphan.exists()
+        assert not orphan.exists() and users.read_text() == "mine"
+        # Retention covers the directory, not only this run: the oldest of the first run's went.
+        assert complete_checkpoints(root) == [5, 6]
+        assert shared_files(root) - {"notes.txt"} == referenced(root)
         await feed(queue, watch, [(KEYS[1], 100)])
         for _ in range(2):  # enough to rotate its own first checkpoint out
             await job.trigger_checkpoint()
         await storage.cleaned(6)
         queue.close()
         await job.wait()
-    assert not orphan.exists() and users.read_text() == "mine"
+    assert users.read_text() == "mine"
     users.unlink()
-    assert kept <= shared_files(root)  # nothing the old checkpoints reference was deleted
-    assert complete_checkpoints(root) == [*old, 8, 9]  # the new job never deletes what it did not take
+    assert complete_checkpoints(root) == [8, 9]  # 9: its final checkpoint
     assert shared_files(root) == referenced(root)
-    for checkpoint_id in old:
-        url = (root / f"chk-{checkpoint_id}").as_uri()
-        assert await restored_totals(url, KEYS[:44], lg.HeapStateBackend(), 2) == {
-            key: expected[checkpoint_id].get(key, 0) for key in KEYS[:44]
-        }
 
 
 @pytest.mark.anyio

@@ -1129,3 +1129,13 @@ async def test_a_second_job_on_a_claimed_checkpoint_directory_is_refused_and_a_s
     with caplog.at_level("WARNING", logger="lockgate"):
         await third.execute("third")
     assert "took over the checkpoint directory" in caplog.text and "'killed'" in caplog.text
+
+
+async def test_retention_covers_the_checkpoints_earlier_runs_left_in_the_directory(tmp_path: Path) -> None:
+    for run in range(3):  # each short run leaves its final checkpoint
+        env = checkpointing_env()
+        env.set_checkpoint_storage(tmp_path.as_uri())
+        env.checkpoint_config.retained = 2
+        running_sums(env.from_collection([("a", run)], uid="src"), lg.CollectSink())
+        await env.execute(f"run-{run}")
+    assert listing(tmp_path) == ["chk-2", "chk-3"]

@@ -376,6 +376,9 @@ class CheckpointCoordinator:
         self._pending: dict[int, _Pending] = {}
         self._stats: dict[int, CheckpointStats] = {}
         self._owned: list[CompletedCheckpoint] = []  # completed by this job, oldest first
+        # Complete checkpoints earlier runs left in the claimed storage, oldest first: retained like
+        # the job's own (retention counts them first), never restored from by a restart.
+        self._inherited: list[CompletedCheckpoint] = []
         self._base: CompletedCheckpoint | None = None  # the checkpoint the job was started from
         self._consecutive_failures = 0
         self._last_finished = -math.inf
@@ -451,11 +454,17 @@ class CheckpointCoordinator:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
 
     async def _rebuild_shared(self, existing: list[CompletedCheckpoint]) -> None:
-        """Count the shared blobs that the checkpoints already in the storage reference (this job
-        never deletes those), and delete shared blobs no complete checkpoint references: what a
-        process that ended in the middle of a checkpoint, or of a deletion, left behind."""
+        """Count the shared blobs that the checkpoints already in the storage reference, and delete
+        shared blobs no complete checkpoint references: what a process that ended in the middle of a
+        checkpoint, or of a deletion, left behind.
+
+        A job that has claimed the storage takes those checkpoints into its retention (oldest first,
+        before its own): ``retained`` covers the directory, not only this run. They are never restored
+        from by a restart (only the job's own checkpoints and the one it started from are).
+        """
         if not self.storage.outlives_process:
             return  # nothing can be left over from another process; another job may be writing here
+        references: list[tuple[CompletedCheckpoint, set[str]]] = []
         for checkpoint in existing:
             where = f"{checkpoint.pointer}/{METADATA_NAME}"
             try:
@@ -464,10 +473,21 @@ class CheckpointCoordinator:
             except CheckpointError as exc:
                 # Its references are unknown: delete nothing, rather than something it needs.
                 logger.warning(
-                    "job %r: cannot read %s (%s); leftover shared state is kept", self.job_name, where, exc
+                    "job %r: cannot read %s (%s); leftover shared state and old checkpoints are kept",
+                    self.job_name,
+                    where,
+                    exc,
                 )
+                for _, names in references:
+                    self._shared.pin(names)
                 return
-            self._shared.pin(metadata.shared_names())
+            references.append((checkpoint, metadata.shared_names()))
+        for checkpoint, names in references:
+            if self._claimed:
+                self._shared.register(checkpoint.checkpoint_id, names)
+                self._inherited.append(checkpoint)
+            else:
+                self._shared.pin(names)
         # Only files lockgate named: a user's own file in shared/ is not lockgate's to delete.
         named = {name for name in await self.storage.shared_names() if _SHARED_NAME.fullmatch(name)}
         leftovers = named - self._shared.referenced()
@@ -788,8 +808,8 @@ class CheckpointCoordinator:
         # Retention is done before anyone hears of the completion, and is not cut short by the end of
         # the job: a checkpoint dropped half-way would leave its shared blobs behind.
         with anyio.CancelScope(shield=True):
-            while len(self._owned) > self.config.retained:
-                oldest = self._owned.pop(0)
+            while len(self._inherited) + len(self._owned) > self.config.retained:
+                oldest = self._inherited.pop(0) if self._inherited else self._owned.pop(0)
                 try:
                     await self.storage.discard_checkpoint(oldest.checkpoint_id)
                 except CheckpointError as exc:
