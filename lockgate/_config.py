@@ -64,6 +64,10 @@ class CheckpointConfig:
             barrier; a number of seconds starts each subtask aligned and switches it to unaligned
             once its alignment of the checkpoint has taken longer than that. Without ``unaligned``
             it has no effect.
+        fall_back_past_damaged: Whether a restore whose newest checkpoint is damaged takes the one
+            before it. False by default: the sinks may have committed what the damaged one covers,
+            and the older one would replay those records (they would appear twice); the restore
+            then fails with a :class:`~lockgate.CorruptCheckpointError` that names the file.
     """
 
     interval: float | None = None
@@ -76,6 +80,7 @@ class CheckpointConfig:
     asynchronous: bool = True
     unaligned: bool = False
     aligned_timeout: float | None = None
+    fall_back_past_damaged: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -96,7 +101,7 @@ class CheckpointConfig:
         if self.tolerable_failures is not None:
             _count("tolerable_failures", self.tolerable_failures, 0)
         _count("retained", self.retained, 1)
-        for name in ("asynchronous", "unaligned"):
+        for name in ("asynchronous", "unaligned", "fall_back_past_damaged"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.aligned_timeout is not None:

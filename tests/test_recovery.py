@@ -496,6 +496,7 @@ async def test_a_restart_falls_back_past_a_damaged_checkpoint(
     env = checkpointing_env()
     env.set_checkpoint_storage(tmp_path.as_uri())
     env.checkpoint_config.retained = 2
+    env.checkpoint_config.fall_back_past_damaged = True  # safe here: nothing between the two
     env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1))
     watch, sink = Watch(), WatchedSink()
     running_sums(env.from_source(queue, uid="src"), sink, crash=CrashOnce(), watch=watch)
@@ -520,11 +521,15 @@ async def test_a_restart_falls_back_past_a_damaged_checkpoint(
     assert any("restart 1 from checkpoint 1" in message for message in warnings), warnings
 
 
-async def test_a_fallback_to_an_older_checkpoint_replays_a_queue_source_from_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fall_back", [False, True])
+async def test_a_damaged_newest_checkpoint_is_refused_unless_a_fall_back_that_repeats_is_allowed(
+    tmp_path: Path, fall_back: bool
+) -> None:
     queue: lg.QueueSource[Record] = lg.QueueSource()
     env = checkpointing_env()
     env.set_checkpoint_storage(tmp_path.as_uri())
     env.checkpoint_config.retained = 2
+    env.checkpoint_config.fall_back_past_damaged = fall_back
     env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1))
     watch, sink = Watch(), WatchedSink()
     running_sums(env.from_source(queue, uid="src"), sink, crash=CrashOnce(), watch=watch)
@@ -537,13 +542,23 @@ async def test_a_fallback_to_an_older_checkpoint_replays_a_queue_source_from_the
         await put_all(queue, records[2:3])  # between the two checkpoints
         await watch.until(3)
         await job.trigger_checkpoint()
-        damage(next(path for path in state_files(chk(tmp_path, 2)) if path.name.startswith("sum-")))
+        await sink.until(3)  # the sink committed checkpoint 2's records
+        damaged = next(path for path in state_files(chk(tmp_path, 2)) if path.name.startswith("sum-"))
+        damage(damaged)
         await put_all(queue, [CRASH, *records[3:]])
         queue.close()
+        if not fall_back:
+            # Refused by default: checkpoint 1 would replay what checkpoint 2 committed.
+            with pytest.raises(lg.CorruptCheckpointError, match="fall_back_past_damaged") as refused:
+                await job.wait()
+            assert refused.value.path == str(damaged) and "checkpoint 1" in str(refused.value)
+            assert sink.results == expected_sums(records[:3])  # nothing twice
+            return
         await job.wait()
-    # Checkpoint 2's records were committed before it was damaged, so the fallback replays them:
-    # at-least-once for those, nothing lost.
+    # Allowed: checkpoint 2's records were committed before it was damaged, so the fallback replays
+    # them: at-least-once for those, nothing lost.
     assert set(sink.results) == set(expected_sums(records))
+    assert len(sink.results) > len(set(sink.results))
 
 
 async def test_restore_from_a_damaged_checkpoint_names_the_file_and_a_directory_falls_back(
@@ -563,8 +578,12 @@ async def test_restore_from_a_damaged_checkpoint_names_the_file_and_a_directory_
     assert "checksum" in refused.value.reason
     assert sink.results == []
 
-    # Given the directory of checkpoints, the newest intact one is taken: checkpoint 1, after 5 items.
-    # What it held pending (items 0-4) job 1 committed already, so this sink gets the rest only.
+    # Given the directory of checkpoints, the damaged newest is refused too, by default ...
+    with pytest.raises(lg.CorruptCheckpointError, match="fall_back_past_damaged"):
+        await env.execute("job-2", restore_from=tmp_path.as_uri())
+    # ... and, allowed, the newest intact one is taken: checkpoint 1, after 5 items. What it held
+    # pending (items 0-4) job 1 committed already, so this sink gets the rest only.
+    env.checkpoint_config.fall_back_past_damaged = True
     await env.execute("job-2", restore_from=tmp_path.as_uri())
     assert sink.results == expected_sums(ITEMS)[5:]
     assert any(str(damaged) in record.getMessage() for record in caplog.records)

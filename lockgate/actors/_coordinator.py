@@ -933,13 +933,15 @@ class CheckpointCoordinator:
     # ---- restoring
 
     async def load_latest(self) -> LoadedCheckpoint | None:
-        """The newest intact checkpoint this job can restore from, or None if it has none.
+        """The newest checkpoint this job can restore from, or None if it has none.
 
-        A damaged one is skipped, with a warning saying why, for the one before it.
+        A damaged newest one is refused, unless ``fall_back_past_damaged`` lets the restore skip it
+        (with a warning saying why) for the one before it (see :func:`load_newest`).
 
         Raises:
-            CorruptCheckpointError: Checkpoints exist, but all are damaged.
+            CorruptCheckpointError: The newest is damaged (without the fall-back), or all are.
         """
+        fall_back = self.config.fall_back_past_damaged
         candidates = list(self._owned)
         if self._base is not None:
             candidates.insert(0, self._base)
@@ -949,10 +951,10 @@ class CheckpointCoordinator:
 
         async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
             if checkpoint is self._base:
-                return await load_from_pointer(checkpoint.pointer)
+                return await load_from_pointer(checkpoint.pointer, fall_back=fall_back)
             return await own(checkpoint)
 
-        return await load_newest(load, candidates, f"job {self.job_name!r}")
+        return await load_newest(load, candidates, f"job {self.job_name!r}", fall_back=fall_back)
 
     # ---- statistics
 

@@ -184,7 +184,7 @@ class _OneDirectory(FileCheckpointStorage):
         return self._only
 
 
-async def load_from_pointer(url: str) -> LoadedCheckpoint:
+async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheckpoint:
     """Read the checkpoint at ``url``: a checkpoint or savepoint directory (``.../chk-7``,
     ``.../savepoint-8``), or a directory of checkpoints and/or savepoints (the URL given to
     ``stop_with_savepoint``), whose newest intact one is taken, saying which in the log (a damaged one
@@ -224,7 +224,7 @@ async def load_from_pointer(url: str) -> LoadedCheckpoint:
             storage_of[checkpoint.pointer], checkpoint.checkpoint_id, checkpoint.pointer
         )
 
-    loaded = await load_newest(load, completed, str(url))
+    loaded = await load_newest(load, completed, str(url), fall_back=fall_back)
     logger.info(
         "restoring from %s, the newest intact of %d checkpoint(s) and savepoint(s) in %s",
         loaded.pointer,
@@ -243,19 +243,43 @@ def storage_loader(storage: CheckpointStorage) -> Loader:
     return load
 
 
-async def load_newest(load: Loader, completed: list[CompletedCheckpoint], where: str) -> LoadedCheckpoint:
-    """The newest of ``completed`` that loads; damaged ones are skipped with a warning saying why."""
-    last_error: CorruptCheckpointError | None = None
-    for checkpoint in reversed(completed):
+async def load_newest(
+    load: Loader, completed: list[CompletedCheckpoint], where: str, *, fall_back: bool = False
+) -> LoadedCheckpoint:
+    """The newest of ``completed``, if it loads.
+
+    A damaged newest checkpoint is refused: the sinks may have committed what it covers, and a
+    restore from an older one would repeat those records. With ``fall_back``, damaged ones are skipped
+    instead, with a warning saying why, for the one before each.
+
+    Raises:
+        CorruptCheckpointError: The newest is damaged (without ``fall_back``), or all are; it names the
+            file and says what a fall-back would repeat and how to allow it.
+    """
+    newest_first = list(reversed(completed))
+    for position, checkpoint in enumerate(newest_first):
         try:
             return await load(checkpoint)
         except CorruptCheckpointError as exc:
+            older = newest_first[position + 1 :]
+            if not older:
+                raise
+            if not fall_back:
+                raise CorruptCheckpointError(
+                    exc.path,
+                    f"{exc.reason}. It is checkpoint {checkpoint.checkpoint_id} in {where}, the newest: "
+                    f"restoring checkpoint {older[0].checkpoint_id} before it instead would replay the "
+                    "records between the two, which the sinks may have committed already (they would "
+                    "appear twice), so lockgate refuses; repair or remove the damaged checkpoint, restore "
+                    "from a savepoint, or set env.checkpoint_config.fall_back_past_damaged = True to "
+                    "accept the repeats",
+                ) from exc
             logger.warning(
-                "checkpoint %d in %s cannot be restored (%s); falling back to the one before it",
+                "checkpoint %d in %s cannot be restored (%s); falling back to checkpoint %d before it, "
+                "so records committed after that one may be repeated",
                 checkpoint.checkpoint_id,
                 where,
                 exc,
+                older[0].checkpoint_id,
             )
-            last_error = exc
-    assert last_error is not None
-    raise last_error
+    raise AssertionError("unreachable: the last candidate re-raises")

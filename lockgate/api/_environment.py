@@ -262,7 +262,8 @@ class StreamEnvironment:
         restored = None
         if restore_from is not None:
             warn_about_generated_uids(graph)
-            loaded = await load_from_pointer(os.fspath(restore_from))
+            fall_back = config.fall_back_past_damaged
+            loaded = await load_from_pointer(os.fspath(restore_from), fall_back=fall_back)
             restored = await RestoredState.load(loaded, self.state_backend)
             restored.check_against(graph, allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)
