@@ -1158,3 +1158,35 @@ async def test_retention_covers_the_checkpoints_earlier_runs_left_in_the_directo
         running_sums(env.from_collection([("a", run)], uid="src"), lg.CollectSink())
         await env.execute(f"run-{run}")
     assert listing(tmp_path) == ["chk-2", "chk-3"]
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+async def test_a_crafted_metadata_file_never_runs_code(tmp_path: Path) -> None:
+    import pickle
+
+    from lockgate.snapshots._format import frame
+
+    marker = tmp_path / "code-ran"
+    root = tmp_path / "checkpoints"
+    (root / "chk-1").mkdir(parents=True)
+    framed, _ = frame(pickle.dumps(_RunsCode(marker)))
+    (root / "chk-1" / METADATA_NAME).write_bytes(framed)
+
+    env = checkpointing_env()  # merely setting the directory lists and reads what is there
+    env.set_checkpoint_storage(root.as_uri())
+    sink = lg.CollectSink[Any]()
+    running_sums(env.from_collection([("a", 1)], uid="src"), sink)
+    await env.execute("lists-it")
+    assert sink.results == [("a", 1)]
+    env = checkpointing_env()
+    running_sums(env.from_collection([("a", 1)], uid="src"), lg.CollectSink())
+    with pytest.raises(lg.CorruptCheckpointError, match="pickle"):
+        await env.execute("restores-it", restore_from=(root / "chk-1").as_uri())
+    assert not marker.exists()

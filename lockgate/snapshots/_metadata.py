@@ -3,13 +3,18 @@
 The coordinator writes it last (:meth:`CheckpointStorage.write_metadata`), once every subtask has
 acknowledged: a checkpoint is complete exactly when its metadata exists. It holds handles, never
 state: the blobs stay where the subtasks wrote them.
+
+It is plain data, JSON with a format name and a version (see ``docs/savepoint-format.md``), never a
+pickle: listing or inspecting a directory of checkpoints reads every metadata file, and that must never
+run code, whoever wrote the directory. A reader checks every field's type and refuses anything else.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from lockgate._errors import CheckpointError, CorruptCheckpointError
 from lockgate.snapshots._storage import (
@@ -21,8 +26,11 @@ from lockgate.snapshots._storage import (
 
 T = TypeVar("T")
 
-#: The version of the metadata layout; a reader refuses any other.
-METADATA_VERSION: Final = 1
+#: The version of the metadata layout; a reader refuses any other. Version 1 was a pickle.
+METADATA_VERSION: Final = 2
+
+#: What the metadata's ``format`` field says.
+METADATA_FORMAT: Final = "lockgate-metadata"
 
 
 @dataclass(frozen=True)
@@ -75,27 +83,70 @@ class CheckpointMetadata:
     version: int = METADATA_VERSION
 
     def to_bytes(self) -> bytes:
-        """The metadata as stored (the storage frames it with a checksum)."""
-        return pickle.dumps(self, protocol=5)
+        """The metadata as stored, JSON (the storage frames it with a checksum)."""
+        document = {
+            "format": METADATA_FORMAT,
+            "version": self.version,
+            "checkpoint_id": self.checkpoint_id,
+            "job_name": self.job_name,
+            "max_parallelism": self.max_parallelism,
+            "timestamp": self.timestamp,
+            "kind": self.kind,
+            "operators": {
+                uid: {
+                    "parallelism": state.parallelism,
+                    "subtasks": {
+                        str(index): _subtask_to_json(handles)
+                        for index, handles in sorted(state.subtasks.items())
+                    },
+                }
+                for uid, state in self.operators.items()
+            },
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> CheckpointMetadata:
-        """Metadata read from ``where`` (a path or reference, for errors)."""
-        try:
-            metadata = pickle.loads(data)
-        except Exception as exc:
-            raise CorruptCheckpointError(where, f"the metadata cannot be read ({exc})") from exc
-        if not isinstance(metadata, cls):
-            raise CorruptCheckpointError(
-                where, f"it holds {type(metadata).__name__}, not checkpoint metadata"
-            )
-        if metadata.version != METADATA_VERSION:
+        """Metadata read from ``where`` (a path or reference, for errors). Never runs code.
+
+        Raises:
+            CorruptCheckpointError: It is not metadata of this version, or a field has the wrong type.
+        """
+        if data[:1] == b"\x80":  # a pickle: the metadata of lockgate before version 2
             raise CorruptCheckpointError(
                 where,
-                f"metadata version {metadata.version} is not supported (this lockgate reads "
-                f"version {METADATA_VERSION})",
+                "it is metadata version 1, a pickle, which this lockgate does not read (reading a pickle "
+                "can run code); restore it with the lockgate version that wrote it, and take a savepoint",
             )
-        return metadata
+        try:
+            document = json.loads(data)
+            if not isinstance(document, dict) or document.get("format") != METADATA_FORMAT:
+                raise _Invalid(f"it is not {METADATA_FORMAT} JSON")
+            version = _field(document, "version", int)
+            if version != METADATA_VERSION:
+                raise _Invalid(
+                    f"metadata version {version} is not supported (this lockgate reads version "
+                    f"{METADATA_VERSION})"
+                )
+            operators = {}
+            for uid, state in _field(document, "operators", dict).items():
+                parallelism = _field(state, "parallelism", int)
+                subtasks = {
+                    _index(index): _subtask_from_json(handles)
+                    for index, handles in _field(state, "subtasks", dict).items()
+                }
+                operators[uid] = OperatorCheckpointState(uid, parallelism, subtasks)
+            return cls(
+                _field(document, "checkpoint_id", int),
+                _field(document, "job_name", str),
+                _field(document, "max_parallelism", int),
+                float(_field(document, "timestamp", (int, float))),
+                operators,
+                kind=_field(document, "kind", str),
+                version=version,
+            )
+        except (_Invalid, ValueError, UnicodeDecodeError) as exc:
+            raise CorruptCheckpointError(where, f"the metadata cannot be read ({exc})") from exc
 
     @property
     def full_bytes(self) -> int:
@@ -110,6 +161,81 @@ class CheckpointMetadata:
             for handles in state.subtasks.values()
             for handle in handles.shared
         }
+
+
+class _Invalid(ValueError):
+    """The metadata document does not have the documented shape."""
+
+
+def _field(document: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(document, dict) or name not in document:
+        raise _Invalid(f"{name!r} is missing")
+    value = document[name]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise _Invalid(f"{name!r} is {type(value).__name__}, not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _index(text: str) -> int:
+    if not text.isdigit():
+        raise _Invalid(f"subtask index {text!r} is not a number")
+    return int(text)
+
+
+def _handle_to_json(handle: StreamStateHandle | None) -> dict[str, Any] | None:
+    if handle is None:
+        return None
+    return {
+        "checkpoint_id": handle.checkpoint_id,
+        "name": handle.name,
+        "pointer": handle.pointer,
+        "size": handle.size,
+        "checksum": handle.checksum,
+    }
+
+
+def _handle_from_json(document: Any) -> StreamStateHandle | None:
+    if document is None:
+        return None
+    return StreamStateHandle(
+        _field(document, "checkpoint_id", int),
+        _field(document, "name", str),
+        _field(document, "pointer", str),
+        _field(document, "size", int),
+        _field(document, "checksum", int),
+    )
+
+
+def _subtask_to_json(handles: SubtaskStateHandles) -> dict[str, Any]:
+    return {
+        "keyed": _handle_to_json(handles.keyed),
+        "operator": _handle_to_json(handles.operator),
+        "channel": _handle_to_json(handles.channel),
+        "shared": [
+            {"name": h.name, "pointer": h.pointer, "size": h.size, "checksum": h.checksum}
+            for h in handles.shared
+        ],
+    }
+
+
+def _subtask_from_json(document: Any) -> SubtaskStateHandles:
+    if not isinstance(document, dict):
+        raise _Invalid("a subtask's handles are not an object")
+    shared = tuple(
+        SharedStateHandle(
+            _field(entry, "name", str),
+            _field(entry, "pointer", str),
+            _field(entry, "size", int),
+            _field(entry, "checksum", int),
+        )
+        for entry in _field(document, "shared", list)
+    )
+    return SubtaskStateHandles(
+        _handle_from_json(document.get("keyed")),
+        _handle_from_json(document.get("operator")),
+        shared,
+        _handle_from_json(document.get("channel")),
+    )
 
 
 @dataclass(frozen=True)
