@@ -749,3 +749,20 @@ def test_an_aligned_timeout_is_accepted_with_unaligned_checkpoints() -> None:
     env.checkpoint_config.aligned_timeout = 0.5
     env.enable_checkpointing(1.0)
     assert (env.checkpoint_config.unaligned, env.checkpoint_config.aligned_timeout) == (True, 0.5)
+
+
+async def test_a_barrier_handled_while_a_newer_one_overtakes_still_records_its_own_batches() -> None:
+    # The consumer has taken barrier 1 (which overtook two batches) and is still handling it when the
+    # producer overtakes with barrier 2: with barrier 1 gone from the queue, barrier 2 goes to its head,
+    # ahead of barrier 1's batches. Barrier 1's recording must still find exactly those two.
+    channel = Channel(capacity=8)
+    for n in range(2):
+        await channel.send([n])
+    channel.overtake(1)
+    mailbox = Mailbox([channel])
+    _, first = await mailbox.receive()
+    assert first == Barrier(1, 2)
+    channel.overtake(2)  # meanwhile
+    assert mailbox.peek_batches(0, first.overtaken) == [[0], [1]]
+    _, second = await mailbox.receive()
+    assert second == Barrier(2, 2)  # it overtook them too: they precede both barriers

@@ -391,11 +391,14 @@ class SubtaskActor:
 
     def _record_queued(self, progress: _BarrierProgress, index: int, count: int) -> None:
         """Record the next ``count`` batches queued in channel ``index``: they precede the barrier
-        (which overtook them) but come after the snapshot. They stay queued, to be processed as usual."""
+        (which overtook them) but come after the snapshot. They stay queued, to be processed as usual.
+        A newer barrier may have overtaken them meanwhile (while this one was handled, the producer
+        ran); it sits ahead of them and is passed over."""
         if progress.recording is not None and count:
             input_index = self.channel_inputs[index]
-            for batch in self.mailbox.peek(index, count):
-                assert type(batch) is list  # a barrier overtakes batches only
+            batches = self.mailbox.peek_batches(index, count)
+            assert len(batches) == count, (count, batches)  # they stay queued until taken
+            for batch in batches:
                 progress.recording.record(input_index, batch)
 
     async def _take_before_barrier(self, progress: _BarrierProgress, index: int, batch: list[Any]) -> None:

@@ -196,9 +196,12 @@ class Mailbox:
         """The input channels, by index."""
         return list(self._channels)
 
-    def peek(self, index: int, count: int) -> list[Message]:
-        """The first ``count`` messages queued in channel ``index``, left where they are."""
-        return list(islice(self._channels[index]._queue, count))
+    def peek_batches(self, index: int, count: int) -> list[list[Any]]:
+        """The first ``count`` batches queued in channel ``index``, left where they are; control events
+        between them are passed over (a barrier that overtook them while an earlier one, already taken,
+        was being handled sits ahead of them)."""
+        batches = (message for message in self._channels[index]._queue if type(message) is list)
+        return list(islice(batches, count))
 
     def pause(self, index: int) -> None:
         """Stop reading channel ``index`` until :meth:`resume`."""
