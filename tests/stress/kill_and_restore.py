@@ -54,10 +54,11 @@ class TrialResult:
     lost: int
     duplicated: int
     inconsistent_keys: int
+    error: str | None = None  # a run that failed (it must not: the job is correct)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.inconsistent_keys == 0
+        return self.error is None and self.lost == 0 and self.duplicated == 0 and self.inconsistent_keys == 0
 
 
 def input_lines(records: int) -> list[str]:
@@ -210,7 +211,13 @@ def main() -> None:
     results = []
     for index in range(args.trials):
         slot = index % len(CONFIGS)
-        results.append(trial(args.seed + index, CONFIGS[slot], args.records, args.interval, durations[slot]))
+        try:
+            result = trial(args.seed + index, CONFIGS[slot], args.records, args.interval, durations[slot])
+        except RuntimeError as exc:  # a run exited with an error: a violation too, with its message
+            result = TrialResult(
+                args.seed + index, CONFIGS[slot], -1.0, False, False, 0, 0, 0, str(exc)[-2000:]
+            )
+        results.append(result)
     failures = [result for result in results if not result.ok]
     print(
         json.dumps(
@@ -223,6 +230,7 @@ def main() -> None:
                 "lost": sum(result.lost for result in results),
                 "duplicated": sum(result.duplicated for result in results),
                 "inconsistent_keys": sum(result.inconsistent_keys for result in results),
+                "errors": sum(result.error is not None for result in results),
                 "records": args.records,
                 "run_seconds": [round(min(durations), 2), round(max(durations), 2)],
                 "first_failure": asdict(failures[0]) if failures else None,
