@@ -93,12 +93,22 @@ async def test_a_collection_source_read_cancelled_anywhere_loses_no_item(
     assert await read_all_with_cancellations(reader, batch, points) == items
 
 
-async def _put_slowly(queue: lg.QueueSource[int], items: list[int], pauses: list[int]) -> None:
+async def paced(items: list[int], pauses: list[int]) -> AsyncIterator[int]:
+    """``items``, each after a number of event-loop steps from ``pauses`` (cycling)."""
     for index, item in enumerate(items):
         for _ in range(pauses[index % len(pauses)]):
             await anyio.lowlevel.checkpoint()
+        yield item
+
+
+async def _put_slowly(queue: lg.QueueSource[int], items: list[int], pauses: list[int]) -> None:
+    async for item in paced(items, pauses):
         await queue.put(item)
     queue.close()
+
+
+#: Event-loop steps before each record comes, in turn.
+pacings = st.lists(st.integers(0, 5), min_size=1, max_size=5)
 
 
 @settings(max_examples=40, deadline=None)
@@ -107,7 +117,7 @@ async def _put_slowly(queue: lg.QueueSource[int], items: list[int], pauses: list
     maxsize=st.integers(1, 20),
     batch=st.integers(1, 30),
     points=cancel_points,
-    pauses=st.lists(st.integers(0, 5), min_size=1, max_size=5),
+    pauses=pacings,
 )
 async def test_a_queue_source_read_cancelled_anywhere_loses_no_record(
     size: int, maxsize: int, batch: int, points: list[int | None], pauses: list[int]
@@ -127,20 +137,14 @@ async def test_a_queue_source_read_cancelled_anywhere_loses_no_record(
     buffer=st.integers(1, 20),
     batch=st.integers(1, 30),
     points=cancel_points,
-    pauses=st.lists(st.integers(0, 5), min_size=1, max_size=5),
+    pauses=pacings,
 )
 async def test_an_async_iterable_source_read_cancelled_anywhere_loses_no_item(
     size: int, buffer: int, batch: int, points: list[int | None], pauses: list[int]
 ) -> None:
     items = list(range(size))
 
-    async def produce() -> AsyncIterator[int]:
-        for index, item in enumerate(items):
-            for _ in range(pauses[index % len(pauses)]):
-                await anyio.lowlevel.checkpoint()
-            yield item
-
-    reader = _reader(AsyncIterableSource(produce(), buffer_size=buffer))
+    reader = _reader(AsyncIterableSource(paced(items, pauses), buffer_size=buffer))
     assert await read_all_with_cancellations(reader, batch, points) == items
 
 
