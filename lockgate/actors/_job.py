@@ -105,19 +105,18 @@ class Job:
         """Take a checkpoint now and wait until it completes; returns where it is.
 
         Raises:
-            CheckpointError: Checkpointing is not enabled, the job is not running (or its sources have
-                read all their input), or the checkpoint failed.
+            CheckpointError: Checkpointing is not enabled, the job is not running (or its final
+                checkpoint is complete), or the checkpoint failed.
         """
         return await self._execution.trigger_checkpoint()
 
     async def trigger_savepoint(self, url: str) -> str:
         """Take a savepoint into the directory ``url`` while the job runs on; returns its URL
         (``.../savepoint-<id>``). It is aligned, in the backend-independent savepoint format, and never
-        deleted by checkpoint retention.
+        deleted by checkpoint retention. It works whether or not periodic checkpointing is enabled.
 
         Raises:
-            CheckpointError: Checkpointing is not enabled, the job is not running, or the savepoint
-                failed (the job goes on).
+            CheckpointError: The job is not running, or the savepoint failed (the job goes on).
         """
         return await self._execution.trigger_savepoint(url)
 
