@@ -427,3 +427,66 @@ async def test_restore_from_the_url_given_to_stop_with_savepoint_takes_the_newes
         await env.execute("after", restore_from=url)
     assert Counter(resumed.results) == expected(items) - expected(items[:6])
     assert "savepoint-2" in caplog.text
+
+
+class Gate:
+    """A map that holds at record ``at`` until opened; a test waits until it is reached."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+        self.reached, self.opened = anyio.Event(), anyio.Event()
+
+    async def __call__(self, record: Any) -> Any:
+        self.seen += 1
+        if self.seen == self.at:
+            self.reached.set()
+            await self.opened.wait()
+        return record
+
+
+async def test_a_service_upgrades_its_queue_fed_job_through_a_savepoint_and_loses_no_record(
+    tmp_path: Path,
+) -> None:
+    items = [("k", n) for n in range(15)]
+
+    def job(
+        env: lg.StreamEnvironment, queue: lg.QueueSource[Record], gate: Any, sink: lg.CollectSink[Any]
+    ) -> None:
+        stream = env.from_source(queue, uid="src").key_by(lambda r: r[0]).map(gate, uid="gate")
+        stream.key_by(lambda r: r[0]).process(Tally(), uid="tally").sink(sink, uid="out")
+
+    first_queue: lg.QueueSource[Record] = lg.QueueSource(maxsize=100)
+    env = lg.StreamEnvironment(batch_size=1, channel_capacity=1)  # the queue keeps what the job cannot take
+    gate, before = Gate(at=2), lg.CollectSink[Any]()
+    job(env, first_queue, gate, before)
+    url = (tmp_path / "savepoints").as_uri()
+    with anyio.fail_after(GUARD):
+        running = await env.start("v1")
+        for item in items[:10]:
+            await first_queue.put(item)
+        await gate.reached.wait()  # the job is stuck at record 2: most records wait in the queue
+        async with anyio.create_task_group() as group:
+            stopped: list[str] = []
+
+            async def stop() -> None:
+                stopped.append(await running.stop_with_savepoint(url))
+
+            group.start_soon(stop)
+            while first_queue.accepting:  # until the source has taken what its queue buffered
+                await anyio.wait_all_tasks_blocked()
+            with pytest.raises(lg.LockgateError, match="resumes from that savepoint"):
+                first_queue.put_nowait(items[10])  # refused, saying where it goes
+            gate.opened.set()
+    [savepoint] = stopped
+
+    second_queue: lg.QueueSource[Record] = lg.QueueSource()
+    env = lg.StreamEnvironment()
+    after = lg.CollectSink[Any]()
+    job(env, second_queue, lambda record: record, after)
+    with anyio.fail_after(GUARD):
+        resumed = await env.start("v2", restore_from=savepoint)
+        for item in items[10:]:
+            await second_queue.put(item)
+        second_queue.close()
+        await resumed.wait()
+    assert Counter(before.results) + Counter(after.results) == expected(items)

@@ -522,6 +522,8 @@ class SubtaskActor:
                 and self.runtime.aligned_timeout is None
                 and not (target is not None and target.canonical)
             )
+            if letter.stop:
+                self._notify_stopping(True)
             await self._checkpoint(checkpoint_id, 0.0, unaligned=unaligned)
             if letter.stop:
                 await self._hold()
@@ -549,8 +551,16 @@ class SubtaskActor:
         while not (self._stopped or self._job_finished):
             _, letter = await self.mailbox.receive()  # a source's mailbox holds letters only
             if letter is RESUME:
+                self._notify_stopping(False)
                 return
             await self._on_letter(letter)
+
+    def _notify_stopping(self, stopping: bool) -> None:
+        if self.source is not None:
+            try:
+                self.source.reader.notify_stopping(stopping)
+            except Exception as exc:
+                raise OperatorFailure(self.source.uid) from exc
 
     async def _notify_complete(self, letter: CheckpointComplete) -> None:
         checkpoint_id = letter.checkpoint_id

@@ -53,6 +53,11 @@ class SourceReader(ABC):
         """No restart will go back further than checkpoint ``checkpoint_id``: what the reader read
         before it need not be kept for replay."""
 
+    def notify_stopping(self, stopping: bool) -> None:  # noqa: B027 - optional hook
+        """``stopping``: the job is stopping with a savepoint whose snapshot is taken next; a reader
+        that buffers input from outside takes no more and puts what it buffered into the snapshot, so
+        the job that resumes from the savepoint gets it. False: that savepoint failed, the job goes on."""
+
 
 class Source(ABC):
     """Creates a reader for each subtask of a source operator.
@@ -154,6 +159,7 @@ class _RecordBuffer:
         self.maxsize = maxsize
         self.closed = False
         self.reader_gone = False
+        self.stopping = False  # a stop-with-savepoint takes what is buffered: accept nothing more
         self.read_offset = 0
         self.retain = False
         self._retained: deque[Any] = deque()  # read, not yet acknowledged: offsets up to read_offset
@@ -176,6 +182,12 @@ class _RecordBuffer:
                 "the job reading this source has ended, so the record was not accepted; "
                 "check the job's result (await job.wait()) for why"
             )
+        if self.stopping:
+            raise LockgateError(
+                "the job reading this QueueSource is stopping with a savepoint, which holds what the "
+                "queue had buffered; put the record into the QueueSource of the job that resumes from "
+                "that savepoint"
+            )
         if self.closed:
             raise LockgateError("the source is closed: it accepts no more records")
         if len(self._items) >= self.maxsize:
@@ -185,7 +197,7 @@ class _RecordBuffer:
 
     async def put(self, item: Any) -> None:
         await anyio.lowlevel.checkpoint()  # a put is a cancellation point and lets others run
-        while not self.closed and len(self._items) >= self.maxsize:
+        while not (self.closed or self.stopping) and len(self._items) >= self.maxsize:
             self._writable = anyio.Event()
             await self._writable.wait()
         self.put_nowait(item)
@@ -195,6 +207,24 @@ class _RecordBuffer:
         self._failure = failure
         self._wake_reader()
         self._wake_writer()
+
+    def set_stopping(self, stopping: bool) -> None:
+        """A stop-with-savepoint takes the buffered records (True), or failed (False)."""
+        self.stopping = stopping
+        self._wake_writer()
+
+    def unread(self) -> list[Any]:
+        """The records accepted and not read yet, in order."""
+        return list(self._items)
+
+    def resume_at(self, offset: int, unread: list[Any]) -> None:
+        """A new buffer continues where a savepoint stopped: the next record read is record
+        ``offset``, and ``unread`` (what the stopped job's queue had buffered) comes before anything
+        put into this one."""
+        self.read_offset = offset
+        self._items.extendleft(reversed(unread))
+        if unread:
+            self._wake_reader()
 
     def detach_reader(self) -> None:
         """The reading subtask has ended (finished, failed or cancelled): refuse further records."""
@@ -257,6 +287,11 @@ class QueueSource(Source, Generic[T]):
     checkpoint covers them, so a restart resumes exactly after the restored checkpoint (or, before
     the first one, at the first record). Without checkpointing, records are not kept, and a restart
     fails with an error saying so.
+
+    A service upgrades its job through a savepoint: ``stop_with_savepoint`` stores the records the
+    queue had accepted but the job not yet read, and from then on the queue refuses records, saying
+    where they go; a new job, given a new ``QueueSource`` and ``restore_from`` the savepoint, reads
+    those first, then what is put into the new queue. No record whose ``put()`` returned is lost.
     """
 
     fixed_parallelism = 1
@@ -273,6 +308,13 @@ class QueueSource(Source, Generic[T]):
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._buffer.closed
+
+    @property
+    def accepting(self) -> bool:
+        """Whether :meth:`put` takes records: not once closed, once its job has ended, nor while its
+        job stops with a savepoint (which holds what the queue buffered)."""
+        buffer = self._buffer
+        return not (buffer.closed or buffer.stopping or buffer.reader_gone)
 
     async def put(self, item: T) -> None:
         """Hand ``item`` to the job, waiting while the buffer is full."""
@@ -292,15 +334,23 @@ class QueueSource(Source, Generic[T]):
             raise ConfigurationError(
                 "a QueueSource feeds one job run only; create a new QueueSource for each run"
             )
+        first_run = not self._attached
         self._attached = True
         buffer.retain = buffer.retain or ctx.checkpointing_mode is not None
         positions = ctx.get_list_state(ListStateDescriptor[int]("position"))
-        assert isinstance(positions, OperatorListState)
-        reader = _BufferReader(buffer, positions)
-        if ctx.is_restored or ctx.attempt > 0:
+        unread = ctx.get_list_state(ListStateDescriptor[Any]("unread"))
+        assert isinstance(positions, OperatorListState) and isinstance(unread, OperatorListState)
+        reader = _BufferReader(buffer, positions, unread)
+        if ctx.is_restored and first_run:
+            # A new job resumes from another job's snapshot: go on at its position, with the records
+            # that job's queue had accepted but not read (a stop-with-savepoint stores them).
+            restored = positions.get_nowait()
+            buffer.resume_at(max(restored, default=0), unread.get_nowait())
+        elif ctx.is_restored or ctx.attempt > 0:
             # A restart without a checkpoint starts again at the first record.
             for offset in positions.get_nowait() if ctx.is_restored else [0]:
                 buffer.rewind(offset)
+        unread.clear_nowait()
         return reader
 
     def job_ended(self) -> None:
@@ -310,9 +360,15 @@ class QueueSource(Source, Generic[T]):
 class _BufferReader(SourceReader):
     """Reads a record buffer; its position (the offset of the next record) is operator state."""
 
-    def __init__(self, buffer: _RecordBuffer, positions: OperatorListState[int] | None = None) -> None:
+    def __init__(
+        self,
+        buffer: _RecordBuffer,
+        positions: OperatorListState[int] | None = None,
+        unread: OperatorListState[Any] | None = None,
+    ) -> None:
         self._buffer = buffer
         self._positions = positions
+        self._unread = unread
         self._offsets: dict[int, int] = {}  # read offset at each checkpoint in progress
 
     async def read(self, max_records: int) -> list[Any] | None:
@@ -323,6 +379,11 @@ class _BufferReader(SourceReader):
         self._offsets[checkpoint_id] = offset
         if self._positions is not None:
             self._positions.update_nowait([offset])
+        if self._unread is not None:
+            self._unread.update_nowait(self._buffer.unread() if self._buffer.stopping else [])
+
+    def notify_stopping(self, stopping: bool) -> None:
+        self._buffer.set_stopping(stopping)
 
     def release_before(self, checkpoint_id: int) -> None:
         covered = [cid for cid in self._offsets if cid <= checkpoint_id]
@@ -364,6 +425,9 @@ class _AsyncIterableReader(_BufferReader):
 
     async def close(self) -> None:
         self._buffer.detach_reader()
+
+    def notify_stopping(self, stopping: bool) -> None:
+        """Nothing: an async iterable cannot be resumed by another job, its pump just waits."""
 
     async def run_background(self) -> None:
         try:
