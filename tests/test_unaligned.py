@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate.actors import load_from_pointer
-from lockgate.actors._actor import JOB_FINISHED, AlignmentTimedOut, SubtaskActor
+from lockgate.actors._actor import AlignmentTimedOut, SubtaskActor
 from lockgate.actors._channel_state import ChannelStateSnapshot
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._coordinator import SnapshotTarget, SubtaskAcknowledgement
+from lockgate.actors._coordinator import JOB_FINISHED, SnapshotTarget, SubtaskAcknowledgement
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.mailbox import END_OF_INPUT, Barrier, Channel, ControlEvent, Mailbox

@@ -28,7 +28,6 @@ from lockgate.actors._coordinator import (
     CheckpointComplete,
     CheckpointCoordinator,
     SharedBlobWriter,
-    SnapshotTarget,
     StateBlobs,
     SubtaskAcknowledgement,
     TriggerCheckpoint,
@@ -57,16 +56,6 @@ class SourceTask:
     uid: str
     reader: SourceReader
     ctx: SubtaskContext
-
-
-__all__ = [
-    "JOB_FINISHED",
-    "ActorRuntime",
-    "AlignmentTimedOut",
-    "OperatorFailure",
-    "SourceTask",
-    "SubtaskActor",
-]
 
 
 @dataclass(frozen=True)
@@ -361,8 +350,7 @@ class SubtaskActor:
 
     async def _on_barrier(self, index: int, barrier: Barrier) -> None:
         checkpoint_id = barrier.checkpoint_id
-        target = self._target(checkpoint_id)
-        savepoint = target is not None and target.canonical
+        savepoint = self._is_savepoint(checkpoint_id)
         if self.runtime.mode is not CheckpointingMode.EXACTLY_ONCE and not savepoint:
             await self._track_barrier(index, checkpoint_id)
             return
@@ -505,22 +493,21 @@ class SubtaskActor:
             del self._tracked[checkpoint_id]
             await self._checkpoint(checkpoint_id, time.perf_counter() - started)
 
-    def _target(self, checkpoint_id: int) -> SnapshotTarget | None:
-        """Where checkpoint ``checkpoint_id`` goes, None if it is not in progress. Savepoints
-        (canonical) are aligned in every mode: a restored job must not see a record twice."""
+    def _is_savepoint(self, checkpoint_id: int) -> bool:
+        """Savepoints are aligned in every mode: a restored job must not see a record twice."""
         coordinator = self.runtime.coordinator
-        return None if coordinator is None else coordinator.target(checkpoint_id)
+        target = None if coordinator is None else coordinator.target(checkpoint_id)
+        return target is not None and target.canonical
 
     # ---- letters
 
     async def _on_letter(self, letter: Any) -> None:
         if isinstance(letter, TriggerCheckpoint):
             checkpoint_id = letter.checkpoint_id
-            target = self._target(checkpoint_id)
             unaligned = (
                 self.runtime.unaligned
                 and self.runtime.aligned_timeout is None
-                and not (target is not None and target.canonical)
+                and not self._is_savepoint(checkpoint_id)
             )
             if letter.stop:
                 self._notify_stopping(True)

@@ -17,10 +17,11 @@ from anyio.abc import TaskGroup
 
 from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
 from lockgate._errors import CheckpointError, JobFailedError, LockgateError
-from lockgate.actors._actor import JOB_FINISHED, OperatorFailure, SourceTask, SubtaskActor
+from lockgate.actors._actor import SourceTask, SubtaskActor
 from lockgate.actors._channel_state import InFlightBatch
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._coordinator import CheckpointCoordinator
+from lockgate.actors._coordinator import JOB_FINISHED, CheckpointCoordinator
+from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator, create_operator, is_keyed
 from lockgate.actors._output import (
     BroadcastOutput,
@@ -236,9 +237,8 @@ class JobRunner:
         if coordinator is not None and coordinator.ends_with_checkpoint:
             coordinator.subtasks_finished()
             return
-        if self._finished == len(self.actors):
-            for each in self.actors:
-                each.post(JOB_FINISHED)
+        for each in self.actors:
+            each.post(JOB_FINISHED)
 
     # ---- building
 
