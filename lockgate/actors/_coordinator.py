@@ -330,9 +330,7 @@ class _Pending:
     waiting: set[tuple[str, int]]
     savepoint: bool = False
     stop: bool = False
-    # Every subtask will take it after its input ended: triggered once all subtasks had finished, or,
-    # aligned, once every source had (its barriers then follow every record).
-    certainly_final: bool = False
+    certainly_final: bool = False  # every subtask will take it after its input ended (_next_is_final)
     acks: dict[tuple[str, int], SubtaskAcknowledgement] = field(default_factory=dict)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: CompletedCheckpoint | None = None
@@ -543,19 +541,25 @@ class CheckpointCoordinator:
         checkpoint; unaligned, it overtakes what is queued and covers the drain."""
         self._running_sources.discard(key)
         if not self._running_sources and self.ends_with_checkpoint:
-            self._trigger_at_once("the sources' end", final=not self.config.unaligned)
+            self._trigger_at_once("the sources' end")
 
     def subtasks_finished(self) -> None:
         """Every subtask has finished its input: unless a checkpoint sure to be final is on its way,
         trigger the final checkpoint at once (every subtask takes it after its end)."""
         self._subtasks_finished = True
         if self.ends_with_checkpoint and not self._final_on_its_way:
-            self._trigger_at_once("the subtasks' end", final=True)
+            self._trigger_at_once("the subtasks' end")
 
-    def _trigger_at_once(self, why: str, *, final: bool) -> None:
+    @property
+    def _next_is_final(self) -> bool:
+        """Whether every subtask will take a checkpoint triggered now after its input ended: all have
+        finished, or, aligned, every source has (its barriers then follow every record)."""
+        return self._subtasks_finished or (not self._sources_running and not self.config.unaligned)
+
+    def _trigger_at_once(self, why: str) -> None:
         if self._group is not None and not self._finishing:
             # Known at once, before the checkpoint has begun: a second trigger would be redundant.
-            self._final_on_its_way = self._final_on_its_way or final
+            self._final_on_its_way = self._final_on_its_way or self._next_is_final
             self._group.start_soon(self._try_checkpoint, name=f"checkpoint at {why}")
 
     # ---- triggering
@@ -651,15 +655,7 @@ class CheckpointCoordinator:
             location = await storage.create_checkpoint_location(checkpoint_id)
         except Exception as exc:  # a failed checkpoint, as one whose files cannot be written
             reason = f"its location could not be created: {type(exc).__name__}: {exc}"
-            self._stats[checkpoint_id] = CheckpointStats(
-                checkpoint_id,
-                "failed",
-                time.monotonic() - started,
-                failure=reason,
-                savepoint=savepoint is not None,
-            )
-            self._last_finished = time.monotonic()
-            logger.warning("job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
+            self._record_failure(checkpoint_id, started, reason, savepoint is not None)
             self._count_failure(checkpoint_id, reason, exc)
             raise CheckpointError(
                 f"checkpoint {checkpoint_id} of job {self.job_name!r} failed: {reason}"
@@ -677,8 +673,7 @@ class CheckpointCoordinator:
             {participant.key for participant in participants},
             savepoint=savepoint is not None,
             stop=stop,
-            certainly_final=self._subtasks_finished
-            or (not self._sources_running and not self.config.unaligned),
+            certainly_final=self._next_is_final,
         )
         self._pending[checkpoint_id] = pending
         self._stats[checkpoint_id] = CheckpointStats(
@@ -886,16 +881,7 @@ class CheckpointCoordinator:
             return
         if pending.certainly_final:  # the periodic trigger tries again
             self._final_on_its_way = False
-        level = logging.INFO if quietly else logging.WARNING
-        logger.log(level, "job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
-        self._stats[checkpoint_id] = CheckpointStats(
-            checkpoint_id,
-            "failed",
-            time.monotonic() - pending.started,
-            failure=reason,
-            savepoint=pending.savepoint,
-        )
-        self._last_finished = time.monotonic()
+        self._record_failure(checkpoint_id, pending.started, reason, pending.savepoint, quietly=quietly)
         if pending.stop:  # the sources hold back for a stop that will not come
             for participant in self._participants:
                 if participant.is_source:
@@ -915,6 +901,17 @@ class CheckpointCoordinator:
             self._wake.set()
         if count_failure:
             self._count_failure(checkpoint_id, reason, cause)
+
+    def _record_failure(
+        self, checkpoint_id: int, started: float, reason: str, savepoint: bool, *, quietly: bool = False
+    ) -> None:
+        """Log a failed checkpoint and keep its statistics."""
+        level = logging.INFO if quietly else logging.WARNING
+        logger.log(level, "job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
+        self._stats[checkpoint_id] = CheckpointStats(
+            checkpoint_id, "failed", time.monotonic() - started, failure=reason, savepoint=savepoint
+        )
+        self._last_finished = time.monotonic()
 
     def _count_failure(self, checkpoint_id: int, reason: str, cause: BaseException | None) -> None:
         """A checkpoint failed: fail the job if more failed in a row than ``tolerable_failures``."""
