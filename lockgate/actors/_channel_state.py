@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import cloudpickle
 
 from lockgate._errors import CheckpointError
+from lockgate.state import DEFAULT_SERIALIZER
 
 #: A batch to replay and the operator input it came for (0, or 1 for a two-input operator's second).
 InFlightBatch = tuple[int, list[Any]]
@@ -39,13 +39,6 @@ class ChannelStateSnapshot:
 
 #: Recorded batches, each pickled as it was taken: (operator input, the batch's pickle).
 FrozenBatches = list[tuple[int, bytes]]
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return pickle.dumps(value, protocol=5)
-    except (pickle.PicklingError, AttributeError, TypeError):  # a record only cloudpickle can write
-        return cloudpickle.dumps(value, protocol=5)  # type: ignore[no-any-return]
 
 
 def encode_channel_state(frozen: FrozenBatches) -> bytes:
@@ -81,7 +74,7 @@ class ChannelStateRecording:
             CheckpointError: A record cannot be pickled, so no unaligned checkpoint can store it.
         """
         try:
-            data = _dumps(batch)
+            data = DEFAULT_SERIALIZER.dumps(batch)
         except Exception as exc:
             raise CheckpointError(
                 f"a record in flight to operator {self.operator_uid!r} cannot be stored with an unaligned "

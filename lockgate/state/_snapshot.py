@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cloudpickle
-
 from lockgate._errors import StateSerializationError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
@@ -42,20 +40,17 @@ def pickle_snapshot(
             (found by trying each value of ``tables`` alone, the slow path of a failed snapshot).
     """
     try:
-        return pickle.dumps(snapshot, protocol=5)
-    except (pickle.PicklingError, AttributeError, TypeError):  # a value only cloudpickle can write
-        try:
-            return cloudpickle.dumps(snapshot, protocol=5)  # type: ignore[no-any-return]
-        except Exception as exc:
-            for name, spaces in tables.items():
-                for table in spaces.values():
-                    for key, value in table.items():
-                        try:
-                            DEFAULT_SERIALIZER.dumps(value)
-                        except Exception as error:
-                            reason = f"{type(error).__name__}: {error}"
-                            raise StateSerializationError(operator_uid, name, key, reason) from exc
-            raise
+        return DEFAULT_SERIALIZER.dumps(snapshot)
+    except Exception as exc:
+        for name, spaces in tables.items():
+            for table in spaces.values():
+                for key, value in table.items():
+                    try:
+                        DEFAULT_SERIALIZER.dumps(value)
+                    except Exception as error:
+                        reason = f"{type(error).__name__}: {error}"
+                        raise StateSerializationError(operator_uid, name, key, reason) from exc
+        raise
 
 
 @dataclass(frozen=True)
