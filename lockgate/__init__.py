@@ -15,8 +15,6 @@ from lockgate._errors import KeySerializationError as KeySerializationError
 from lockgate._errors import LockgateError as LockgateError
 from lockgate._errors import StateSerializationError as StateSerializationError
 from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
-from lockgate.actors import CheckpointStats as CheckpointStats
-from lockgate.actors import CheckpointStatsSnapshot as CheckpointStatsSnapshot
 from lockgate.actors import GeneratedUidWarning as GeneratedUidWarning
 from lockgate.actors import Job as Job
 from lockgate.actors import JobResult as JobResult
@@ -26,6 +24,8 @@ from lockgate.api import DataStream as DataStream
 from lockgate.api import KeyedStream as KeyedStream
 from lockgate.api import NotReplayableSourceWarning as NotReplayableSourceWarning
 from lockgate.api import StreamEnvironment as StreamEnvironment
+from lockgate.checkpointing import CheckpointStats as CheckpointStats
+from lockgate.checkpointing import CheckpointStatsSnapshot as CheckpointStatsSnapshot
 from lockgate.connectors import CollectSink as CollectSink
 from lockgate.connectors import FileSink as FileSink
 from lockgate.connectors import FileSource as FileSource

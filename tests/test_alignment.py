@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 import lockgate as lg
 from lockgate.actors._actor import SubtaskActor
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._coordinator import JOB_FINISHED
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
-from lockgate.mailbox import END_OF_INPUT, Barrier, Channel, ControlEvent, Mailbox
+from lockgate.mailbox import END_OF_INPUT, JOB_FINISHED, Barrier, Channel, ControlEvent, Mailbox
 
 pytestmark = pytest.mark.anyio
 

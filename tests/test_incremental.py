@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate import state as lgs
-from lockgate.actors._coordinator import _SHARED_NAME as SHARED_NAME
 from lockgate.snapshots import (
+    SHARED_NAME,
     CheckpointLocation,
     CheckpointMetadata,
     SharedStateHandle,

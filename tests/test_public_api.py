@@ -80,10 +80,12 @@ def test_all_lists_exactly_the_public_names() -> None:
     submodules = {
         "actors",
         "api",
+        "checkpointing",
         "connectors",
         "functions",
         "graph",
         "mailbox",
+        "savepoint",
         "snapshots",
         "state",
         "testing",

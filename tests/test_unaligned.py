@@ -23,15 +23,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
-from lockgate.actors import load_from_pointer
-from lockgate.actors._actor import AlignmentTimedOut, SubtaskActor
-from lockgate.actors._channel_state import ChannelStateSnapshot
+from lockgate.actors._actor import SubtaskActor
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._coordinator import JOB_FINISHED, SnapshotTarget, SubtaskAcknowledgement
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
-from lockgate.mailbox import END_OF_INPUT, Barrier, Channel, ControlEvent, Mailbox
-from lockgate.snapshots import MemoryCheckpointStorage
+from lockgate.checkpointing import SnapshotTarget, SubtaskAcknowledgement
+from lockgate.mailbox import (
+    END_OF_INPUT,
+    JOB_FINISHED,
+    AlignmentTimedOut,
+    Barrier,
+    Channel,
+    ControlEvent,
+    Mailbox,
+)
+from lockgate.savepoint import ChannelStateSnapshot
+from lockgate.snapshots import MemoryCheckpointStorage, load_from_pointer
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
 from tests._sources import PausingSource
 from tests.test_exactly_once import broadcast_and_operator_state, running_sums, unioned_reduce

@@ -14,32 +14,35 @@ import anyio.lowlevel
 from lockgate._config import CheckpointingMode
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
-from lockgate.actors._channel_state import (
-    ChannelStateRecording,
-    InFlightBatch,
-    completed_recording,
-    encode_channel_state,
-)
+from lockgate.actors._channel_state import ChannelStateRecording, completed_recording
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._coordinator import (
-    JOB_FINISHED,
-    RESUME,
-    STOP,
-    CheckpointComplete,
-    CheckpointCoordinator,
-    SharedBlobWriter,
-    StateBlobs,
-    SubtaskAcknowledgement,
-    TriggerCheckpoint,
-    blob_name,
-    write_state_blobs,
-)
 from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
+from lockgate.checkpointing import CheckpointCoordinator, SubtaskAcknowledgement
 from lockgate.connectors import SourceReader
-from lockgate.mailbox import END_OF_INPUT, MAIL, Barrier, Mailbox
-from lockgate.snapshots import SharedStateHandle, StreamStateHandle, SubtaskStateHandles
+from lockgate.mailbox import (
+    END_OF_INPUT,
+    JOB_FINISHED,
+    MAIL,
+    RESUME,
+    STOP,
+    AlignmentTimedOut,
+    Barrier,
+    CheckpointComplete,
+    Mailbox,
+    TriggerCheckpoint,
+)
+from lockgate.savepoint import InFlightBatch, encode_channel_state
+from lockgate.snapshots import (
+    SharedBlobWriter,
+    SharedStateHandle,
+    StateBlobs,
+    StreamStateHandle,
+    SubtaskStateHandles,
+    blob_name,
+    write_state_blobs,
+)
 from lockgate.state import (
     IncrementalSnapshotResources,
     KeyedStateBackend,
@@ -56,14 +59,6 @@ class SourceTask:
     uid: str
     reader: SourceReader
     ctx: SubtaskContext
-
-
-@dataclass(frozen=True)
-class AlignmentTimedOut:
-    """Letter from an actor's alignment timer: checkpoint ``checkpoint_id`` has been aligning for longer
-    than ``aligned_timeout``; if it still is, the actor switches it to unaligned."""
-
-    checkpoint_id: int
 
 
 class ActorRuntime(Protocol):

@@ -1,49 +1,22 @@
-"""The in-flight records of unaligned checkpoints: recorded at a subtask, stored as one blob, replayed on
-restore.
+"""Recording the in-flight records of an unaligned checkpoint at a subtask (its channel state).
 
 A subtask that takes an unaligned checkpoint snapshots its state at the first barrier and passes the
 barrier on at once; the batches that logically precede the barrier but are taken after the snapshot
 (those a barrier overtook, and those of channels whose barrier has not come yet) are its channel state.
 They are processed as usual *and* recorded here, so a restore from the checkpoint processes them again,
-before any new input, and nothing is lost or counted twice.
+before any new input, and nothing is lost or counted twice. Their stored form is
+:mod:`lockgate.savepoint`'s.
 """
 
 from __future__ import annotations
 
-import pickle
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from lockgate._errors import CheckpointError
+from lockgate.savepoint import FrozenBatches
 from lockgate.state import DEFAULT_SERIALIZER
-
-#: A batch to replay and the operator input it came for (0, or 1 for a two-input operator's second).
-InFlightBatch = tuple[int, list[Any]]
-
-
-@dataclass(frozen=True)
-class ChannelStateSnapshot:
-    """What is stored for one subtask's channel state: each recorded batch, pickled as it was taken,
-    with the operator input it came for, in the order the subtask recorded them (each channel's order
-    is kept)."""
-
-    frozen: list[tuple[int, bytes]]
-
-    @property
-    def batches(self) -> list[InFlightBatch]:
-        """The recorded batches, to replay."""
-        return [(input_index, pickle.loads(data)) for input_index, data in self.frozen]
-
-
-#: Recorded batches, each pickled as it was taken: (operator input, the batch's pickle).
-FrozenBatches = list[tuple[int, bytes]]
-
-
-def encode_channel_state(frozen: FrozenBatches) -> bytes:
-    """The stored form of the recorded batches: a :class:`ChannelStateSnapshot`."""
-    return pickle.dumps(ChannelStateSnapshot(frozen), protocol=5)
 
 
 class ChannelStateRecording:

@@ -9,9 +9,8 @@ import warnings
 import anyio
 
 from lockgate._errors import CheckpointError, JobFailedError
-from lockgate.actors._coordinator import CheckpointCoordinator, CheckpointStatsSnapshot
-from lockgate.actors._restore import RestoredState
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
+from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import (
     FilterSpec,
     FlatMapSpec,
@@ -22,6 +21,7 @@ from lockgate.graph import (
     Transformation,
 )
 from lockgate.mailbox import ChannelStatistics
+from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CompletedCheckpoint
 
 logger = logging.getLogger("lockgate")

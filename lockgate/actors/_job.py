@@ -10,9 +10,9 @@ import anyio
 import sniffio
 
 from lockgate._errors import JobCancelledError, LockgateError
-from lockgate.actors._coordinator import CheckpointStatsSnapshot
 from lockgate.actors._execution import JobExecution
 from lockgate.actors._runner import JobResult
+from lockgate.checkpointing import CheckpointStatsSnapshot
 from lockgate.mailbox import ChannelStatistics
 from lockgate.snapshots import CompletedCheckpoint
 

@@ -18,9 +18,7 @@ from anyio.abc import TaskGroup
 from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
 from lockgate._errors import CheckpointError, JobFailedError, LockgateError
 from lockgate.actors._actor import SourceTask, SubtaskActor
-from lockgate.actors._channel_state import InFlightBatch
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._coordinator import JOB_FINISHED, CheckpointCoordinator
 from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator, create_operator, is_keyed
 from lockgate.actors._output import (
@@ -31,7 +29,7 @@ from lockgate.actors._output import (
     OutputRouter,
     RebalanceOutput,
 )
-from lockgate.actors._restore import RestoredState
+from lockgate.checkpointing import CheckpointCoordinator
 from lockgate.connectors import SourceReader
 from lockgate.graph import (
     BroadcastPartitioner,
@@ -44,7 +42,8 @@ from lockgate.graph import (
     RebalancePartitioner,
     SourceTransformation,
 )
-from lockgate.mailbox import Channel, ChannelStatistics, Mailbox
+from lockgate.mailbox import JOB_FINISHED, Channel, ChannelStatistics, Mailbox
+from lockgate.savepoint import InFlightBatch, RestoredState
 from lockgate.snapshots import CheckpointStorage, MemoryCheckpointStorage
 from lockgate.state import KeyedStateBackend, KeyGroupRange, OperatorStateBackend, StateBackend
 

@@ -17,14 +17,13 @@ from lockgate.actors import (
     Job,
     JobExecution,
     JobResult,
-    RestoredState,
     RuntimeOptions,
-    load_from_pointer,
     warn_about_generated_uids,
 )
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
-from lockgate.snapshots import CheckpointStorage, storage_for
+from lockgate.savepoint import RestoredState
+from lockgate.snapshots import CheckpointStorage, load_from_pointer, storage_for
 from lockgate.state import MemoryStateBackend, StateBackend, StatePreset, check_parallelism
 
 if TYPE_CHECKING:
@@ -265,7 +264,10 @@ class StreamEnvironment:
             fall_back = config.fall_back_past_damaged
             loaded = await load_from_pointer(os.fspath(restore_from), fall_back=fall_back)
             restored = await RestoredState.load(loaded, self.state_backend)
-            restored.check_against(graph, allow_non_restored_state)
+            parallelism_of = {
+                node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
+            }
+            restored.check_against(graph.max_parallelism, parallelism_of, allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)
 
     async def execute(

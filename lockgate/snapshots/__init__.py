@@ -5,20 +5,30 @@ checksummed format of every stored blob. The checkpoint coordinator writes check
 This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
 """
 
+from lockgate.snapshots._blobs import SHARED_NAME as SHARED_NAME
+from lockgate.snapshots._blobs import SharedBlobWriter as SharedBlobWriter
+from lockgate.snapshots._blobs import StateBlobs as StateBlobs
+from lockgate.snapshots._blobs import blob_name as blob_name
+from lockgate.snapshots._blobs import write_state_blobs as write_state_blobs
 from lockgate.snapshots._file import CHECKPOINT_PREFIX as CHECKPOINT_PREFIX
 from lockgate.snapshots._file import SAVEPOINT_PREFIX as SAVEPOINT_PREFIX
 from lockgate.snapshots._file import SHARED_DIRECTORY as SHARED_DIRECTORY
 from lockgate.snapshots._file import FileCheckpointStorage as FileCheckpointStorage
 from lockgate.snapshots._file import fsync_directory as fsync_directory
 from lockgate.snapshots._file import parse_file_url as parse_file_url
+from lockgate.snapshots._loading import Blob as Blob
+from lockgate.snapshots._loading import LoadedCheckpoint as LoadedCheckpoint
+from lockgate.snapshots._loading import Loader as Loader
+from lockgate.snapshots._loading import load_checkpoint as load_checkpoint
+from lockgate.snapshots._loading import load_from_pointer as load_from_pointer
+from lockgate.snapshots._loading import load_newest as load_newest
+from lockgate.snapshots._loading import storage_loader as storage_loader
+from lockgate.snapshots._loading import unpickle_state as unpickle_state
 from lockgate.snapshots._memory import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from lockgate.snapshots._memory import MemoryCheckpointStorage as MemoryCheckpointStorage
 from lockgate.snapshots._metadata import CheckpointMetadata as CheckpointMetadata
-from lockgate.snapshots._metadata import LoadedCheckpoint as LoadedCheckpoint
 from lockgate.snapshots._metadata import OperatorCheckpointState as OperatorCheckpointState
 from lockgate.snapshots._metadata import SubtaskStateHandles as SubtaskStateHandles
-from lockgate.snapshots._metadata import load_checkpoint as load_checkpoint
-from lockgate.snapshots._metadata import unpickle_state as unpickle_state
 from lockgate.snapshots._registry import StorageFactory as StorageFactory
 from lockgate.snapshots._registry import register_checkpoint_storage as register_checkpoint_storage
 from lockgate.snapshots._registry import storage_for as storage_for

@@ -80,6 +80,8 @@ SHARED_DIRECTORY: Final = "shared"
 #: The directory name prefix of checkpoints, and of savepoints (which a savepoint storage writes).
 CHECKPOINT_PREFIX: Final = "chk-"
 SAVEPOINT_PREFIX: Final = "savepoint-"
+#: The name of one checkpoint's or savepoint's directory.
+_SNAPSHOT_DIRECTORY: Final = re.compile(r"(chk-|savepoint-)(\d+)")
 _LOCAL_HOSTS: Final = ("", "localhost")
 
 
@@ -174,6 +176,24 @@ class FileCheckpointStorage(CheckpointStorage):
     def checkpoint_directory(self, checkpoint_id: int) -> Path:
         """The directory of checkpoint ``checkpoint_id``, complete or not, existing or not."""
         return self.directory / f"{self.prefix}{check_checkpoint_id(checkpoint_id)}"
+
+    def savepoints(self) -> FileCheckpointStorage:
+        return FileCheckpointStorage(self.directory, prefix=SAVEPOINT_PREFIX)
+
+    async def snapshot_here(self) -> tuple[CheckpointStorage, CompletedCheckpoint] | None:
+        return await _in_thread(self._snapshot_here)
+
+    def _snapshot_here(self) -> tuple[CheckpointStorage, CompletedCheckpoint] | None:
+        match = _SNAPSHOT_DIRECTORY.fullmatch(self.directory.name)
+        if match is None:
+            return None
+        if (self.directory / METADATA_NAME).exists():
+            return _OneDirectory(self.directory), CompletedCheckpoint(int(match[2]), self.url)
+        if self.directory.is_dir():
+            raise CorruptCheckpointError(
+                str(self.directory / METADATA_NAME), "it is missing: the checkpoint is not complete"
+            )
+        return None
 
     # ---- claiming
 
@@ -449,6 +469,17 @@ CLAIM_NAME: Final = "_claim"
 
 
 # ---- blocking helpers, run in worker threads
+
+
+class _OneDirectory(FileCheckpointStorage):
+    """The files of one checkpoint directory, whatever its name says (a copy may be renamed)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory.parent)
+        self._only = directory
+
+    def checkpoint_directory(self, checkpoint_id: int) -> Path:
+        return self._only
 
 
 def _describe_claim(holder: dict[str, Any]) -> str:

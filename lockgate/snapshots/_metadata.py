@@ -12,14 +12,11 @@ run code, whoever wrote the directory. A reader checks every field's type and re
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from lockgate._errors import CheckpointError, CorruptCheckpointError
+from lockgate._errors import CorruptCheckpointError
 from lockgate.snapshots._storage import (
-    METADATA_NAME,
-    CheckpointStorage,
     SharedStateHandle,
     StreamStateHandle,
 )
@@ -236,75 +233,3 @@ def _subtask_from_json(document: Any) -> SubtaskStateHandles:
         shared,
         _handle_from_json(document.get("channel")),
     )
-
-
-@dataclass(frozen=True)
-class LoadedCheckpoint:
-    """A checkpoint read back whole: its metadata and, per operator uid, each subtask's keyed and
-    operator state blob as ``(bytes, pointer)`` (None where a subtask wrote none), the shared blobs
-    the keyed state references, by name, and the channel state blob of the subtasks of unaligned
-    checkpoints that stored in-flight records."""
-
-    metadata: CheckpointMetadata
-    pointer: str
-    keyed: dict[str, list[Blob | None]]
-    operator: dict[str, list[Blob | None]]
-    shared: dict[str, Blob] = field(default_factory=dict)
-    channel: dict[str, list[Blob | None]] = field(default_factory=dict)
-
-
-#: A state blob's bytes and where they were read from.
-Blob = tuple[bytes, str]
-
-
-async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointer: str) -> LoadedCheckpoint:
-    """Read a completed checkpoint's metadata and every state blob it names, each checksum verified.
-
-    Raises:
-        CorruptCheckpointError: The metadata or a blob is missing or damaged; the error names it.
-        CheckpointError: The storage has no complete checkpoint ``checkpoint_id``.
-    """
-    where = f"{pointer.rstrip('/')}/{METADATA_NAME}"
-    try:
-        data = await storage.read_metadata(checkpoint_id)
-    except CorruptCheckpointError:
-        raise
-    except CheckpointError as exc:
-        raise CorruptCheckpointError(where, str(exc)) from exc
-    metadata = CheckpointMetadata.from_bytes(data, where)
-    keyed: dict[str, list[Blob | None]] = {}
-    operator: dict[str, list[Blob | None]] = {}
-    shared: dict[str, Blob] = {}
-    channel: dict[str, list[Blob | None]] = {}
-    for uid, state in metadata.operators.items():
-        keyed[uid] = [None] * state.parallelism
-        operator[uid] = [None] * state.parallelism
-        for index, handles in state.subtasks.items():
-            if not 0 <= index < state.parallelism:
-                raise CorruptCheckpointError(
-                    where,
-                    f"operator {uid!r} has state of subtask {index} at parallelism {state.parallelism}",
-                )
-            if handles.keyed is not None:
-                keyed[uid][index] = (await storage.read_state(handles.keyed), handles.keyed.pointer)
-            if handles.operator is not None:
-                operator[uid][index] = (await storage.read_state(handles.operator), handles.operator.pointer)
-            for handle in handles.shared:
-                if handle.name not in shared:
-                    shared[handle.name] = (await storage.read_shared(handle), handle.pointer)
-            if handles.channel is not None:
-                blobs = channel.setdefault(uid, [None] * state.parallelism)
-                blobs[index] = (await storage.read_state(handles.channel), handles.channel.pointer)
-    return LoadedCheckpoint(metadata, pointer, keyed, operator, shared, channel)
-
-
-def unpickle_state(blob: Blob, expected: type[T]) -> T:
-    """Unpickle one state blob, naming its file if it does not hold what it should."""
-    data, pointer = blob
-    try:
-        value = pickle.loads(data)
-    except Exception as exc:
-        raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc
-    if not isinstance(value, expected):
-        raise CorruptCheckpointError(pointer, f"it holds {type(value).__name__}, not {expected.__name__}")
-    return value

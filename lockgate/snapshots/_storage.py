@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from lockgate._errors import CheckpointError, CorruptCheckpointError
+from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
 
 #: What :meth:`CheckpointStorage.write_state` takes: the blob's bytes, or an async iterable of chunks.
 StateData = bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -124,6 +124,27 @@ class CheckpointStorage(ABC):
     #: Whether what is stored outlives the process: only then can a process that died leave shared
     #: blobs behind that a later job deletes (see the checkpoint coordinator).
     outlives_process: bool = True
+
+    def savepoints(self) -> CheckpointStorage:
+        """The storage of the same place that holds savepoints (``savepoint-<id>``) instead of
+        checkpoints: where a savepoint to this place goes, and what a restore from it also reads.
+
+        Raises:
+            ConfigurationError: This storage cannot hold savepoints.
+        """
+        raise ConfigurationError(
+            f"{self!r} cannot hold savepoints; give a savepoint a URL such as 'file:///data/savepoints'"
+        )
+
+    async def snapshot_here(self) -> tuple[CheckpointStorage, CompletedCheckpoint] | None:
+        """If this storage's place is itself one checkpoint or savepoint (a URL such as ``.../chk-7``):
+        a storage that reads exactly that one, whatever id its files name (a copy may be renamed), and
+        the checkpoint. None (the default) if the place is not one checkpoint.
+
+        Raises:
+            CorruptCheckpointError: The place is named as a checkpoint and exists, but is not complete.
+        """
+        return None
 
     @abstractmethod
     async def create_checkpoint_location(self, checkpoint_id: int) -> CheckpointLocation:

@@ -13,311 +13,35 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-import uuid
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from lockgate._config import CheckpointConfig
 from lockgate._errors import CheckpointError, LockgateError
-from lockgate.actors._restore import load_from_pointer, load_newest, storage_loader
+from lockgate.checkpointing._participants import CheckpointParticipant, SnapshotTarget, SubtaskAcknowledgement
+from lockgate.checkpointing._stats import CheckpointStats, CheckpointStatsSnapshot
+from lockgate.mailbox import JOB_FINISHED, RESUME, STOP, CheckpointComplete, TriggerCheckpoint
 from lockgate.snapshots import (
     METADATA_NAME,
-    SAVEPOINT_PREFIX,
+    SHARED_NAME,
     CheckpointLocation,
     CheckpointMetadata,
     CheckpointStorage,
     CompletedCheckpoint,
-    FileCheckpointStorage,
     LoadedCheckpoint,
     OperatorCheckpointState,
-    SharedStateHandle,
     SharedStateRegistry,
-    SubtaskStateHandles,
+    load_from_pointer,
+    load_newest,
+    storage_for,
+    storage_loader,
 )
 
 logger = logging.getLogger("lockgate")
-
-
-@dataclass(frozen=True)
-class CheckpointStats:
-    """What one checkpoint cost. Durations in seconds, sizes in bytes.
-
-    Attributes:
-        id: The checkpoint id.
-        status: ``"in_progress"``, ``"completed"`` or ``"failed"``.
-        duration: From the trigger to completion (or failure); so far, while in progress.
-        sync_duration: The longest synchronous part of any subtask (records wait meanwhile).
-        async_duration: The longest asynchronous part of any subtask (records flow meanwhile).
-        alignment_duration: The longest time any subtask held inputs to align barriers.
-        persisted_bytes: Bytes written for the checkpoint (an incremental one writes only what changed).
-        full_bytes: The size of the whole state it consists of, shared blobs written by earlier
-            checkpoints included.
-        unaligned: Whether any subtask took it unaligned (its barriers overtook queued records).
-        in_flight_bytes: Bytes of in-flight records stored with it (channel state; none when aligned).
-        failure: Why it failed, when it did.
-        savepoint: Whether it was a savepoint.
-    """
-
-    id: int
-    status: str
-    duration: float
-    sync_duration: float = 0.0
-    async_duration: float = 0.0
-    alignment_duration: float = 0.0
-    persisted_bytes: int = 0
-    full_bytes: int = 0
-    unaligned: bool = False
-    in_flight_bytes: int = 0
-    failure: str | None = None
-    savepoint: bool = False
-
-
-@dataclass(frozen=True)
-class CheckpointStatsSnapshot:
-    """The checkpoint statistics of a job (``job.checkpoint_stats``).
-
-    Attributes:
-        completed: How many checkpoints completed.
-        failed: How many failed (declined, timed out, or cut short by a job failure).
-        in_progress: How many are in progress now.
-        history: Every checkpoint's :class:`CheckpointStats`, oldest first.
-    """
-
-    completed: int
-    failed: int
-    in_progress: int
-    history: list[CheckpointStats]
-
-    def table(self, last: int | None = 20) -> str:
-        """The statistics as a text table, one row per checkpoint (the ``last`` ones; None: all),
-        for notebooks and logs. Durations in milliseconds, sizes in bytes with a unit."""
-        rows = self.history if last is None else self.history[-last:]
-        header = (
-            "id",
-            "kind",
-            "status",
-            "duration",
-            "sync",
-            "async",
-            "align",
-            "persisted",
-            "full",
-            "in-flight",
-        )
-        lines = [header] + [
-            (
-                str(stats.id),
-                ("savepoint" if stats.savepoint else "checkpoint")
-                + (" (unaligned)" if stats.unaligned else ""),
-                stats.status if stats.failure is None else f"{stats.status}: {stats.failure}"[:60],
-                _milliseconds(stats.duration),
-                _milliseconds(stats.sync_duration),
-                _milliseconds(stats.async_duration),
-                _milliseconds(stats.alignment_duration),
-                _size(stats.persisted_bytes),
-                _size(stats.full_bytes),
-                _size(stats.in_flight_bytes),
-            )
-            for stats in rows
-        ]
-        widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-        text = [
-            "  ".join(
-                cell.ljust(width) if column in (1, 2) else cell.rjust(width)
-                for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-            ).rstrip()
-            for line in lines
-        ]
-        summary = f"{self.completed} completed, {self.failed} failed, {self.in_progress} in progress"
-        if len(rows) < len(self.history):
-            summary += f" (the last {len(rows)} of {len(self.history)} shown)"
-        return "\n".join([summary, *text])
-
-    def __str__(self) -> str:
-        return self.table()
-
-
-def _milliseconds(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} B"
-
-
-@dataclass(frozen=True)
-class SubtaskAcknowledgement:
-    """What a subtask reports for a checkpoint: its state handles by operator uid, its costs, and the
-    shared blobs it wrote for this checkpoint (the others its handles name, it reuses).
-
-    ``unaligned``: the subtask took it unaligned; ``in_flight_bytes``: the size of the channel state
-    it stored (in its chain's first operator's handles); ``finished``: the subtask took it after its
-    input had ended and its operators had finished (a checkpoint every subtask takes so is final).
-    """
-
-    states: dict[str, SubtaskStateHandles]
-    sync_duration: float
-    async_duration: float
-    alignment_duration: float
-    uploaded: frozenset[str] = frozenset()
-    unaligned: bool = False
-    in_flight_bytes: int = 0
-    finished: bool = False
-
-    @property
-    def persisted_bytes(self) -> int:
-        """The bytes written for this checkpoint: own blobs, and the shared blobs uploaded for it."""
-        total = 0
-        for handles in self.states.values():
-            total += sum(h.size for h in (handles.keyed, handles.operator, handles.channel) if h is not None)
-            total += sum(h.size for h in handles.shared if h.name in self.uploaded)
-        return total
-
-    def shared_names(self) -> set[str]:
-        """Every shared blob this acknowledgement references."""
-        return {h.name for handles in self.states.values() for h in handles.shared}
-
-    def reused(self) -> set[str]:
-        """The shared blobs of earlier checkpoints that this acknowledgement references."""
-        return self.shared_names() - self.uploaded
-
-
-#: A subtask's state as bytes, by operator uid: (keyed state blob, operator state blob), None if none.
-StateBlobs = dict[str, tuple[bytes | None, bytes | None]]
-
-
-#: The name of a shared blob: a state blob's name, its kind, and a random part (see ``SharedBlobWriter``).
-_SHARED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}-[0-9]+-[a-z]+-[0-9a-f]{32}")
-
-
-def blob_name(uid: str, subtask_index: int, kind: str) -> str:
-    """The name of a state blob in a checkpoint: readable, and unique even for uids that differ only
-    in characters a file name cannot hold."""
-    readable = re.sub(r"[^A-Za-z0-9._-]", "_", uid)[:80].lstrip("._-") or "op"
-    return f"{readable}-{zlib.crc32(uid.encode()):08x}-{subtask_index}-{kind}"
-
-
-async def write_state_blobs(
-    storage: CheckpointStorage,
-    location: CheckpointLocation,
-    subtask_index: int,
-    blobs: StateBlobs,
-    shared: dict[str, tuple[SharedStateHandle, ...]] | None = None,
-) -> dict[str, SubtaskStateHandles]:
-    """Write one subtask's state blobs into a checkpoint; their handles by operator uid, with the
-    shared blobs each operator's keyed state references (``shared``, incremental checkpoints)."""
-    handles: dict[str, SubtaskStateHandles] = {}
-    for uid, (keyed_data, operator_data) in blobs.items():
-        keyed = operator = None
-        if keyed_data is not None:
-            keyed = await storage.write_state(location, blob_name(uid, subtask_index, "keyed"), keyed_data)
-        if operator_data is not None:
-            name = blob_name(uid, subtask_index, "operator")
-            operator = await storage.write_state(location, name, operator_data)
-        handles[uid] = SubtaskStateHandles(keyed, operator, (shared or {}).get(uid, ()))
-    return handles
-
-
-class SharedBlobWriter:
-    """Writes the shared blobs of one subtask's operators for one checkpoint, each under a name of
-    its own (readable, with a random part: no two checkpoints or processes ever write the same name),
-    and remembers them: should the checkpoint not take them, the subtask deletes them again."""
-
-    def __init__(self, storage: CheckpointStorage, subtask_index: int) -> None:
-        self.storage = storage
-        self.subtask_index = subtask_index
-        self.uploaded: list[SharedStateHandle] = []
-
-    def for_operator(self, uid: str) -> _OperatorBlobWriter:
-        """The writer an operator's keyed state backend uses."""
-        return _OperatorBlobWriter(self, uid)
-
-    async def discard(self) -> None:
-        """Delete what was uploaded (the checkpoint failed, or did not take it)."""
-        if self.uploaded:
-            names, self.uploaded = [handle.name for handle in self.uploaded], []
-            try:
-                await self.storage.discard_shared(names)
-            except CheckpointError as exc:
-                logger.warning("could not delete the shared state of a failed checkpoint: %s", exc)
-
-
-@dataclass(frozen=True)
-class _OperatorBlobWriter:
-    owner: SharedBlobWriter
-    uid: str
-
-    async def write(self, kind: str, data: bytes) -> SharedStateHandle:
-        owner = self.owner
-        name = f"{blob_name(self.uid, owner.subtask_index, kind)}-{uuid.uuid4().hex}"
-        handle = await owner.storage.write_shared(name, data)
-        owner.uploaded.append(handle)
-        return handle
-
-
-class CheckpointParticipant(Protocol):
-    """A subtask as the coordinator sees it."""
-
-    key: tuple[str, int]  # (head operator uid, subtask index)
-    is_source: bool
-
-    def post(self, letter: Any) -> None:
-        """Hand the subtask a letter (see :mod:`lockgate.actors._letters`)."""
-
-
-@dataclass(frozen=True)
-class TriggerCheckpoint:
-    """Letter to a source subtask: inject barrier ``checkpoint_id`` now; with ``stop``, read nothing
-    more until :data:`STOP` (the savepoint completed: end) or :data:`RESUME` (it failed: go on)."""
-
-    checkpoint_id: int
-    stop: bool = False
-
-
-class _Signal:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: Letter to every subtask after a stop-with-savepoint completed: end now, without finishing.
-STOP: Final = _Signal("STOP")
-#: Letter to the sources after a stop-with-savepoint failed: read on.
-RESUME: Final = _Signal("RESUME")
-#: Letter to every subtask once the job's final checkpoint is complete (and they were told so), or,
-#: without checkpointing, once every subtask has finished its input: end.
-JOB_FINISHED: Final = _Signal("JOB_FINISHED")
-
-
-@dataclass(frozen=True)
-class CheckpointComplete:
-    """Letter to every subtask: checkpoint ``checkpoint_id`` is complete, and no restart will go back
-    further than checkpoint ``oldest_retained`` (sources may forget what precedes it)."""
-
-    checkpoint_id: int
-    oldest_retained: int
-
-
-@dataclass(frozen=True)
-class SnapshotTarget:
-    """Where a subtask writes its part of a checkpoint; ``canonical``: in the savepoint format, with
-    every state encoded entry by entry (see ``docs/savepoint-format.md``)."""
-
-    storage: CheckpointStorage
-    location: CheckpointLocation
-    canonical: bool
 
 
 @dataclass
@@ -487,7 +211,7 @@ class CheckpointCoordinator:
             else:
                 self._shared.pin(names)
         # Only files lockgate named: a user's own file in shared/ is not lockgate's to delete.
-        named = {name for name in await self.storage.shared_names() if _SHARED_NAME.fullmatch(name)}
+        named = {name for name in await self.storage.shared_names() if SHARED_NAME.fullmatch(name)}
         leftovers = named - self._shared.referenced()
         if leftovers:
             logger.info(
@@ -697,7 +421,7 @@ class CheckpointCoordinator:
             CheckpointError: The job has ended, or the savepoint failed (the job goes on).
         """
         await self._attached.wait()
-        storage = FileCheckpointStorage(url, prefix=SAVEPOINT_PREFIX)
+        storage = storage_for(url).savepoints()
         # Savepoints of other jobs may be there: this one's id (its directory's name) comes after them.
         existing = await storage.completed_checkpoints()
         if existing and self._next_id is not None:
