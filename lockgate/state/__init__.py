@@ -24,9 +24,6 @@ from lockgate.state._handles import ReducingState as ReducingState
 from lockgate.state._handles import StateHandle as StateHandle
 from lockgate.state._handles import TtlValue as TtlValue
 from lockgate.state._handles import ValueState as ValueState
-from lockgate.state._heap import HeapKeyedStateBackend as HeapKeyedStateBackend
-from lockgate.state._heap import HeapStateBackend as HeapStateBackend
-from lockgate.state._heap import HeapValueState as HeapValueState
 from lockgate.state._keygroups import (
     UPPER_BOUND_MAX_PARALLELISM as UPPER_BOUND_MAX_PARALLELISM,
 )
@@ -76,3 +73,6 @@ from lockgate.state._snapshot import SnapshotResources as SnapshotResources
 from lockgate.state._snapshot import StateCodec as StateCodec
 from lockgate.state._snapshot import StateMetaInfo as StateMetaInfo
 from lockgate.state._snapshot import pickle_snapshot as pickle_snapshot
+from lockgate.state.heap import HeapKeyedStateBackend as HeapKeyedStateBackend
+from lockgate.state.heap import HeapStateBackend as HeapStateBackend
+from lockgate.state.heap import HeapValueState as HeapValueState
