@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
-from lockgate.state import _rocksdb
+from lockgate.state.rocksdb import _rocksdb
 from tests._sources import GUARD
 from tests.test_recovery import Watch
 

@@ -55,9 +55,6 @@ from lockgate.state._operator import redistribute as redistribute
 from lockgate.state._presets import FsStateBackend as FsStateBackend
 from lockgate.state._presets import MemoryStateBackend as MemoryStateBackend
 from lockgate.state._presets import StatePreset as StatePreset
-from lockgate.state._rocksdb import RocksDBKeyedStateBackend as RocksDBKeyedStateBackend
-from lockgate.state._rocksdb import RocksDBStateBackend as RocksDBStateBackend
-from lockgate.state._rocksdb import RocksDBValueState as RocksDBValueState
 from lockgate.state._serialization import canonical_key_bytes as canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER as DEFAULT_SERIALIZER
 from lockgate.state._serializers import PickleSerializer as PickleSerializer
@@ -76,3 +73,6 @@ from lockgate.state._snapshot import pickle_snapshot as pickle_snapshot
 from lockgate.state.heap import HeapKeyedStateBackend as HeapKeyedStateBackend
 from lockgate.state.heap import HeapStateBackend as HeapStateBackend
 from lockgate.state.heap import HeapValueState as HeapValueState
+from lockgate.state.rocksdb import RocksDBKeyedStateBackend as RocksDBKeyedStateBackend
+from lockgate.state.rocksdb import RocksDBStateBackend as RocksDBStateBackend
+from lockgate.state.rocksdb import RocksDBValueState as RocksDBValueState
