@@ -38,8 +38,9 @@ from lockgate.snapshots import (
     StateData,
     StreamStateHandle,
 )
-from lockgate.state._incremental import HeapChainManifest, KeyedStateDelta
-from lockgate.state._rocksdb import RocksDBKeyedStateBackend, RocksDBManifest
+from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
+from lockgate.state.rocksdb import RocksDBKeyedStateBackend
+from lockgate.state.rocksdb._native import RocksDBManifest
 from lockgate.testing import Crash, FailureSchedule, assert_exactly_once
 
 MAX_P = 16

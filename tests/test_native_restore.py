@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
-from lockgate.state import _rocksdb
+from lockgate.state.rocksdb import _keyed
 from tests._sources import GUARD
 from tests.test_recovery import Watch
 
@@ -125,13 +125,13 @@ async def test_the_subtask_covering_most_key_groups_opens_the_files_and_keeps_on
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[tuple[int, int]] = []
-    original = _rocksdb.RocksDBKeyedStateBackend._open_native
+    original = _keyed.RocksDBKeyedStateBackend._open_native
 
-    def spy(backend: _rocksdb.RocksDBKeyedStateBackend, state: Any) -> None:
+    def spy(backend: _keyed.RocksDBKeyedStateBackend, state: Any) -> None:
         opened.append((backend.key_group_range.start, state.key_group_range.start))
         original(backend, state)
 
-    monkeypatch.setattr(_rocksdb.RocksDBKeyedStateBackend, "_open_native", spy)
+    monkeypatch.setattr(_keyed.RocksDBKeyedStateBackend, "_open_native", spy)
     keys = [f"k{i}" for i in range(30)]
     _, pointer = await run(keys, 2, "rocksdb", tmp_path)
     out, _ = await run(keys, 3, "rocksdb", tmp_path, restore_from=pointer)

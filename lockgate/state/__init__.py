@@ -24,9 +24,6 @@ from lockgate.state._handles import ReducingState as ReducingState
 from lockgate.state._handles import StateHandle as StateHandle
 from lockgate.state._handles import TtlValue as TtlValue
 from lockgate.state._handles import ValueState as ValueState
-from lockgate.state._heap import HeapKeyedStateBackend as HeapKeyedStateBackend
-from lockgate.state._heap import HeapStateBackend as HeapStateBackend
-from lockgate.state._heap import HeapValueState as HeapValueState
 from lockgate.state._keygroups import (
     UPPER_BOUND_MAX_PARALLELISM as UPPER_BOUND_MAX_PARALLELISM,
 )
@@ -58,9 +55,6 @@ from lockgate.state._operator import redistribute as redistribute
 from lockgate.state._presets import FsStateBackend as FsStateBackend
 from lockgate.state._presets import MemoryStateBackend as MemoryStateBackend
 from lockgate.state._presets import StatePreset as StatePreset
-from lockgate.state._rocksdb import RocksDBKeyedStateBackend as RocksDBKeyedStateBackend
-from lockgate.state._rocksdb import RocksDBStateBackend as RocksDBStateBackend
-from lockgate.state._rocksdb import RocksDBValueState as RocksDBValueState
 from lockgate.state._serialization import canonical_key_bytes as canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER as DEFAULT_SERIALIZER
 from lockgate.state._serializers import PickleSerializer as PickleSerializer
@@ -76,3 +70,9 @@ from lockgate.state._snapshot import SnapshotResources as SnapshotResources
 from lockgate.state._snapshot import StateCodec as StateCodec
 from lockgate.state._snapshot import StateMetaInfo as StateMetaInfo
 from lockgate.state._snapshot import pickle_snapshot as pickle_snapshot
+from lockgate.state.heap import HeapKeyedStateBackend as HeapKeyedStateBackend
+from lockgate.state.heap import HeapStateBackend as HeapStateBackend
+from lockgate.state.heap import HeapValueState as HeapValueState
+from lockgate.state.rocksdb import RocksDBKeyedStateBackend as RocksDBKeyedStateBackend
+from lockgate.state.rocksdb import RocksDBStateBackend as RocksDBStateBackend
+from lockgate.state.rocksdb import RocksDBValueState as RocksDBValueState

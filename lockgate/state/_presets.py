@@ -35,7 +35,7 @@ from lockgate.snapshots import (
     storage_for,
 )
 from lockgate.state._backend import StateBackend
-from lockgate.state._heap import HeapStateBackend
+from lockgate.state.heap import HeapStateBackend
 
 
 class StatePreset(StateBackend):

@@ -1,5 +1,5 @@
 """The heap state backend: live keyed state in Python dicts, snapshotted copy-on-write, in full or
-incrementally (see :mod:`lockgate.state._incremental`)."""
+incrementally (see :mod:`lockgate.state.heap._incremental`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import H, KeyedStateBackend, StateBackend
-from lockgate.state._cow import ABSENT, TOMBSTONE, CowTable, frozen_get, frozen_items
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
-from lockgate.state._incremental import HeapChainManifest, KeyedStateDelta
 from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
 from lockgate.state._snapshot import (
     Entry,
@@ -29,6 +27,8 @@ from lockgate.state._snapshot import (
     pickle_snapshot,
     stores_whole,
 )
+from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable, frozen_get, frozen_items
+from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     """Keyed state of one subtask in copy-on-write tables: ``tables[state][namespace]``.
 
     The table of the default namespace of each state lives as long as the backend, so handles can
-    hold it. Snapshots freeze every table in O(1) (see :mod:`lockgate.state._cow`).
+    hold it. Snapshots freeze every table in O(1) (see :mod:`lockgate.state.heap._cow`).
 
     With ``incremental``, tables track their changes, and a checkpoint writes what changed since the
     last checkpoint this backend knows complete, chained to that checkpoint's links; every

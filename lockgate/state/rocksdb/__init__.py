@@ -1,0 +1,70 @@
+"""The RocksDB state backend: live keyed state in an embedded RocksDB (through rocksdict), one database
+per keyed operator subtask, in a working directory of its own that is deleted when the subtask ends.
+
+Layout
+    One column family per state (named ``state:<name>``), created when the state is registered. A
+    RocksDB key is ``key group (2 bytes, big endian) + canonical_key_bytes(key) +
+    canonical_key_bytes(namespace)`` (the default namespace is None), so a key group's entries are
+    contiguous and can move between subtasks on rescale. A RocksDB value is the descriptor's serializer
+    output (value state without TTL) or :class:`StateCodec` bytes (other kinds, TTL), then a trailer.
+    Every write has the write-ahead log off: a restore rebuilds the database from a checkpoint.
+
+Getting keys back
+    :meth:`RocksDBKeyedStateBackend.items` has to return the original keys. Where the canonical key
+    bytes decode to an object of the same type and value (None, int, non-integral float, str, bytes and
+    tuples of those: what keys nearly always are), the key is decoded from the RocksDB key and the
+    trailer is ``b"\\x00"``, or nothing at all when the value already ends with pickle's STOP byte
+    (``"."``; a trailer never does), as the default serializer's values do. Otherwise (bool, integral
+    float, dataclasses, subclasses, which canonical encoding folds into what they equal) the trailer
+    holds the pickled key: the pickle, its length (4 bytes, big endian), ``b"\\x01"``. The trailer is
+    at the end so pickled values load without slicing: pickle ignores the bytes past its own end.
+
+Batches
+    The runtime announces each batch's keys (:meth:`~RocksDBKeyedStateBackend.prepare_batch`) and its
+    end (:meth:`~RocksDBKeyedStateBackend.finish_batch`). In between, the first read of a state fetches
+    the values of all the batch's distinct keys with one multi-get into a per-batch cache of
+    deserialised values (on first use rather than in ``prepare_batch``, so states a batch does not
+    touch cost nothing); reads are served from it. Writes and deletes are serialised at once (so a size
+    error points at the write) and buffered, and the batch's end writes them all with one atomic
+    ``WriteBatch``. A read after a write or a delete of the same key in the same batch sees it. Values
+    read inside a batch are the cache's objects: as on the heap, a value changed in place without
+    ``update`` is seen by later reads of the same batch; unlike the heap, it is not stored.
+
+    If a function raises in the middle of a batch, ``finish_batch`` is not called. The buffered writes
+    then stay visible to reads through this backend, and are written (all at once, never half) when
+    the next batch is announced, as the heap backend would have kept them; :meth:`dispose` drops them
+    with the database. RocksDB itself only ever holds whole batches. Outside a batch every call goes
+    straight to RocksDB; ``get_many`` is one multi-get and ``put_many`` one ``WriteBatch``.
+
+Memory
+    One LRU block cache per subtask, shared by all its column families (the default one too), and a
+    write buffer manager that charges memtable memory to that cache: ``memory_budget`` bounds the block
+    cache, the index and filter blocks and the memtables together (Flink's managed-memory scheme; see
+    :func:`_memory_split`). On the Python side, a cache of the RocksDB keys of recent keys (one entry,
+    about 85 bytes plus the key object, per 512 bytes of budget) and the per-batch cache come on top.
+    A state's memtable holds at most 2 MiB, whatever the budget: a checkpoint flushes it while the
+    stream waits, so its size bounds that pause.
+
+Snapshots
+    The synchronous part writes the open batch, flushes and takes a RocksDB checkpoint (hard links to
+    the immutable SST files, in a directory of its own). Incremental checkpoints then upload only the
+    SST files that the last checkpoint this backend knows complete did not hold already, into the
+    storage's shared area, and reference the others; the few other files (MANIFEST, CURRENT,
+    OPTIONS) go into the checkpoint's own manifest (:class:`RocksDBManifest`). Full snapshots
+    (savepoints, ``incremental=False``) read the checkpoint entry by entry instead. A restore
+    downloads the files, opens them and takes the entries of its key groups.
+
+Not yet: list and map state are stored as one value per key (no merge operator, no per-entry keys).
+
+Modules
+    ``_backend`` (:class:`RocksDBStateBackend`, the settings), ``_keyed`` (the keyed backend of a subtask
+    and :class:`RocksDBValueState`), ``_store`` (its database, buffers and batches), ``_encoding`` (keys
+    and value trailers), ``_options`` (sizes and the memory split), ``_snapshots`` (full and incremental
+    snapshots), ``_native`` (:class:`RocksDBManifest` and native restore), ``_reading`` (a checkpoint's
+    entries as stored) and ``_files`` (working directories, file I/O).
+"""
+
+from lockgate.state.rocksdb._backend import RocksDBStateBackend
+from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend, RocksDBValueState
+
+__all__ = ["RocksDBKeyedStateBackend", "RocksDBStateBackend", "RocksDBValueState"]

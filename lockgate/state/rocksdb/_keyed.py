@@ -1,0 +1,554 @@
+"""The keyed state backend of one subtask in RocksDB, and its value-state handle that skips the backend."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    Checkpoint,
+    MemtableFactory,
+    Options,
+    Rdict,
+    SliceTransform,
+    WriteBatch,
+    WriteBufferManager,
+)
+
+from lockgate._errors import ConfigurationError, StateValueTooLargeError
+from lockgate._threads import run_sync
+from lockgate.snapshots import SharedStateHandle
+from lockgate.state._backend import H, KeyedStateBackend
+from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
+from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
+from lockgate.state._keygroups import KeyGroupRange, key_group_for
+from lockgate.state._serialization import canonical_key_bytes
+from lockgate.state._serializers import PICKLE_PROTOCOL, PickleSerializer
+from lockgate.state._snapshot import (
+    Entry,
+    KeyedStateSnapshot,
+    PreparedKeyedState,
+    SnapshotResources,
+    StateCodec,
+    StateMetaInfo,
+)
+from lockgate.state.rocksdb._encoding import _DATACLASS, _PLAIN, CF_PREFIX, _decode_key, _decoder, _stored_key
+from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, reclaim_working_directories
+from lockgate.state.rocksdb._native import NativeRocksDBState
+from lockgate.state.rocksdb._options import (
+    _HASH_PREFIX_LEN,
+    _KEY_CACHE_BUDGET_PER_ENTRY,
+    _MAX_MEMTABLE,
+    _MIB,
+    _memory_split,
+)
+from lockgate.state.rocksdb._snapshots import _IncrementalRocksDBSnapshotResources, _RocksDBSnapshotResources
+from lockgate.state.rocksdb._store import _Space, _Store, _Table
+
+T = TypeVar("T")
+
+
+class RocksDBKeyedStateBackend(KeyedStateBackend):
+    """The keyed state of one subtask in its own RocksDB database (see the package's documentation).
+
+    Args:
+        operator_uid: The operator whose state this is.
+        key_group_range: The key groups this subtask owns.
+        max_parallelism: The number of key groups of the job.
+        local_dir: Where to make the working directory (the system temporary directory if None).
+        memory_budget: Bytes of memory the database may use (see :class:`RocksDBStateBackend`).
+        max_value_size: The largest serialised value in bytes.
+        native_metrics: Whether RocksDB collects statistics (see :meth:`native_metrics`).
+        incremental: Whether checkpoints upload only new SST files (see the package's documentation).
+
+    Attributes:
+        working_dir: The database's directory, deleted by :meth:`dispose`.
+    """
+
+    supports_nowait = True
+
+    def __init__(
+        self,
+        operator_uid: str,
+        key_group_range: KeyGroupRange,
+        max_parallelism: int,
+        *,
+        local_dir: str | None = None,
+        memory_budget: int = 64 * _MIB,
+        max_value_size: int = 64 * _MIB,
+        native_metrics: bool = False,
+        incremental: bool = False,
+    ) -> None:
+        super().__init__(operator_uid, key_group_range, max_parallelism)
+        self.incremental = incremental
+        # Incremental checkpoints: the shared SST files written for each checkpoint, by local file
+        # name, and those of the newest checkpoint known complete, which later ones reuse.
+        self._written: dict[int, dict[str, SharedStateHandle]] = {}
+        self._confirmed_files: dict[str, SharedStateHandle] = {}
+        # States of a database opened from a checkpoint (a native restore) that no function has
+        # registered yet: their column families exist; snapshots keep them.
+        self._native_states: dict[str, StateMetaInfo] = {}
+        self.memory_budget = memory_budget
+        self.max_value_size = max_value_size
+        self.native_metrics_enabled = native_metrics
+        cache_capacity, write_buffer_capacity = _memory_split(memory_budget)
+        key_cache_limit = max(4096, memory_budget // _KEY_CACHE_BUDGET_PER_ENTRY)
+        self._block_cache = Cache(cache_capacity)  # LRU, shared by every column family
+        self._block_cache_capacity = cache_capacity
+        # Memtables are charged to the block cache: one budget for both.
+        self._write_buffer_manager = WriteBufferManager.new_write_buffer_manager_with_cache(
+            write_buffer_capacity, False, self._block_cache
+        )
+        self._write_buffer_size = max(_MIB, min(_MAX_MEMTABLE, write_buffer_capacity // 2))
+        self._db_options = self._options_for_db()
+
+        if local_dir is not None:
+            os.makedirs(local_dir, exist_ok=True)
+        reclaim_working_directories(local_dir)
+        safe_uid = "".join(c if c.isalnum() or c in "-_" else "_" for c in operator_uid)[:40]
+        self.working_dir = tempfile.mkdtemp(
+            prefix=f"{_WORKING_PREFIX}{os.getpid()}-{safe_uid}-kg{key_group_range.start}-{key_group_range.end}-",
+            dir=local_dir,
+        )
+        try:
+            db = Rdict(self.working_dir, self._db_options)
+        except BaseException:
+            shutil.rmtree(self.working_dir, ignore_errors=True)
+            raise
+        self._store = _Store(
+            operator_uid, max_parallelism, max_value_size, key_cache_limit, self.working_dir, db
+        )
+        # Should dispose() never be called (the subtask never ran), the directory still goes, when the
+        # backend is collected or at the latest when the process exits.
+        self._finalizer = weakref.finalize(self, self._store.release)
+        self._snapshots_taken = 0
+
+    def __repr__(self) -> str:
+        store = self._store
+        states = ", ".join(store.tables) or "no state"
+        status = "disposed" if store.db is None else ("in a batch" if store.in_batch else "open")
+        return (
+            f"<RocksDBKeyedStateBackend {self.operator_uid!r} key groups {self.key_group_range.start}.."
+            f"{self.key_group_range.end} [{states}] {status} at {self.working_dir}>"
+        )
+
+    # ---- options
+
+    def _options_for_db(self) -> Options:
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_manager(self._write_buffer_manager)
+        # In-place memtable updates (see _options_for_state) need writes from one thread at a time.
+        options.set_allow_concurrent_memtable_write(False)
+        options.set_block_based_table_factory(self._table_options())
+        options.set_write_buffer_size(self._write_buffer_size)  # the default column family (unused)
+        options.set_keep_log_file_num(1)
+        if self.native_metrics_enabled:
+            options.enable_statistics()
+        else:
+            options.set_stats_dump_period_sec(0)
+            options.set_stats_persist_period_sec(0)
+        return options
+
+    def _table_options(self) -> BlockBasedOptions:
+        table = BlockBasedOptions()
+        table.set_block_cache(self._block_cache)  # one cache for every column family
+        table.set_cache_index_and_filter_blocks(True)  # so they count against the budget too
+        table.set_bloom_filter(10, False)
+        return table
+
+    def _options_for_state(self) -> Options:
+        """The options of a state's column family, chosen by its kind.
+
+        Every kind so far stores one value per key and is read by point lookups, so every column
+        family gets a hash-indexed memtable (a hash of the key's first bytes, which hold the key group
+        and, for usual keys, the whole key: O(1) lookups instead of a skip list's O(log n) key
+        comparisons) that updates a value in place where the new one is not longer, which keeps the
+        memtable from filling with old versions of hot keys. Iterating such a memtable takes a total
+        order seek (see ``_Store.read_all``). A kind stored as one RocksDB entry per element (a map
+        with prefix scans) will want a skip list: choose here by ``descriptor.kind``.
+
+        In-place updates mean a RocksDB snapshot does not isolate entries still in the memtable; a
+        checkpoint must flush first (as RocksDB checkpoints do).
+        """
+        options = Options(raw_mode=True)
+        options.set_block_based_table_factory(self._table_options())
+        options.set_write_buffer_size(self._write_buffer_size)
+        options.set_prefix_extractor(SliceTransform.create_max_len_prefix(_HASH_PREFIX_LEN))
+        buckets = max(1024, self._write_buffer_size // 128)
+        # The stub declares no argument, but rocksdict requires the bucket count.
+        options.set_memtable_factory(MemtableFactory.hash_link_list(buckets))  # type: ignore[call-arg]
+        options.set_inplace_update_support(True)
+        return options
+
+    # ---- states
+
+    def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
+        store = self._store
+        name = descriptor.name
+        known = store.tables.get(name)
+        if known is not None:
+            first = known.descriptor
+            if first.serializer.snapshot() != descriptor.serializer.snapshot() or (first.ttl is None) != (
+                descriptor.ttl is None
+            ):
+                raise ConfigurationError(
+                    f"operator {self.operator_uid!r} declares state {name!r} again with another "
+                    f"serializer or TTL ({descriptor!r} after {first!r}); RocksDB stores the values of "
+                    "one state in one format: declare it the same way everywhere"
+                )
+            return
+        db = store.require_db()
+        cf_name = CF_PREFIX + name
+        native = self._native_states.get(name)
+        if native is not None:  # restored natively: the column family is there, with its entries
+            self.check_restored_meta(native, descriptor)
+            del self._native_states[name]
+            cf = db.get_column_family(cf_name)
+        else:
+            cf = db.create_column_family(cf_name, self._options_for_state())
+        handle = db.get_column_family_handle(cf_name)
+        encode: Callable[[Any], bytes]
+        decode: Callable[[bytes], Any]
+        decode_raw: Callable[[bytes], Any]
+        encode_slow: Callable[[Any], bytes] | None = None
+        serializer = descriptor.serializer
+        if descriptor.kind == ValueStateDescriptor.kind and descriptor.ttl is None:
+            # What is stored is the user's value: the serializer's bytes, nothing around them.
+            encode, decode = serializer.dumps, serializer.loads
+            if type(serializer) is PickleSerializer:
+                # The same bytes without a Python frame; what plain pickle refuses goes the slow way.
+                # pickle.loads ignores the trailer (bytes past the pickle's end): no slicing.
+                encode, encode_slow = partial(pickle.dumps, protocol=PICKLE_PROTOCOL), serializer.dumps
+                decode_raw = pickle.loads
+            else:
+                decode_raw = _decoder(decode)
+        else:  # a list, a map, an accumulator, or entries with their TTL timestamps
+            codec = StateCodec(descriptor, self.clock)
+            encode, decode_raw = codec.encode, _decoder(codec.decode)
+        table = _Table(store, descriptor, cf, handle, encode, decode_raw, encode_slow)
+        store.tables[name] = table
+        if store.in_batch:
+            table.default.open()
+
+    def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
+        handle = super().create_state(descriptor, handle_type)
+        if type(descriptor) is ValueStateDescriptor and descriptor.ttl is None and handle_type is ValueState:
+            space = self._store.tables[descriptor.name].default
+            return RocksDBValueState(self, descriptor, space)  # type: ignore[return-value]
+        return handle
+
+    def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
+        """Write the restored entries as they are: the bytes of an entry are what this state stores
+        (same serializer and TTL, checked on registration), so nothing is decoded or encoded again,
+        the key group is the one the entry is filed under, and each key group is one WriteBatch."""
+        store = self._store
+        table = store.tables[descriptor.name]
+        handle, stored, limit = table.handle, store.stored, store.max_value_size
+        db = store.require_db()
+        namespaces: dict[Any, bytes] = {}
+        for key_group, entries in groups.items():
+            prefix = store.key_group_bytes[key_group]
+            batch = WriteBatch(raw_mode=True)
+            put = batch.put
+            for key, namespace, data in entries:
+                ns_bytes = namespaces.get(namespace)
+                if ns_bytes is None:
+                    ns_bytes = namespaces[namespace] = canonical_key_bytes(namespace)
+                if len(data) > limit:
+                    raise StateValueTooLargeError(self.operator_uid, descriptor.name, key, len(data), limit)
+                put(prefix + canonical_key_bytes(key) + ns_bytes, stored(key, data), handle)
+            db.write(batch, store.write_options)
+
+    def restore(self, snapshots: Iterable[KeyedStateSnapshot | PreparedKeyedState]) -> None:
+        """Take the state of this subtask's key groups. A RocksDB checkpoint downloaded for a native
+        restore is opened as this subtask's database: the one that covers most of its key groups (its
+        files hard-linked, no entry read), with the key groups this subtask does not own deleted by
+        range; the others go entry by entry, as snapshots do."""
+        states = list(snapshots)
+        mine = self.key_group_range
+        native = [
+            state
+            for state in states
+            if isinstance(state, NativeRocksDBState)
+            and state.max_parallelism == self.max_parallelism
+            and len(state.key_group_range.intersection(mine))
+        ]
+        if native and not self.descriptors:
+            adopted = max(native, key=lambda state: len(state.key_group_range.intersection(mine)))
+            self._open_native(adopted)
+            states = [state for state in states if state is not adopted]
+            if adopted.manifest.unclaimed is not None:
+                states.append(adopted.manifest.unclaimed)
+        super().restore(states)
+
+    def _open_native(self, state: NativeRocksDBState) -> None:
+        store = self._store
+        store.require_db().close()  # the empty database made at construction
+        shutil.rmtree(self.working_dir)
+        os.mkdir(self.working_dir)
+        for name in os.listdir(state.directory):
+            source, target = os.path.join(state.directory, name), os.path.join(self.working_dir, name)
+            if name.endswith(".sst"):
+                os.link(source, target)  # immutable: shared with the download, no copy
+            else:
+                shutil.copyfile(source, target)  # RocksDB rewrites these
+        families = {CF_PREFIX + name: self._options_for_state() for name in state.manifest.states}
+        db = Rdict(self.working_dir, self._db_options, column_families=families)
+        store.db = db
+        self._native_states = dict(state.manifest.states)
+        low, high = self.key_group_range.start, self.key_group_range.end + 1
+        for name in state.manifest.states:
+            family = db.get_column_family(CF_PREFIX + name)
+            if low > 0:
+                family.delete_range(bytes(2), low.to_bytes(2, "big"))
+            if high < self.max_parallelism:
+                family.delete_range(high.to_bytes(2, "big"), b"\xff\xff\xff")
+
+    def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
+        """Plain values, encoded as this state stores them and written one WriteBatch per key group."""
+        encode = StateCodec(descriptor, self.clock).encode
+        max_parallelism = self.max_parallelism
+        groups: dict[int, list[Entry]] = {}
+        for namespace, table in spaces.items():
+            for key, value in table.items():
+                key_group = key_group_for(key, max_parallelism)
+                groups.setdefault(key_group, []).append((key, namespace, encode(value)))
+        self._restore_state(descriptor, groups)
+
+    def _space(self, state: str, namespace: Any) -> _Space:
+        store = self._store
+        try:
+            table = store.tables[state]
+        except KeyError:
+            raise KeyError(
+                f"operator {self.operator_uid!r} has no state {state!r}; register it first"
+            ) from None
+        if namespace is DEFAULT_NAMESPACE:
+            return table.default
+        space = table.extra.get(namespace)
+        if space is None:
+            space = _Space(store, table, namespace)
+            if store.in_batch:
+                space.open()
+                table.extra[namespace] = space
+        return space
+
+    # ---- the backend interface
+
+    def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
+        return self._space(state, namespace).read(key)
+
+    def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
+        self._space(state, namespace).put(key, value)
+
+    def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
+        self._space(state, namespace).delete(key)
+
+    async def get(self, state: str, key: Any, namespace: Any) -> Any:
+        return self._space(state, namespace).read(key)
+
+    async def put(self, state: str, key: Any, namespace: Any, value: Any) -> None:
+        self._space(state, namespace).put(key, value)
+
+    async def delete(self, state: str, key: Any, namespace: Any) -> None:
+        self._space(state, namespace).delete(key)
+
+    async def get_many(self, state: str, keys: Sequence[Any], namespace: Any) -> list[Any]:
+        """The values of ``keys`` (MISSING where absent), with one multi-get for what is not cached."""
+        space = self._space(state, namespace)
+        values = space.values
+        if values is None:
+            return space.fetch(keys)
+        unknown = [key for key in dict.fromkeys(keys) if key not in values]
+        if unknown:
+            values.update(zip(unknown, space.fetch(unknown), strict=True))
+        return [values[key] for key in keys]
+
+    async def put_many(self, state: str, items: Iterable[tuple[Any, Any]], namespace: Any) -> None:
+        """Set many values; outside a batch with one atomic ``WriteBatch``. Every value is serialised
+        (and its size checked) before anything is written."""
+        space = self._space(state, namespace)
+        encode, check = space.encode_checked, space.check
+        pending = [(key, value, check(key, encode(key, value))) for key, value in items]
+        writes = space.writes
+        if writes is not None:
+            values = space.values
+            assert values is not None
+            for key, value, data in pending:
+                writes[key] = data
+                values[key] = value
+            return
+        store = self._store
+        batch = WriteBatch(raw_mode=True)
+        handle = space.table.handle
+        for key, _, data in pending:
+            batch.put(space.key_bytes(key), store.stored(key, data), handle)
+        store.require_db().write(batch, store.write_options)
+
+    async def items(self, state: str, namespace: Any) -> AsyncIterator[tuple[Any, Any]]:
+        """Every ``(key, value)`` of ``state`` in ``namespace``, with the open batch's writes.
+
+        Iterates the state's column family and skips other namespaces' entries. The view is not
+        isolated from writes made meanwhile: do not change the state while iterating it.
+        """
+        space = self._space(state, namespace)
+        buffered = dict(space.writes) if space.writes else {}
+        cached = dict(space.values) if buffered and space.values is not None else {}
+        ns_bytes, decode_raw = space.ns_bytes, space.decode_raw
+        count = 0
+        for item in space.cf.items(read_opt=self._store.read_all):
+            raw_key: bytes = item[0]  # raw mode: keys are bytes
+            raw_value: bytes = item[1]
+            key, end = _decode_key(raw_key, 2)
+            if raw_key[end:] != ns_bytes:
+                continue
+            stored_key = _stored_key(raw_value)
+            if stored_key is not _PLAIN:
+                key = stored_key
+            elif key is _DATACLASS:
+                raise RuntimeError(f"state {state!r}: an entry's key cannot be decoded; the data is damaged")
+            if buffered and key in buffered:
+                continue
+            yield key, decode_raw(raw_value)
+            count += 1
+            if count % 1024 == 0:
+                await anyio.lowlevel.checkpoint()  # a long iteration leaves the loop room
+        for key, data in buffered.items():
+            if data is not None:
+                yield key, cached[key]
+
+    async def prepare_batch(self, keys: Sequence[Any]) -> None:
+        """Open a batch over ``keys`` (see the package's documentation); a previous batch that did not
+        finish is written first."""
+        self._store.open_batch(keys)
+
+    async def finish_batch(self) -> None:
+        """Write the batch's buffered writes with one atomic WriteBatch."""
+        store = self._store
+        if store.in_batch:
+            store.commit()
+
+    # ---- snapshots
+
+    def snapshot_sync(self, checkpoint_id: int = 0) -> SnapshotResources:
+        """Write the open batch and take a RocksDB checkpoint: a flush, then hard links to the
+        database's files in a directory of its own, which later writes never change.
+
+        Uploading (incremental) or reading and encoding the checkpoint happens later, off the actor.
+        It runs here, not in a worker thread: rocksdict holds the GIL while it creates a checkpoint,
+        so no other actor would run meanwhile, and handing the work over and back doubled the pause.
+        """
+        store = self._store
+        if store.in_batch:
+            store.commit()
+        self._snapshots_taken += 1
+        path = f"{store.path}.snapshot-{self._snapshots_taken}"
+        Checkpoint(store.require_db()).create_checkpoint(path)
+        tables, now = dict(store.tables), self.clock()
+        if self.incremental:
+            return _IncrementalRocksDBSnapshotResources(self, tables, path, now, checkpoint_id)
+        return _RocksDBSnapshotResources(self, tables, path, now)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        files = self._written.get(checkpoint_id)
+        if files is None:
+            return  # not a checkpoint this backend wrote incrementally (a savepoint, say)
+        self._confirmed_files = files
+        self._written = {cid: done for cid, done in self._written.items() if cid > checkpoint_id}
+
+    # ---- inspection and the end
+
+    def memory_usage(self) -> dict[str, int]:
+        """The memory budget, how it is split, and what is used, in bytes (entries for the key cache)."""
+        return {
+            "budget": self.memory_budget,
+            "block_cache_capacity": self._block_cache_capacity,
+            "block_cache_usage": self._block_cache.get_usage(),
+            "write_buffer_capacity": self._write_buffer_manager.get_buffer_size(),
+            "write_buffer_usage": self._write_buffer_manager.get_usage(),
+            "key_cache_entries": len(self._store.keys),
+            "key_cache_limit": self._store.key_cache_limit,
+        }
+
+    def rocksdb_property(self, name: str, state: str | None = None) -> int | None:
+        """An integer property of RocksDB, such as ``"estimate-num-keys"`` or ``"block-cache-capacity"``
+        (the ``rocksdb.`` prefix is optional), of a state's column family or of the database."""
+        store = self._store
+        db = store.require_db()
+        source: Any = db if state is None else self._space(state, DEFAULT_NAMESPACE).cf
+        prefixed = name if name.startswith("rocksdb.") else f"rocksdb.{name}"
+        value: int | None = source.property_int_value(prefixed)
+        return value
+
+    def native_metrics(self) -> dict[str, Any] | None:
+        """RocksDB's own statistics and some properties of each state, or None unless enabled."""
+        if not self.native_metrics_enabled:
+            return None
+        store = self._store
+        store.require_db()
+        states = {
+            name: {
+                prop: table.cf.property_int_value(f"rocksdb.{prop}")
+                for prop in ("estimate-num-keys", "cur-size-all-mem-tables", "total-sst-files-size")
+            }
+            for name, table in store.tables.items()
+        }
+        return {"statistics": self._db_options.get_statistics(), "states": states}
+
+    async def dispose(self) -> None:
+        """Drop the open batch, close the database and delete the working directory (in a worker
+        thread, so the event loop does not wait). Idempotent."""
+        store = self._store
+        if store.db is None:
+            return
+        self._finalizer.detach()
+        db, names = store.detach()
+        await run_sync(_close_and_remove, db, names, store.path)
+
+
+class RocksDBValueState(ValueState[T]):
+    """A value state (without TTL) that reaches its buffers directly: inside a batch one dict lookup
+    per read and one serialisation per write, with no await and no call through the backend."""
+
+    __slots__ = ("_space",)
+
+    def __init__(
+        self, backend: RocksDBKeyedStateBackend, descriptor: ValueStateDescriptor[T], space: _Space
+    ) -> None:
+        super().__init__(backend, descriptor)
+        self._space = space
+
+    def value_nowait(self) -> T:
+        value = self._space.read(self._backend.current_key)
+        return self._descriptor.fresh_default() if value is MISSING else value
+
+    def update_nowait(self, value: T | None) -> None:
+        space = self._space
+        key = self._backend.current_key
+        if value is None:
+            space.delete(key)
+        else:
+            space.put(key, value)
+
+    def clear_nowait(self) -> None:
+        self._space.delete(self._backend.current_key)
+
+    async def value(self) -> T:
+        return self.value_nowait()
+
+    async def update(self, value: T | None) -> None:
+        self.update_nowait(value)
+
+    async def clear(self) -> None:
+        self._space.delete(self._backend.current_key)

@@ -1,0 +1,38 @@
+"""Sizes and limits of a RocksDB backend: memory budget bounds, memtable sizes, the budget's split."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_MIB = 1024 * 1024
+#: The smallest memory budget: below it RocksDB's own fixed costs dominate.
+MIN_MEMORY_BUDGET: Final = 4 * _MIB
+#: RocksDB refuses values of 4 GiB or more (their length is a 32-bit number).
+MAX_VALUE_SIZE_LIMIT: Final = (1 << 32) - 1
+
+# Keys repeat across batches, so their bytes are cached: one entry per 512 bytes of memory budget
+# (an entry takes about 85 bytes besides the key object itself).
+_KEY_CACHE_BUDGET_PER_ENTRY = 512
+
+# The memtable of a point-lookup column family: a hash table of linked lists keyed by the first
+# bytes of the key (which hold the key group and, for usual keys, the whole key), updated in place.
+_HASH_PREFIX_LEN = 64
+# Flink's split of the managed memory: the share of it that memtables may take.
+_WRITE_BUFFER_RATIO = 0.5
+# The largest memtable of a state. A checkpoint flushes the memtables in its synchronous part, so their
+# size bounds the pause: 2 MiB of changed entries flush in about 20 ms (W2: a 10 MiB memtable of
+# 100 k hot keys paused the stream 140-200 ms per checkpoint). RocksDB flushes fuller ones on its own
+# threads meanwhile, at some cost to throughput (W1b about 10 % slower).
+_MAX_MEMTABLE = 2 * _MIB
+
+
+def _memory_split(budget: int) -> tuple[int, int]:
+    """(block cache capacity, write buffer manager capacity) for ``budget`` bytes.
+
+    As Flink's RocksDB memory controller does: memtables are charged to the block cache through the
+    write buffer manager, which may overshoot its capacity by up to half; the capacities leave room
+    for that, so the total stays within ``budget`` (RocksDBMemoryControllerUtils).
+    """
+    cache = int(budget * (3 - _WRITE_BUFFER_RATIO) / 3)
+    write_buffers = int(2 * budget * _WRITE_BUFFER_RATIO / 3)
+    return cache, write_buffers

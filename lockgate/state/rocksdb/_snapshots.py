@@ -1,0 +1,132 @@
+"""Snapshots of a RocksDB backend: a RocksDB checkpoint, read entry by entry or uploaded by SST file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+from lockgate._threads import run_sync
+from lockgate.snapshots import SharedStateHandle
+from lockgate.state._handles import MISSING
+from lockgate.state._snapshot import (
+    Entry,
+    IncrementalKeyedState,
+    IncrementalSnapshotResources,
+    KeyedStateSnapshot,
+    SharedStateWriter,
+    SnapshotResources,
+    StateCodec,
+    StateMetaInfo,
+)
+from lockgate.state.rocksdb._encoding import _payload
+from lockgate.state.rocksdb._files import _read_file, _read_files
+from lockgate.state.rocksdb._native import RocksDBManifest
+from lockgate.state.rocksdb._reading import _open_read_only, _stored_entries, _stored_groups
+
+if TYPE_CHECKING:
+    from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
+    from lockgate.state.rocksdb._store import _Table
+
+
+class _RocksDBSnapshotResources(SnapshotResources):
+    """A RocksDB checkpoint of a subtask's states, read and encoded in a worker thread."""
+
+    def __init__(
+        self, backend: RocksDBKeyedStateBackend, tables: dict[str, _Table], path: str, now: float
+    ) -> None:
+        self._backend = backend
+        self._tables = tables
+        self._path = path
+        self._now = now
+        self._unclaimed = backend.unclaimed_restored_state()
+        self._native = dict(backend._native_states)
+
+    def materialize(self) -> KeyedStateSnapshot:
+        backend = self._backend
+        entries: dict[str, dict[int, list[Entry]]] = {}
+        checkpoint = _open_read_only(self._path, [*self._tables, *self._native])
+        try:
+            for name in self._native:  # restored natively, not registered: as stored
+                entries[name] = _stored_groups(checkpoint, name)
+            for name, table in self._tables.items():
+                codec = StateCodec(table.descriptor, backend.clock)
+                plain = table.descriptor.ttl is None
+                groups: dict[int, list[Entry]] = {}
+                for key_group, key, namespace, raw_value in _stored_entries(checkpoint, name):
+                    if plain:  # stored as the codec encodes it: no decoding, no encoding
+                        data = _payload(raw_value)
+                    else:
+                        alive = codec.prune(table.decode_raw(raw_value), self._now)
+                        if alive is MISSING:
+                            continue
+                        data = codec.encode(alive)
+                    groups.setdefault(key_group, []).append((key, namespace, data))
+                entries[name] = groups
+        finally:
+            checkpoint.close()
+            shutil.rmtree(self._path, ignore_errors=True)
+        states = dict(self._native)
+        states.update({name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()})
+        return backend.with_unclaimed_restored_state(
+            KeyedStateSnapshot(
+                backend.operator_uid, backend.max_parallelism, backend.key_group_range, states, entries
+            ),
+            self._unclaimed,
+        )
+
+    def release(self) -> None:
+        # Normally materialize() removed the checkpoint already, off the event loop.
+        if os.path.exists(self._path):
+            shutil.rmtree(self._path, ignore_errors=True)
+
+
+class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, IncrementalSnapshotResources):
+    """A RocksDB checkpoint whose new SST files are uploaded as they are, without reading an entry."""
+
+    def __init__(
+        self,
+        backend: RocksDBKeyedStateBackend,
+        tables: dict[str, _Table],
+        path: str,
+        now: float,
+        checkpoint_id: int,
+    ) -> None:
+        super().__init__(backend, tables, path, now)
+        self._checkpoint_id = checkpoint_id
+
+    async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
+        backend = self._backend
+        reusable = backend._confirmed_files
+        try:
+            names = await run_sync(os.listdir, self._path)
+            files: dict[str, SharedStateHandle] = {}
+            for name in sorted(n for n in names if n.endswith(".sst")):
+                handle = reusable.get(name)
+                if handle is None:  # new since the confirmed checkpoint: upload it as it is
+                    data = await run_sync(_read_file, os.path.join(self._path, name))
+                    handle = await writer.write("sst", data)
+                files[name] = handle
+            private = await run_sync(_read_files, self._path, [n for n in names if not n.endswith(".sst")])
+        finally:
+            await run_sync(shutil.rmtree, self._path, True)
+        backend._written[self._checkpoint_id] = files
+        unclaimed = backend.with_unclaimed_restored_state(
+            KeyedStateSnapshot(
+                backend.operator_uid, backend.max_parallelism, backend.key_group_range, {}, {}
+            ),
+            self._unclaimed,
+        )
+        manifest = RocksDBManifest(
+            backend.operator_uid,
+            backend.max_parallelism,
+            backend.key_group_range,
+            {
+                **self._native,
+                **{name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()},
+            },
+            files,
+            private,
+            unclaimed if unclaimed.states else None,
+        )
+        return IncrementalKeyedState(manifest, tuple(files.values()))

@@ -1,0 +1,385 @@
+"""The database of one subtask and its states' buffers: RocksDB keys, the batch cache, buffered writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
+
+from lockgate._errors import StateSerializationError, StateValueTooLargeError
+from lockgate.state._descriptors import StateDescriptor
+from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING
+from lockgate.state._keygroups import key_group_for
+from lockgate.state._serialization import canonical_key_bytes
+from lockgate.state._serializers import DEFAULT_SERIALIZER
+from lockgate.state.rocksdb._encoding import (
+    _DEFAULT_NS_BYTES,
+    _LEN,
+    _PICKLED_KEY,
+    _PLAIN,
+    CF_PREFIX,
+    _decodes_exactly,
+)
+from lockgate.state.rocksdb._files import _close_and_remove
+
+# What the batch cache holds for a key it has not read yet (MISSING means "read, and absent").
+_UNKNOWN: Final = object()
+
+
+class _ClosedFamily:
+    """Stands for a column family after :meth:`RocksDBKeyedStateBackend.dispose`: any use says so."""
+
+    def __init__(self, operator_uid: str) -> None:
+        self._operator_uid = operator_uid
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(
+            f"the RocksDB state of operator {self._operator_uid!r} is disposed: its subtask has ended"
+        )
+
+
+class _Table:
+    """One state: its column family, how its values become bytes, and its buffers."""
+
+    __slots__ = (
+        "cf",
+        "decode_raw",
+        "default",
+        "descriptor",
+        "encode",
+        "encode_slow",
+        "extra",
+        "handle",
+        "name",
+    )
+
+    def __init__(
+        self,
+        store: _Store,
+        descriptor: StateDescriptor[Any],
+        cf: Any,
+        handle: Any,
+        encode: Callable[[Any], bytes],
+        decode_raw: Callable[[bytes], Any],
+        encode_slow: Callable[[Any], bytes] | None = None,
+    ) -> None:
+        self.name = descriptor.name
+        self.descriptor = descriptor
+        self.cf = cf
+        self.handle = handle
+        self.encode = encode
+        #: Decodes a stored value, trailer included.
+        self.decode_raw = decode_raw
+        #: What to call when ``encode`` (a fast path) raises, if anything.
+        self.encode_slow = encode_slow
+        #: The default namespace's buffers live as long as the table, so handles can hold them.
+        self.default = _Space(store, self, DEFAULT_NAMESPACE)
+        #: Other namespaces' buffers, for the open batch only.
+        self.extra: dict[Any, _Space] = {}
+
+
+class _Space:
+    """The entries of one state and namespace, with their buffers while a batch is open.
+
+    Outside a batch ``values`` and ``writes`` are None and every access goes to RocksDB. Inside one,
+    ``values`` maps keys to deserialised values (MISSING if absent) and ``writes`` maps keys to the
+    bytes to store (None to delete).
+    """
+
+    __slots__ = (
+        "cf",
+        "decode_raw",
+        "encode",
+        "is_default",
+        "limit",
+        "loaded",
+        "ns_bytes",
+        "store",
+        "table",
+        "values",
+        "writes",
+    )
+
+    def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
+        self.store = store
+        self.table = table
+        self.cf = table.cf
+        self.encode = table.encode
+        self.decode_raw = table.decode_raw
+        self.limit = store.max_value_size
+        self.ns_bytes = canonical_key_bytes(namespace)
+        self.is_default = namespace is DEFAULT_NAMESPACE
+        self.values: dict[Any, Any] | None = None
+        self.writes: dict[Any, bytes | None] | None = None
+        self.loaded = False
+
+    def open(self) -> None:
+        self.values = {}
+        self.writes = {}
+        self.loaded = False
+
+    def close(self) -> None:
+        self.values = self.writes = None
+        self.loaded = False
+
+    # ---- reads
+
+    def read(self, key: Any) -> Any:
+        """The value of ``key`` (MISSING if absent), from the batch cache or from RocksDB."""
+        values = self.values
+        if values is None:
+            return self.read_direct(key)
+        value = values.get(key, _UNKNOWN)
+        return self.miss(key) if value is _UNKNOWN else value
+
+    def key_bytes(self, key: Any) -> bytes:
+        """The RocksDB key of ``key`` in this namespace."""
+        key_bytes = self.store.key_bytes(key)
+        return key_bytes if self.is_default else key_bytes[:-1] + self.ns_bytes
+
+    def read_direct(self, key: Any) -> Any:
+        raw = self.cf.get(self.key_bytes(key))
+        return MISSING if raw is None else self.decode_raw(raw)
+
+    def miss(self, key: Any) -> Any:
+        """A read of a key the batch cache does not hold: fetch the whole batch's keys once (one
+        multi-get), then, for a key outside the batch, the key alone."""
+        values = self.values
+        assert values is not None
+        if not self.loaded:
+            self.loaded = True
+            if values:  # not the keys written already
+                keys = [k for k in self.store.batch_keys if k not in values]
+                values.update(zip(keys, self.fetch(keys), strict=True))
+            else:
+                keys = self.store.batch_keys
+                values = self.values = dict(zip(keys, self.fetch(keys), strict=True))
+            value = values.get(key, _UNKNOWN)
+            if value is not _UNKNOWN:
+                return value
+        value = values[key] = self.read_direct(key)
+        return value
+
+    def fetch(self, keys: Sequence[Any]) -> list[Any]:
+        """The values of ``keys`` in RocksDB (MISSING where absent), with one multi-get."""
+        store = self.store
+        if keys is store.batch_keys and self.is_default:
+            key_bytes = store.batch_key_bytes()
+        elif self.is_default:
+            key_bytes = [store.key_bytes(key) for key in keys]
+        else:
+            key_bytes = [self.key_bytes(key) for key in keys]
+        raws: list[bytes | None] = self.cf.get(key_bytes)
+        decode_raw = self.decode_raw
+        return [MISSING if raw is None else decode_raw(raw) for raw in raws]
+
+    # ---- writes
+
+    def check(self, key: Any, data: bytes) -> bytes:
+        """``data``, unless it is larger than ``max_value_size``."""
+        if len(data) > self.limit:
+            raise StateValueTooLargeError(
+                self.store.operator_uid, self.table.name, key, len(data), self.limit
+            )
+        return data
+
+    def encode_again(self, key: Any, value: Any, error: Exception) -> bytes:
+        """What to do when the fast path of ``encode`` raised ``error``: the slow path, if any; a
+        value that cannot be written at all is an error naming the state and the key."""
+        encode_slow = self.table.encode_slow
+        try:
+            if encode_slow is None:
+                raise error
+            return encode_slow(value)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
+
+    def encode_checked(self, key: Any, value: Any) -> bytes:
+        try:
+            return self.encode(value)
+        except Exception as error:
+            return self.encode_again(key, value, error)
+
+    def put(self, key: Any, value: Any) -> None:
+        try:
+            data = self.encode(value)
+        except Exception as error:
+            data = self.encode_again(key, value, error)
+        if len(data) > self.limit:
+            self.check(key, data)
+        writes = self.writes
+        if writes is None:
+            self.put_direct(key, data)
+        else:
+            writes[key] = data
+            self.values[key] = value  # type: ignore[index]
+
+    def put_direct(self, key: Any, data: bytes) -> None:
+        store = self.store
+        self.cf.put(self.key_bytes(key), store.stored(key, data), store.write_options)
+
+    def delete(self, key: Any) -> None:
+        writes = self.writes
+        if writes is None:
+            self.cf.delete(self.key_bytes(key), self.store.write_options)
+        else:
+            writes[key] = None
+            self.values[key] = MISSING  # type: ignore[index]
+
+
+class _Store:
+    """The database of one subtask and what its states share: key bytes, the open batch.
+
+    It holds no reference to the backend, so the backend's finalizer can release it (see
+    :meth:`release`) should :meth:`RocksDBKeyedStateBackend.dispose` never be called.
+    """
+
+    def __init__(
+        self,
+        operator_uid: str,
+        max_parallelism: int,
+        max_value_size: int,
+        key_cache_limit: int,
+        path: str,
+        db: Rdict,
+    ) -> None:
+        self.operator_uid = operator_uid
+        self.max_parallelism = max_parallelism
+        self.max_value_size = max_value_size
+        self.path = path
+        self.db: Rdict | None = db
+        self.tables: dict[str, _Table] = {}
+        # RocksDB holds the state of this run only, rebuilt from a checkpoint on restore: no WAL.
+        self.write_options = WriteOptions()
+        # The stub declares disable_wal a method; rocksdict 0.3 has a property.
+        self.write_options.disable_wal = True  # type: ignore[method-assign, assignment]
+        self.read_all = ReadOptions()
+        self.read_all.set_total_order_seek(True)  # hash memtables iterate in key order only so
+        self.key_group_bytes = [group.to_bytes(2, "big") for group in range(max_parallelism)]
+        #: The RocksDB key of each recent key in the default namespace.
+        self.keys: dict[Any, bytes] = {}
+        self.key_cache_limit = key_cache_limit
+        self.batch_keys: list[Any] = []
+        self._batch_key_bytes: list[bytes] | None = None
+        self.in_batch = False
+
+    def require_db(self) -> Rdict:
+        db = self.db
+        if db is None:
+            raise RuntimeError(
+                f"the RocksDB state of operator {self.operator_uid!r} is disposed: its subtask has ended"
+            )
+        return db
+
+    # ---- keys
+
+    def key_bytes(self, key: Any) -> bytes:
+        """The RocksDB key of ``key`` in the default namespace (cached: keys repeat)."""
+        keys = self.keys
+        try:
+            key_bytes = keys.get(key)
+        except TypeError:  # an unhashable key (a mutable dataclass) is not cacheable
+            return self.make_key_bytes(key)
+        if key_bytes is None:
+            key_bytes = self.make_key_bytes(key)
+            if len(keys) >= self.key_cache_limit:
+                keys.clear()  # cheaper than an LRU on every access; refills with the keys in use
+            keys[key] = key_bytes
+        return key_bytes
+
+    def make_key_bytes(self, key: Any) -> bytes:
+        group = self.key_group_bytes[key_group_for(key, self.max_parallelism)]
+        return group + canonical_key_bytes(key) + _DEFAULT_NS_BYTES
+
+    @staticmethod
+    def stored(key: Any, data: bytes) -> bytes:
+        """What RocksDB stores for ``key`` with the serialised value ``data``: ``data`` and a trailer
+        that tells how to get the key back (none for a plain key if ``data`` ends with pickle's STOP)."""
+        if type(key) is str or _decodes_exactly(key):
+            return data if data[-1:] == b"." else data + _PLAIN
+        pickled = DEFAULT_SERIALIZER.dumps(key)
+        return data + pickled + _LEN.pack(len(pickled)) + bytes((_PICKLED_KEY,))
+
+    # ---- batches
+
+    def open_batch(self, keys: Sequence[Any]) -> None:
+        if self.in_batch:  # the last batch did not finish (its function raised): keep its writes
+            self.commit()
+        self.require_db()
+        self.batch_keys = list(dict.fromkeys(keys))
+        self._batch_key_bytes = None
+        self.in_batch = True
+        for table in self.tables.values():
+            table.default.open()
+
+    def commit(self) -> None:
+        """Write the open batch's buffered writes with one atomic WriteBatch, and close the batch."""
+        batch = WriteBatch(raw_mode=True)
+        put, delete, stored = batch.put, batch.delete, self.stored
+        try:
+            for table in self.tables.values():
+                handle = table.handle
+                for space in (table.default, *table.extra.values()):
+                    writes = space.writes
+                    if not writes:
+                        continue
+                    if space.is_default:
+                        known = dict(zip(self.batch_keys, self.batch_key_bytes(), strict=True)).get
+                        key_bytes_of = self.key_bytes
+                        for key, data in writes.items():
+                            key_bytes = known(key) or key_bytes_of(key)
+                            if data is None:
+                                delete(key_bytes, handle)
+                            elif type(key) is str and data[-1:] == b".":  # the usual case, inline
+                                put(key_bytes, data, handle)
+                            else:
+                                put(key_bytes, stored(key, data), handle)
+                    else:
+                        for key, data in writes.items():
+                            if data is None:
+                                delete(space.key_bytes(key), handle)
+                            else:
+                                put(space.key_bytes(key), stored(key, data), handle)
+        finally:
+            self.close_batch()
+        if len(batch):
+            self.require_db().write(batch, self.write_options)
+
+    def batch_key_bytes(self) -> list[bytes]:
+        """The RocksDB keys of the batch's keys in the default namespace, in order (computed once)."""
+        key_bytes = self._batch_key_bytes
+        if key_bytes is None:
+            cached, key_bytes_of = self.keys.get, self.key_bytes
+            key_bytes = self._batch_key_bytes = [cached(key) or key_bytes_of(key) for key in self.batch_keys]
+        return key_bytes
+
+    def close_batch(self) -> None:
+        self.in_batch = False
+        self.batch_keys = []
+        self._batch_key_bytes = None
+        for table in self.tables.values():
+            table.default.close()
+            table.extra.clear()
+
+    # ---- the end
+
+    def detach(self) -> tuple[Rdict | None, list[str]]:
+        """Drop the open batch and every reference to the database's column families, and hand over
+        the database and the names of the states' column families, to close. Idempotent."""
+        db, self.db = self.db, None
+        self.close_batch()
+        closed = _ClosedFamily(self.operator_uid)
+        for table in self.tables.values():
+            # Column family handles must go before their database closes: rocksdict stalls for a
+            # second dropping one of a closed database. Handles in users' hands keep only the space.
+            table.cf = table.handle = closed
+            table.default.cf = closed
+        self.keys.clear()
+        return db, [CF_PREFIX + name for name in self.tables]
+
+    def release(self) -> None:
+        """Close the database and delete the working directory here and now (the finalizer's way)."""
+        db, names = self.detach()
+        _close_and_remove(db, names, self.path)
