@@ -414,8 +414,3 @@ def create_operator(spec: OperatorSpec, ctx: SubtaskContext) -> StreamOperator:
     if isinstance(spec, SinkSpec):
         return SinkOperator(ctx, spec.sink.create_writer(ctx))
     raise TypeError(f"unknown operator spec {spec!r}")
-
-
-def is_keyed(spec: OperatorSpec) -> bool:
-    """Whether the operator keeps keyed state (and so needs a keyed state backend)."""
-    return isinstance(spec, KeyedProcessSpec | KeyedMapSpec | ReduceSpec)

@@ -22,7 +22,7 @@ from lockgate.actors._channel_state import InFlightBatch
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._coordinator import JOB_FINISHED, CheckpointCoordinator
 from lockgate.actors._failure import OperatorFailure
-from lockgate.actors._operators import StreamOperator, create_operator, is_keyed
+from lockgate.actors._operators import StreamOperator, create_operator
 from lockgate.actors._output import (
     BroadcastOutput,
     EdgeOutput,
@@ -307,7 +307,7 @@ class JobRunner:
                 position = len(operators)  # where in the chain the operator's channel state re-enters
                 in_flight += [(position, batch) for batch in restored.in_flight(node.uid, index)]
             backend = None
-            if isinstance(node, OperatorTransformation) and is_keyed(node.spec):
+            if isinstance(node, OperatorTransformation) and node.spec.keyed:
                 key_groups = KeyGroupRange.for_subtask(max_parallelism, parallelism, index)
                 backend = self.options.state_backend.create_keyed_backend(
                     node.uid, key_groups, max_parallelism
