@@ -11,15 +11,7 @@ import anyio
 from lockgate._errors import CheckpointError, JobFailedError
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
-from lockgate.graph import (
-    FilterSpec,
-    FlatMapSpec,
-    JobGraph,
-    MapSpec,
-    OperatorTransformation,
-    SourceTransformation,
-    Transformation,
-)
+from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
 from lockgate.mailbox import ChannelStatistics
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CompletedCheckpoint
@@ -33,7 +25,8 @@ class GeneratedUidWarning(UserWarning):
 
 def warn_about_generated_uids(graph: JobGraph) -> None:
     """Warn once per call if operators that may keep state have generated uids: a changed graph gives
-    them other uids, and their state would then not be restored. Plain maps and filters keep none."""
+    them other uids, and their state would then not be restored. Plain maps and filters keep none
+    (their specs say so: ``OperatorSpec.may_keep_state``)."""
     generated = [
         node.uid
         for vertex in graph.vertices
@@ -50,9 +43,7 @@ def warn_about_generated_uids(graph: JobGraph) -> None:
 
 
 def _stateless(node: Transformation) -> bool:
-    return isinstance(node, OperatorTransformation) and isinstance(
-        node.spec, MapSpec | FilterSpec | FlatMapSpec
-    )
+    return isinstance(node, OperatorTransformation) and not node.spec.may_keep_state
 
 
 class JobExecution:

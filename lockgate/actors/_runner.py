@@ -20,7 +20,7 @@ from lockgate._errors import CheckpointError, JobFailedError, LockgateError
 from lockgate.actors._actor import SourceTask, SubtaskActor
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._failure import OperatorFailure
-from lockgate.actors._operators import StreamOperator, create_operator, is_keyed
+from lockgate.actors._operators import StreamOperator, create_operator
 from lockgate.actors._output import (
     BroadcastOutput,
     EdgeOutput,
@@ -306,7 +306,7 @@ class JobRunner:
                 position = len(operators)  # where in the chain the operator's channel state re-enters
                 in_flight += [(position, batch) for batch in restored.in_flight(node.uid, index)]
             backend = None
-            if isinstance(node, OperatorTransformation) and is_keyed(node.spec):
+            if isinstance(node, OperatorTransformation) and node.spec.keyed:
                 key_groups = KeyGroupRange.for_subtask(max_parallelism, parallelism, index)
                 backend = self.options.state_backend.create_keyed_backend(
                     node.uid, key_groups, max_parallelism

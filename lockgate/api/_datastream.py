@@ -74,14 +74,17 @@ class DataStream:
         """The parallelism of the operator that produces this stream."""
         return self._node.parallelism
 
-    def _operator(
+    def _apply(
         self,
         spec: OperatorSpec,
-        uid: str | None,
-        name: str | None,
-        parallelism: int | None,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
         inputs: tuple[Transformation, ...] | None = None,
-    ) -> OperatorTransformation:
+    ) -> DataStream:
+        """The stream out of a new operator that runs ``spec`` on this stream (on ``inputs``, in input
+        order, for an operator of several inputs). Every operator method ends here, and so can an
+        operator kind that has no method yet: its spec only needs an operator registered for it."""
         env = self.env
         parallelism = env._check_parallelism(parallelism, name or uid or spec.kind)
         node = OperatorTransformation(
@@ -91,7 +94,7 @@ class DataStream:
             spec=spec,
             **env._naming(spec.kind, uid, name),
         )
-        return env._add(node)
+        return DataStream(env, env._add(node))
 
     def _partitioned(self, partitioner: Partitioner) -> DataStream:
         node = PartitionTransformation(
@@ -116,7 +119,7 @@ class DataStream:
         :class:`MapFunction` (whose ``map`` is called)."""
         if not isinstance(fn, MapFunction):
             _require_function("map", fn, "map(lambda r: r * 2)")
-        return DataStream(self.env, self._operator(MapSpec(fn), uid, name, parallelism))
+        return self._apply(MapSpec(fn), uid, name, parallelism)
 
     def filter(
         self,
@@ -128,7 +131,7 @@ class DataStream:
     ) -> DataStream:
         """Keep the records for which ``fn(record)`` is true; ``fn`` may be ``async def``."""
         _require_function("filter", fn, "filter(lambda r: r > 0)")
-        return DataStream(self.env, self._operator(FilterSpec(fn), uid, name, parallelism))
+        return self._apply(FilterSpec(fn), uid, name, parallelism)
 
     def flat_map(
         self,
@@ -143,7 +146,7 @@ class DataStream:
         ``fn`` may be a generator, an async generator, or a ``def``/``async def`` returning an iterable.
         """
         _require_function("flat_map", fn, "flat_map(str.split)")
-        return DataStream(self.env, self._operator(FlatMapSpec(fn), uid, name, parallelism))
+        return self._apply(FlatMapSpec(fn), uid, name, parallelism)
 
     def process(
         self,
@@ -155,7 +158,7 @@ class DataStream:
     ) -> DataStream:
         """Run a :class:`ProcessFunction` on every record (no keyed state; see KeyedStream.process)."""
         _require_instance("process", function, ProcessFunction)
-        return DataStream(self.env, self._operator(ProcessSpec(function), uid, name, parallelism))
+        return self._apply(ProcessSpec(function), uid, name, parallelism)
 
     # ---- partitioning
 
@@ -223,7 +226,7 @@ class DataStream:
     ) -> S:
         """Write the stream to ``sink``; returns the sink: ``out = s.sink(lg.CollectSink())``."""
         _require_instance("sink", sink, Sink)
-        self._operator(SinkSpec(sink), uid, name, parallelism)
+        self._apply(SinkSpec(sink), uid, name, parallelism)
         return sink
 
 
@@ -245,7 +248,7 @@ class KeyedStream(DataStream):
         """Run a :class:`KeyedProcessFunction`, with keyed state, on every record."""
         _require_instance("process", function, KeyedProcessFunction)
         spec = KeyedProcessSpec(function, self.key_selector)
-        return DataStream(self.env, self._operator(spec, uid, name, parallelism))
+        return self._apply(spec, uid, name, parallelism)
 
     def map(
         self,
@@ -260,7 +263,7 @@ class KeyedStream(DataStream):
         if not isinstance(fn, MapFunction):
             _require_function("map", fn, "map(lambda r: r * 2)")
         spec = KeyedMapSpec(fn, self.key_selector)
-        return DataStream(self.env, self._operator(spec, uid, name, parallelism))
+        return self._apply(spec, uid, name, parallelism)
 
     def reduce(
         self,
@@ -273,7 +276,7 @@ class KeyedStream(DataStream):
         """Per key, emit ``fn(previous_result, record)`` for every record (the first passes as is)."""
         _require_function("reduce", fn, "reduce(lambda a, b: (a[0], a[1] + b[1]))")
         spec = ReduceSpec(fn, self.key_selector)
-        return DataStream(self.env, self._operator(spec, uid, name, parallelism))
+        return self._apply(spec, uid, name, parallelism)
 
     def sum(
         self,
@@ -330,5 +333,4 @@ class BroadcastConnectedStream:
         _require_instance("process", function, BroadcastProcessFunction)
         stream = self.stream
         inputs = (stream._node, self.broadcast_stream._node)
-        node = stream._operator(BroadcastProcessSpec(function), uid, name, parallelism, inputs)
-        return DataStream(stream.env, node)
+        return stream._apply(BroadcastProcessSpec(function), uid, name, parallelism, inputs)

@@ -13,7 +13,6 @@ from lockgate.graph._transformations import (
     PartitionTransformation,
     PhysicalTransformation,
     RebalancePartitioner,
-    SinkSpec,
     SourceTransformation,
     Transformation,
     UnionTransformation,
@@ -84,9 +83,7 @@ def _resolve_inputs(
 
 def build_job_graph(transformations: Iterable[Transformation], max_parallelism: int) -> JobGraph:
     """Chain and connect the operators that lead to a sink; raise ConfigurationError for a bad graph."""
-    sinks = [
-        t for t in transformations if isinstance(t, OperatorTransformation) and isinstance(t.spec, SinkSpec)
-    ]
+    sinks = [t for t in transformations if isinstance(t, OperatorTransformation) and t.spec.is_sink]
     if not sinks:
         raise ConfigurationError(
             "the job has no sink, so nothing would be executed; add one, e.g. stream.sink(lg.PrintSink())"

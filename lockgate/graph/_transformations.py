@@ -50,55 +50,96 @@ Partitioner = ForwardPartitioner | RebalancePartitioner | BroadcastPartitioner |
 # ---- operator specs: what an operator does, for the runtime to instantiate per subtask
 
 
+class OperatorSpec:
+    """What an operator does, for the runtime to instantiate per subtask.
+
+    Each kind of operator is a subclass: a frozen dataclass of what its operator needs (the user's
+    function, a key selector, a sink) that declares, as class attributes, what the graph and the
+    runtime must know of it. The runtime makes the operator through the factory registered for the
+    spec's class (``lockgate.actors._registry.operator_for``), so the graph never imports the runtime.
+
+    Attributes:
+        kind: The kind's name, in snake case: generated uids and names start with it.
+        keyed: Whether the operator keeps keyed state, and so gets a keyed state backend per subtask
+            (its input is a keyed stream).
+        may_keep_state: Whether the operator may keep state of any kind: savepoints warn about such
+            operators when their uid was generated. Keyed operators keep state.
+        is_sink: Whether the operator ends a stream: a job runs the operators that lead to a sink.
+    """
+
+    kind: ClassVar[str]
+    keyed: ClassVar[bool] = False
+    may_keep_state: ClassVar[bool] = True
+    is_sink: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Checked as the class is defined, so a spec missing a declaration fails where it is written.
+        super().__init_subclass__(**kwargs)
+        if not isinstance(getattr(cls, "kind", None), str):
+            raise TypeError(
+                f"operator spec {cls.__qualname__} must declare its kind: kind: ClassVar[str] = ..."
+            )
+        if cls.keyed and not cls.may_keep_state:
+            raise TypeError(
+                f"operator spec {cls.__qualname__} is keyed, so it keeps state: may_keep_state is True"
+            )
+
+
 @dataclass(frozen=True)
-class MapSpec:
+class MapSpec(OperatorSpec):
     function: Callable[[Any], Any] | MapFunction[Any, Any]
     kind: ClassVar[str] = "map"
+    may_keep_state: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
-class FilterSpec:
+class FilterSpec(OperatorSpec):
     function: Callable[[Any], Any]
     kind: ClassVar[str] = "filter"
+    may_keep_state: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
-class FlatMapSpec:
+class FlatMapSpec(OperatorSpec):
     function: Callable[[Any], Any]
     kind: ClassVar[str] = "flat_map"
+    may_keep_state: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
-class ProcessSpec:
+class ProcessSpec(OperatorSpec):
     function: ProcessFunction[Any, Any]
     kind: ClassVar[str] = "process"
 
 
 @dataclass(frozen=True)
-class KeyedProcessSpec:
+class KeyedProcessSpec(OperatorSpec):
     function: KeyedProcessFunction[Any, Any]
     key_selector: KeySelector
     kind: ClassVar[str] = "keyed_process"
+    keyed: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class KeyedMapSpec:
+class KeyedMapSpec(OperatorSpec):
     """A map on a keyed stream: the current key is set per record, so keyed state is available."""
 
     function: Callable[[Any], Any] | MapFunction[Any, Any]
     key_selector: KeySelector
     kind: ClassVar[str] = "keyed_map"
+    keyed: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class ReduceSpec:
+class ReduceSpec(OperatorSpec):
     function: Callable[[Any, Any], Any]
     key_selector: KeySelector
     kind: ClassVar[str] = "reduce"
+    keyed: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class BroadcastProcessSpec:
+class BroadcastProcessSpec(OperatorSpec):
     """Two inputs: records (input 0) and broadcast records (input 1) that write broadcast state."""
 
     function: BroadcastProcessFunction[Any, Any, Any]
@@ -106,22 +147,10 @@ class BroadcastProcessSpec:
 
 
 @dataclass(frozen=True)
-class SinkSpec:
+class SinkSpec(OperatorSpec):
     sink: Sink
     kind: ClassVar[str] = "sink"
-
-
-OperatorSpec = (
-    MapSpec
-    | FilterSpec
-    | FlatMapSpec
-    | ProcessSpec
-    | KeyedProcessSpec
-    | KeyedMapSpec
-    | ReduceSpec
-    | BroadcastProcessSpec
-    | SinkSpec
-)
+    is_sink: ClassVar[bool] = True
 
 
 # ---- transformations: the nodes of the logical graph

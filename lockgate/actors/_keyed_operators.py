@@ -1,0 +1,168 @@
+"""The operators of keyed streams: each sets the current key before each record, so keyed state is
+the record's key's; keyed map, keyed process and reduce."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lockgate.actors._context import SubtaskContext
+from lockgate.actors._function_operators import MapOperator
+from lockgate.actors._registry import operator_for
+from lockgate.actors._stream_operator import (
+    CallForm,
+    StreamOperator,
+    _copy_per_subtask,
+    _extend_outputs,
+    call_form,
+)
+from lockgate.graph import KeyedMapSpec, KeyedProcessSpec, ReduceSpec
+from lockgate.state import ValueStateDescriptor, stable_key_hash
+
+# Keys of these types always serialise canonically; others are checked once per distinct key.
+_PLAIN_KEY_TYPES = frozenset({str, int, bytes, float, bool, type(None)})
+
+
+def _keys_of(key_selector: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
+    """The keys of a batch's records, each checked to have a canonical form: a key that cannot be
+    stored, checkpointed or moved to another subtask fails here, at its first record, whatever the
+    parallelism and backend."""
+    try:
+        keys = list(map(key_selector, batch))
+    except Exception as exc:
+        for position, record in enumerate(batch):
+            try:
+                key_selector(record)
+            except Exception:
+                exc.add_note(
+                    f"the key selector raised on the record {record!r}, number {position + 1} of its batch"
+                )
+                break
+        raise
+    if not _PLAIN_KEY_TYPES.issuperset(map(type, keys)):
+        for key in keys:
+            stable_key_hash(key)  # cached; raises KeySerializationError naming the type
+    return keys
+
+
+class KeyedMapOperator(MapOperator):
+    """A map on a keyed stream: sets the current key before each record, so state is the key's."""
+
+    def __init__(self, ctx: SubtaskContext, fn: Any, key_selector: Callable[[Any], Any]) -> None:
+        super().__init__(ctx, fn)
+        self._key_selector = key_selector
+
+    async def process_batch(self, batch: list[Any]) -> list[Any]:
+        backend = self.ctx.keyed_backend
+        assert backend is not None
+        keys = _keys_of(self._key_selector, batch)
+        await backend.prepare_batch(keys)
+        fn = self._fn
+        out: list[Any] = []
+        append = out.append
+        if self._form is CallForm.ASYNC:
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                append(await fn(value))
+        else:
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                append(fn(value))
+        await backend.finish_batch()
+        return out
+
+
+@operator_for(KeyedMapSpec)
+def _keyed_map_operator(spec: KeyedMapSpec, ctx: SubtaskContext) -> KeyedMapOperator:
+    return KeyedMapOperator(ctx, spec.function, spec.key_selector)
+
+
+class KeyedProcessOperator(StreamOperator):
+    """Runs a :class:`~lockgate.KeyedProcessFunction`; sets the current key before each record."""
+
+    def __init__(self, ctx: SubtaskContext, function: Any, key_selector: Callable[[Any], Any]) -> None:
+        super().__init__(ctx)
+        self._function = function
+        self._key_selector = key_selector
+        self._form = call_form(function.process_element)
+
+    async def open(self) -> None:
+        self._function.open(self.ctx)
+
+    async def close(self) -> None:
+        self._function.close()
+
+    async def process_batch(self, batch: list[Any]) -> list[Any]:
+        # One loop per form, so the per-record path has no branch and no extra call.
+        ctx = self.ctx
+        backend = ctx.keyed_backend
+        assert backend is not None
+        keys = _keys_of(self._key_selector, batch)
+        await backend.prepare_batch(keys)
+        process = self._function.process_element
+        out: list[Any] = []
+        form = self._form
+        if form is CallForm.SYNC_GEN:
+            extend = out.extend
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                extend(process(value, ctx))
+        elif form is CallForm.ASYNC_GEN:
+            append = out.append
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                async for result in process(value, ctx):
+                    append(result)
+        elif form is CallForm.ASYNC:
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                _extend_outputs(out, await process(value, ctx), self.uid)
+        else:
+            extend = out.extend
+            for key, value in zip(keys, batch, strict=True):
+                backend.current_key = key
+                result = process(value, ctx)
+                if type(result) is list or type(result) is tuple:
+                    extend(result)
+                else:
+                    _extend_outputs(out, result, self.uid)
+        await backend.finish_batch()
+        return out
+
+
+@operator_for(KeyedProcessSpec)
+def _keyed_process_operator(spec: KeyedProcessSpec, ctx: SubtaskContext) -> KeyedProcessOperator:
+    return KeyedProcessOperator(ctx, _copy_per_subtask(spec.function, ctx.operator_uid), spec.key_selector)
+
+
+class ReduceOperator(StreamOperator):
+    """Keeps ``reduce(previous, value)`` per key and emits it after every record, as Flink does."""
+
+    def __init__(self, ctx: SubtaskContext, fn: Callable[[Any, Any], Any], key_selector: Any) -> None:
+        super().__init__(ctx)
+        self._fn = fn
+        self._async = call_form(fn) is CallForm.ASYNC
+        self._key_selector = key_selector
+        self._state = ctx.get_state(ValueStateDescriptor[Any]("reduce"))
+
+    async def process_batch(self, batch: list[Any]) -> list[Any]:
+        backend = self.ctx.keyed_backend
+        assert backend is not None
+        state, fn = self._state, self._fn
+        keys = _keys_of(self._key_selector, batch)
+        await backend.prepare_batch(keys)
+        out: list[Any] = []
+        for key, value in zip(keys, batch, strict=True):
+            backend.current_key = key
+            previous = await state.value()
+            if previous is not None:
+                value = await fn(previous, value) if self._async else fn(previous, value)
+            await state.update(value)
+            out.append(value)
+        await backend.finish_batch()
+        return out
+
+
+@operator_for(ReduceSpec)
+def _reduce_operator(spec: ReduceSpec, ctx: SubtaskContext) -> ReduceOperator:
+    return ReduceOperator(ctx, spec.function, spec.key_selector)

@@ -1,0 +1,110 @@
+"""The base of every operator, and what the operators share: call forms, outputs, per-subtask copies.
+
+Every operator turns one input batch into one output batch in a single call, so the per-record work is
+a plain loop (or comprehension) and the per-batch overheads are paid once per batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from lockgate._errors import ConfigurationError
+from lockgate.actors._context import SubtaskContext
+from lockgate.state import OperatorStateSnapshot
+
+
+class CallForm(enum.Enum):
+    """How a user function hands back its result."""
+
+    SYNC = "def"
+    ASYNC = "async def"
+    SYNC_GEN = "def with yield"
+    ASYNC_GEN = "async def with yield"
+
+
+def call_form(fn: Callable[..., Any]) -> CallForm:
+    """The form of ``fn``: a function, method, partial or callable object."""
+    for candidate in (fn, getattr(type(fn), "__call__", None)):  # noqa: B004 - the class, not fn
+        if candidate is None:
+            continue
+        if inspect.isasyncgenfunction(candidate):
+            return CallForm.ASYNC_GEN
+        if inspect.iscoroutinefunction(candidate):
+            return CallForm.ASYNC
+        if inspect.isgeneratorfunction(candidate):
+            return CallForm.SYNC_GEN
+        if inspect.isfunction(candidate) or inspect.ismethod(candidate):
+            return CallForm.SYNC
+    return CallForm.SYNC
+
+
+def _extend_outputs(out: list[Any], result: Any, what: str) -> None:
+    # The slow path of a function that returns (rather than yields): None, or an iterable of outputs
+    # that is not a list or tuple (those are extended inline by the callers).
+    if result is None:
+        return
+    if isinstance(result, str | bytes | bytearray):
+        raise TypeError(
+            f"{what} returned a {type(result).__name__}, which would be split into characters; "
+            "yield each output, or return a list of outputs"
+        )
+    out.extend(result)
+
+
+def _copy_per_subtask(function: Any, uid: str) -> Any:
+    # Each subtask gets its own copy, as each Flink subtask deserialises its own: attributes set in
+    # open() (state handles) then belong to one subtask.
+    try:
+        return copy.deepcopy(function)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"operator {uid!r}: the function {function!r} cannot be copied for each subtask "
+            f"({type(exc).__name__}: {exc}); create resources such as clients in open(), not __init__"
+        ) from exc
+
+
+class StreamOperator:
+    """One subtask's instance of an operator."""
+
+    def __init__(self, ctx: SubtaskContext) -> None:
+        self.ctx = ctx
+        self.uid = ctx.operator_uid
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uid!r} [{self.ctx.subtask_index + 1}/{self.ctx.parallelism}]>"
+
+    async def open(self) -> None:
+        """Called once before the first batch."""
+
+    async def process_batch(self, batch: list[Any]) -> list[Any]:
+        """The outputs of a batch of input records (the batch is not empty)."""
+        raise NotImplementedError
+
+    async def process_batch2(self, batch: list[Any]) -> list[Any]:
+        """The outputs of a batch of the second input (two-input operators only)."""
+        raise TypeError(f"{self!r} has one input")
+
+    async def finish(self) -> list[Any]:
+        """The input has ended; return the last outputs."""
+        return []
+
+    async def prepare_snapshot(self, checkpoint_id: int) -> None:
+        """A barrier has arrived; the snapshot follows at once (transactional sinks pre-commit)."""
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete."""
+
+    async def notify_job_finished(self) -> None:
+        """Every subtask of the job has finished its input."""
+
+    def snapshot_operator_state(self) -> OperatorStateSnapshot:
+        """The operator state of this subtask now (the function's ``snapshot_state`` runs first)."""
+        ctx = self.ctx
+        return ctx.operator_backend.snapshot(ctx.subtask_index, ctx.parallelism)
+
+    async def close(self) -> None:
+        """Called once when the subtask ends, however it ends."""
