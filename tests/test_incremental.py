@@ -56,7 +56,7 @@ TTL = 3.0
 
 
 class SharedWriter:
-    """What the runtime's ``SharedBlobWriter`` does for one operator: a unique name per blob."""
+    """What the runtime's shared blob writer does for one operator: a unique name per blob."""
 
     def __init__(self, storage: lg.MemoryCheckpointStorage) -> None:
         self.storage = storage

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate import state as lgs
-from lockgate.actors._actor import _materialize
 
 MAX_P = 16
 
@@ -333,7 +332,7 @@ def test_a_heap_snapshot_holds_plain_states_whole_and_encodes_the_others() -> No
         timed.update_nowait(key)
     resources = backend.snapshot_sync()
     try:
-        data = _materialize(resources)
+        data = resources.encode()
     finally:
         resources.release()
     snapshot = pickle.loads(data)

@@ -226,6 +226,8 @@ async def run_actor(
         for message in contents:
             if message == "overtake":
                 channel.overtake(1)
+            elif savepoint and message == Barrier(1):
+                await channel.send(Barrier(1, savepoint=True))  # a savepoint's barrier says so
             else:
                 await channel.send(message)
         inputs.append(channel)
@@ -351,7 +353,7 @@ async def test_a_savepoint_is_aligned_even_when_checkpoints_are_unaligned() -> N
     channels = [[[1], Barrier(1), [2], END_OF_INPUT], [[10], [11], Barrier(1), [12], END_OF_INPUT]]
     outcome = await run_actor(channels, savepoint=True)
     assert outcome.ack is not None and not outcome.ack.unaligned
-    assert outcome.output.events[0] == Barrier(1)
+    assert outcome.output.events[0] == Barrier(1, savepoint=True)  # passed on aligned, as a savepoint's
     assert sorted(outcome.recorder.at_snapshot[1]) == [1, 10, 11]
     assert outcome.channel_state == [] and outcome.ack.states["recorder"].channel is None
 

@@ -28,7 +28,6 @@ from lockgate.mailbox import JOB_FINISHED, RESUME, STOP, CheckpointComplete, Tri
 from lockgate.snapshots import (
     METADATA_NAME,
     SHARED_NAME,
-    CheckpointLocation,
     CheckpointMetadata,
     CheckpointStorage,
     CompletedCheckpoint,
@@ -47,8 +46,7 @@ logger = logging.getLogger("lockgate")
 @dataclass
 class _Pending:
     checkpoint_id: int
-    storage: CheckpointStorage
-    location: CheckpointLocation
+    target: SnapshotTarget
     timestamp: float
     started: float
     waiting: set[tuple[str, int]]
@@ -390,8 +388,7 @@ class CheckpointCoordinator:
         participants = self._participants
         pending = _Pending(
             checkpoint_id,
-            storage,
-            location,
+            SnapshotTarget(storage, location, canonical=savepoint is not None),
             time.time(),
             started,
             {participant.key for participant in participants},
@@ -407,7 +404,7 @@ class CheckpointCoordinator:
         group.start_soon(self._watch_timeout, pending, name=f"checkpoint {checkpoint_id} timeout")
         for participant in participants:
             if participant.is_source:  # finished or not: a finished source's barrier follows its end
-                participant.post(TriggerCheckpoint(checkpoint_id, stop))
+                participant.post(TriggerCheckpoint(checkpoint_id, stop, savepoint=pending.savepoint))
         return pending
 
     async def trigger_savepoint(self, url: str, *, stop: bool = False) -> CompletedCheckpoint:
@@ -441,9 +438,7 @@ class CheckpointCoordinator:
     def target(self, checkpoint_id: int) -> SnapshotTarget | None:
         """Where checkpoint (or savepoint) ``checkpoint_id`` goes, or None if it is not in progress."""
         pending = self._pending.get(checkpoint_id)
-        if pending is None:
-            return None
-        return SnapshotTarget(pending.storage, pending.location, canonical=pending.savepoint)
+        return None if pending is None else pending.target
 
     async def acknowledge(
         self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
@@ -505,7 +500,8 @@ class CheckpointCoordinator:
             kind="savepoint" if pending.savepoint else "checkpoint",
         )
         try:
-            completed = await pending.storage.write_metadata(pending.location, metadata.to_bytes())
+            target = pending.target
+            completed = await target.storage.write_metadata(target.location, metadata.to_bytes())
         except Exception as exc:
             pending.completing = False
             await self._abort(checkpoint_id, f"its metadata could not be written: {exc}", cause=exc)
@@ -603,6 +599,7 @@ class CheckpointCoordinator:
         pending = self._pending.pop(checkpoint_id, None)
         if pending is None:
             return
+        pending.target.aborted = True  # subtasks still writing stop
         if pending.certainly_final:  # the periodic trigger tries again
             self._final_on_its_way = False
         self._record_failure(checkpoint_id, pending.started, reason, pending.savepoint, quietly=quietly)
@@ -611,7 +608,7 @@ class CheckpointCoordinator:
                 if participant.is_source:
                     participant.post(RESUME)
         try:
-            await pending.storage.discard_checkpoint(checkpoint_id)
+            await pending.target.storage.discard_checkpoint(checkpoint_id)
             await self._discard_shared(self._shared.release(checkpoint_id))
         except CheckpointError as exc:
             logger.warning(

@@ -19,14 +19,16 @@ class CheckpointParticipant(Protocol):
         """Hand the subtask a letter (see :mod:`lockgate.mailbox`)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SnapshotTarget:
     """Where a subtask writes its part of a checkpoint; ``canonical``: in the savepoint format, with
-    every state encoded entry by entry (see ``docs/savepoint-format.md``)."""
+    every state encoded entry by entry (see ``docs/savepoint-format.md``). The coordinator sets
+    ``aborted`` once the checkpoint has failed: a subtask still writing stops and acknowledges nothing."""
 
     storage: CheckpointStorage
     location: CheckpointLocation
     canonical: bool
+    aborted: bool = False
 
 
 @dataclass(frozen=True)

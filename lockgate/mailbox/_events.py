@@ -30,28 +30,32 @@ class Barrier(ControlEvent):
     An unaligned barrier was put ahead of the messages queued in its channel: ``overtaken`` counts
     them. They still precede the barrier logically, so the next ``overtaken`` messages of the channel
     belong to the checkpoint (as in-flight data, or in the snapshot's effect if the receiver aligns).
+    ``savepoint``: the barrier is a savepoint's, which every subtask aligns whatever the checkpointing
+    mode (a restored job must not see a record twice), and which never overtakes.
     """
 
-    __slots__ = ("checkpoint_id", "overtaken")
+    __slots__ = ("checkpoint_id", "overtaken", "savepoint")
 
-    def __init__(self, checkpoint_id: int, overtaken: int = 0) -> None:
+    def __init__(self, checkpoint_id: int, overtaken: int = 0, *, savepoint: bool = False) -> None:
         self.checkpoint_id = checkpoint_id
         self.overtaken = overtaken
+        self.savepoint = savepoint
 
     def __repr__(self) -> str:
-        if self.overtaken:
-            return f"Barrier({self.checkpoint_id}, overtaken={self.overtaken})"
-        return f"Barrier({self.checkpoint_id})"
+        extra = f", overtaken={self.overtaken}" if self.overtaken else ""
+        extra += ", savepoint=True" if self.savepoint else ""
+        return f"Barrier({self.checkpoint_id}{extra})"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Barrier)
             and other.checkpoint_id == self.checkpoint_id
             and other.overtaken == self.overtaken
+            and other.savepoint == self.savepoint
         )
 
     def __hash__(self) -> int:
-        return hash(("barrier", self.checkpoint_id, self.overtaken))
+        return hash(("barrier", self.checkpoint_id, self.overtaken, self.savepoint))
 
 
 #: What a channel carries: a batch (a list of records, never empty) or a control event.

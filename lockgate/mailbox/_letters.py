@@ -12,11 +12,13 @@ from typing import Final
 
 @dataclass(frozen=True)
 class TriggerCheckpoint:
-    """Letter to a source subtask: inject barrier ``checkpoint_id`` now; with ``stop``, read nothing
-    more until :data:`STOP` (the savepoint completed: end) or :data:`RESUME` (it failed: go on)."""
+    """Letter to a source subtask: inject barrier ``checkpoint_id`` now (a savepoint's, with
+    ``savepoint``); with ``stop``, read nothing more until :data:`STOP` (the savepoint completed: end)
+    or :data:`RESUME` (it failed: go on)."""
 
     checkpoint_id: int
     stop: bool = False
+    savepoint: bool = False
 
 
 @dataclass(frozen=True)

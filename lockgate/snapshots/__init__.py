@@ -6,10 +6,9 @@ This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
 """
 
 from lockgate.snapshots._blobs import SHARED_NAME as SHARED_NAME
-from lockgate.snapshots._blobs import SharedBlobWriter as SharedBlobWriter
-from lockgate.snapshots._blobs import StateBlobs as StateBlobs
+from lockgate.snapshots._blobs import OperatorStateWriter as OperatorStateWriter
+from lockgate.snapshots._blobs import SubtaskStateWriter as SubtaskStateWriter
 from lockgate.snapshots._blobs import blob_name as blob_name
-from lockgate.snapshots._blobs import write_state_blobs as write_state_blobs
 from lockgate.snapshots._file import CHECKPOINT_PREFIX as CHECKPOINT_PREFIX
 from lockgate.snapshots._file import SAVEPOINT_PREFIX as SAVEPOINT_PREFIX
 from lockgate.snapshots._file import SHARED_DIRECTORY as SHARED_DIRECTORY

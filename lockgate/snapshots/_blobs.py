@@ -7,19 +7,18 @@ import logging
 import re
 import uuid
 import zlib
-from dataclasses import dataclass
 
 from lockgate._errors import CheckpointError
-from lockgate.snapshots._metadata import SubtaskStateHandles
-from lockgate.snapshots._storage import CheckpointLocation, CheckpointStorage, SharedStateHandle
+from lockgate.snapshots._storage import (
+    CheckpointLocation,
+    CheckpointStorage,
+    SharedStateHandle,
+    StreamStateHandle,
+)
 
 logger = logging.getLogger("lockgate")
 
-#: A subtask's state as bytes, by operator uid: (keyed state blob, operator state blob), None if none.
-StateBlobs = dict[str, tuple[bytes | None, bytes | None]]
-
-
-#: The name of a shared blob: a state blob's name, its kind, and a random part (see ``SharedBlobWriter``).
+#: The name of a shared blob: a state blob's name, its kind, and a random part (see ``SubtaskStateWriter``).
 SHARED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}-[0-9]+-[a-z]+-[0-9a-f]{32}")
 
 
@@ -30,43 +29,35 @@ def blob_name(uid: str, subtask_index: int, kind: str) -> str:
     return f"{readable}-{zlib.crc32(uid.encode()):08x}-{subtask_index}-{kind}"
 
 
-async def write_state_blobs(
-    storage: CheckpointStorage,
-    location: CheckpointLocation,
-    subtask_index: int,
-    blobs: StateBlobs,
-    shared: dict[str, tuple[SharedStateHandle, ...]] | None = None,
-) -> dict[str, SubtaskStateHandles]:
-    """Write one subtask's state blobs into a checkpoint; their handles by operator uid, with the
-    shared blobs each operator's keyed state references (``shared``, incremental checkpoints)."""
-    handles: dict[str, SubtaskStateHandles] = {}
-    for uid, (keyed_data, operator_data) in blobs.items():
-        keyed = operator = None
-        if keyed_data is not None:
-            keyed = await storage.write_state(location, blob_name(uid, subtask_index, "keyed"), keyed_data)
-        if operator_data is not None:
-            name = blob_name(uid, subtask_index, "operator")
-            operator = await storage.write_state(location, name, operator_data)
-        handles[uid] = SubtaskStateHandles(keyed, operator, (shared or {}).get(uid, ()))
-    return handles
+class SubtaskStateWriter:
+    """Writes one subtask's part of one checkpoint into its location: each operator's own blobs under
+    readable names (:func:`blob_name`), and the shared blobs of incremental snapshots, each under a name
+    of its own (readable, with a random part: no two checkpoints or processes ever write the same name).
+    It remembers the shared blobs: should the checkpoint not take them, :meth:`discard` deletes them.
 
+    Args:
+        storage: The checkpoint's storage.
+        location: The checkpoint's location in it.
+        subtask_index: The subtask whose part this is.
+        canonical: The checkpoint is a savepoint: state goes whole, in the canonical form.
+    """
 
-class SharedBlobWriter:
-    """Writes the shared blobs of one subtask's operators for one checkpoint, each under a name of
-    its own (readable, with a random part: no two checkpoints or processes ever write the same name),
-    and remembers them: should the checkpoint not take them, the subtask deletes them again."""
-
-    def __init__(self, storage: CheckpointStorage, subtask_index: int) -> None:
+    def __init__(
+        self, storage: CheckpointStorage, location: CheckpointLocation, subtask_index: int, *, canonical: bool
+    ) -> None:
         self.storage = storage
+        self.location = location
         self.subtask_index = subtask_index
+        self.canonical = canonical
         self.uploaded: list[SharedStateHandle] = []
 
-    def for_operator(self, uid: str) -> _OperatorBlobWriter:
-        """The writer an operator's keyed state backend uses."""
-        return _OperatorBlobWriter(self, uid)
+    def for_operator(self, uid: str) -> OperatorStateWriter:
+        """The writer of operator ``uid``'s blobs (a :class:`~lockgate.state.KeyedStateWriter` too)."""
+        return OperatorStateWriter(self, uid)
 
     async def discard(self) -> None:
-        """Delete what was uploaded (the checkpoint failed, or did not take it)."""
+        """Delete the shared blobs written (the checkpoint failed, or did not take them); the others go
+        with the checkpoint's location."""
         if self.uploaded:
             names, self.uploaded = [handle.name for handle in self.uploaded], []
             try:
@@ -75,10 +66,33 @@ class SharedBlobWriter:
                 logger.warning("could not delete the shared state of a failed checkpoint: %s", exc)
 
 
-@dataclass(frozen=True)
-class _OperatorBlobWriter:
-    owner: SharedBlobWriter
-    uid: str
+class OperatorStateWriter:
+    """Writes the blobs of one operator of a subtask for one checkpoint."""
+
+    def __init__(self, owner: SubtaskStateWriter, uid: str) -> None:
+        self.owner = owner
+        self.uid = uid
+        self.shared = _SharedBlobWriter(owner, uid)
+
+    @property
+    def canonical(self) -> bool:
+        return self.owner.canonical
+
+    async def write(self, data: bytes) -> StreamStateHandle:
+        """Persist the operator's keyed state blob."""
+        return await self.write_blob("keyed", data)
+
+    async def write_blob(self, kind: str, data: bytes) -> StreamStateHandle:
+        """Persist one of the operator's own blobs: ``kind`` is ``keyed``, ``operator`` or ``channel``."""
+        owner = self.owner
+        name = blob_name(self.uid, owner.subtask_index, kind)
+        return await owner.storage.write_state(owner.location, name, data)
+
+
+class _SharedBlobWriter:
+    def __init__(self, owner: SubtaskStateWriter, uid: str) -> None:
+        self.owner = owner
+        self.uid = uid
 
     async def write(self, kind: str, data: bytes) -> SharedStateHandle:
         owner = self.owner

@@ -1,9 +1,11 @@
 """Keyed state snapshots, independent of the backend that took them.
 
-A snapshot is taken in two parts. The synchronous part (:meth:`KeyedStateBackend.snapshot_sync`)
-runs inside the actor between two records and only captures a consistent view: O(1) or O(changed).
-The asynchronous part (:meth:`SnapshotResources.materialize`) turns the view into a
-:class:`KeyedStateSnapshot` away from the hot path, while records keep flowing.
+A snapshot is taken in two parts, the same for every backend. The synchronous part
+(:meth:`KeyedStateBackend.snapshot_sync`) runs inside the actor between two records and only captures
+a consistent view, the :class:`SnapshotResources`: O(1) or O(changed). The asynchronous part,
+:meth:`SnapshotResources.write`, persists the view through a :class:`KeyedStateWriter` away from the hot
+path, while records keep flowing, and returns handles to what it persisted: a whole
+:class:`KeyedStateSnapshot`, or (incremental backends) a manifest and the shared blobs it references.
 
 Entries are grouped by key group, so a restore at any parallelism takes exactly the key groups of
 its range. Values are bytes written by the state's codec (its descriptor's serializer inside).
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lockgate._errors import StateSerializationError
-from lockgate.snapshots import SharedStateHandle
+from lockgate._threads import run_sync
+from lockgate.snapshots import SharedStateHandle, StreamStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
 from lockgate.state._handles import MISSING, TtlValue
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
@@ -139,6 +142,44 @@ def stores_whole(descriptor: StateDescriptor[Any]) -> bool:
     return descriptor.ttl is None and type(descriptor.serializer) is PickleSerializer
 
 
+class SharedStateWriter(Protocol):
+    """Writes blobs into the checkpoint storage's shared area for one subtask's incremental snapshot
+    (the runtime names them, and deletes them again should the checkpoint not complete)."""
+
+    async def write(self, kind: str, data: bytes) -> SharedStateHandle:
+        """Persist ``data``; ``kind`` goes into the blob's name, for people looking at the files."""
+        ...
+
+
+class KeyedStateWriter(Protocol):
+    """Where the asynchronous part of one operator subtask's keyed snapshot persists its bytes: the
+    runtime hands one to :meth:`SnapshotResources.write` per operator and checkpoint."""
+
+    @property
+    def canonical(self) -> bool:
+        """Whether the snapshot goes into a savepoint: every state whole, entry by entry (the
+        backend-independent form), never incremental."""
+        ...
+
+    @property
+    def shared(self) -> SharedStateWriter:
+        """Where an incremental snapshot writes blobs that later checkpoints may reference."""
+        ...
+
+    async def write(self, data: bytes) -> StreamStateHandle:
+        """Persist the subtask's own keyed state blob: a pickled snapshot, or a manifest."""
+        ...
+
+
+@dataclass(frozen=True)
+class PersistedKeyedState:
+    """What the asynchronous part of a keyed snapshot persisted: the subtask's own blob, and the shared
+    blobs it references, new or reused (an incremental snapshot's; none for a whole one)."""
+
+    handle: StreamStateHandle
+    shared: tuple[SharedStateHandle, ...] = ()
+
+
 class SnapshotResources(ABC):
     """The consistent view captured by a backend's synchronous snapshot part."""
 
@@ -149,16 +190,25 @@ class SnapshotResources(ABC):
     @abstractmethod
     def release(self) -> None:
         """The snapshot is written (or abandoned): let the backend reclaim the view. Runs on the
-        event loop, exactly once, whether :meth:`materialize` ran, failed or never ran."""
+        event loop, exactly once, whether :meth:`write` ran, failed or never ran."""
 
+    async def write(self, writer: KeyedStateWriter) -> PersistedKeyedState:
+        """The asynchronous part: persist the view through ``writer``, the costly work in a worker
+        thread; handles to what was persisted.
 
-class SharedStateWriter(Protocol):
-    """Writes blobs into the checkpoint storage's shared area for one subtask's incremental snapshot
-    (the runtime names them, and deletes them again should the checkpoint not complete)."""
+        Raises:
+            StateSerializationError: A value cannot be written at all (it names the state and key).
+        """
+        data = await run_sync(self.encode, writer.canonical)
+        return PersistedKeyedState(await writer.write(data))
 
-    async def write(self, kind: str, data: bytes) -> SharedStateHandle:
-        """Persist ``data``; ``kind`` goes into the blob's name, for people looking at the files."""
-        ...
+    def encode(self, canonical: bool = False) -> bytes:
+        """Build the snapshot and pickle it: ``canonical``, with every state entry by entry, as
+        savepoints hold them. Runs in a worker thread."""
+        snapshot = self.materialize()
+        if canonical:
+            snapshot = snapshot.canonical()
+        return pickle_snapshot(snapshot, snapshot.tables, snapshot.operator_uid)
 
 
 @dataclass(frozen=True)
@@ -201,11 +251,19 @@ class PreparedKeyedState(ABC):
 
 class IncrementalSnapshotResources(SnapshotResources):
     """A captured view that can also be persisted incrementally: only what changed since the last
-    checkpoint this subtask knows complete is written; the rest is referenced."""
+    checkpoint this subtask knows complete is written; the rest is referenced. A savepoint still
+    holds the whole state, in the canonical form."""
 
     @abstractmethod
     async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
         """Write what is new through ``writer``; the manifest and every shared blob it references."""
+
+    async def write(self, writer: KeyedStateWriter) -> PersistedKeyedState:
+        if writer.canonical:
+            return await super().write(writer)
+        written = await self.write_incremental(writer.shared)
+        handle = await writer.write(pickle.dumps(written.manifest, protocol=5))
+        return PersistedKeyedState(handle, written.shared)
 
 
 class _Encoding(Protocol):
