@@ -4,6 +4,7 @@ that every subtask takes after its end of input; sinks commit their last records
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 import lockgate as lg
 from lockgate.connectors import CollectionSource
-from tests._sources import GUARD
+from tests._sources import GUARD, PausingSource
 
 pytestmark = pytest.mark.anyio
 
@@ -215,3 +216,79 @@ async def test_a_job_without_checkpointing_commits_at_its_end_and_takes_no_check
     await job.wait()
     assert job.checkpoint_stats.history == []
     assert Counter(eval(line) for line in committed_lines(out)) == expected_sums(ITEMS)
+
+
+class SlowFirstLocation(lg.FileCheckpointStorage):
+    """Creating checkpoint 1's location waits until checkpoint 2's exists, for a while at most: a
+    checkpoint triggered meanwhile could otherwise reach the sources before it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.second_created = anyio.Event()
+
+    async def create_checkpoint_location(self, checkpoint_id: int) -> Any:
+        if checkpoint_id == 1:
+            # Under a correct coordinator checkpoint 2 cannot begin before 1 has: this waits in vain.
+            with anyio.move_on_after(0.3):
+                await self.second_created.wait()
+        location = await super().create_checkpoint_location(checkpoint_id)
+        if checkpoint_id == 2:
+            self.second_created.set()
+        return location
+
+
+class SnapshotOrderSource(PausingSource):
+    """A pausing source that notes the id of every checkpoint it takes its part of, in order."""
+
+    def __init__(self, items: list[Any], pauses: tuple[int, ...]) -> None:
+        super().__init__(items, pauses)
+        self.snapshots: list[int] = []
+
+    def create_reader(self, ctx: lg.RuntimeContext) -> lg.SourceReader:
+        return _NotingReader(super().create_reader(ctx), self.snapshots)
+
+
+class _NotingReader(lg.SourceReader):
+    def __init__(self, inner: lg.SourceReader, snapshots: list[int]) -> None:
+        self._inner = inner
+        self._snapshots = snapshots
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        return await self._inner.read(max_records)
+
+    def snapshot_state(self, checkpoint_id: int) -> None:
+        self._snapshots.append(checkpoint_id)
+        self._inner.snapshot_state(checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        self._inner.notify_checkpoint_complete(checkpoint_id)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def test_checkpoints_triggered_together_reach_the_sources_in_id_order(tmp_path: Path) -> None:
+    # A source that took checkpoint 2 before 1 gave a sink's last transaction to checkpoint 2; when 1
+    # then completed first as the final checkpoint, the job ended with that transaction uncommitted.
+    items = list(range(20))
+    source = SnapshotOrderSource(items, (10,))
+    env = lg.StreamEnvironment(parallelism=2)
+    env.set_checkpoint_storage(SlowFirstLocation(tmp_path.as_uri()))
+    env.enable_checkpointing(3600)
+    sink = lg.CollectSink[int]()
+    env.from_source(source, uid="src").sink(sink, uid="out")
+    job = await env.start("two-at-once")
+    await source.reached(10)
+
+    async def trigger() -> None:
+        with contextlib.suppress(lg.CheckpointError):  # subsumed by the other, which completed first
+            await job.trigger_checkpoint()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as group:
+            group.start_soon(trigger)
+            group.start_soon(trigger)
+        source.resume(10)
+        await job.wait()
+    assert source.snapshots == sorted(source.snapshots) and source.snapshots[:2] == [1, 2]
+    assert sorted(sink.results) == items

@@ -113,6 +113,7 @@ class CheckpointCoordinator:
         self._final_on_its_way = False  # a checkpoint sure to be final is triggered (until it fails)
         self._starting = 0
         self._wake = anyio.Event()
+        self._beginning = anyio.Lock()
         self._shared = SharedStateRegistry()
         self._shared_rebuilt = False
         self._claimed = False  # the storage is claimed for this job (see CheckpointStorage.claim)
@@ -363,6 +364,13 @@ class CheckpointCoordinator:
             self._starting -= 1
 
     async def _begin_checkpoint(self, savepoint: CheckpointStorage | None, stop: bool) -> _Pending:
+        # One at a time, from taking the id to posting the triggers, however long creating a location
+        # takes: sources take checkpoints in id order. (One that took n + 1 before n gave a sink's last
+        # transaction to n + 1; n then completed as the final checkpoint and nothing committed it.)
+        async with self._beginning:
+            return await self._begin_next(savepoint, stop)
+
+    async def _begin_next(self, savepoint: CheckpointStorage | None, stop: bool) -> _Pending:
         if self._group is None or self._finishing:
             raise CheckpointError(
                 f"job {self.job_name!r} cannot take a checkpoint now: it has ended, or its final "
