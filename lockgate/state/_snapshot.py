@@ -21,9 +21,9 @@ from typing import Any, Protocol
 from lockgate._errors import StateSerializationError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
-from lockgate.state._handles import MISSING, TtlValue
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
+from lockgate.state._states import MISSING, TtlValue
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
