@@ -225,7 +225,7 @@ class HeapModel:
 
 
 class HeapDriver:
-    """A heap keyed backend with incremental snapshots and its handles, one per (state, namespace)."""
+    """A heap keyed backend with incremental snapshots and its state objects, one per (state, namespace)."""
 
     def __init__(self, max_chain_length: int) -> None:
         self.clock = FakeClock()
@@ -234,7 +234,7 @@ class HeapDriver:
         ).create_keyed_backend("op", ALL_KEY_GROUPS, MAX_P)
         assert isinstance(self.backend, lgs.HeapKeyedStateBackend)
         self.backend.clock = self.clock
-        self.handles: dict[tuple[str, Any], Any] = {}
+        self.state_objects: dict[tuple[str, Any], Any] = {}
         for name, kind in (
             ("v", lgs.ValueState),
             ("l", lgs.ListState),
@@ -242,9 +242,9 @@ class HeapDriver:
             ("t", lgs.ListState),
         ):
             for namespace in NAMESPACES:
-                handle = self.backend.create_state(DESCRIPTORS[name], kind)
-                handle.namespace = namespace
-                self.handles[name, namespace] = handle
+                state = self.backend.create_state(DESCRIPTORS[name], kind)
+                state.namespace = namespace
+                self.state_objects[name, namespace] = state
         self.late_registered = False
 
     def register_late(self) -> None:
@@ -258,32 +258,32 @@ class HeapDriver:
             # HeapValueState reaches the default namespace's table directly; other namespaces (and
             # the late state) go through the backend's own synchronous methods.
             if name == "v" and namespace is lgs.DEFAULT_NAMESPACE:
-                self.handles[name, namespace].update_nowait(number)
+                self.state_objects[name, namespace].update_nowait(number)
             else:
                 backend.put_nowait(name, key, namespace, number)
         elif name in ("l", "t"):
-            self.handles[name, namespace].add_nowait(number)
+            self.state_objects[name, namespace].add_nowait(number)
         else:
-            self.handles[name, namespace].put_nowait(number % 3, number)
+            self.state_objects[name, namespace].put_nowait(number % 3, number)
 
     def delete(self, name: str, namespace: Any, key: Any) -> None:
         self.backend.current_key = key
         if name in ("v", "late"):
             self.backend.delete_nowait(name, key, namespace)
         else:
-            self.handles[name, namespace].clear_nowait()
+            self.state_objects[name, namespace].clear_nowait()
 
     def read(self, name: str, namespace: Any, key: Any) -> Any:
         self.backend.current_key = key
-        handle = self.handles[name, namespace]
+        state = self.state_objects[name, namespace]
         if name == "v" and namespace is lgs.DEFAULT_NAMESPACE:
-            return handle.value_nowait()  # copy-on-write through HeapValueState
+            return state.value_nowait()  # copy-on-write through HeapValueState
         if name == "v":
             stored = self.backend.get_nowait("v", key, namespace)
             return None if stored is lgs.MISSING else stored
         if name == "m":
-            return handle.to_dict_nowait() or None
-        return handle.get_nowait() or None
+            return state.to_dict_nowait() or None
+        return state.get_nowait() or None
 
 
 @pytest.mark.anyio
@@ -347,7 +347,7 @@ async def test_any_heap_chain_resolves_to_the_state_at_its_checkpoint(
                 model.visible().get((name, namespace, key))
             )
             if name == "t" and (name, namespace, key) in model.entries:
-                # A read drops what expired (the handle stores the rest back).
+                # A read drops what expired (the state object stores the rest back).
                 alive = model.visible().get((name, namespace, key))
                 if alive is None:
                     model.delete(name, namespace, key)
@@ -379,7 +379,7 @@ async def test_any_heap_chain_resolves_to_the_state_at_its_checkpoint(
 
 
 def _user_view(value: Any) -> Any:
-    """What a handle read returns for a model value (None for absent)."""
+    """What a read of a state object returns for a model value (None for absent)."""
     if isinstance(value, list) and value and isinstance(value[0], tuple):
         return [number for number, _ in value]
     return value

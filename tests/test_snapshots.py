@@ -153,10 +153,10 @@ def test_restore_at_any_parallelism_takes_exactly_the_subtasks_key_groups(parall
         key_groups = lgs.KeyGroupRange.for_subtask(MAX_P, parallelism, index)
         target = backend_for(key_groups)
         target.restore([snapshot])
-        handle = target.create_state(lgs.MapStateDescriptor("m"), lgs.MapState)
+        target_state = target.create_state(lgs.MapStateDescriptor("m"), lgs.MapState)
         for key in range(200):
             target.current_key = f"k{key}"
-            found = handle.get_nowait("n")
+            found = target_state.get_nowait("n")
             owned = lgs.key_group_for(f"k{key}", MAX_P) in key_groups
             assert (found is not None) == owned
             if owned:
@@ -250,14 +250,14 @@ async def test_a_snapshot_of_one_backend_restores_into_the_other_at_another_para
     source = BACKENDS[source_name]().create_keyed_backend("op", ALL_KEY_GROUPS, MAX_P)
     source.clock = clock
     try:
-        handles = {name: source.create_state(d, kinds[name]) for name, d in descriptors.items()}
+        states = {name: source.create_state(d, kinds[name]) for name, d in descriptors.items()}
         keys: list[Any] = [f"k{i}" for i in range(40)] + [7, (1, "a"), None, b"raw"]
         for key in keys:
             source.current_key = key
-            handles["v"].update_nowait({"key": key})
-            handles["l"].add_all_nowait([key, key])
-            handles["m"].put_nowait("self", key)
-            handles["t"].update_nowait(1)
+            states["v"].update_nowait({"key": key})
+            states["l"].add_all_nowait([key, key])
+            states["m"].put_nowait("self", key)
+            states["t"].update_nowait(1)
         snapshot = await source.snapshot()
     finally:
         await source.dispose()

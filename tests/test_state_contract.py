@@ -43,11 +43,11 @@ def keyed_backend(name: str, clock: Clock) -> lg.KeyedStateBackend:
     return backend
 
 
-async def call(handle: Any, method: str, nowait: bool, *args: Any) -> Any:
-    """Call ``method`` in its awaitable or its *_nowait form (where the backend has it)."""
-    if nowait and handle._backend.supports_nowait:
-        return getattr(handle, f"{method}_nowait")(*args)
-    result = getattr(handle, method)(*args)
+async def call(state: Any, method: str, nowait: bool, *args: Any) -> Any:
+    """Call ``method`` of ``state`` in its awaitable or its *_nowait form (where the backend has it)."""
+    if nowait and state._backend.supports_nowait:
+        return getattr(state, f"{method}_nowait")(*args)
+    result = getattr(state, method)(*args)
     if hasattr(result, "__aiter__"):
         return [item async for item in result]
     return await result

@@ -21,7 +21,7 @@ from lockgate.state import (
     OperatorStateBackend,
     ReducingState,
     ReducingStateDescriptor,
-    StateHandle,
+    State,
     ValueState,
     ValueStateDescriptor,
 )
@@ -29,7 +29,7 @@ from lockgate.state import (
 T = TypeVar("T")
 IN = TypeVar("IN")
 OUT = TypeVar("OUT")
-H = TypeVar("H", bound=StateHandle[Any])
+S = TypeVar("S", bound=State[Any])
 
 
 class SubtaskContext(RuntimeContext):
@@ -86,11 +86,11 @@ class SubtaskContext(RuntimeContext):
             )
         return self.keyed_backend
 
-    def _keyed_state(self, method: str, descriptor: Any, expected: type[Any], handle_type: type[H]) -> H:
+    def _keyed_state(self, method: str, descriptor: Any, expected: type[Any], state_type: type[S]) -> S:
         backend = self._require_keyed(f"{method}()")
         if not isinstance(descriptor, expected):
             raise TypeError(f"{method}() takes a {expected.__name__}, got {type(descriptor).__qualname__}")
-        return backend.create_state(descriptor, handle_type)
+        return backend.create_state(descriptor, state_type)
 
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]:
         return self._keyed_state("get_state", descriptor, ValueStateDescriptor, ValueState)

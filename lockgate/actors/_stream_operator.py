@@ -57,7 +57,7 @@ def _extend_outputs(out: list[Any], result: Any, what: str) -> None:
 
 def _copy_per_subtask(function: Any, uid: str) -> Any:
     # Each subtask gets its own copy, as each Flink subtask deserialises its own: attributes set in
-    # open() (state handles) then belong to one subtask.
+    # open() (state objects) then belong to one subtask.
     try:
         return copy.deepcopy(function)
     except Exception as exc:

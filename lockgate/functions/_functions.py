@@ -100,9 +100,9 @@ class KeyedProcessFunction(ABC, Generic[IN, OUT]):
 
     - ``async def`` with ``yield``: may ``await`` anything, state included (the PyFlink form);
     - ``def`` with ``yield``, or a ``def`` that returns an iterable of outputs or None: the fast form.
-      It reaches state through the ``*_nowait`` handle methods, which work on every local backend.
+      It reaches state through the ``*_nowait`` methods of state objects, which work on every local backend.
 
-    State handles are created in :meth:`open` with ``ctx.get_state(...)``; they act on the key of the
+    State objects are created in :meth:`open` with ``ctx.get_state(...)``; they act on the key of the
     record being processed. Each subtask works on its own copy of the function object.
     """
 
@@ -122,7 +122,7 @@ class MapFunction(ABC, Generic[IN, OUT]):
 
     On a keyed stream (``keyed.map(fn)``) it may use keyed state, declared in ``open``, and it is
     the fastest form for keyed hot paths: one output per record, no generator. ``map`` may be an
-    ``async def``; with a plain ``def`` it reaches state through the ``*_nowait`` handle methods.
+    ``async def``; with a plain ``def`` it reaches state through the ``*_nowait`` methods of state objects.
     Each subtask works on its own copy of the function object.
     """
 

@@ -1,4 +1,4 @@
-"""Keyed state: descriptors, handles, key groups, key serialisation and the state backends."""
+"""Keyed state: descriptors, state objects, key groups, key serialisation and the state backends."""
 
 from lockgate.state._backend import (
     KeyedStateBackend as KeyedStateBackend,
@@ -14,16 +14,6 @@ from lockgate.state._descriptors import ReducingStateDescriptor as ReducingState
 from lockgate.state._descriptors import StateDescriptor as StateDescriptor
 from lockgate.state._descriptors import StateTtlConfig as StateTtlConfig
 from lockgate.state._descriptors import ValueStateDescriptor as ValueStateDescriptor
-from lockgate.state._handles import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
-from lockgate.state._handles import HANDLE_TYPES as HANDLE_TYPES
-from lockgate.state._handles import MISSING as MISSING
-from lockgate.state._handles import AggregatingState as AggregatingState
-from lockgate.state._handles import ListState as ListState
-from lockgate.state._handles import MapState as MapState
-from lockgate.state._handles import ReducingState as ReducingState
-from lockgate.state._handles import StateHandle as StateHandle
-from lockgate.state._handles import TtlValue as TtlValue
-from lockgate.state._handles import ValueState as ValueState
 from lockgate.state._keygroups import (
     UPPER_BOUND_MAX_PARALLELISM as UPPER_BOUND_MAX_PARALLELISM,
 )
@@ -70,6 +60,16 @@ from lockgate.state._snapshot import SnapshotResources as SnapshotResources
 from lockgate.state._snapshot import StateCodec as StateCodec
 from lockgate.state._snapshot import StateMetaInfo as StateMetaInfo
 from lockgate.state._snapshot import pickle_snapshot as pickle_snapshot
+from lockgate.state._states import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
+from lockgate.state._states import MISSING as MISSING
+from lockgate.state._states import STATE_TYPES as STATE_TYPES
+from lockgate.state._states import AggregatingState as AggregatingState
+from lockgate.state._states import ListState as ListState
+from lockgate.state._states import MapState as MapState
+from lockgate.state._states import ReducingState as ReducingState
+from lockgate.state._states import State as State
+from lockgate.state._states import TtlValue as TtlValue
+from lockgate.state._states import ValueState as ValueState
 from lockgate.state.heap import HeapKeyedStateBackend as HeapKeyedStateBackend
 from lockgate.state.heap import HeapStateBackend as HeapStateBackend
 from lockgate.state.heap import HeapValueState as HeapValueState

@@ -2,10 +2,10 @@
 
 A backend holds the keyed state of the key groups its subtask owns. Access is async, so a backend may
 live anywhere; a local backend (heap, RocksDB) also answers synchronously through the ``*_nowait``
-methods, which state handles use to skip an await on the hot path.
+methods, which state objects use to skip an await on the hot path.
 
 Every access names the state, the key and the namespace. The runtime sets :attr:`current_key` before
-it hands a record to a keyed function; state handles read it, as Flink's ``setCurrentKey`` does.
+it hands a record to a keyed function; state objects read it, as Flink's ``setCurrentKey`` does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from lockgate._errors import ConfigurationError
 from lockgate._threads import run_sync
 from lockgate.state._descriptors import StateDescriptor
-from lockgate.state._handles import HANDLE_TYPES, StateHandle
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._snapshot import (
     Entry,
@@ -30,8 +29,9 @@ from lockgate.state._snapshot import (
     StateCodec,
     StateMetaInfo,
 )
+from lockgate.state._states import STATE_TYPES, State
 
-H = TypeVar("H", bound=StateHandle[Any])
+S = TypeVar("S", bound=State[Any])
 
 #: Restored entries of states not registered yet: state name -> (meta info, key group -> entries).
 RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
@@ -55,7 +55,7 @@ class KeyedStateBackend(ABC):
     """Keyed state of one subtask, scoped to its key group range.
 
     Attributes:
-        current_key: The key of the record being processed; state handles read and write under it.
+        current_key: The key of the record being processed; state objects read and write under it.
         key_group_range: The key groups this subtask owns.
         max_parallelism: The number of key groups of the job.
         clock: Seconds since the epoch, as TTL counts them (tests may replace it).
@@ -76,15 +76,15 @@ class KeyedStateBackend(ABC):
         self._restored: RestoredEntries = {}
         self._restored_tables: RestoredTables = {}
 
-    def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
-        """Register ``descriptor`` and return its handle, an instance of ``handle_type``.
+    def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
+        """Register ``descriptor`` and return its state object, an instance of ``state_type``.
 
         Backends may override this to return a subclass specialised for their storage.
         """
         self.register_state(descriptor)
-        if HANDLE_TYPES[descriptor.kind] is not handle_type:
-            raise TypeError(f"{descriptor!r} declares {descriptor.kind} state, not {handle_type.__name__}")
-        return handle_type(self, descriptor)
+        if STATE_TYPES[descriptor.kind] is not state_type:
+            raise TypeError(f"{descriptor!r} declares {descriptor.kind} state, not {state_type.__name__}")
+        return state_type(self, descriptor)
 
     def register_state(self, descriptor: StateDescriptor[Any]) -> None:
         """Declare a state; the same name may be declared again only with the same kind.

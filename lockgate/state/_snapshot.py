@@ -24,9 +24,9 @@ from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle, StreamStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
-from lockgate.state._handles import MISSING, TtlValue
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
+from lockgate.state._states import MISSING, TtlValue
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]

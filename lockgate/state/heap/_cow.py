@@ -6,7 +6,7 @@ changed while a snapshot holds them, so a snapshot sees exactly the state of its
 long it takes to write away. When no snapshot holds them any more, the layers are merged back into
 one dict, which costs O(entries changed since the freeze).
 
-Handles may change what they read in place (a list they append to), so a value read from a frozen
+State objects may change what they read in place (a list they append to), so a value read from a frozen
 layer is first copied into the top layer: copy-on-write of each touched entry, once per snapshot.
 
 A table that ``tracks_changes`` (incremental snapshots) never merges its top layer down: once
@@ -21,7 +21,7 @@ import copy
 from collections.abc import Iterator
 from typing import Any, Final
 
-from lockgate.state._handles import MISSING
+from lockgate.state._states import MISSING
 
 
 class _Tombstone:

@@ -11,9 +11,8 @@ from typing import Any, Final, TypeVar
 from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
-from lockgate.state._backend import H, KeyedStateBackend, StateBackend
+from lockgate.state._backend import KeyedStateBackend, S, StateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
-from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
 from lockgate.state._snapshot import (
     Entry,
@@ -27,6 +26,7 @@ from lockgate.state._snapshot import (
     pickle_snapshot,
     stores_whole,
 )
+from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable, frozen_get, frozen_items
 from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
 
@@ -46,8 +46,8 @@ ChangeSets = dict[tuple[str, Any], dict[Any, Any] | None]
 class HeapKeyedStateBackend(KeyedStateBackend):
     """Keyed state of one subtask in copy-on-write tables: ``tables[state][namespace]``.
 
-    The table of the default namespace of each state lives as long as the backend, so handles can
-    hold it. Snapshots freeze every table in O(1) (see :mod:`lockgate.state.heap._cow`).
+    The table of the default namespace of each state lives as long as the backend, so state objects
+    can hold it. Snapshots freeze every table in O(1) (see :mod:`lockgate.state.heap._cow`).
 
     With ``incremental``, tables track their changes, and a checkpoint writes what changed since the
     last checkpoint this backend knows complete, chained to that checkpoint's links; every
@@ -86,13 +86,13 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
         self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: CowTable(self.incremental)})
 
-    def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
-        handle = super().create_state(descriptor, handle_type)
+    def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
+        state = super().create_state(descriptor, state_type)
         if isinstance(descriptor, ValueStateDescriptor) and descriptor.ttl is None:
-            # Without TTL a value is stored as is: the handle can reach its table directly.
+            # Without TTL a value is stored as is: the state object can reach its table directly.
             table = self._tables[descriptor.name][DEFAULT_NAMESPACE]
             return HeapValueState(self, descriptor, table)  # type: ignore[return-value]
-        return handle
+        return state
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
         if not (stores_whole(descriptor) and descriptor.kind not in ("list", "map")):

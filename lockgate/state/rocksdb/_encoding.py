@@ -7,8 +7,8 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
-from lockgate.state._handles import DEFAULT_NAMESPACE
 from lockgate.state._serialization import canonical_key_bytes
+from lockgate.state._states import DEFAULT_NAMESPACE
 
 #: Column families of states are named with this prefix (RocksDB reserves the name "default").
 CF_PREFIX: Final = "state:"

@@ -1,4 +1,4 @@
-"""The keyed state backend of one subtask in RocksDB, and its value-state handle that skips the backend."""
+"""The keyed state backend of one subtask in RocksDB, and its value state that skips the backend."""
 
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ from rocksdict import (
 from lockgate._errors import ConfigurationError, StateValueTooLargeError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
-from lockgate.state._backend import H, KeyedStateBackend
+from lockgate.state._backend import KeyedStateBackend, S
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
-from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._keygroups import KeyGroupRange, key_group_for
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import PICKLE_PROTOCOL, PickleSerializer
@@ -42,6 +41,7 @@ from lockgate.state._snapshot import (
     StateCodec,
     StateMetaInfo,
 )
+from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state.rocksdb._encoding import _DATACLASS, _PLAIN, CF_PREFIX, _decode_key, _decoder, _stored_key
 from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, reclaim_working_directories
 from lockgate.state.rocksdb._native import NativeRocksDBState
@@ -241,12 +241,12 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if store.in_batch:
             table.default.open()
 
-    def create_state(self, descriptor: StateDescriptor[Any], handle_type: type[H]) -> H:
-        handle = super().create_state(descriptor, handle_type)
-        if type(descriptor) is ValueStateDescriptor and descriptor.ttl is None and handle_type is ValueState:
+    def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
+        state = super().create_state(descriptor, state_type)
+        if type(descriptor) is ValueStateDescriptor and descriptor.ttl is None and state_type is ValueState:
             space = self._store.tables[descriptor.name].default
             return RocksDBValueState(self, descriptor, space)  # type: ignore[return-value]
-        return handle
+        return state
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
         """Write the restored entries as they are: the bytes of an entry are what this state stores

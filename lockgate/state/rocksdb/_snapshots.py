@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
-from lockgate.state._handles import MISSING
 from lockgate.state._snapshot import (
     Entry,
     IncrementalKeyedState,
@@ -19,6 +18,7 @@ from lockgate.state._snapshot import (
     StateCodec,
     StateMetaInfo,
 )
+from lockgate.state._states import MISSING
 from lockgate.state.rocksdb._encoding import _payload
 from lockgate.state.rocksdb._files import _read_file, _read_files
 from lockgate.state.rocksdb._native import RocksDBManifest

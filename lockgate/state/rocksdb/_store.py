@@ -9,10 +9,10 @@ from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from lockgate._errors import StateSerializationError, StateValueTooLargeError
 from lockgate.state._descriptors import StateDescriptor
-from lockgate.state._handles import DEFAULT_NAMESPACE, MISSING
 from lockgate.state._keygroups import key_group_for
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER
+from lockgate.state._states import DEFAULT_NAMESPACE, MISSING
 from lockgate.state.rocksdb._encoding import (
     _DEFAULT_NS_BYTES,
     _LEN,
@@ -73,7 +73,7 @@ class _Table:
         self.decode_raw = decode_raw
         #: What to call when ``encode`` (a fast path) raises, if anything.
         self.encode_slow = encode_slow
-        #: The default namespace's buffers live as long as the table, so handles can hold them.
+        #: The default namespace's buffers live as long as the table, so state objects can hold them.
         self.default = _Space(store, self, DEFAULT_NAMESPACE)
         #: Other namespaces' buffers, for the open batch only.
         self.extra: dict[Any, _Space] = {}
@@ -373,7 +373,7 @@ class _Store:
         closed = _ClosedFamily(self.operator_uid)
         for table in self.tables.values():
             # Column family handles must go before their database closes: rocksdict stalls for a
-            # second dropping one of a closed database. Handles in users' hands keep only the space.
+            # second dropping one of a closed database. State objects in users' hands keep only the space.
             table.cf = table.handle = closed
             table.default.cf = closed
         self.keys.clear()

@@ -1,11 +1,11 @@
-"""State handles: what a user function holds and calls, scoped to the current key and namespace.
+"""State objects: what a user function holds and calls, scoped to the current key and namespace.
 
-Every handle method exists twice: ``m()`` to await, and ``m_nowait()`` that does the same without an
-await on backends whose state is local (heap and RocksDB), for hot paths. The logic of each method is
-written once, as a pure step from what is stored to what is returned and what to store instead; the
-two forms differ only in how they reach the backend.
+Every method of a state object exists twice: ``m()`` to await, and ``m_nowait()`` that does the same
+without an await on backends whose state is local (heap and RocksDB), for hot paths. The logic of each
+method is written once, as a pure step from what is stored to what is returned and what to store
+instead; the two forms differ only in how they reach the backend.
 
-What a backend's ``get`` returns belongs to the handle: a handle may change it and store it back.
+What a backend's ``get`` returns belongs to the state object: it may change it and store it back.
 A backend whose live objects are shared with a snapshot must hand out copies.
 """
 
@@ -85,8 +85,9 @@ def _check_elements(values: Iterable[Any] | None, method: str) -> list[Any]:
     return list(values)
 
 
-class StateHandle(Generic[T]):
-    """Access to the stored value of the current key in this handle's state and namespace."""
+class State(Generic[T]):
+    """The base of every state object: access to the stored value of the current key in its state
+    and namespace."""
 
     __slots__ = ("_backend", "_descriptor", "_name", "_ttl", "namespace")
 
@@ -160,7 +161,7 @@ class StateHandle(Generic[T]):
         return 0.0 if self._ttl is None else self._ttl.clock()
 
 
-class _SingleValueHandle(StateHandle[T]):
+class _SingleValueState(State[T]):
     """A state that stores one entry per key: value, reducing and aggregating state."""
 
     __slots__ = ()
@@ -169,7 +170,7 @@ class _SingleValueHandle(StateHandle[T]):
         return self._read_entry(stored, self._now())
 
 
-class ValueState(_SingleValueHandle[T]):
+class ValueState(_SingleValueState[T]):
     """One value per key.
 
     ``value()`` of a key without a value is the descriptor's default (a fresh copy each time);
@@ -207,7 +208,7 @@ class ValueState(_SingleValueHandle[T]):
         self._apply_nowait(self._updated(value))
 
 
-class ReducingState(_SingleValueHandle[T]):
+class ReducingState(_SingleValueState[T]):
     """Keeps ``reduce_function(previous, value)`` of the values added for the current key.
 
     ``get()`` before any ``add`` (or after ``clear``) is None.
@@ -247,7 +248,7 @@ class ReducingState(_SingleValueHandle[T]):
         self._apply_nowait(self._added(self._load_nowait(), value))
 
 
-class AggregatingState(_SingleValueHandle[Any], Generic[IN, OUT]):
+class AggregatingState(_SingleValueState[Any], Generic[IN, OUT]):
     """Folds the values added for the current key into an accumulator with an
     :class:`~lockgate.AggregateFunction`; ``get()`` is its result, or None before any ``add``."""
 
@@ -289,7 +290,7 @@ class AggregatingState(_SingleValueHandle[Any], Generic[IN, OUT]):
         self._apply_nowait(self._added(self._load_nowait(), value))
 
 
-class ListState(StateHandle[T]):
+class ListState(State[T]):
     """A list per key, in insertion order; elements may be None.
 
     ``get()`` returns a new list (``[]`` when empty); ``add_all([])`` does nothing; ``update([])``
@@ -373,7 +374,7 @@ class ListState(StateHandle[T]):
         self._apply_nowait(self._replaced(_check_elements(values, "update")))
 
 
-class MapState(StateHandle[T], Generic[K, T]):
+class MapState(State[T], Generic[K, T]):
     """A map per key. ``get(missing)`` is None, and None is a value (``contains`` tells them apart).
 
     ``keys()``, ``values()`` and ``items()`` are async iterators (empty, never None) over the entries
@@ -517,8 +518,8 @@ class MapState(StateHandle[T], Generic[K, T]):
             yield value
 
 
-#: The handle class of each kind of state.
-HANDLE_TYPES: Final[dict[str, type[StateHandle[Any]]]] = {
+#: The state object class of each kind of state.
+STATE_TYPES: Final[dict[str, type[State[Any]]]] = {
     ValueStateDescriptor.kind: ValueState,
     ListStateDescriptor.kind: ListState,
     MapStateDescriptor.kind: MapState,
