@@ -88,7 +88,7 @@ class _SlowWriter(lg.SinkWriter):
 
 def keyed_channels(job: Any) -> list[lg.ChannelStatistics]:
     """The statistics of the channels into the keyed process (the ones that fill up)."""
-    return [stats for name, stats in job.channel_statistics().items() if "->sum[" in name]
+    return [stats for name, stats in job.channel_stats.items() if "->sum[" in name]
 
 
 def fill(job: Any) -> float:

@@ -9,10 +9,12 @@ from lockgate._config import RestartStrategy as RestartStrategy
 from lockgate._errors import CheckpointError as CheckpointError
 from lockgate._errors import ConfigurationError as ConfigurationError
 from lockgate._errors import CorruptCheckpointError as CorruptCheckpointError
+from lockgate._errors import IncompatibleStateError as IncompatibleStateError
 from lockgate._errors import JobCancelledError as JobCancelledError
 from lockgate._errors import JobFailedError as JobFailedError
 from lockgate._errors import KeySerializationError as KeySerializationError
 from lockgate._errors import LockgateError as LockgateError
+from lockgate._errors import StateMigrationError as StateMigrationError
 from lockgate._errors import StateSerializationError as StateSerializationError
 from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
 from lockgate.actors import GeneratedUidWarning as GeneratedUidWarning
@@ -114,6 +116,7 @@ __all__ = [
     "ReducingStateDescriptor",
     "RocksDBStateBackend",
     "StateTtlConfig",
+    "StateMigrationError",
     "StateSerializationError",
     "StateValueTooLargeError",
     "ValueState",
@@ -121,6 +124,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointStorage",
     "CorruptCheckpointError",
+    "IncompatibleStateError",
     "FileCheckpointStorage",
     "FsStateBackend",
     "MemoryCheckpointStorage",

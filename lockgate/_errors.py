@@ -128,5 +128,55 @@ class StateSerializationError(CheckpointError):
         return (type(self), (self.operator_uid, self.state, self.key, self.reason))
 
 
+class IncompatibleStateError(ConfigurationError):
+    """A restored state cannot be read as the job declares it now: another kind of state, a serializer
+    that cannot read what the old one wrote, a TTL added or dropped. Nothing is overwritten: the job
+    does not start. The message says what to do.
+
+    Attributes:
+        operator_uid: The operator whose state it is.
+        state: The state's name.
+        old: What the state was when it was saved (its kind, serializer, TTL).
+        new: What the job declares now.
+    """
+
+    def __init__(self, operator_uid: str, state: str, old: str, new: str, message: str) -> None:
+        self.operator_uid = operator_uid
+        self.state = state
+        self.old = old
+        self.new = new
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[IncompatibleStateError], tuple[str, str, str, str, str]]:
+        return (type(self), (self.operator_uid, self.state, self.old, self.new, str(self)))
+
+
+class StateMigrationError(LockgateError):
+    """A restored state's values could not be migrated to the schema the job declares now (the error
+    that the migration raised is the cause). Nothing is overwritten: the job does not start.
+
+    Attributes:
+        operator_uid: The operator whose state it is.
+        state: The state's name.
+        old: The schema the values were saved with.
+        new: The schema the job declares now.
+        reason: What went wrong.
+    """
+
+    def __init__(self, operator_uid: str, state: str, old: str, new: str, reason: str) -> None:
+        self.operator_uid = operator_uid
+        self.state = state
+        self.old = old
+        self.new = new
+        self.reason = reason
+        super().__init__(
+            f"operator {operator_uid!r}: the values of state {state!r}, saved as {old}, cannot be migrated "
+            f"to {new}: {reason}"
+        )
+
+    def __reduce__(self) -> tuple[type[StateMigrationError], tuple[str, str, str, str, str]]:
+        return (type(self), (self.operator_uid, self.state, self.old, self.new, self.reason))
+
+
 def _next_power_of_two(size: int) -> int:
     return 1 << max(0, size - 1).bit_length()

@@ -4,6 +4,7 @@ function-level ones included, and fails on any import against the direction."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import lockgate
@@ -126,3 +127,20 @@ def test_a_planted_forbidden_import_is_found(tmp_path: Path) -> None:
     ]
     assert "mailbox may import no other part" in found[1]
     assert "state may import snapshots" in found[3]
+
+
+def test_the_maps_name_only_files_that_exist() -> None:
+    """docs/architecture.md and docs/checkpointing.md name modules by path: each must exist, so a move
+    that forgets the map fails here."""
+    package = Path(lockgate.__file__).parent
+    docs = package.parent / "docs"
+    missing = []
+    for page in ("architecture.md", "checkpointing.md"):
+        text = (docs / page).read_text(encoding="utf-8")
+        for path in re.findall(r"`((?:lockgate/)?[a-z_]+/[a-z_/]*(?:\.py|/))`", text):
+            relative = path.removeprefix("lockgate/")
+            if relative.split("/")[0] in {"tests", "docs", "examples", "benchmarks"}:
+                continue
+            if not (package / relative).exists():
+                missing.append(f"{page}: {path}")
+    assert missing == []

@@ -1,6 +1,13 @@
-"""The public surface: exactly the names in __all__, each importable from the top level."""
+"""The public surface: exactly the names in __all__, each importable from the top level; and every
+part's face (its ``__init__``) shows exactly the names its ``__all__`` declares."""
 
 from __future__ import annotations
+
+import importlib
+import types
+from pathlib import Path
+
+import pytest
 
 import lockgate as lg
 
@@ -68,6 +75,8 @@ EXPECTED = {
     "FileSink",
     "NotReplayableSourceWarning",
     "RestartStrategy",
+    "IncompatibleStateError",
+    "StateMigrationError",
     "TwoPhaseCommitSink",
     "MemoryStateBackend",
 }
@@ -101,5 +110,244 @@ def test_errors_form_one_hierarchy() -> None:
         "KeySerializationError",
         "CheckpointError",
         "CorruptCheckpointError",
+        "StateSerializationError",
+        "IncompatibleStateError",
+        "StateMigrationError",
     ):
         assert issubclass(getattr(lg, name), lg.LockgateError)
+
+
+#: What each part of the package shows the other parts and tools: its face, as its __all__ says.
+FACES: dict[str, set[str]] = {
+    "actors": {
+        "GeneratedUidWarning",
+        "Job",
+        "JobExecution",
+        "JobResult",
+        "JobStatus",
+        "RuntimeOptions",
+        "warn_about_generated_uids",
+    },
+    "api": {
+        "BroadcastConnectedStream",
+        "DataStream",
+        "KeyedStream",
+        "NotReplayableSourceWarning",
+        "StreamEnvironment",
+    },
+    "checkpointing": {
+        "CheckpointCoordinator",
+        "CheckpointParticipant",
+        "CheckpointStats",
+        "CheckpointStatsSnapshot",
+        "SnapshotTarget",
+        "SubtaskAcknowledgement",
+    },
+    "connectors": {
+        "AsyncIterableSource",
+        "CollectSink",
+        "CollectionSource",
+        "FileSink",
+        "FileSource",
+        "PrintSink",
+        "QueueSource",
+        "Sink",
+        "SinkWriter",
+        "Source",
+        "SourceReader",
+        "TransactionalWriter",
+        "TwoPhaseCommitSink",
+    },
+    "functions": {
+        "BroadcastProcessFunction",
+        "CheckpointedFunction",
+        "KeyedProcessFunction",
+        "MapFunction",
+        "ProcessFunction",
+        "RuntimeContext",
+    },
+    "graph": {
+        "BroadcastPartitioner",
+        "BroadcastProcessSpec",
+        "FilterSpec",
+        "FlatMapSpec",
+        "ForwardPartitioner",
+        "JobEdge",
+        "JobGraph",
+        "JobVertex",
+        "KeyGroupPartitioner",
+        "KeySelector",
+        "KeyedMapSpec",
+        "KeyedProcessSpec",
+        "MapSpec",
+        "OperatorSpec",
+        "OperatorTransformation",
+        "PartitionTransformation",
+        "Partitioner",
+        "ProcessSpec",
+        "RebalancePartitioner",
+        "ReduceSpec",
+        "SinkSpec",
+        "SourceTransformation",
+        "Transformation",
+        "UnionTransformation",
+        "build_job_graph",
+    },
+    "mailbox": {
+        "AlignmentTimedOut",
+        "Barrier",
+        "Channel",
+        "ChannelStatistics",
+        "CheckpointComplete",
+        "ControlEvent",
+        "END_OF_INPUT",
+        "EndOfInput",
+        "JOB_FINISHED",
+        "MAIL",
+        "Mailbox",
+        "Message",
+        "RESUME",
+        "STOP",
+        "Signal",
+        "TriggerCheckpoint",
+    },
+    "savepoint": {
+        "ChannelStateSnapshot",
+        "FrozenBatches",
+        "InFlightBatch",
+        "RestoredState",
+        "decode_channel_state",
+        "encode_channel_state",
+    },
+    "snapshots": {
+        "Blob",
+        "CheckpointLocation",
+        "CheckpointMetadata",
+        "CheckpointStorage",
+        "CompletedCheckpoint",
+        "DEFAULT_MAX_STATE_SIZE",
+        "FileCheckpointStorage",
+        "LoadedCheckpoint",
+        "METADATA_NAME",
+        "MemoryCheckpointStorage",
+        "OperatorCheckpointState",
+        "OperatorStateWriter",
+        "SHARED_NAME",
+        "SharedStateHandle",
+        "SharedStateRegistry",
+        "StateData",
+        "StorageFactory",
+        "StreamStateHandle",
+        "SubtaskStateHandles",
+        "SubtaskStateWriter",
+        "fsync_directory",
+        "load_checkpoint",
+        "load_from_pointer",
+        "load_newest",
+        "parse_file_url",
+        "register_checkpoint_storage",
+        "storage_for",
+        "storage_loader",
+        "supported_schemes",
+        "unpickle_state",
+    },
+    "state": {
+        "AggregateFunction",
+        "AggregatingState",
+        "AggregatingStateDescriptor",
+        "BroadcastState",
+        "DEFAULT_NAMESPACE",
+        "DEFAULT_SERIALIZER",
+        "FsStateBackend",
+        "HeapKeyedStateBackend",
+        "HeapStateBackend",
+        "IncrementalKeyedState",
+        "IncrementalSnapshotResources",
+        "KeyGroupRange",
+        "KeyedStateBackend",
+        "KeyedStateManifest",
+        "KeyedStateSnapshot",
+        "KeyedStateWriter",
+        "ListState",
+        "ListStateDescriptor",
+        "MISSING",
+        "MapState",
+        "MapStateDescriptor",
+        "MemoryStateBackend",
+        "OperatorListState",
+        "OperatorStateBackend",
+        "OperatorStateEntry",
+        "OperatorStateSnapshot",
+        "PersistedKeyedState",
+        "PickleSerializer",
+        "PreparedKeyedState",
+        "ReducingState",
+        "ReducingStateDescriptor",
+        "RestoredOperatorState",
+        "RocksDBKeyedStateBackend",
+        "RocksDBStateBackend",
+        "RocksDBValueState",
+        "Serializer",
+        "SerializerSnapshot",
+        "SharedStateWriter",
+        "SnapshotResources",
+        "State",
+        "StateBackend",
+        "StateCodec",
+        "StateDescriptor",
+        "StateMetaInfo",
+        "StatePreset",
+        "StateTtlConfig",
+        "UPPER_BOUND_MAX_PARALLELISM",
+        "ValueState",
+        "ValueStateDescriptor",
+        "canonical_key_bytes",
+        "check_parallelism",
+        "key_group_for",
+        "key_group_owners",
+        "redistribute",
+        "stable_key_hash",
+        "subtask_for_key_group",
+    },
+    "state.heap": {
+        "HeapKeyedStateBackend",
+        "HeapStateBackend",
+        "HeapValueState",
+    },
+    "state.rocksdb": {
+        "RocksDBKeyedStateBackend",
+        "RocksDBStateBackend",
+        "RocksDBValueState",
+    },
+    "testing": {
+        "Crash",
+        "ExactlyOnceReport",
+        "FailureSchedule",
+        "FaultInjector",
+        "InjectedFailure",
+        "assert_exactly_once",
+        "committed_output",
+        "failure_schedules",
+        "inject_failures",
+        "inputs_with_failures",
+    },
+}
+
+
+@pytest.mark.parametrize("part", sorted(FACES))
+def test_each_face_shows_exactly_its_declared_names(part: str) -> None:
+    face = importlib.import_module(f"lockgate.{part}")
+    assert set(face.__all__) == FACES[part]
+    assert all(hasattr(face, name) for name in face.__all__)
+    shown = {
+        name
+        for name, value in vars(face).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert shown == FACES[part]  # nothing else leaks through the face
+
+
+def test_every_part_has_a_face() -> None:
+    root = Path(lg.__file__).parent
+    parts = {".".join(path.parent.relative_to(root).parts) for path in root.rglob("__init__.py")}
+    assert parts - {""} == set(FACES)

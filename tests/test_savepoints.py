@@ -306,8 +306,12 @@ async def test_state_declared_otherwise_than_it_was_saved_is_refused(tmp_path: P
     env = environment(1, 16, "heap")
     stream = env.from_collection(items, uid="src").key_by(lambda r: r[0])
     stream.process(TimedTally(), uid="tally").sink(lg.CollectSink(), uid="out")
-    with pytest.raises(lg.JobFailedError, match=r"'count' was saved .* without a TTL.*with a TTL"):
+    with pytest.raises(lg.JobFailedError, match=r"'count' was saved .* without a TTL.*with a TTL") as failed:
         await env.execute("after", restore_from=savepoint)
+    refusal = failed.value.__cause__
+    assert isinstance(refusal, lg.IncompatibleStateError)
+    assert (refusal.operator_uid, refusal.state) == ("tally", "count")
+    assert refusal.old.endswith("without a TTL") and refusal.new.endswith("with a TTL")
 
 
 async def test_a_savepoint_holds_the_last_state_of_a_part_of_the_job_that_has_finished(

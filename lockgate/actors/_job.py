@@ -87,8 +87,10 @@ class Job:
         """Whether the job has ended, however it ended."""
         return self._done.is_set()
 
-    def channel_statistics(self) -> dict[str, ChannelStatistics]:
-        """The statistics of every channel of the job now, by channel name."""
+    @property
+    def channel_stats(self) -> dict[str, ChannelStatistics]:
+        """The statistics of every channel of the job now, by channel name (a copy: read it again for
+        newer figures, as :attr:`checkpoint_stats`)."""
         return self._execution.channel_statistics()
 
     @property

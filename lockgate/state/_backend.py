@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lockgate._errors import ConfigurationError
+from lockgate._errors import ConfigurationError, IncompatibleStateError
 from lockgate._threads import run_sync
 from lockgate.state._descriptors import StateDescriptor
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
@@ -112,20 +112,32 @@ class KeyedStateBackend(ABC):
             self._restore_values(descriptor, spaces)
 
     def check_restored_meta(self, meta: StateMetaInfo, descriptor: StateDescriptor[Any]) -> None:
-        """Refuse to read restored state of another kind, serializer or TTL than ``descriptor``'s."""
+        """Refuse to read restored state of another kind, serializer or TTL than ``descriptor``'s.
+
+        Raises:
+            IncompatibleStateError: It names the state, what it was saved as and what it is declared as.
+        """
+        uid, name = self.operator_uid, descriptor.name
         if meta.kind != descriptor.kind:
-            raise ConfigurationError(
-                f"operator {self.operator_uid!r} declares state {descriptor.name!r} as "
-                f"{descriptor.kind} state, but it was {meta.kind} state when it was saved; "
-                "give the new state another name"
+            raise IncompatibleStateError(
+                uid,
+                name,
+                f"{meta.kind} state",
+                f"{descriptor.kind} state",
+                f"operator {uid!r} declares state {name!r} as {descriptor.kind} state, but it was "
+                f"{meta.kind} state when it was saved; give the new state another name",
             )
         saved, declared = meta.serializer, descriptor.serializer.snapshot()
         if (meta.ttl is None) != (descriptor.ttl is None) or saved != declared:
-            raise ConfigurationError(
-                f"operator {self.operator_uid!r}: state {descriptor.name!r} was saved by {saved} "
-                f"{'with' if meta.ttl is not None else 'without'} a TTL, and cannot be read as declared "
-                f"now ({declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL); "
-                "declare it as it was, or give the new state another name"
+            old = f"{saved}, {'with' if meta.ttl is not None else 'without'} a TTL"
+            new = f"{declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL"
+            raise IncompatibleStateError(
+                uid,
+                name,
+                old,
+                new,
+                f"operator {uid!r}: state {name!r} was saved by {old.replace(', ', ' ', 1)}, and cannot be "
+                f"read as declared now ({new}); declare it as it was, or give the new state another name",
             )
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:

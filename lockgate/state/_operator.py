@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from lockgate._errors import ConfigurationError
+from lockgate._errors import ConfigurationError, IncompatibleStateError
 from lockgate.state._descriptors import ListStateDescriptor, MapStateDescriptor, StateDescriptor
 from lockgate.state._serializers import SerializerSnapshot
 
@@ -252,9 +252,13 @@ class OperatorStateBackend:
             return None
         restored = self._restored.pop(descriptor.name, None)
         if restored is not None and restored.mode != mode:
-            raise ConfigurationError(
+            raise IncompatibleStateError(
+                self.operator_uid,
+                descriptor.name,
+                f"{restored.mode} state",
+                f"{mode} state",
                 f"operator {self.operator_uid!r} declares operator state {descriptor.name!r} as {mode} "
-                f"state, but it was {restored.mode} state when it was saved; give the new state another name"
+                f"state, but it was {restored.mode} state when it was saved; give the new state another name",
             )
         self._descriptors[descriptor.name] = (mode, descriptor)
         return restored
