@@ -629,6 +629,37 @@ def test_a_registered_scheme_gives_its_storage(monkeypatch: pytest.MonkeyPatch) 
         register_checkpoint_storage("ok", "not callable")  # type: ignore[arg-type]
 
 
+async def test_a_job_restores_from_a_url_of_any_registered_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    # restore_from opens its URL through the same registry as set_checkpoint_storage: a storage of any
+    # scheme serves both; one that holds no savepoints refuses a savepoint, saying so.
+    monkeypatch.setattr(_registry, "_FACTORIES", dict(_registry._FACTORIES))
+    shared = lg.MemoryCheckpointStorage()
+    register_checkpoint_storage("shared-memory", lambda url: shared)
+    queue = lg.QueueSource[int]()
+    env = lg.StreamEnvironment()
+    env.set_checkpoint_storage("shared-memory://ckpts")
+    env.enable_checkpointing(3600)
+    first = lg.CollectSink[int]()
+    env.from_source(queue, uid="src").sink(first, uid="out")
+    job = await env.start("first")
+    for n in range(3):
+        await queue.put(n)
+    await job.trigger_checkpoint()
+    with pytest.raises(lg.ConfigurationError, match="holds no savepoints"):
+        await job.trigger_savepoint("shared-memory://savepoints")
+    await job.cancel()
+
+    env = lg.StreamEnvironment()
+    again = lg.QueueSource[int]()
+    second = lg.CollectSink[int]()
+    env.from_source(again, uid="src").sink(second, uid="out")
+    job = await env.start("second", restore_from="shared-memory://ckpts")
+    await again.put(3)
+    again.close()
+    await job.wait()
+    assert sorted(first.results) == [0, 1, 2] and second.results == [3]
+
+
 # ---- presets and the environment
 
 

@@ -217,7 +217,9 @@ FACES: dict[str, set[str]] = {
         "InFlightBatch",
         "RestoredState",
         "decode_channel_state",
+        "decode_operator_state",
         "encode_channel_state",
+        "encode_operator_state",
     },
     "snapshots": {
         "Blob",

@@ -9,7 +9,6 @@ what it persisted; how (whole or incremental) is the backend's business.
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from lockgate.actors._channel_state import ChannelStateRecording, completed_reco
 from lockgate.actors._failure import OperatorFailure
 from lockgate.checkpointing import CheckpointCoordinator, SnapshotTarget, SubtaskAcknowledgement
 from lockgate.mailbox import Barrier
-from lockgate.savepoint import encode_channel_state
+from lockgate.savepoint import encode_channel_state, encode_operator_state
 from lockgate.snapshots import StreamStateHandle, SubtaskStateHandles, SubtaskStateWriter
 from lockgate.state import OperatorStateSnapshot, SnapshotResources
 
@@ -211,7 +210,7 @@ class SubtaskSnapshots:
             state = capture.operator_state
             operator = None
             if state is not None and state.states:
-                operator = await operator_writer.write_blob("operator", pickle.dumps(state, protocol=5))
+                operator = await operator_writer.write_blob("operator", encode_operator_state(state))
             states[capture.uid] = SubtaskStateHandles(
                 None if keyed is None else keyed.handle, operator, () if keyed is None else keyed.shared
             )

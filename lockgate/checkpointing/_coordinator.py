@@ -5,8 +5,8 @@ acknowledgement with state handles from every subtask, and completes the checkpo
 have acknowledged: it writes the metadata (which makes the checkpoint complete), deletes checkpoints
 beyond the retained number, and tells every subtask, so transactional sinks commit. A checkpoint
 that a subtask declines or that times out is aborted: its files are removed and the job goes on.
-Shared blobs (incremental checkpoints) are counted in a :class:`SharedStateRegistry` and deleted
-once no retained checkpoint references them.
+Which complete checkpoints are kept, and the shared blobs they reference, is
+:class:`~lockgate.checkpointing._retention.RetainedCheckpoints`' business.
 """
 
 from __future__ import annotations
@@ -14,30 +14,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskGroup
 
 from lockgate._config import CheckpointConfig
-from lockgate._errors import CheckpointError, LockgateError
+from lockgate._errors import CheckpointError, ConfigurationError, LockgateError
 from lockgate.checkpointing._participants import CheckpointParticipant, SnapshotTarget, SubtaskAcknowledgement
+from lockgate.checkpointing._retention import RetainedCheckpoints
 from lockgate.checkpointing._stats import CheckpointStats, CheckpointStatsSnapshot
 from lockgate.mailbox import JOB_FINISHED, RESUME, STOP, CheckpointComplete, TriggerCheckpoint
 from lockgate.snapshots import (
-    METADATA_NAME,
-    SHARED_NAME,
     CheckpointMetadata,
     CheckpointStorage,
     CompletedCheckpoint,
     LoadedCheckpoint,
     OperatorCheckpointState,
-    SharedStateRegistry,
-    load_from_pointer,
-    load_newest,
     storage_for,
-    storage_loader,
 )
 
 logger = logging.getLogger("lockgate")
@@ -95,11 +90,7 @@ class CheckpointCoordinator:
         self._next_id: int | None = None
         self._pending: dict[int, _Pending] = {}
         self._stats: dict[int, CheckpointStats] = {}
-        self._owned: list[CompletedCheckpoint] = []  # completed by this job, oldest first
-        # Complete checkpoints earlier runs left in the claimed storage, oldest first: retained like
-        # the job's own (retention counts them first), never restored from by a restart.
-        self._inherited: list[CompletedCheckpoint] = []
-        self._base: CompletedCheckpoint | None = None  # the checkpoint the job was started from
+        self._retained = RetainedCheckpoints(job_name, storage, config)
         self._consecutive_failures = 0
         self._last_finished = -math.inf
         self._participants: list[CheckpointParticipant] = []
@@ -114,13 +105,11 @@ class CheckpointCoordinator:
         self._starting = 0
         self._wake = anyio.Event()
         self._beginning = anyio.Lock()
-        self._shared = SharedStateRegistry()
-        self._shared_rebuilt = False
         self._claimed = False  # the storage is claimed for this job (see CheckpointStorage.claim)
 
     def __repr__(self) -> str:
         return (
-            f"<CheckpointCoordinator {self.job_name!r} [{len(self._owned)} retained, "
+            f"<CheckpointCoordinator {self.job_name!r} [{len(self._retained)} retained, "
             f"{len(self._pending)} in progress]>"
         )
 
@@ -128,7 +117,7 @@ class CheckpointCoordinator:
 
     def set_base(self, checkpoint: CompletedCheckpoint, checkpoint_id: int) -> None:
         """The job starts from ``checkpoint``: ids continue after it, and it is a fallback for restores."""
-        self._base = checkpoint
+        self._retained.base = checkpoint
         self._next_id = max(self._next_id or 1, checkpoint_id + 1)
 
     async def attach(
@@ -160,9 +149,7 @@ class CheckpointCoordinator:
             ) from exc
         after = max([c.checkpoint_id for c in existing], default=0) + 1
         self._next_id = max(self._next_id or 1, after)
-        if not self._shared_rebuilt:
-            self._shared_rebuilt = True
-            await self._rebuild_shared(existing)
+        await self._retained.take_over(existing, claimed=self._claimed)
         self._participants = list(participants)
         self._group = group
         self._attached.set()
@@ -173,58 +160,6 @@ class CheckpointCoordinator:
         self._final_on_its_way = False
         if self.config.interval is not None:
             group.start_soon(self._trigger_periodically, name="checkpoint trigger")
-
-    async def _rebuild_shared(self, existing: list[CompletedCheckpoint]) -> None:
-        """Count the shared blobs that the checkpoints already in the storage reference, and delete
-        shared blobs no complete checkpoint references: what a process that ended in the middle of a
-        checkpoint, or of a deletion, left behind.
-
-        A job that has claimed the storage takes those checkpoints into its retention (oldest first,
-        before its own): ``retained`` covers the directory, not only this run. They are never restored
-        from by a restart (only the job's own checkpoints and the one it started from are).
-        """
-        if not self.storage.outlives_process:
-            return  # nothing can be left over from another process; another job may be writing here
-        references: list[tuple[CompletedCheckpoint, set[str]]] = []
-        for checkpoint in existing:
-            where = f"{checkpoint.pointer}/{METADATA_NAME}"
-            try:
-                data = await self.storage.read_metadata(checkpoint.checkpoint_id)
-                metadata = CheckpointMetadata.from_bytes(data, where)
-            except CheckpointError as exc:
-                # Its references are unknown: delete nothing, rather than something it needs.
-                logger.warning(
-                    "job %r: cannot read %s (%s); leftover shared state and old checkpoints are kept",
-                    self.job_name,
-                    where,
-                    exc,
-                )
-                for _, names in references:
-                    self._shared.pin(names)
-                return
-            references.append((checkpoint, metadata.shared_names()))
-        for checkpoint, names in references:
-            if self._claimed:
-                self._shared.register(checkpoint.checkpoint_id, names)
-                self._inherited.append(checkpoint)
-            else:
-                self._shared.pin(names)
-        # Only files lockgate named: a user's own file in shared/ is not lockgate's to delete.
-        named = {name for name in await self.storage.shared_names() if SHARED_NAME.fullmatch(name)}
-        leftovers = named - self._shared.referenced()
-        if leftovers:
-            logger.info(
-                "job %r: deleting %d shared state file(s) that no complete checkpoint references",
-                self.job_name,
-                len(leftovers),
-            )
-            await self._discard_shared(leftovers)
-
-    async def _discard_shared(self, names: Iterable[str]) -> None:
-        try:
-            await self.storage.discard_shared(names)
-        except CheckpointError as exc:
-            logger.warning("job %r: could not delete shared state: %s", self.job_name, exc)
 
     async def detach(self, reason: str, *, quietly: bool = False) -> None:
         """The attempt has ended: abort every checkpoint in progress (``quietly``: logged at info level,
@@ -424,9 +359,16 @@ class CheckpointCoordinator:
 
         Raises:
             CheckpointError: The job has ended, or the savepoint failed (the job goes on).
+            ConfigurationError: ``url`` names no storage that can hold savepoints.
         """
         await self._attached.wait()
-        storage = storage_for(url).savepoints()
+        place = storage_for(url)
+        storage = place.savepoints()
+        if storage is None:
+            raise ConfigurationError(
+                f"a savepoint cannot go to {url!r}: {place!r} holds no savepoints; give a URL of a storage "
+                "that does, such as 'file:///data/savepoints'"
+            )
         # Savepoints of other jobs may be there: this one's id (its directory's name) comes after them.
         existing = await storage.completed_checkpoints()
         if existing and self._next_id is not None:
@@ -460,12 +402,12 @@ class CheckpointCoordinator:
         pending = self._pending.get(checkpoint_id)
         if pending is None or key not in pending.waiting:
             return False
-        gone = sorted(name for name in ack.reused() if not self._shared.is_live(name))
+        gone = self._retained.no_longer_held(ack.reused())
         if gone:
             reason = f"it reuses shared state no retained checkpoint holds any more ({', '.join(gone[:3])})"
             await self.decline(checkpoint_id, key, reason, counts=False)
             return False
-        self._shared.register(checkpoint_id, ack.shared_names())
+        self._retained.hold(checkpoint_id, ack.shared_names())
         pending.waiting.discard(key)
         pending.acks[key] = ack
         if not pending.waiting:
@@ -517,32 +459,22 @@ class CheckpointCoordinator:
         if pending.savepoint:
             self._finish_savepoint(pending, completed, metadata)
             return
-        if self._owned and self._owned[-1].checkpoint_id > checkpoint_id:
+        owned = self._retained.owned
+        if owned and owned[-1].checkpoint_id > checkpoint_id:
             # A newer checkpoint completed while this one wrote its metadata: it subsumes this one.
             pending.completing = False
-            reason = f"checkpoint {self._owned[-1].checkpoint_id} completed first"
+            reason = f"checkpoint {owned[-1].checkpoint_id} completed first"
             await self._abort(checkpoint_id, reason, count_failure=False)
             return
         del self._pending[checkpoint_id]
         self._stats[checkpoint_id] = self._completed_stats(pending, metadata)
         self._consecutive_failures = 0
         self._last_finished = time.monotonic()
-        self._owned.append(completed)
-        # Retention is done before anyone hears of the completion, and is not cut short by the end of
-        # the job: a checkpoint dropped half-way would leave its shared blobs behind.
-        with anyio.CancelScope(shield=True):
-            while len(self._inherited) + len(self._owned) > self.config.retained:
-                oldest = self._inherited.pop(0) if self._inherited else self._owned.pop(0)
-                try:
-                    await self.storage.discard_checkpoint(oldest.checkpoint_id)
-                except CheckpointError as exc:
-                    logger.warning("job %r: could not delete an old checkpoint: %s", self.job_name, exc)
-                # Its shared blobs go once it is no longer complete, if no other checkpoint holds them.
-                await self._discard_shared(self._shared.release(oldest.checkpoint_id))
+        await self._retained.add(completed)  # before anyone hears of the completion
         pending.result = completed
         pending.done.set()
         self._wake.set()
-        letter = CheckpointComplete(checkpoint_id, self._owned[0].checkpoint_id)
+        letter = CheckpointComplete(checkpoint_id, owned[0].checkpoint_id)
         final = all(ack.finished for ack in pending.acks.values())
         if pending.certainly_final and not final:
             unfinished = sorted(key for key, ack in pending.acks.items() if not ack.finished)
@@ -590,7 +522,8 @@ class CheckpointCoordinator:
         pending.done.set()
         self._wake.set()
         if pending.stop:  # the sinks commit what precedes the savepoint, then every subtask ends
-            oldest = self._owned[0].checkpoint_id if self._owned else pending.checkpoint_id
+            owned = self._retained.owned
+            oldest = owned[0].checkpoint_id if owned else pending.checkpoint_id
             for participant in self._participants:
                 participant.post(CheckpointComplete(pending.checkpoint_id, oldest))
                 participant.post(STOP)
@@ -617,7 +550,7 @@ class CheckpointCoordinator:
                     participant.post(RESUME)
         try:
             await pending.target.storage.discard_checkpoint(checkpoint_id)
-            await self._discard_shared(self._shared.release(checkpoint_id))
+            await self._retained.release(checkpoint_id)
         except CheckpointError as exc:
             logger.warning(
                 "job %r: could not delete failed checkpoint %d: %s", self.job_name, checkpoint_id, exc
@@ -659,28 +592,13 @@ class CheckpointCoordinator:
     # ---- restoring
 
     async def load_latest(self) -> LoadedCheckpoint | None:
-        """The newest checkpoint this job can restore from, or None if it has none.
-
-        A damaged newest one is refused, unless ``fall_back_past_damaged`` lets the restore skip it
-        (with a warning saying why) for the one before it (see :func:`load_newest`).
+        """The newest checkpoint this job can restore from, or None if it has none (see
+        :meth:`RetainedCheckpoints.load_latest`).
 
         Raises:
-            CorruptCheckpointError: The newest is damaged (without the fall-back), or all are.
+            CorruptCheckpointError: The newest is damaged (without ``fall_back_past_damaged``), or all are.
         """
-        fall_back = self.config.fall_back_past_damaged
-        candidates = list(self._owned)
-        if self._base is not None:
-            candidates.insert(0, self._base)
-        if not candidates:
-            return None
-        own = storage_loader(self.storage)
-
-        async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
-            if checkpoint is self._base:
-                return await load_from_pointer(checkpoint.pointer, fall_back=fall_back)
-            return await own(checkpoint)
-
-        return await load_newest(load, candidates, f"job {self.job_name!r}", fall_back=fall_back)
+        return await self._retained.load_latest()
 
     # ---- statistics
 

@@ -14,6 +14,7 @@ from lockgate.savepoint._channel_state import (
     decode_channel_state,
     encode_channel_state,
 )
+from lockgate.savepoint._operator_state import decode_operator_state, encode_operator_state
 from lockgate.savepoint._restore import RestoredState
 
 __all__ = [
@@ -22,5 +23,7 @@ __all__ = [
     "InFlightBatch",
     "RestoredState",
     "decode_channel_state",
+    "decode_operator_state",
     "encode_channel_state",
+    "encode_operator_state",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from lockgate._errors import ConfigurationError, CorruptCheckpointError
 from lockgate._threads import run_sync
 from lockgate.savepoint._channel_state import InFlightBatch, decode_channel_state
+from lockgate.savepoint._operator_state import decode_operator_state
 from lockgate.snapshots import Blob, LoadedCheckpoint, unpickle_state
 from lockgate.state import (
     KeyedStateManifest,
@@ -62,7 +63,7 @@ class RestoredState:
             for uid, blobs in loaded.keyed.items()
         }
         operator = {
-            uid: [unpickle_state(blob, OperatorStateSnapshot) for blob in blobs if blob is not None]
+            uid: [decode_operator_state(blob) for blob in blobs if blob is not None]
             for uid, blobs in loaded.operator.items()
         }
         channel = {

@@ -112,7 +112,8 @@ async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheck
         only, checkpoint = here
         return await load_checkpoint(only, checkpoint.checkpoint_id, checkpoint.pointer)
     # A directory of checkpoints, of savepoints (the URL given to stop_with_savepoint), or of both.
-    storages = [storage, storage.savepoints()]
+    savepoints = storage.savepoints()
+    storages = [storage] if savepoints is None else [storage, savepoints]
     found: list[tuple[int, int, CompletedCheckpoint]] = []
     storage_of: dict[str, CheckpointStorage] = {}
     for kind, storage in enumerate(storages):

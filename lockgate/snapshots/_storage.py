@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate._errors import CheckpointError, CorruptCheckpointError
 
 #: What :meth:`CheckpointStorage.write_state` takes: the blob's bytes, or an async iterable of chunks.
 StateData = bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -125,16 +125,11 @@ class CheckpointStorage(ABC):
     #: blobs behind that a later job deletes (see the checkpoint coordinator).
     outlives_process: bool = True
 
-    def savepoints(self) -> CheckpointStorage:
+    def savepoints(self) -> CheckpointStorage | None:
         """The storage of the same place that holds savepoints (``savepoint-<id>``) instead of
         checkpoints: where a savepoint to this place goes, and what a restore from it also reads.
-
-        Raises:
-            ConfigurationError: This storage cannot hold savepoints.
-        """
-        raise ConfigurationError(
-            f"{self!r} cannot hold savepoints; give a savepoint a URL such as 'file:///data/savepoints'"
-        )
+        None (the default) if this kind of storage cannot hold savepoints."""
+        return None
 
     async def snapshot_here(self) -> tuple[CheckpointStorage, CompletedCheckpoint] | None:
         """If this storage's place is itself one checkpoint or savepoint (a URL such as ``.../chk-7``):

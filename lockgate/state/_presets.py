@@ -8,16 +8,13 @@ independent choices. A preset makes both at once::
     env.set_state_backend(lg.HeapStateBackend()).set_checkpoint_storage("file:///data/ckpts")
 
 A preset is a :class:`StatePreset`: a state backend that also carries ``checkpoint_storage`` and
-``asynchronous``. To make another backend a preset (RocksDB, say), put :class:`StatePreset` first among
-its bases and call its ``__init__``::
+``asynchronous``. A backend that can be a preset (RocksDB is one) subclasses :class:`StatePreset` and
+calls its ``__init__``::
 
-    class RocksDBStateBackend(StatePreset, RocksDBBackend):
-        def __init__(self, checkpoint_url=None, *, incremental=True, local_dir=None, asynchronous=True):
-            StatePreset.__init__(
-                self,
-                checkpoint_storage=None if checkpoint_url is None else storage_for(checkpoint_url),
-                asynchronous=asynchronous,
-            )
+    class RocksDBStateBackend(StatePreset):
+        def __init__(self, checkpoint_url=None, *, incremental=True, ...):
+            storage = None if checkpoint_url is None else storage_for(checkpoint_url)
+            super().__init__(checkpoint_storage=storage)
             ...
 
 A preset whose ``checkpoint_storage`` is None leaves the environment's storage as it is.
