@@ -17,6 +17,8 @@ CF_PREFIX: Final = "state:"
 _PLAIN: Final = b"\x00"
 #: Value trailer tag: the pickled key and its 4-byte length precede it.
 _PICKLED_KEY: Final = 1
+#: Value trailer tag of a map entry: the pickled ``(key, map key)`` and its 4-byte length precede it.
+_PICKLED_KEYS: Final = 2
 #: Pickle's last byte (STOP): a value ending with it has no trailer, and a plain key.
 _STOP: Final = ord(".")
 
@@ -47,10 +49,30 @@ def _payload(raw: bytes) -> bytes:
 
 def _stored_key(raw: bytes) -> Any:
     """The pickled key in a stored value's trailer, or _PLAIN if the trailer has none."""
-    if raw[-1] != _PICKLED_KEY:
+    tag = raw[-1]
+    if tag != _PICKLED_KEY and tag != _PICKLED_KEYS:
         return _PLAIN
     (length,) = _LEN.unpack_from(raw, len(raw) - 5)
-    return pickle.loads(raw[-5 - length : -5])
+    stored = pickle.loads(raw[-5 - length : -5])
+    return stored if tag == _PICKLED_KEY else stored[0]
+
+
+def _stored_keys(raw: bytes) -> tuple[Any, Any]:
+    """A map entry's key and map key from its value's trailer, or (_PLAIN, _PLAIN) if the trailer has
+    none (both decode exactly from the RocksDB key)."""
+    if raw[-1] != _PICKLED_KEYS:
+        return _PLAIN, _PLAIN
+    (length,) = _LEN.unpack_from(raw, len(raw) - 5)
+    key, user_key = pickle.loads(raw[-5 - length : -5])
+    return key, user_key
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key above every key that starts with ``prefix`` (the end of a range delete)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return prefix + b"\xff"  # cannot happen: every prefix starts with a key group below 0xffff
+    return trimmed[:-1] + bytes((trimmed[-1] + 1,))
 
 
 # ---- canonical key bytes, read back

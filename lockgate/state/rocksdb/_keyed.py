@@ -40,10 +40,12 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    split_map,
 )
-from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
+from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, MapState, ValueState
 from lockgate.state.rocksdb._encoding import _DATACLASS, _PLAIN, CF_PREFIX, _decode_key, _decoder, _stored_key
 from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, reclaim_working_directories
+from lockgate.state.rocksdb._map_state import RocksDBMapState, _maps_of
 from lockgate.state.rocksdb._native import NativeRocksDBState
 from lockgate.state.rocksdb._options import (
     _HASH_PREFIX_LEN,
@@ -53,7 +55,7 @@ from lockgate.state.rocksdb._options import (
     _memory_split,
 )
 from lockgate.state.rocksdb._snapshots import _IncrementalRocksDBSnapshotResources, _RocksDBSnapshotResources
-from lockgate.state.rocksdb._store import _Space, _Store, _Table
+from lockgate.state.rocksdb._store import _MapSpace, _Space, _Store, _stored_entry, _Table
 
 T = TypeVar("T")
 
@@ -167,23 +169,25 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         table.set_bloom_filter(10, False)
         return table
 
-    def _options_for_state(self) -> Options:
+    def _options_for_state(self, kind: str) -> Options:
         """The options of a state's column family, chosen by its kind.
 
-        Every kind so far stores one value per key and is read by point lookups, so every column
-        family gets a hash-indexed memtable (a hash of the key's first bytes, which hold the key group
-        and, for usual keys, the whole key: O(1) lookups instead of a skip list's O(log n) key
-        comparisons) that updates a value in place where the new one is not longer, which keeps the
-        memtable from filling with old versions of hot keys. Iterating such a memtable takes a total
-        order seek (see ``_Store.read_all``). A kind stored as one RocksDB entry per element (a map
-        with prefix scans) will want a skip list: choose here by ``descriptor.kind``.
+        A kind stored as one value per key and namespace is read by point lookups: its column family
+        gets a hash-indexed memtable (a hash of the key's first bytes, which hold the key group and,
+        for usual keys, the whole key: O(1) lookups instead of a skip list's O(log n) key comparisons)
+        that updates a value in place where the new one is not longer, which keeps the memtable from
+        filling with old versions of hot keys. Iterating such a memtable takes a total order seek (see
+        ``_Store.read_all``). In-place updates mean a RocksDB snapshot does not isolate entries still
+        in the memtable; a checkpoint must flush first (as RocksDB checkpoints do).
 
-        In-place updates mean a RocksDB snapshot does not isolate entries still in the memtable; a
-        checkpoint must flush first (as RocksDB checkpoints do).
+        A map, one RocksDB entry per map entry, is scanned by prefix: the default skip list, which
+        iterates in order at no extra cost, and whole-key bloom filters for its point lookups.
         """
         options = Options(raw_mode=True)
         options.set_block_based_table_factory(self._table_options())
         options.set_write_buffer_size(self._write_buffer_size)
+        if kind == "map":
+            return options
         options.set_prefix_extractor(SliceTransform.create_max_len_prefix(_HASH_PREFIX_LEN))
         buckets = max(1024, self._write_buffer_size // 128)
         # The stub declares no argument, but rocksdict requires the bucket count.
@@ -216,13 +220,14 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             del self._native_states[name]
             cf = db.get_column_family(cf_name)
         else:
-            cf = db.create_column_family(cf_name, self._options_for_state())
+            cf = db.create_column_family(cf_name, self._options_for_state(descriptor.kind))
         handle = db.get_column_family_handle(cf_name)
         encode: Callable[[Any], bytes]
         decode: Callable[[bytes], Any]
         decode_raw: Callable[[bytes], Any]
         encode_slow: Callable[[Any], bytes] | None = None
         serializer = descriptor.serializer
+        codec = StateCodec(descriptor, self.clock)
         if descriptor.kind == ValueStateDescriptor.kind and descriptor.ttl is None:
             # What is stored is the user's value: the serializer's bytes, nothing around them.
             encode, decode = serializer.dumps, serializer.loads
@@ -233,19 +238,21 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 decode_raw = pickle.loads
             else:
                 decode_raw = _decoder(decode)
-        else:  # a list, a map, an accumulator, or entries with their TTL timestamps
-            codec = StateCodec(descriptor, self.clock)
+        else:  # a list, an accumulator, entries with their TTL timestamps (a map's: one by one)
             encode, decode_raw = codec.encode, _decoder(codec.decode)
-        table = _Table(store, descriptor, cf, handle, encode, decode_raw, encode_slow)
+        table = _Table(store, descriptor, cf, handle, encode, decode_raw, codec, encode_slow)
         store.tables[name] = table
         if store.in_batch:
             table.default.open()
 
     def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
         state = super().create_state(descriptor, state_type)
+        space = self._store.tables[descriptor.name].default
         if type(descriptor) is ValueStateDescriptor and descriptor.ttl is None and state_type is ValueState:
-            space = self._store.tables[descriptor.name].default
+            assert isinstance(space, _Space)
             return RocksDBValueState(self, descriptor, space)  # type: ignore[return-value]
+        if isinstance(space, _MapSpace) and state_type is MapState:
+            return RocksDBMapState(self, descriptor)  # type: ignore[return-value]
         return state
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
@@ -257,6 +264,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         handle, stored, limit = table.handle, store.stored, store.max_value_size
         db = store.require_db()
         namespaces: dict[Any, bytes] = {}
+        per_entry, timed = table.per_entry, descriptor.ttl is not None
         for key_group, entries in groups.items():
             prefix = store.key_group_bytes[key_group]
             batch = WriteBatch(raw_mode=True)
@@ -265,6 +273,19 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 ns_bytes = namespaces.get(namespace)
                 if ns_bytes is None:
                     ns_bytes = namespaces[namespace] = canonical_key_bytes(namespace)
+                if per_entry:  # a map: one RocksDB entry per map entry
+                    map_prefix = prefix + canonical_key_bytes(key) + ns_bytes
+                    for user_key, element in split_map(data, timed).items():
+                        if len(element) > limit:
+                            raise StateValueTooLargeError(
+                                self.operator_uid, descriptor.name, key, len(element), limit
+                            )
+                        put(
+                            map_prefix + canonical_key_bytes(user_key),
+                            _stored_entry(key, user_key, element),
+                            handle,
+                        )
+                    continue
                 if len(data) > limit:
                     raise StateValueTooLargeError(self.operator_uid, descriptor.name, key, len(data), limit)
                 put(prefix + canonical_key_bytes(key) + ns_bytes, stored(key, data), handle)
@@ -303,7 +324,10 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 os.link(source, target)  # immutable: shared with the download, no copy
             else:
                 shutil.copyfile(source, target)  # RocksDB rewrites these
-        families = {CF_PREFIX + name: self._options_for_state() for name in state.manifest.states}
+        families = {
+            CF_PREFIX + name: self._options_for_state(meta.kind)
+            for name, meta in state.manifest.states.items()
+        }
         db = Rdict(self.working_dir, self._db_options, column_families=families)
         store.db = db
         self._native_states = dict(state.manifest.states)
@@ -326,7 +350,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 groups.setdefault(key_group, []).append((key, namespace, encode(value)))
         self._restore_state(descriptor, groups)
 
-    def _space(self, state: str, namespace: Any) -> _Space:
+    def _space(self, state: str, namespace: Any) -> _Space | _MapSpace:
         store = self._store
         try:
             table = store.tables[state]
@@ -338,7 +362,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return table.default
         space = table.extra.get(namespace)
         if space is None:
-            space = _Space(store, table, namespace)
+            space = table.space(store, namespace)
             if store.in_batch:
                 space.open()
                 table.extra[namespace] = space
@@ -346,27 +370,40 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     # ---- the backend interface
 
+    # A map's whole value (a dict of elements) through these: restores, queries. Map state objects
+    # reach single entries through their _MapSpace.
+
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         return self._space(state, namespace).read(key)
 
     def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
-        self._space(state, namespace).put(key, value)
+        space = self._space(state, namespace)
+        if isinstance(space, _MapSpace):
+            space.replace(key, value)
+        else:
+            space.put(key, value)
 
     def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
-        self._space(state, namespace).delete(key)
+        space = self._space(state, namespace)
+        if isinstance(space, _MapSpace):
+            space.clear(key)
+        else:
+            space.delete(key)
 
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
-        return self._space(state, namespace).read(key)
+        return self.get_nowait(state, key, namespace)
 
     async def put(self, state: str, key: Any, namespace: Any, value: Any) -> None:
-        self._space(state, namespace).put(key, value)
+        self.put_nowait(state, key, namespace, value)
 
     async def delete(self, state: str, key: Any, namespace: Any) -> None:
-        self._space(state, namespace).delete(key)
+        self.delete_nowait(state, key, namespace)
 
     async def get_many(self, state: str, keys: Sequence[Any], namespace: Any) -> list[Any]:
         """The values of ``keys`` (MISSING where absent), with one multi-get for what is not cached."""
         space = self._space(state, namespace)
+        if isinstance(space, _MapSpace):
+            return [space.read(key) for key in keys]
         values = space.values
         if values is None:
             return space.fetch(keys)
@@ -379,6 +416,10 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """Set many values; outside a batch with one atomic ``WriteBatch``. Every value is serialised
         (and its size checked) before anything is written."""
         space = self._space(state, namespace)
+        if isinstance(space, _MapSpace):
+            for key, value in items:
+                space.replace(key, value)
+            return
         encode, check = space.encode_checked, space.check
         pending = [(key, value, check(key, encode(key, value))) for key, value in items]
         writes = space.writes
@@ -403,6 +444,10 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         isolated from writes made meanwhile: do not change the state while iterating it.
         """
         space = self._space(state, namespace)
+        if isinstance(space, _MapSpace):
+            async for item in _maps_of(space):
+                yield item
+            return
         buffered = dict(space.writes) if space.writes else {}
         cached = dict(space.values) if buffered and space.values is not None else {}
         ns_bytes, decode_raw = space.ns_bytes, space.decode_raw

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lockgate._errors import CorruptCheckpointError
+from lockgate._errors import CheckpointError, CorruptCheckpointError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._keygroups import KeyGroupRange
 from lockgate.state._snapshot import (
@@ -22,12 +22,18 @@ from lockgate.state._snapshot import (
 from lockgate.state.rocksdb._files import _write_file
 from lockgate.state.rocksdb._reading import _open_read_only, _stored_groups
 
+#: How the files of incremental RocksDB checkpoints lay state out now (see ``RocksDBManifest.layout``).
+LAYOUT = 2
+
 
 @dataclass(frozen=True)
 class RocksDBManifest(KeyedStateManifest):
     """The keyed state of one subtask in an incremental RocksDB checkpoint: a RocksDB checkpoint's
     files, the SST files as shared blobs by their local names, the others (MANIFEST, CURRENT,
-    OPTIONS) held here; and restored state no function had registered yet, if any."""
+    OPTIONS) held here; and restored state no function had registered yet, if any. ``layout`` is
+    how the files lay state out: 2, map entries one RocksDB entry each; a manifest pickled before the
+    field existed reads as 1, a map one RocksDB value per key.
+    """
 
     operator_uid: str
     max_parallelism: int
@@ -36,6 +42,7 @@ class RocksDBManifest(KeyedStateManifest):
     sst_files: dict[str, SharedStateHandle]
     private_files: dict[str, bytes]
     unclaimed: KeyedStateSnapshot | None = None
+    layout: int = 1
 
     def resolve(self, shared: Mapping[str, tuple[bytes, str]]) -> KeyedStateSnapshot:
         """Download the files, open them read-only and take every entry as stored."""
@@ -46,7 +53,19 @@ class RocksDBManifest(KeyedStateManifest):
             prepared.discard()
 
     def download(self, shared: Mapping[str, tuple[bytes, str]]) -> NativeRocksDBState:
-        """Write the checkpoint's files into a temporary directory of their own."""
+        """Write the checkpoint's files into a temporary directory of their own.
+
+        Raises:
+            CheckpointError: The files lay map state out as an older lockgate did.
+        """
+        maps = sorted(name for name, meta in self.states.items() if meta.kind == "map")
+        if self.layout < LAYOUT and maps:
+            raise CheckpointError(
+                f"operator {self.operator_uid!r}: this incremental RocksDB checkpoint was written by an "
+                f"older lockgate, which stored map state {maps} one value per key; this one stores one "
+                "entry per map entry and cannot read those files. Restore from a savepoint taken with the "
+                "older lockgate (savepoints have the same format in both)"
+            )
         directory = tempfile.mkdtemp(prefix="lockgate-rocksdb-restore-")
         try:
             for name, handle in self.sst_files.items():
@@ -97,8 +116,8 @@ class NativeRocksDBState(PreparedKeyedState):
         entries: dict[str, dict[int, list[Entry]]] = {}
         database = _open_read_only(self.directory, self.manifest.states)
         try:
-            for name in self.manifest.states:
-                entries[name] = _stored_groups(database, name)
+            for name, meta in self.manifest.states.items():
+                entries[name] = _stored_groups(database, name, meta)
         finally:
             database.close()
         return self.manifest.snapshot(entries)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from typing import TYPE_CHECKING
+
+from rocksdict import Rdict
 
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
@@ -17,12 +20,13 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    join_map,
 )
 from lockgate.state._states import MISSING
 from lockgate.state.rocksdb._encoding import _payload
 from lockgate.state.rocksdb._files import _read_file, _read_files
-from lockgate.state.rocksdb._native import RocksDBManifest
-from lockgate.state.rocksdb._reading import _open_read_only, _stored_entries, _stored_groups
+from lockgate.state.rocksdb._native import LAYOUT, RocksDBManifest
+from lockgate.state.rocksdb._reading import _open_read_only, _stored_entries, _stored_groups, _stored_maps
 
 if TYPE_CHECKING:
     from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
@@ -47,12 +51,15 @@ class _RocksDBSnapshotResources(SnapshotResources):
         entries: dict[str, dict[int, list[Entry]]] = {}
         checkpoint = _open_read_only(self._path, [*self._tables, *self._native])
         try:
-            for name in self._native:  # restored natively, not registered: as stored
-                entries[name] = _stored_groups(checkpoint, name)
+            for name, meta in self._native.items():  # restored natively, not registered: as stored
+                entries[name] = _stored_groups(checkpoint, name, meta)
             for name, table in self._tables.items():
                 codec = StateCodec(table.descriptor, backend.clock)
                 plain = table.descriptor.ttl is None
                 groups: dict[int, list[Entry]] = {}
+                if table.per_entry:
+                    entries[name] = _map_groups(checkpoint, name, codec, self._now)
+                    continue
                 for key_group, key, namespace, raw_value in _stored_entries(checkpoint, name):
                     if plain:  # stored as the codec encodes it: no decoding, no encoding
                         data = _payload(raw_value)
@@ -128,5 +135,21 @@ class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, Incrementa
             files,
             private,
             unclaimed if unclaimed.states else None,
+            layout=LAYOUT,
         )
         return IncrementalKeyedState(manifest, tuple(files.values()))
+
+
+def _map_groups(checkpoint: Rdict, name: str, codec: StateCodec, now: float) -> dict[int, list[Entry]]:
+    """A map state's maps by key group, each joined from its entries as the codec encodes a map;
+    under TTL, entries expired at ``now`` are left out (and a map left empty with them)."""
+    ttl = codec.ttl
+    groups: dict[int, list[Entry]] = {}
+    for key_group, key, namespace, entries in _stored_maps(checkpoint, name):
+        if ttl is not None:
+            limit = now - ttl.ttl_seconds
+            entries = {user_key: data for user_key, data in entries.items() if pickle.loads(data)[0] > limit}
+            if not entries:
+                continue
+        groups.setdefault(key_group, []).append((key, namespace, join_map(entries, ttl is not None)))
+    return groups

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
@@ -12,14 +12,20 @@ from lockgate.state._descriptors import StateDescriptor
 from lockgate.state._keygroups import key_group_for
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER
+from lockgate.state._snapshot import StateCodec
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING
 from lockgate.state.rocksdb._encoding import (
     _DEFAULT_NS_BYTES,
     _LEN,
     _PICKLED_KEY,
+    _PICKLED_KEYS,
     _PLAIN,
     CF_PREFIX,
+    _decode_key,
     _decodes_exactly,
+    _payload,
+    _prefix_end,
+    _stored_keys,
 )
 from lockgate.state.rocksdb._files import _close_and_remove
 
@@ -40,10 +46,14 @@ class _ClosedFamily:
 
 
 class _Table:
-    """One state: its column family, how its values become bytes, and its buffers."""
+    """One state: its column family, how its values become bytes, and its buffers.
+
+    A map state keeps one RocksDB entry per map entry (:class:`_MapSpace`); every other kind one entry
+    per key and namespace (:class:`_Space`)."""
 
     __slots__ = (
         "cf",
+        "codec",
         "decode_raw",
         "default",
         "descriptor",
@@ -62,6 +72,7 @@ class _Table:
         handle: Any,
         encode: Callable[[Any], bytes],
         decode_raw: Callable[[bytes], Any],
+        codec: StateCodec,
         encode_slow: Callable[[Any], bytes] | None = None,
     ) -> None:
         self.name = descriptor.name
@@ -73,10 +84,23 @@ class _Table:
         self.decode_raw = decode_raw
         #: What to call when ``encode`` (a fast path) raises, if anything.
         self.encode_slow = encode_slow
+        #: The state's codec: what a map's entries go through one by one.
+        self.codec = codec
         #: The default namespace's buffers live as long as the table, so state objects can hold them.
-        self.default = _Space(store, self, DEFAULT_NAMESPACE)
+        self.default: _Space | _MapSpace = self.space(store, DEFAULT_NAMESPACE)
         #: Other namespaces' buffers, for the open batch only.
-        self.extra: dict[Any, _Space] = {}
+        self.extra: dict[Any, _Space | _MapSpace] = {}
+
+    @property
+    def per_entry(self) -> bool:
+        """Whether the state keeps one RocksDB entry per map entry."""
+        return self.descriptor.kind == "map"
+
+    def space(self, store: _Store, namespace: Any) -> _Space | _MapSpace:
+        """New buffers of ``namespace``."""
+        if self.per_entry:
+            return _MapSpace(store, self, namespace)
+        return _Space(store, self, namespace)
 
 
 class _Space:
@@ -229,6 +253,160 @@ class _Space:
             self.values[key] = MISSING  # type: ignore[index]
 
 
+#: A map entry buffered in a batch: (key, map key, element bytes or None if removed, element).
+_MapWrite = tuple[Any, Any, bytes | None, Any]
+
+
+class _MapSpace:
+    """The entries of one map state and namespace, one RocksDB entry per map entry: its RocksDB key is
+    the key's and namespace's (the map's *prefix*) followed by the map key's canonical bytes, its value
+    the entry's element bytes (:meth:`StateCodec.encode_element`) and a trailer (see ``_encoding``). A
+    read, a write or a removal touches one entry; iteration scans the prefix; clearing deletes its range.
+
+    Outside a batch every access goes to RocksDB. Inside one, writes are buffered by RocksDB key
+    (``writes``), and ``cleared`` holds the prefixes of the maps cleared in the batch: at its end their
+    ranges are deleted first, then the writes made after the clear are written, in one WriteBatch.
+    Reads see the batch's writes.
+    """
+
+    __slots__ = ("cf", "cleared", "codec", "is_default", "limit", "ns_bytes", "store", "table", "writes")
+
+    def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
+        self.store = store
+        self.table = table
+        self.cf = table.cf
+        self.codec = table.codec
+        self.limit = store.max_value_size
+        self.ns_bytes = canonical_key_bytes(namespace)
+        self.is_default = namespace is DEFAULT_NAMESPACE
+        self.writes: dict[bytes, _MapWrite] | None = None
+        self.cleared: set[bytes] | None = None
+
+    def open(self) -> None:
+        self.writes = {}
+        self.cleared = set()
+
+    def close(self) -> None:
+        self.writes = self.cleared = None
+
+    def prefix(self, key: Any) -> bytes:
+        """The RocksDB key prefix of ``key``'s map in this namespace."""
+        key_bytes = self.store.key_bytes(key)
+        return key_bytes if self.is_default else key_bytes[:-1] + self.ns_bytes
+
+    # ---- entries
+
+    def get(self, key: Any, user_key: Any) -> Any:
+        """The element of ``user_key`` in ``key``'s map (a TtlValue under TTL), or MISSING."""
+        prefix = self.prefix(key)
+        entry_key = prefix + canonical_key_bytes(user_key)
+        writes = self.writes
+        if writes is not None:
+            written = writes.get(entry_key)
+            if written is not None:
+                return MISSING if written[2] is None else written[3]
+            if prefix in self.cleared:  # type: ignore[operator]
+                return MISSING
+        raw = self.cf.get(entry_key)
+        return MISSING if raw is None else self.codec.decode_element(_payload(raw))
+
+    def put(self, key: Any, user_key: Any, element: Any) -> None:
+        try:
+            data = self.codec.encode_element(element)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
+        if len(data) > self.limit:
+            uid, name = self.store.operator_uid, self.table.name
+            raise StateValueTooLargeError(uid, name, key, len(data), self.limit)
+        entry_key = self.prefix(key) + canonical_key_bytes(user_key)
+        writes = self.writes
+        if writes is None:
+            self.cf.put(entry_key, _stored_entry(key, user_key, data), self.store.write_options)
+        else:
+            writes[entry_key] = (key, user_key, data, element)
+
+    def remove(self, key: Any, user_key: Any) -> None:
+        entry_key = self.prefix(key) + canonical_key_bytes(user_key)
+        writes = self.writes
+        if writes is None:
+            self.cf.delete(entry_key, self.store.write_options)
+        else:
+            writes[entry_key] = (key, user_key, None, MISSING)
+
+    def clear(self, key: Any) -> None:
+        """Remove ``key``'s whole map: one range deletion."""
+        prefix = self.prefix(key)
+        writes = self.writes
+        if writes is None:
+            self.cf.delete_range(prefix, _prefix_end(prefix), self.store.write_options)
+            return
+        for entry_key in [entry_key for entry_key in writes if entry_key.startswith(prefix)]:
+            del writes[entry_key]
+        self.cleared.add(prefix)  # type: ignore[union-attr]
+
+    def entries(self, key: Any) -> Iterator[tuple[Any, Any]]:
+        """Every ``(map key, element)`` of ``key``'s map, read lazily by prefix, in the order of the
+        map keys' canonical bytes, then the batch's new entries."""
+        prefix = self.prefix(key)
+        writes = self.writes
+        buffered: dict[bytes, _MapWrite] = {}
+        if writes:
+            buffered = {
+                entry_key: write for entry_key, write in writes.items() if entry_key.startswith(prefix)
+            }
+        if writes is None or prefix not in self.cleared:  # type: ignore[operator]
+            decode, start = self.codec.decode_element, len(prefix)
+            iterator = self.cf.iter(self.store.read_all)
+            iterator.seek(prefix)
+            while iterator.valid():
+                entry_key: bytes = iterator.key()
+                if not entry_key.startswith(prefix):
+                    break
+                if entry_key not in buffered:
+                    raw: bytes = iterator.value()
+                    _, user_key = _stored_keys(raw)
+                    if user_key is _PLAIN:
+                        user_key = _decode_key(entry_key, start)[0]
+                    yield user_key, decode(_payload(raw))
+                iterator.next()
+        for _, user_key, data, element in buffered.values():
+            if data is not None:
+                yield user_key, element
+
+    # ---- the whole map, for the backend's interface (restores, queries, tests)
+
+    def read(self, key: Any) -> Any:
+        """``key``'s map as a dict of elements, or MISSING if it has no entry."""
+        entries = dict(self.entries(key))
+        return entries if entries else MISSING
+
+    def replace(self, key: Any, elements: dict[Any, Any]) -> None:
+        self.clear(key)
+        for user_key, element in elements.items():
+            self.put(key, user_key, element)
+
+    def commit(self, batch: WriteBatch) -> None:
+        """Add the batch's range deletions, then its writes, to ``batch``."""
+        handle = self.table.handle
+        for prefix in self.cleared or ():
+            batch.delete_range(prefix, _prefix_end(prefix), handle)
+        for entry_key, (key, user_key, data, _) in (self.writes or {}).items():
+            if data is None:
+                batch.delete(entry_key, handle)
+            else:
+                batch.put(entry_key, _stored_entry(key, user_key, data), handle)
+
+
+def _stored_entry(key: Any, user_key: Any, data: bytes) -> bytes:
+    """What RocksDB stores for a map entry: the element bytes and a trailer with the key and the map
+    key, unless both decode exactly from the RocksDB key."""
+    if (type(key) is str or _decodes_exactly(key)) and _decodes_exactly(user_key):
+        return data if data[-1:] == b"." else data + _PLAIN
+    pickled = DEFAULT_SERIALIZER.dumps((key, user_key))
+    return data + pickled + _LEN.pack(len(pickled)) + bytes((_PICKLED_KEYS,))
+
+
 class _Store:
     """The database of one subtask and what its states share: key bytes, the open batch.
 
@@ -322,6 +500,9 @@ class _Store:
             for table in self.tables.values():
                 handle = table.handle
                 for space in (table.default, *table.extra.values()):
+                    if isinstance(space, _MapSpace):
+                        space.commit(batch)
+                        continue
                     writes = space.writes
                     if not writes:
                         continue
