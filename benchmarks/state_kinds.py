@@ -8,7 +8,10 @@ kind, for each of its operations: microseconds per operation by size and backend
 time over RocksDB's (RocksDB's speed as a fraction of the heap's), and ``growth``, RocksDB's time at the
 largest size over its time at the smallest (1: the cost does not grow with the size).
 
-    python benchmarks/state_kinds.py [--sizes 1000,10000,100000] [--ops 2000] [--batch 100]
+First, one more line: a whole job (parallelism 1) that puts ``--job-puts`` records into one key's map,
+as a user writes it, on each backend, and the ratio of the times.
+
+    python benchmarks/state_kinds.py [--sizes 1000,10000,100000] [--ops 2000] [--batch 100] [--job-puts N]
 """
 
 from __future__ import annotations
@@ -107,13 +110,52 @@ async def time_operation(
         await backend.dispose()
 
 
+class FillMap(lg.KeyedProcessFunction[tuple[str, int], int]):
+    """Puts every record into its key's map; emits nothing."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.entries = ctx.get_map_state(lg.MapStateDescriptor[int]("entries"))
+
+    async def process_element(self, value: tuple[str, int], ctx: lg.RuntimeContext) -> Any:
+        await self.entries.put(value[1], value[1])
+        return
+        yield
+
+
+async def fill_one_map_in_a_job(backend_name: str, puts: int) -> float:
+    """Seconds a job takes to put ``puts`` records into one key's map, as a user writes it."""
+    env = lg.StreamEnvironment(parallelism=1)
+    if backend_name == "rocksdb":
+        env.set_state_backend(lgs.RocksDBStateBackend())
+    records = [("user", n) for n in range(puts)]
+    filled = env.from_collection(records, uid="src").key_by(lambda r: r[0]).process(FillMap(), uid="fill")
+    filled.sink(lg.CollectSink(), uid="out")  # a job needs a sink; this one receives nothing
+    started = time.perf_counter()
+    await env.execute("fill-one-map")
+    return time.perf_counter() - started
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--ops", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--job-puts", type=int, default=20_000)
     args = parser.parse_args()
+    if args.job_puts:
+        heap_s = await fill_one_map_in_a_job("heap", args.job_puts)
+        rocksdb_s = await fill_one_map_in_a_job("rocksdb", args.job_puts)
+        report(
+            {
+                "workload": "state_kinds",
+                "kind": "map",
+                "job_puts_into_one_key": args.job_puts,
+                "heap_s": round(heap_s, 4),
+                "rocksdb_s": round(rocksdb_s, 4),
+                "ratio": round(heap_s / rocksdb_s, 4),
+            }
+        )
     sizes = [int(size) for size in args.sizes.split(",")]
     for kind in args.kinds.split(","):
         operations: dict[str, Any] = {}
