@@ -283,6 +283,22 @@ def join_map(entries: Mapping[Any, bytes], timed: bool) -> bytes:
     return pickle.dumps({user_key: pickle.loads(data) for user_key, data in entries.items()}, protocol=5)
 
 
+def split_list(data: bytes, timed: bool) -> list[bytes]:
+    """A list's bytes (as :meth:`StateCodec.encode` writes them) as each element's bytes (as
+    :meth:`StateCodec.encode_element` writes them), in order; no user value is deserialised."""
+    elements = pickle.loads(data)
+    if not timed:
+        return list(elements)
+    return [pickle.dumps(element, protocol=5) for element in elements]
+
+
+def join_list(elements: list[bytes], timed: bool) -> bytes:
+    """The inverse of :func:`split_list`: a list's bytes from each element's bytes."""
+    if not timed:
+        return pickle.dumps(elements, protocol=5)
+    return pickle.dumps([pickle.loads(data) for data in elements], protocol=5)
+
+
 class _Encoding(Protocol):
     """What a codec needs of a state: a descriptor has it."""
 

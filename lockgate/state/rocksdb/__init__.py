@@ -54,11 +54,22 @@ Snapshots
     (savepoints, ``incremental=False``) read the checkpoint entry by entry instead. A restore
     downloads the files, opens them and takes the entries of its key groups.
 
-Not yet: list and map state are stored as one value per key (no merge operator, no per-entry keys).
+Maps and lists
+    Map and list state keep one RocksDB entry per map entry or element (``_EntrySpace``): its key is
+    the state's key and namespace (the *prefix*) followed by the map key's canonical bytes, or by an
+    8-byte big-endian sequence number one above the list's last (found once per list and batch with a
+    reverse seek: an add never reads the list); its value is the element's bytes
+    (``StateCodec.encode_element``) and a trailer (tag 2 holds the pickled key and map key where they do
+    not decode from the RocksDB key). Reading the whole scans the prefix; clearing deletes its range. Their
+    column families use the default skip-list memtable, which iterates in order. Snapshots join each map
+    or list into the one value the canonical form holds (``join_map``, ``join_list``) and restores split
+    it again, so savepoints are as before; incremental checkpoints' files hold the entries as they are
+    (``RocksDBManifest.layout`` 2; a checkpoint of the older one-value layout is refused, naming the state).
 
 Modules
     ``_backend`` (:class:`RocksDBStateBackend`, the settings), ``_keyed`` (the keyed backend of a subtask
-    and :class:`RocksDBValueState`), ``_store`` (its database, buffers and batches), ``_encoding`` (keys
+    and :class:`RocksDBValueState`), ``_entry_states`` (map and list state, entry by entry), ``_store``
+    (its database, buffers and batches), ``_encoding`` (keys
     and value trailers), ``_options`` (sizes and the memory split), ``_snapshots`` (full and incremental
     snapshots), ``_native`` (:class:`RocksDBManifest` and native restore), ``_reading`` (a checkpoint's
     entries as stored) and ``_files`` (working directories, file I/O).

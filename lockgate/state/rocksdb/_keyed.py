@@ -40,12 +40,13 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    split_list,
     split_map,
 )
-from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, MapState, ValueState
+from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ListState, MapState, ValueState
 from lockgate.state.rocksdb._encoding import _DATACLASS, _PLAIN, CF_PREFIX, _decode_key, _decoder, _stored_key
+from lockgate.state.rocksdb._entry_states import RocksDBListState, RocksDBMapState, _whole_values
 from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, reclaim_working_directories
-from lockgate.state.rocksdb._map_state import RocksDBMapState, _maps_of
 from lockgate.state.rocksdb._native import NativeRocksDBState
 from lockgate.state.rocksdb._options import (
     _HASH_PREFIX_LEN,
@@ -55,7 +56,16 @@ from lockgate.state.rocksdb._options import (
     _memory_split,
 )
 from lockgate.state.rocksdb._snapshots import _IncrementalRocksDBSnapshotResources, _RocksDBSnapshotResources
-from lockgate.state.rocksdb._store import _MapSpace, _Space, _Store, _stored_entry, _Table
+from lockgate.state.rocksdb._store import (
+    _SEQUENCE_BYTES,
+    _EntrySpace,
+    _ListSpace,
+    _MapSpace,
+    _Space,
+    _Store,
+    _stored_entry,
+    _Table,
+)
 
 T = TypeVar("T")
 
@@ -180,13 +190,14 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         ``_Store.read_all``). In-place updates mean a RocksDB snapshot does not isolate entries still
         in the memtable; a checkpoint must flush first (as RocksDB checkpoints do).
 
-        A map, one RocksDB entry per map entry, is scanned by prefix: the default skip list, which
-        iterates in order at no extra cost, and whole-key bloom filters for its point lookups.
+        A map or a list, one RocksDB entry per map entry or element, is scanned by prefix: the
+        default skip list, which iterates in order at no extra cost, and whole-key bloom filters for
+        point lookups.
         """
         options = Options(raw_mode=True)
         options.set_block_based_table_factory(self._table_options())
         options.set_write_buffer_size(self._write_buffer_size)
-        if kind == "map":
+        if kind in ("map", "list"):
             return options
         options.set_prefix_extractor(SliceTransform.create_max_len_prefix(_HASH_PREFIX_LEN))
         buckets = max(1024, self._write_buffer_size // 128)
@@ -253,6 +264,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return RocksDBValueState(self, descriptor, space)  # type: ignore[return-value]
         if isinstance(space, _MapSpace) and state_type is MapState:
             return RocksDBMapState(self, descriptor)  # type: ignore[return-value]
+        if isinstance(space, _ListSpace) and state_type is ListState:
+            return RocksDBListState(self, descriptor)  # type: ignore[return-value]
         return state
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
@@ -264,7 +277,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         handle, stored, limit = table.handle, store.stored, store.max_value_size
         db = store.require_db()
         namespaces: dict[Any, bytes] = {}
-        per_entry, timed = table.per_entry, descriptor.ttl is not None
+        kind, timed = descriptor.kind, descriptor.ttl is not None
         for key_group, entries in groups.items():
             prefix = store.key_group_bytes[key_group]
             batch = WriteBatch(raw_mode=True)
@@ -273,18 +286,27 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 ns_bytes = namespaces.get(namespace)
                 if ns_bytes is None:
                     ns_bytes = namespaces[namespace] = canonical_key_bytes(namespace)
-                if per_entry:  # a map: one RocksDB entry per map entry
-                    map_prefix = prefix + canonical_key_bytes(key) + ns_bytes
-                    for user_key, element in split_map(data, timed).items():
+                if kind == "map" or kind == "list":  # one RocksDB entry per map entry or element
+                    entry_prefix = prefix + canonical_key_bytes(key) + ns_bytes
+                    if kind == "map":
+                        stored_entries = [
+                            (
+                                entry_prefix + canonical_key_bytes(user_key),
+                                _stored_entry(key, user_key, element),
+                            )
+                            for user_key, element in split_map(data, timed).items()
+                        ]
+                    else:
+                        stored_entries = [
+                            (entry_prefix + _sequence(index), stored(key, element))
+                            for index, element in enumerate(split_list(data, timed))
+                        ]
+                    for entry_key, element in stored_entries:
                         if len(element) > limit:
                             raise StateValueTooLargeError(
                                 self.operator_uid, descriptor.name, key, len(element), limit
                             )
-                        put(
-                            map_prefix + canonical_key_bytes(user_key),
-                            _stored_entry(key, user_key, element),
-                            handle,
-                        )
+                        put(entry_key, element, handle)
                     continue
                 if len(data) > limit:
                     raise StateValueTooLargeError(self.operator_uid, descriptor.name, key, len(data), limit)
@@ -350,7 +372,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 groups.setdefault(key_group, []).append((key, namespace, encode(value)))
         self._restore_state(descriptor, groups)
 
-    def _space(self, state: str, namespace: Any) -> _Space | _MapSpace:
+    def _space(self, state: str, namespace: Any) -> _Space | _EntrySpace:
         store = self._store
         try:
             table = store.tables[state]
@@ -378,14 +400,14 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         space = self._space(state, namespace)
-        if isinstance(space, _MapSpace):
+        if isinstance(space, _EntrySpace):
             space.replace(key, value)
         else:
             space.put(key, value)
 
     def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
         space = self._space(state, namespace)
-        if isinstance(space, _MapSpace):
+        if isinstance(space, _EntrySpace):
             space.clear(key)
         else:
             space.delete(key)
@@ -402,7 +424,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     async def get_many(self, state: str, keys: Sequence[Any], namespace: Any) -> list[Any]:
         """The values of ``keys`` (MISSING where absent), with one multi-get for what is not cached."""
         space = self._space(state, namespace)
-        if isinstance(space, _MapSpace):
+        if isinstance(space, _EntrySpace):
             return [space.read(key) for key in keys]
         values = space.values
         if values is None:
@@ -416,7 +438,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """Set many values; outside a batch with one atomic ``WriteBatch``. Every value is serialised
         (and its size checked) before anything is written."""
         space = self._space(state, namespace)
-        if isinstance(space, _MapSpace):
+        if isinstance(space, _EntrySpace):
             for key, value in items:
                 space.replace(key, value)
             return
@@ -444,8 +466,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         isolated from writes made meanwhile: do not change the state while iterating it.
         """
         space = self._space(state, namespace)
-        if isinstance(space, _MapSpace):
-            async for item in _maps_of(space):
+        if isinstance(space, _EntrySpace):
+            async for item in _whole_values(space):
                 yield item
             return
         buffered = dict(space.writes) if space.writes else {}
@@ -597,3 +619,8 @@ class RocksDBValueState(ValueState[T]):
 
     async def clear(self) -> None:
         self._space.delete(self._backend.current_key)
+
+
+def _sequence(index: int) -> bytes:
+    """The RocksDB key suffix of a list's element number ``index``."""
+    return index.to_bytes(_SEQUENCE_BYTES, "big")

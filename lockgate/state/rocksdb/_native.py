@@ -31,8 +31,8 @@ class RocksDBManifest(KeyedStateManifest):
     """The keyed state of one subtask in an incremental RocksDB checkpoint: a RocksDB checkpoint's
     files, the SST files as shared blobs by their local names, the others (MANIFEST, CURRENT,
     OPTIONS) held here; and restored state no function had registered yet, if any. ``layout`` is
-    how the files lay state out: 2, map entries one RocksDB entry each; a manifest pickled before the
-    field existed reads as 1, a map one RocksDB value per key.
+    how the files lay state out: 2, map entries and list elements one RocksDB entry each; a manifest
+    pickled before the field existed reads as 1, a map or a list one RocksDB value per key.
     """
 
     operator_uid: str
@@ -56,15 +56,15 @@ class RocksDBManifest(KeyedStateManifest):
         """Write the checkpoint's files into a temporary directory of their own.
 
         Raises:
-            CheckpointError: The files lay map state out as an older lockgate did.
+            CheckpointError: The files lay map or list state out as an older lockgate did.
         """
-        maps = sorted(name for name, meta in self.states.items() if meta.kind == "map")
+        maps = sorted(name for name, meta in self.states.items() if meta.kind in ("map", "list"))
         if self.layout < LAYOUT and maps:
             raise CheckpointError(
                 f"operator {self.operator_uid!r}: this incremental RocksDB checkpoint was written by an "
-                f"older lockgate, which stored map state {maps} one value per key; this one stores one "
-                "entry per map entry and cannot read those files. Restore from a savepoint taken with the "
-                "older lockgate (savepoints have the same format in both)"
+                f"older lockgate, which stored the map or list state {maps} one value per key; this one "
+                "stores one entry per map entry or element and cannot read those files. Restore from a "
+                "savepoint taken with the older lockgate (savepoints have the same format in both)"
             )
         directory = tempfile.mkdtemp(prefix="lockgate-rocksdb-restore-")
         try:

@@ -20,13 +20,14 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    join_list,
     join_map,
 )
 from lockgate.state._states import MISSING
 from lockgate.state.rocksdb._encoding import _payload
 from lockgate.state.rocksdb._files import _read_file, _read_files
 from lockgate.state.rocksdb._native import LAYOUT, RocksDBManifest
-from lockgate.state.rocksdb._reading import _open_read_only, _stored_entries, _stored_groups, _stored_maps
+from lockgate.state.rocksdb._reading import _open_read_only, _stored_entries, _stored_groups, _stored_wholes
 
 if TYPE_CHECKING:
     from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
@@ -58,7 +59,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
                 plain = table.descriptor.ttl is None
                 groups: dict[int, list[Entry]] = {}
                 if table.per_entry:
-                    entries[name] = _map_groups(checkpoint, name, codec, self._now)
+                    entries[name] = _whole_groups(checkpoint, name, codec, self._now)
                     continue
                 for key_group, key, namespace, raw_value in _stored_entries(checkpoint, name):
                     if plain:  # stored as the codec encodes it: no decoding, no encoding
@@ -140,16 +141,20 @@ class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, Incrementa
         return IncrementalKeyedState(manifest, tuple(files.values()))
 
 
-def _map_groups(checkpoint: Rdict, name: str, codec: StateCodec, now: float) -> dict[int, list[Entry]]:
-    """A map state's maps by key group, each joined from its entries as the codec encodes a map;
-    under TTL, entries expired at ``now`` are left out (and a map left empty with them)."""
-    ttl = codec.ttl
+def _whole_groups(checkpoint: Rdict, name: str, codec: StateCodec, now: float) -> dict[int, list[Entry]]:
+    """A map or list state's values by key group, each joined from its entries as the codec encodes a
+    map or a list; under TTL, elements expired at ``now`` are left out (and a value left empty)."""
+    ttl, is_map = codec.ttl, codec.kind == "map"
     groups: dict[int, list[Entry]] = {}
-    for key_group, key, namespace, entries in _stored_maps(checkpoint, name):
+    for key_group, key, namespace, elements in _stored_wholes(checkpoint, name, codec.kind):
         if ttl is not None:
             limit = now - ttl.ttl_seconds
-            entries = {user_key: data for user_key, data in entries.items() if pickle.loads(data)[0] > limit}
-            if not entries:
+            if is_map:
+                elements = {uk: data for uk, data in elements.items() if pickle.loads(data)[0] > limit}
+            else:
+                elements = [data for data in elements if pickle.loads(data)[0] > limit]
+            if not elements:
                 continue
-        groups.setdefault(key_group, []).append((key, namespace, join_map(entries, ttl is not None)))
+        joined = join_map(elements, ttl is not None) if is_map else join_list(elements, ttl is not None)
+        groups.setdefault(key_group, []).append((key, namespace, joined))
     return groups

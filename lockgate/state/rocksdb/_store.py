@@ -48,8 +48,8 @@ class _ClosedFamily:
 class _Table:
     """One state: its column family, how its values become bytes, and its buffers.
 
-    A map state keeps one RocksDB entry per map entry (:class:`_MapSpace`); every other kind one entry
-    per key and namespace (:class:`_Space`)."""
+    A map or list state keeps one RocksDB entry per map entry or element (:class:`_MapSpace`,
+    :class:`_ListSpace`); every other kind one entry per key and namespace (:class:`_Space`)."""
 
     __slots__ = (
         "cf",
@@ -87,19 +87,21 @@ class _Table:
         #: The state's codec: what a map's entries go through one by one.
         self.codec = codec
         #: The default namespace's buffers live as long as the table, so state objects can hold them.
-        self.default: _Space | _MapSpace = self.space(store, DEFAULT_NAMESPACE)
+        self.default: _Space | _EntrySpace = self.space(store, DEFAULT_NAMESPACE)
         #: Other namespaces' buffers, for the open batch only.
-        self.extra: dict[Any, _Space | _MapSpace] = {}
+        self.extra: dict[Any, _Space | _EntrySpace] = {}
 
     @property
     def per_entry(self) -> bool:
-        """Whether the state keeps one RocksDB entry per map entry."""
-        return self.descriptor.kind == "map"
+        """Whether the state keeps one RocksDB entry per map entry or list element."""
+        return self.descriptor.kind in ("map", "list")
 
-    def space(self, store: _Store, namespace: Any) -> _Space | _MapSpace:
+    def space(self, store: _Store, namespace: Any) -> _Space | _EntrySpace:
         """New buffers of ``namespace``."""
-        if self.per_entry:
+        if self.descriptor.kind == "map":
             return _MapSpace(store, self, namespace)
+        if self.descriptor.kind == "list":
+            return _ListSpace(store, self, namespace)
         return _Space(store, self, namespace)
 
 
@@ -253,20 +255,21 @@ class _Space:
             self.values[key] = MISSING  # type: ignore[index]
 
 
-#: A map entry buffered in a batch: (key, map key, element bytes or None if removed, element).
-_MapWrite = tuple[Any, Any, bytes | None, Any]
+#: An entry buffered in a batch: (key, map key or None, element bytes or None if removed, element).
+_EntryWrite = tuple[Any, Any, bytes | None, Any]
 
 
-class _MapSpace:
-    """The entries of one map state and namespace, one RocksDB entry per map entry: its RocksDB key is
-    the key's and namespace's (the map's *prefix*) followed by the map key's canonical bytes, its value
-    the entry's element bytes (:meth:`StateCodec.encode_element`) and a trailer (see ``_encoding``). A
-    read, a write or a removal touches one entry; iteration scans the prefix; clearing deletes its range.
+class _EntrySpace:
+    """The entries of one map or list state and namespace, one RocksDB entry per map entry or list
+    element: its RocksDB key is the key's and namespace's (the *prefix*) followed by the map key's
+    canonical bytes or the element's sequence number, its value the element bytes
+    (:meth:`StateCodec.encode_element`) and a trailer (see ``_encoding``). A read, a write or a removal
+    touches one entry; reading the whole scans the prefix lazily; clearing deletes its range.
 
     Outside a batch every access goes to RocksDB. Inside one, writes are buffered by RocksDB key
-    (``writes``), and ``cleared`` holds the prefixes of the maps cleared in the batch: at its end their
-    ranges are deleted first, then the writes made after the clear are written, in one WriteBatch.
-    Reads see the batch's writes.
+    (``writes``), and ``cleared`` holds the prefixes cleared in the batch: at its end their ranges are
+    deleted first, then the writes made after the clear are written, in one WriteBatch. Reads see the
+    batch's writes.
     """
 
     __slots__ = ("cf", "cleared", "codec", "is_default", "limit", "ns_bytes", "store", "table", "writes")
@@ -279,7 +282,7 @@ class _MapSpace:
         self.limit = store.max_value_size
         self.ns_bytes = canonical_key_bytes(namespace)
         self.is_default = namespace is DEFAULT_NAMESPACE
-        self.writes: dict[bytes, _MapWrite] | None = None
+        self.writes: dict[bytes, _EntryWrite] | None = None
         self.cleared: set[bytes] | None = None
 
     def open(self) -> None:
@@ -290,11 +293,116 @@ class _MapSpace:
         self.writes = self.cleared = None
 
     def prefix(self, key: Any) -> bytes:
-        """The RocksDB key prefix of ``key``'s map in this namespace."""
+        """The RocksDB key prefix of ``key``'s entries in this namespace."""
         key_bytes = self.store.key_bytes(key)
         return key_bytes if self.is_default else key_bytes[:-1] + self.ns_bytes
 
-    # ---- entries
+    def stored(self, key: Any, user_key: Any, data: bytes) -> bytes:
+        """What RocksDB stores for an entry of ``key`` with the element bytes ``data``."""
+        raise NotImplementedError
+
+    def encode(self, key: Any, element: Any) -> bytes:
+        try:
+            data = self.codec.encode_element(element)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
+        if len(data) > self.limit:
+            uid, name = self.store.operator_uid, self.table.name
+            raise StateValueTooLargeError(uid, name, key, len(data), self.limit)
+        return data
+
+    def write(self, entry_key: bytes, key: Any, user_key: Any, element: Any) -> None:
+        data = self.encode(key, element)
+        writes = self.writes
+        if writes is None:
+            self.cf.put(entry_key, self.stored(key, user_key, data), self.store.write_options)
+        else:
+            writes[entry_key] = (key, user_key, data, element)
+
+    def erase(self, entry_key: bytes, key: Any, user_key: Any) -> None:
+        writes = self.writes
+        if writes is None:
+            self.cf.delete(entry_key, self.store.write_options)
+        else:
+            writes[entry_key] = (key, user_key, None, MISSING)
+
+    def clear(self, key: Any) -> None:
+        """Remove ``key``'s entries: one range deletion."""
+        prefix = self.prefix(key)
+        writes = self.writes
+        if writes is None:
+            self.cf.delete_range(prefix, _prefix_end(prefix), self.store.write_options)
+            return
+        for entry_key in [entry_key for entry_key in writes if entry_key.startswith(prefix)]:
+            del writes[entry_key]
+        self.cleared.add(prefix)  # type: ignore[union-attr]
+
+    def scan(self, key: Any) -> Iterator[tuple[bytes, Any, Any]]:
+        """``(RocksDB key, map key or None, element)`` of every entry of ``key``, read lazily in the
+        order of their RocksDB keys with the batch's writes in place, then the batch's new entries."""
+        prefix = self.prefix(key)
+        writes = self.writes
+        buffered: dict[bytes, _EntryWrite] = {}
+        if writes:
+            buffered = {
+                entry_key: entry for entry_key, entry in writes.items() if entry_key.startswith(prefix)
+            }
+        if writes is None or prefix not in self.cleared:  # type: ignore[operator]
+            decode, start = self.codec.decode_element, len(prefix)
+            iterator = self.cf.iter(self.store.read_all)
+            iterator.seek(prefix)
+            while iterator.valid():
+                entry_key: bytes = iterator.key()
+                if not entry_key.startswith(prefix):
+                    break
+                write = buffered.pop(entry_key, None)
+                if write is None:
+                    raw: bytes = iterator.value()
+                    yield entry_key, self.user_key(entry_key, start, raw), decode(_payload(raw))
+                elif write[2] is not None:
+                    yield entry_key, write[1], write[3]
+                iterator.next()
+        for entry_key in sorted(buffered):
+            _, user_key, data, element = buffered[entry_key]
+            if data is not None:
+                yield entry_key, user_key, element
+
+    def user_key(self, entry_key: bytes, start: int, raw: bytes) -> Any:
+        """The map key of a stored entry (None for a list element)."""
+        return None
+
+    def read(self, key: Any) -> Any:
+        """``key``'s whole value (a dict or a list of elements), or MISSING if it has no entry."""
+        raise NotImplementedError
+
+    def replace(self, key: Any, whole: Any) -> None:
+        """Store ``whole`` (a dict or a list of elements) as ``key``'s value."""
+        raise NotImplementedError
+
+    def commit(self, batch: WriteBatch) -> None:
+        """Add the batch's range deletions, then its writes, to ``batch``."""
+        handle = self.table.handle
+        for prefix in self.cleared or ():
+            batch.delete_range(prefix, _prefix_end(prefix), handle)
+        for entry_key, (key, user_key, data, _) in (self.writes or {}).items():
+            if data is None:
+                batch.delete(entry_key, handle)
+            else:
+                batch.put(entry_key, self.stored(key, user_key, data), handle)
+
+
+class _MapSpace(_EntrySpace):
+    """A map state's entries: the RocksDB key of an entry ends with its map key's canonical bytes."""
+
+    __slots__ = ()
+
+    def stored(self, key: Any, user_key: Any, data: bytes) -> bytes:
+        return _stored_entry(key, user_key, data)
+
+    def user_key(self, entry_key: bytes, start: int, raw: bytes) -> Any:
+        _, user_key = _stored_keys(raw)
+        return _decode_key(entry_key, start)[0] if user_key is _PLAIN else user_key
 
     def get(self, key: Any, user_key: Any) -> Any:
         """The element of ``user_key`` in ``key``'s map (a TtlValue under TTL), or MISSING."""
@@ -311,68 +419,15 @@ class _MapSpace:
         return MISSING if raw is None else self.codec.decode_element(_payload(raw))
 
     def put(self, key: Any, user_key: Any, element: Any) -> None:
-        try:
-            data = self.codec.encode_element(element)
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
-        if len(data) > self.limit:
-            uid, name = self.store.operator_uid, self.table.name
-            raise StateValueTooLargeError(uid, name, key, len(data), self.limit)
-        entry_key = self.prefix(key) + canonical_key_bytes(user_key)
-        writes = self.writes
-        if writes is None:
-            self.cf.put(entry_key, _stored_entry(key, user_key, data), self.store.write_options)
-        else:
-            writes[entry_key] = (key, user_key, data, element)
+        self.write(self.prefix(key) + canonical_key_bytes(user_key), key, user_key, element)
 
     def remove(self, key: Any, user_key: Any) -> None:
-        entry_key = self.prefix(key) + canonical_key_bytes(user_key)
-        writes = self.writes
-        if writes is None:
-            self.cf.delete(entry_key, self.store.write_options)
-        else:
-            writes[entry_key] = (key, user_key, None, MISSING)
-
-    def clear(self, key: Any) -> None:
-        """Remove ``key``'s whole map: one range deletion."""
-        prefix = self.prefix(key)
-        writes = self.writes
-        if writes is None:
-            self.cf.delete_range(prefix, _prefix_end(prefix), self.store.write_options)
-            return
-        for entry_key in [entry_key for entry_key in writes if entry_key.startswith(prefix)]:
-            del writes[entry_key]
-        self.cleared.add(prefix)  # type: ignore[union-attr]
+        self.erase(self.prefix(key) + canonical_key_bytes(user_key), key, user_key)
 
     def entries(self, key: Any) -> Iterator[tuple[Any, Any]]:
-        """Every ``(map key, element)`` of ``key``'s map, read lazily by prefix, in the order of the
-        map keys' canonical bytes, then the batch's new entries."""
-        prefix = self.prefix(key)
-        writes = self.writes
-        buffered: dict[bytes, _MapWrite] = {}
-        if writes:
-            buffered = {
-                entry_key: write for entry_key, write in writes.items() if entry_key.startswith(prefix)
-            }
-        if writes is None or prefix not in self.cleared:  # type: ignore[operator]
-            decode, start = self.codec.decode_element, len(prefix)
-            iterator = self.cf.iter(self.store.read_all)
-            iterator.seek(prefix)
-            while iterator.valid():
-                entry_key: bytes = iterator.key()
-                if not entry_key.startswith(prefix):
-                    break
-                if entry_key not in buffered:
-                    raw: bytes = iterator.value()
-                    _, user_key = _stored_keys(raw)
-                    if user_key is _PLAIN:
-                        user_key = _decode_key(entry_key, start)[0]
-                    yield user_key, decode(_payload(raw))
-                iterator.next()
-        for _, user_key, data, element in buffered.values():
-            if data is not None:
-                yield user_key, element
+        """Every ``(map key, element)`` of ``key``'s map, read lazily."""
+        for _, user_key, element in self.scan(key):
+            yield user_key, element
 
     # ---- the whole map, for the backend's interface (restores, queries, tests)
 
@@ -381,21 +436,85 @@ class _MapSpace:
         entries = dict(self.entries(key))
         return entries if entries else MISSING
 
-    def replace(self, key: Any, elements: dict[Any, Any]) -> None:
+    def replace(self, key: Any, whole: Any) -> None:
         self.clear(key)
-        for user_key, element in elements.items():
+        for user_key, element in whole.items():
             self.put(key, user_key, element)
 
-    def commit(self, batch: WriteBatch) -> None:
-        """Add the batch's range deletions, then its writes, to ``batch``."""
-        handle = self.table.handle
-        for prefix in self.cleared or ():
-            batch.delete_range(prefix, _prefix_end(prefix), handle)
-        for entry_key, (key, user_key, data, _) in (self.writes or {}).items():
-            if data is None:
-                batch.delete(entry_key, handle)
-            else:
-                batch.put(entry_key, _stored_entry(key, user_key, data), handle)
+
+#: A list element's sequence number in its RocksDB key: 8 bytes, big endian, so keys sort in order.
+_SEQUENCE_BYTES: Final = 8
+#: Above every sequence number: where the search for a list's last element starts.
+_AFTER_SEQUENCES: Final = b"\xff" * (_SEQUENCE_BYTES + 1)
+
+
+class _ListSpace(_EntrySpace):
+    """A list state's elements: the RocksDB key of an element ends with its sequence number, one more
+    than the list's last at the time it was added, so a prefix scan reads the list in order. An add
+    reads at most the list's last key (once per list and batch), never the list; the batch keeps each
+    list's next sequence number in ``following``."""
+
+    __slots__ = ("following",)
+
+    def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
+        super().__init__(store, table, namespace)
+        self.following: dict[bytes, int] | None = None
+
+    def open(self) -> None:
+        super().open()
+        self.following = {}
+
+    def close(self) -> None:
+        super().close()
+        self.following = None
+
+    def stored(self, key: Any, user_key: Any, data: bytes) -> bytes:
+        return self.store.stored(key, data)
+
+    def next_sequence(self, prefix: bytes) -> int:
+        following = self.following
+        sequence = None if following is None else following.get(prefix)
+        if sequence is None:
+            sequence = 0
+            iterator = self.cf.iter(self.store.read_all)
+            iterator.seek_for_prev(prefix + _AFTER_SEQUENCES)
+            if iterator.valid():
+                last: bytes = iterator.key()
+                if last.startswith(prefix):
+                    sequence = int.from_bytes(last[len(prefix) :], "big") + 1
+        if following is not None:
+            following[prefix] = sequence + 1
+        return sequence
+
+    def add(self, key: Any, element: Any) -> None:
+        prefix = self.prefix(key)
+        entry_key = prefix + self.next_sequence(prefix).to_bytes(_SEQUENCE_BYTES, "big")
+        self.write(entry_key, key, None, element)
+
+    def elements(self, key: Any) -> Iterator[tuple[bytes, Any]]:
+        """Every ``(RocksDB key, element)`` of ``key``'s list, in order, read lazily."""
+        for entry_key, _, element in self.scan(key):
+            yield entry_key, element
+
+    def rewrite(self, key: Any, entry_key: bytes, element: Any) -> None:
+        """Store ``element`` in place of the element at ``entry_key`` (a TTL refresh)."""
+        self.write(entry_key, key, None, element)
+
+    def drop(self, key: Any, entry_key: bytes) -> None:
+        """Remove the element at ``entry_key`` (an expired one)."""
+        self.erase(entry_key, key, None)
+
+    # ---- the whole list, for the backend's interface (restores, queries, tests)
+
+    def read(self, key: Any) -> Any:
+        """``key``'s list of elements, or MISSING if it has none."""
+        elements = [element for _, element in self.elements(key)]
+        return elements if elements else MISSING
+
+    def replace(self, key: Any, whole: Any) -> None:
+        self.clear(key)
+        for element in whole:
+            self.add(key, element)
 
 
 def _stored_entry(key: Any, user_key: Any, data: bytes) -> bytes:
@@ -500,7 +619,7 @@ class _Store:
             for table in self.tables.values():
                 handle = table.handle
                 for space in (table.default, *table.extra.values()):
-                    if isinstance(space, _MapSpace):
+                    if isinstance(space, _EntrySpace):
                         space.commit(batch)
                         continue
                     writes = space.writes

@@ -1,6 +1,7 @@
-"""Map state, kept by RocksDB one entry per map entry, behaves like a dict model on both backends for
-any sequence of operations: inside and outside the runtime's batches, in several namespaces, under TTL
-with time passing, and across checkpoints restored into either backend at another parallelism."""
+"""Map and list state, kept by RocksDB one entry per map entry or element, behave like a dict and a
+list model on both backends for any sequence of operations: inside and outside the runtime's batches,
+in several namespaces, under TTL with time passing, and across checkpoints restored into either backend
+at another parallelism."""
 
 from __future__ import annotations
 
@@ -42,18 +43,40 @@ operation = st.one_of(
     st.tuples(st.just("is_empty"), keys, st.none(), st.none()),
     st.tuples(st.just("namespace"), st.none(), st.sampled_from([None, "w1"]), st.none()),
     st.tuples(st.just("advance"), st.none(), st.none(), st.sampled_from([3.0, 7.0])),
-    st.tuples(st.just("batch"), st.lists(keys, max_size=4), st.none(), st.none()),
-    st.tuples(st.just("end_batch"), st.none(), st.none(), st.none()),
     st.tuples(st.just("checkpoint"), st.sampled_from(list(BACKENDS)), st.integers(1, 3), st.none()),
 )
+
+
+def in_segments(operations: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    """Runs of operations, each inside one of the runtime's batches (over the keys it touches) or
+    outside any: flattened, with ("batch", keys) and ("end_batch",) around the runs in a batch."""
+
+    def flatten(segments: list[tuple[bool, list[Any]]]) -> list[Any]:
+        flat: list[Any] = []
+        for batched, run in segments:
+            if batched:
+                touched = [op[1] for op in run if op[0] not in ("namespace", "advance", "checkpoint")]
+                flat.append(("batch", touched, None, None))
+            flat += run
+            if batched:
+                flat.append(("end_batch", None, None, None))
+        return flat
+
+    segment = st.tuples(st.booleans(), st.lists(operations, min_size=1, max_size=8))
+    return st.lists(segment, max_size=6).map(flatten)
 
 
 class Subtasks:
     """The keyed backends of one map state at some parallelism; each key goes to its key group's owner."""
 
-    def __init__(self, backend_name: str, parallelism: int, ttl: Any, clock: Clock) -> None:
+    def __init__(
+        self, backend_name: str, parallelism: int, ttl: Any, clock: Clock, kind: str = "map"
+    ) -> None:
         self.clock = clock
-        self.descriptor = lgs.MapStateDescriptor("m", ttl=ttl)
+        self.kind = kind
+        self.descriptor: Any = (
+            lgs.MapStateDescriptor("m", ttl=ttl) if kind == "map" else lgs.ListStateDescriptor("m", ttl=ttl)
+        )
         self.parallelism = parallelism
         self.backends = [
             BACKENDS[backend_name]().create_keyed_backend(
@@ -67,7 +90,8 @@ class Subtasks:
         self.in_batch = False
 
     def register(self) -> None:
-        self.states = [backend.create_state(self.descriptor, lgs.MapState) for backend in self.backends]
+        state_type = lgs.MapState if self.kind == "map" else lgs.ListState
+        self.states = [backend.create_state(self.descriptor, state_type) for backend in self.backends]
 
     def state_for(self, key: Any, namespace: Any) -> Any:
         index = lgs.subtask_for_key_group(MAX_P, self.parallelism, lgs.key_group_for(key, MAX_P))
@@ -99,7 +123,7 @@ class Subtasks:
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ttl=ttl_configs, ops=st.lists(operation, max_size=40))
+@given(ttl=ttl_configs, ops=in_segments(operation))
 async def test_map_state_matches_a_dict_across_batches_namespaces_ttl_and_restores(
     backend_name: str, ttl: Any, ops: list[Any]
 ) -> None:
@@ -219,3 +243,78 @@ def test_an_incremental_checkpoint_of_the_old_map_layout_is_refused_saying_what_
     old = RocksDBManifest("op", MAX_P, lgs.KeyGroupRange(0, MAX_P - 1), {"m": meta}, {}, {})  # no layout
     with pytest.raises(lg.CheckpointError, match=r"older lockgate.*\['m'\].*savepoint"):
         old.download({})
+
+
+list_keys = st.sampled_from(["a", 3, Point(1)])
+list_operation = st.one_of(
+    st.tuples(st.just("add"), list_keys, values, st.none()),
+    st.tuples(st.just("add_all"), list_keys, st.lists(values, max_size=3), st.none()),
+    st.tuples(st.just("update"), list_keys, st.lists(values, max_size=3), st.none()),
+    st.tuples(st.just("get"), list_keys, st.none(), st.none()),
+    st.tuples(st.just("clear"), list_keys, st.none(), st.none()),
+    st.tuples(st.just("namespace"), st.none(), st.sampled_from([None, "w1"]), st.none()),
+    st.tuples(st.just("advance"), st.none(), st.none(), st.sampled_from([3.0, 7.0])),
+    st.tuples(st.just("checkpoint"), st.sampled_from(list(BACKENDS)), st.integers(1, 3), st.none()),
+)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ttl=ttl_configs, ops=in_segments(list_operation))
+async def test_list_state_matches_a_list_across_batches_namespaces_ttl_and_restores(
+    backend_name: str, ttl: Any, ops: list[Any]
+) -> None:
+    clock = Clock()
+    rules = TtlModel(ttl, clock)
+    subtasks = Subtasks(backend_name, 1, ttl, clock, "list")
+    subtasks.register()
+    model: dict[tuple[Any, Any], list[tuple[Any, float]]] = {}
+    namespace: Any = None
+    try:
+        for op, a, b, c in ops:
+            if op == "namespace":
+                namespace = b
+            elif op == "advance":
+                clock.now += c
+            elif op == "batch":
+                await subtasks.open_batch(a)
+            elif op == "end_batch":
+                await subtasks.close_batch()
+            elif op == "checkpoint":
+                snapshots = await subtasks.snapshots()
+                await subtasks.dispose()
+                subtasks = Subtasks(a, b, ttl, clock, "list")
+                for backend in subtasks.backends:
+                    backend.restore(snapshots)
+                subtasks.register()
+                for elements in model.values():
+                    elements[:] = [element for element in elements if rules.fresh(element)]
+            else:
+                key = a
+                state = subtasks.state_for(key, namespace)
+                elements = model.setdefault((key, namespace), [])
+                if op == "add":
+                    state.add_nowait(b)
+                    elements.append((b, clock.now))
+                elif op == "add_all":
+                    await state.add_all(b)
+                    elements.extend((value, clock.now) for value in b)
+                elif op == "update":
+                    state.update_nowait(b)
+                    elements[:] = [(value, clock.now) for value in b]
+                elif op == "clear":
+                    await state.clear()
+                    elements.clear()
+                else:
+                    expected, kept = [], []
+                    for element in elements:
+                        seen, keep = rules.read(element)
+                        if seen:
+                            expected.append(element[0])
+                        if keep is not None:
+                            kept.append(keep)
+                    elements[:] = kept
+                    assert (state.get_nowait() if c is None else await state.get()) == expected
+        await subtasks.close_batch()
+    finally:
+        await subtasks.dispose()

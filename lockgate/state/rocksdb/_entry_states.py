@@ -1,16 +1,17 @@
-"""Map state in RocksDB, one RocksDB entry per map entry: a read, a write or a removal touches one
-entry, iteration scans the map's prefix lazily, clearing deletes a range (see ``_MapSpace``)."""
+"""Map and list state in RocksDB, one RocksDB entry per map entry or list element: a read, a write, a
+removal or an add touches one entry, reading the whole scans a prefix lazily, clearing deletes a range
+(see ``_EntrySpace``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.lowlevel
 
-from lockgate.state._states import _KEEP, MISSING, MapState
-from lockgate.state.rocksdb._encoding import _PLAIN, _decode_key, _stored_keys
-from lockgate.state.rocksdb._store import _MapSpace
+from lockgate.state._states import _KEEP, MISSING, ListState, MapState, _check_elements
+from lockgate.state.rocksdb._encoding import _PLAIN, _decode_key, _stored_key
+from lockgate.state.rocksdb._store import _EntrySpace, _ListSpace, _MapSpace
 
 if TYPE_CHECKING:
     from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
@@ -133,9 +134,76 @@ class RocksDBMapState(MapState[K, T]):
             yield value
 
 
-async def _maps_of(space: _MapSpace) -> AsyncIterator[tuple[Any, Any]]:
-    """Every ``(key, map of elements)`` of a map state in the namespace of ``space``, the open batch's
-    writes included: the backend's ``items``, which hands whole values out."""
+class RocksDBListState(ListState[T]):
+    """A list state of the RocksDB backend: an add writes one entry, never reading the list."""
+
+    __slots__ = ()
+
+    def _list(self) -> tuple[_ListSpace, Any]:
+        backend: RocksDBKeyedStateBackend = self._backend  # type: ignore[assignment]
+        space = backend._space(self._name, self.namespace)
+        assert isinstance(space, _ListSpace)
+        return space, backend.current_key
+
+    def get_nowait(self) -> list[T]:
+        space, key = self._list()
+        if self._ttl is None:
+            return [element for _, element in space.elements(key)]
+        now = self._now()
+        visible: list[T] = []
+        for entry_key, element in space.elements(key):
+            value, replacement = self._read_entry(element, now)
+            if replacement is MISSING:
+                space.drop(key, entry_key)
+            elif replacement is not _KEEP:
+                space.rewrite(key, entry_key, replacement)
+            if value is not MISSING:
+                visible.append(value)
+        return visible
+
+    def add_nowait(self, value: T) -> None:
+        space, key = self._list()
+        space.add(key, self._wrap(value, self._now()))
+
+    def add_all_nowait(self, values: Iterable[T]) -> None:
+        elements = _check_elements(values, "add_all")
+        space, key = self._list()
+        now = self._now()
+        for value in elements:
+            space.add(key, self._wrap(value, now))
+
+    def update_nowait(self, values: Iterable[T]) -> None:
+        elements = _check_elements(values, "update")
+        space, key = self._list()
+        space.clear(key)
+        now = self._now()
+        for value in elements:
+            space.add(key, self._wrap(value, now))
+
+    def clear_nowait(self) -> None:
+        space, key = self._list()
+        space.clear(key)
+
+    async def get(self) -> list[T]:
+        return self.get_nowait()
+
+    async def add(self, value: T) -> None:
+        self.add_nowait(value)
+
+    async def add_all(self, values: Iterable[T]) -> None:
+        self.add_all_nowait(values)
+
+    async def update(self, values: Iterable[T]) -> None:
+        self.update_nowait(values)
+
+    async def clear(self) -> None:
+        self.clear_nowait()
+
+
+async def _whole_values(space: _EntrySpace) -> AsyncIterator[tuple[Any, Any]]:
+    """Every ``(key, whole value)`` of a map or list state in the namespace of ``space`` (a dict or a
+    list of elements), the open batch's writes included: the backend's ``items``, which hands whole
+    values out."""
     keys: dict[bytes, Any] = {}
     ns_bytes = space.ns_bytes
     iterator = space.cf.iter(space.store.read_all)
@@ -146,14 +214,14 @@ async def _maps_of(space: _MapSpace) -> AsyncIterator[tuple[Any, Any]]:
         if entry_key[end : end + len(ns_bytes)] == ns_bytes:
             prefix = entry_key[: end + len(ns_bytes)]
             if prefix not in keys:
-                stored_key, _ = _stored_keys(iterator.value())
+                stored_key = _stored_key(iterator.value())
                 keys[prefix] = key if stored_key is _PLAIN else stored_key
         iterator.next()
     for entry_key, (key, *_) in (space.writes or {}).items():
         keys.setdefault(entry_key[: len(space.prefix(key))], key)
     for count, key in enumerate(keys.values(), 1):
-        elements = space.read(key)
-        if elements is not MISSING:
-            yield key, elements
+        whole = space.read(key)
+        if whole is not MISSING:
+            yield key, whole
         if count % _YIELD_EVERY == 0:
             await anyio.lowlevel.checkpoint()
