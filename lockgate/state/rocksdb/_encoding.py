@@ -70,8 +70,7 @@ def _stored_keys(raw: bytes) -> tuple[Any, Any]:
 def _prefix_end(prefix: bytes) -> bytes:
     """The smallest key above every key that starts with ``prefix`` (the end of a range delete)."""
     trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return prefix + b"\xff"  # cannot happen: every prefix starts with a key group below 0xffff
+    assert trimmed, prefix  # a prefix starts with its key group, below 0x8000
     return trimmed[:-1] + bytes((trimmed[-1] + 1,))
 
 
