@@ -318,3 +318,27 @@ async def test_list_state_matches_a_list_across_batches_namespaces_ttl_and_resto
         await subtasks.close_batch()
     finally:
         await subtasks.dispose()
+
+
+async def test_maps_and_lists_longer_than_a_scan_chunk_read_whole_and_in_order() -> None:
+    backend = lgs.RocksDBStateBackend().create_keyed_backend("op", lgs.KeyGroupRange(0, MAX_P - 1), MAX_P)
+    try:
+        entries = backend.create_state(lgs.MapStateDescriptor("m"), lgs.MapState)
+        elements = backend.create_state(lgs.ListStateDescriptor("l"), lgs.ListState)
+        backend.current_key = "k"
+        for n in range(1500):  # three chunks of 512 and a part
+            entries.put_nowait(n, -n)
+            elements.add_nowait(n)
+        await backend.prepare_batch(["k"])
+        backend.current_key = "k"
+        entries.remove_nowait(700)  # buffered in the batch, in the middle of the second chunk
+        entries.put_nowait(1500, -1500)
+        elements.add_nowait(1500)
+        assert entries.to_dict_nowait() == {n: -n for n in range(1501) if n != 700}
+        assert elements.get_nowait() == list(range(1501))
+        await backend.finish_batch()
+        keys = [user_key async for user_key in entries.keys()]  # noqa: SIM118 - an async iterator
+        assert sorted(keys) == [n for n in range(1501) if n != 700]
+        assert elements.get_nowait() == list(range(1501))
+    finally:
+        await backend.dispose()

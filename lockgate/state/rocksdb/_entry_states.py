@@ -217,6 +217,7 @@ async def _whole_values(space: _EntrySpace) -> AsyncIterator[tuple[Any, Any]]:
                 stored_key = _stored_key(iterator.value())
                 keys[prefix] = key if stored_key is _PLAIN else stored_key
         iterator.next()
+    del iterator  # before the first yield: see _EntrySpace.scan
     for entry_key, (key, *_) in (space.writes or {}).items():
         keys.setdefault(entry_key[: len(space.prefix(key))], key)
     for count, key in enumerate(keys.values(), 1):

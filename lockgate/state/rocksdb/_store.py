@@ -255,6 +255,9 @@ class _Space:
             self.values[key] = MISSING  # type: ignore[index]
 
 
+#: How many entries a scan reads from RocksDB at once.
+_CHUNK: Final = 512
+
 #: An entry buffered in a batch: (key, map key or None, element bytes or None if removed, element).
 _EntryWrite = tuple[Any, Any, bytes | None, Any]
 
@@ -350,23 +353,37 @@ class _EntrySpace:
             }
         if writes is None or prefix not in self.cleared:  # type: ignore[operator]
             decode, start = self.codec.decode_element, len(prefix)
-            iterator = self.cf.iter(self.store.read_all)
-            iterator.seek(prefix)
-            while iterator.valid():
-                entry_key: bytes = iterator.key()
-                if not entry_key.startswith(prefix):
+            after = prefix
+            while True:
+                # A chunk at a time: no RocksDB iterator lives on while the caller holds the generator
+                # (one alive when its database closes can stall or hang the close).
+                chunk = self.read_chunk(prefix, after)
+                for entry_key, raw in chunk:
+                    write = buffered.pop(entry_key, None)
+                    if write is None:
+                        yield entry_key, self.user_key(entry_key, start, raw), decode(_payload(raw))
+                    elif write[2] is not None:
+                        yield entry_key, write[1], write[3]
+                if len(chunk) < _CHUNK:
                     break
-                write = buffered.pop(entry_key, None)
-                if write is None:
-                    raw: bytes = iterator.value()
-                    yield entry_key, self.user_key(entry_key, start, raw), decode(_payload(raw))
-                elif write[2] is not None:
-                    yield entry_key, write[1], write[3]
-                iterator.next()
+                after = chunk[-1][0] + b"\x00"  # the next key after the chunk's last
         for entry_key in sorted(buffered):
             _, user_key, data, element = buffered[entry_key]
             if data is not None:
                 yield entry_key, user_key, element
+
+    def read_chunk(self, prefix: bytes, start: bytes) -> list[tuple[bytes, bytes]]:
+        """Up to ``_CHUNK`` stored ``(RocksDB key, value)`` from ``start`` on that begin with ``prefix``."""
+        chunk: list[tuple[bytes, bytes]] = []
+        iterator = self.cf.iter(self.store.read_all)
+        iterator.seek(start)
+        while iterator.valid() and len(chunk) < _CHUNK:
+            entry_key: bytes = iterator.key()
+            if not entry_key.startswith(prefix):
+                break
+            chunk.append((entry_key, iterator.value()))
+            iterator.next()
+        return chunk
 
     def user_key(self, entry_key: bytes, start: int, raw: bytes) -> Any:
         """The map key of a stored entry (None for a list element)."""
