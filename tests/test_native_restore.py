@@ -38,6 +38,8 @@ class Count(lg.KeyedProcessFunction[str, tuple[str, int, int]]):
         self.count = ctx.get_state(lg.ValueStateDescriptor[int]("count", default=0))
         if self.track:
             self.seen = ctx.get_list_state(lg.ListStateDescriptor[int]("seen"))
+            # The last count of each parity: RocksDB keeps a map entry per parity.
+            self.last = ctx.get_map_state(lg.MapStateDescriptor[int]("last"))
 
     def process_element(self, value: str, ctx: lg.RuntimeContext) -> Iterator[tuple[str, int, int]]:
         count = self.count.value_nowait() + 1
@@ -46,7 +48,12 @@ class Count(lg.KeyedProcessFunction[str, tuple[str, int, int]]):
             yield (value, count, -1)
             return
         self.seen.add_nowait(count)
-        yield (value, count, len(self.seen.get_nowait()))
+        seen = len(self.seen.get_nowait())
+        previous = self.last.get_nowait(1 - count % 2)
+        if seen == count and previous != (None if count == 1 else count - 1):  # every count tracked
+            raise AssertionError(f"key {value!r} at count {count}: the map holds {previous} before it")
+        self.last.put_nowait(count % 2, count)
+        yield (value, count, seen)
 
 
 def backend_of(name: str) -> lg.StateBackend:
