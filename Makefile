@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/large_state.py --backend rocksdb
 	$(BIN)/python benchmarks/backpressure.py
 	$(BIN)/python benchmarks/backpressure.py --storage memory
+	$(BIN)/python benchmarks/state_kinds.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,31 +4,26 @@ incrementally (see :mod:`lockgate.state.heap._incremental`)."""
 from __future__ import annotations
 
 import pickle
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Final, TypeVar
 
 from lockgate._errors import CheckpointError, ConfigurationError
-from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import KeyedStateBackend, S, StateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
-from lockgate.state._keygroups import KeyGroupRange, stable_key_hash
+from lockgate.state._keygroups import KeyGroupRange
 from lockgate.state._snapshot import (
     Entry,
-    IncrementalKeyedState,
-    IncrementalSnapshotResources,
-    KeyedStateSnapshot,
-    SharedStateWriter,
     SnapshotResources,
-    StateCodec,
-    StateMetaInfo,
-    pickle_snapshot,
     stores_whole,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
-from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable, frozen_get, frozen_items
-from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
+from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable
+from lockgate.state.heap._snapshots import (
+    ChangeSets,
+    _HeapSnapshotResources,
+    _IncrementalHeapSnapshotResources,
+)
 
 T = TypeVar("T")
 
@@ -37,10 +32,6 @@ DEFAULT_MAX_CHAIN_LENGTH: Final = 8
 # Change sets kept while no checkpoint is confirmed (savepoints only, or failing checkpoints): past
 # this many, they are dropped and the next incremental snapshot is a full base.
 _MAX_TRACKED_SNAPSHOTS = 64
-
-#: One snapshot's change sets: the top layer it froze, by (state, namespace); None for a table
-#: frozen for the first time, whose every entry counts as changed.
-ChangeSets = dict[tuple[str, Any], dict[Any, Any] | None]
 
 
 class HeapKeyedStateBackend(KeyedStateBackend):
@@ -196,150 +187,6 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return (), []  # its change sets were dropped: write it whole
 
 
-class _HeapSnapshotResources(SnapshotResources):
-    def __init__(
-        self,
-        backend: HeapKeyedStateBackend,
-        views: dict[str, list[tuple[Any, CowTable, tuple[dict[Any, Any], ...]]]],
-        now: float,
-    ) -> None:
-        self._backend = backend
-        self._views = views
-        self._now = now
-        self._codecs = {name: StateCodec(backend.descriptors[name], backend.clock) for name in views}
-        self._metas = {name: StateMetaInfo.of(backend.descriptors[name]) for name in views}
-        self._whole = {name: stores_whole(backend.descriptors[name]) for name in views}
-        self._unclaimed = backend.unclaimed_restored_state()
-        self._released = False
-
-    def materialize(self) -> KeyedStateSnapshot:
-        backend = self._backend
-        max_parallelism = backend.max_parallelism
-        entries: dict[str, dict[int, list[Entry]]] = {}
-        tables: dict[str, dict[Any, dict[Any, Any]]] = {}
-        for name, spaces in self._views.items():
-            if self._whole[name]:
-                tables[name] = {namespace: _merged_copy(layers) for namespace, _, layers in spaces}
-                continue
-            codec = self._codecs[name]
-            encode, prune, now = codec.encode, codec.prune if codec.ttl is not None else None, self._now
-            groups: defaultdict[int, list[Entry]] = defaultdict(list)
-            for namespace, _, layers in spaces:
-                for key, stored in frozen_items(layers):
-                    if prune is not None:
-                        stored = prune(stored, now)
-                        if stored is MISSING:
-                            continue
-                    groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
-            entries[name] = dict(groups)
-        return backend.with_unclaimed_restored_state(
-            KeyedStateSnapshot(
-                backend.operator_uid, max_parallelism, backend.key_group_range, self._metas, entries, tables
-            ),
-            self._unclaimed,
-        )
-
-    def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        for spaces in self._views.values():
-            for _, table, _ in spaces:
-                table.release()
-
-
-class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnapshotResources):
-    def __init__(
-        self,
-        backend: HeapKeyedStateBackend,
-        views: dict[str, list[tuple[Any, CowTable, tuple[dict[Any, Any], ...]]]],
-        now: float,
-        checkpoint_id: int,
-    ) -> None:
-        super().__init__(backend, views, now)
-        self._checkpoint_id = checkpoint_id
-
-    async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
-        backend = self._backend
-        links, change_sets = backend._plan_increment(self._checkpoint_id)
-        if links and self._mostly_changed(change_sets):
-            links = ()  # a delta nearly as large as the state: a new base costs less, and restores faster
-        if links:
-            handle = await writer.write("delta", await run_sync(self._delta_bytes, change_sets))
-        else:
-            handle = await writer.write("base", await run_sync(self._base_bytes))
-        chain = (*links, handle)
-        backend._written[self._checkpoint_id] = chain
-        return IncrementalKeyedState(HeapChainManifest(backend.operator_uid, chain), chain)
-
-    def _mostly_changed(self, change_sets: list[ChangeSets]) -> bool:
-        """Whether the change sets name at least ``rebase_fraction`` of the entries the view holds (an
-        estimate: a key changed in several snapshots counts once in each)."""
-        changed = sum(len(keys) for changes in change_sets for keys in changes.values() if keys is not None)
-        held = sum(len(layers[0]) for spaces in self._views.values() for _, _, layers in spaces)
-        return changed >= self._backend.rebase_fraction * held
-
-    def _base_bytes(self) -> bytes:
-        base = self.materialize()
-        return pickle_snapshot(base, base.tables, self._backend.operator_uid)
-
-    def _delta_bytes(self, change_sets: list[ChangeSets]) -> bytes:
-        delta = self.delta(change_sets)
-        return pickle_snapshot(delta, delta.tables, self._backend.operator_uid)
-
-    def delta(self, change_sets: list[ChangeSets]) -> KeyedStateDelta:
-        """The entries that ``change_sets`` name, as this view holds them (or their removal)."""
-        max_parallelism = self._backend.max_parallelism
-        entries: dict[str, dict[int, list[Entry]]] = {}
-        tables: dict[str, dict[Any, dict[Any, Any]]] = {}
-        removed: dict[str, list[tuple[Any, Any]]] = {}
-        replaced: dict[str, list[Any]] = {}
-        metas: dict[str, StateMetaInfo] = {}
-        for name, spaces in self._views.items():
-            whole = self._whole[name]
-            codec = self._codecs[name]
-            prune = codec.prune if codec.ttl is not None else None
-            gone: list[tuple[Any, Any]] = []
-            changed: dict[Any, dict[Any, Any]] = {}
-            for namespace, _, layers in spaces:
-                sets = [changes.get((name, namespace), {}) for changes in change_sets]
-                if any(keys is None for keys in sets):  # a table new since: all of it
-                    replaced.setdefault(name, []).append(namespace)
-                    items = dict(frozen_items(layers))
-                else:
-                    items = {}
-                    for key in set().union(*(keys for keys in sets if keys)):
-                        value = frozen_get(layers, key)
-                        if value is ABSENT or value is TOMBSTONE:
-                            gone.append((namespace, key))
-                        else:
-                            items[key] = value
-                if prune is not None:
-                    for key, stored in list(items.items()):
-                        if prune(stored, self._now) is MISSING:
-                            del items[key]
-                            gone.append((namespace, key))
-                if items:
-                    changed[namespace] = items
-            if not (changed or gone or name in replaced):
-                continue
-            metas[name] = self._metas[name]
-            if gone:
-                removed[name] = gone
-            if whole:
-                tables[name] = changed
-                continue
-            groups: defaultdict[int, list[Entry]] = defaultdict(list)
-            encode, now = codec.encode, self._now
-            for namespace, items in changed.items():
-                for key, stored in items.items():
-                    if prune is not None:
-                        stored = prune(stored, now)
-                    groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
-            entries[name] = dict(groups)
-        return KeyedStateDelta(metas, entries, tables, removed, replaced)
-
-
 class HeapValueState(ValueState[T]):
     """A value state that reads and writes its table's top layer directly: one dict lookup per
     access and no await, except for the first access of a key after a snapshot froze the table."""
@@ -434,14 +281,3 @@ class HeapStateBackend(StateBackend):
             incremental=self.incremental,
             max_chain_length=self.max_chain_length,
         )
-
-
-def _merged_copy(layers: tuple[dict[Any, Any], ...]) -> dict[Any, Any]:
-    """One dict of the live entries of frozen layers, built by C-level copies and updates."""
-    merged = dict(layers[0])
-    for layer in layers[1:]:
-        merged.update(layer)
-    if len(layers) > 1:
-        for key in [key for key, value in merged.items() if value is TOMBSTONE]:
-            del merged[key]
-    return merged
