@@ -1,8 +1,11 @@
-"""Checkpoint storage, snapshot and savepoint formats, their readers and writers.
+"""Where checkpoints and savepoints go, and how their files are written and read back.
 
-So far: where checkpoints go (:class:`CheckpointStorage`, in memory or in files) and the framed,
-checksummed format of every stored blob. The checkpoint coordinator writes checkpoints through these.
-This package imports nothing from ``lockgate.state`` or ``lockgate.actors``.
+:class:`CheckpointStorage` (in memory, in files, or any URL scheme registered with
+:func:`register_checkpoint_storage`; :func:`storage_for` opens any of them), the framed, checksummed form
+of every stored blob, the ``_metadata`` of a checkpoint (JSON), the naming and writing of a subtask's
+blobs (:class:`SubtaskStateWriter`), and loading (:func:`load_checkpoint`, :func:`load_newest`,
+:func:`load_from_pointer`). What the blobs hold is :mod:`lockgate.savepoint`'s and :mod:`lockgate.state`'s
+business: this package imports no other part of lockgate.
 """
 
 from lockgate.snapshots._blobs import SHARED_NAME, OperatorStateWriter, SubtaskStateWriter
