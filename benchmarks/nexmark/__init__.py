@@ -1,0 +1,1 @@
+"""The Nexmark benchmark: its event generator and plain-Python reference queries."""
