@@ -1150,6 +1150,43 @@ async def test_a_second_job_on_a_claimed_checkpoint_directory_is_refused_and_a_s
     assert "took over the checkpoint directory" in caplog.text and "'killed'" in caplog.text
 
 
+def killed_but_not_reaped() -> Any:
+    """A child process killed by SIGKILL that has exited but is not reaped: a zombie, as a killed job is
+    while its supervisor has not waited for it yet. The caller reaps it (``wait()``)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    child.send_signal(signal.SIGKILL)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # until it has exited; leaves it unreaped
+    return child
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told by /proc (Linux)")
+async def test_the_claim_of_a_killed_process_not_yet_reaped_is_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A supervisor that restarts a job killed by SIGKILL may start the new process before it reaps the
+    # old one: the old pid is a zombie then, which runs no job, and its claim must not block the new one.
+    import json
+    import socket
+
+    killed = killed_but_not_reaped()
+    try:
+        claim = {"job": "killed", "pid": killed.pid, "host": socket.gethostname(), "since": 0}
+        (tmp_path / "_claim").write_text(json.dumps(claim))
+        env = checkpointing_env()
+        env.set_checkpoint_storage(tmp_path.as_uri())
+        running_sums(env.from_collection([("c", 1)], uid="src"), lg.CollectSink())
+        with caplog.at_level("WARNING", logger="lockgate"):
+            await env.execute("restarted")
+        assert "took over the checkpoint directory" in caplog.text and "'killed'" in caplog.text
+    finally:
+        killed.wait()  # reaped only now
+
+
 async def test_retention_covers_the_checkpoints_earlier_runs_left_in_the_directory(tmp_path: Path) -> None:
     for run in range(3):  # each short run leaves its final checkpoint
         env = checkpointing_env()
