@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.lowlevel
 
-from lockgate.state._states import _KEEP, MISSING, ListState, MapState, _check_elements
+from lockgate.state._states import MISSING, ListState, MapState, _check_elements
 from lockgate.state.rocksdb._encoding import _PLAIN, _decode_key, _stored_key
 from lockgate.state.rocksdb._store import _EntrySpace, _ListSpace, _MapSpace
 
@@ -42,10 +42,7 @@ class RocksDBMapState(MapState[K, T]):
         if element is MISSING or self._ttl is None:
             return element
         value, replacement = self._read_entry(element, self._now())
-        if replacement is MISSING:
-            space.remove(key, user_key)
-        elif replacement is not _KEEP:
-            space.put(key, user_key, replacement)
+        space.settle(space.entry_key(key, user_key), key, user_key, replacement)
         return value
 
     def _visible(self) -> Iterator[tuple[K, T]]:
@@ -55,12 +52,9 @@ class RocksDBMapState(MapState[K, T]):
             yield from space.entries(key)
             return
         now = self._now()
-        for user_key, element in space.entries(key):
+        for entry_key, user_key, element in space.scan(key):
             value, replacement = self._read_entry(element, now)
-            if replacement is MISSING:
-                space.remove(key, user_key)
-            elif replacement is not _KEEP:
-                space.put(key, user_key, replacement)
+            space.settle(entry_key, key, user_key, replacement)
             if value is not MISSING:
                 yield user_key, value
 
@@ -153,10 +147,7 @@ class RocksDBListState(ListState[T]):
         visible: list[T] = []
         for entry_key, element in space.elements(key):
             value, replacement = self._read_entry(element, now)
-            if replacement is MISSING:
-                space.drop(key, entry_key)
-            elif replacement is not _KEEP:
-                space.rewrite(key, entry_key, replacement)
+            space.settle(entry_key, key, None, replacement)
             if value is not MISSING:
                 visible.append(value)
         return visible
@@ -219,7 +210,7 @@ async def _whole_values(space: _EntrySpace) -> AsyncIterator[tuple[Any, Any]]:
         iterator.next()
     del iterator  # before the first yield: see _EntrySpace.scan
     for entry_key, (key, *_) in (space.writes or {}).items():
-        keys.setdefault(entry_key[: len(space.prefix(key))], key)
+        keys.setdefault(entry_key[: len(space.key_bytes(key))], key)
     for count, key in enumerate(keys.values(), 1):
         whole = space.read(key)
         if whole is not MISSING:

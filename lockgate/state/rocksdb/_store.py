@@ -13,7 +13,7 @@ from lockgate.state._keygroups import key_group_for
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER
 from lockgate.state._snapshot import StateCodec
-from lockgate.state._states import DEFAULT_NAMESPACE, MISSING
+from lockgate.state._states import _KEEP, DEFAULT_NAMESPACE, MISSING
 from lockgate.state.rocksdb._encoding import (
     _DEFAULT_NS_BYTES,
     _LEN,
@@ -105,37 +105,54 @@ class _Table:
         return _Space(store, self, namespace)
 
 
-class _Space:
-    """The entries of one state and namespace, with their buffers while a batch is open.
+class _Namespace:
+    """What the buffers of one state and namespace share, whatever the state's layout: the store, the
+    table and its column family, and the RocksDB key bytes of a key in the namespace."""
+
+    __slots__ = ("cf", "is_default", "limit", "ns_bytes", "store", "table")
+
+    def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
+        self.store = store
+        self.table = table
+        self.cf = table.cf
+        self.limit = store.max_value_size
+        self.ns_bytes = canonical_key_bytes(namespace)
+        self.is_default = namespace is DEFAULT_NAMESPACE
+
+    def key_bytes(self, key: Any) -> bytes:
+        """The RocksDB key of ``key`` in this namespace (a map's or list's entries start with it)."""
+        key_bytes = self.store.key_bytes(key)
+        return key_bytes if self.is_default else key_bytes[:-1] + self.ns_bytes
+
+    def check(self, key: Any, data: bytes) -> bytes:
+        """``data``, unless it is larger than ``max_value_size``."""
+        if len(data) > self.limit:
+            raise StateValueTooLargeError(
+                self.store.operator_uid, self.table.name, key, len(data), self.limit
+            )
+        return data
+
+    def unwritable(self, key: Any, error: Exception) -> StateSerializationError:
+        """The error for a value of ``key`` that its serializer cannot write, naming state and key."""
+        reason = f"{type(error).__name__}: {error}"
+        return StateSerializationError(self.store.operator_uid, self.table.name, key, reason)
+
+
+class _Space(_Namespace):
+    """The entries of one state and namespace, one RocksDB entry per key, with their buffers while a
+    batch is open.
 
     Outside a batch ``values`` and ``writes`` are None and every access goes to RocksDB. Inside one,
     ``values`` maps keys to deserialised values (MISSING if absent) and ``writes`` maps keys to the
     bytes to store (None to delete).
     """
 
-    __slots__ = (
-        "cf",
-        "decode_raw",
-        "encode",
-        "is_default",
-        "limit",
-        "loaded",
-        "ns_bytes",
-        "store",
-        "table",
-        "values",
-        "writes",
-    )
+    __slots__ = ("decode_raw", "encode", "loaded", "values", "writes")
 
     def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
-        self.store = store
-        self.table = table
-        self.cf = table.cf
+        super().__init__(store, table, namespace)
         self.encode = table.encode
         self.decode_raw = table.decode_raw
-        self.limit = store.max_value_size
-        self.ns_bytes = canonical_key_bytes(namespace)
-        self.is_default = namespace is DEFAULT_NAMESPACE
         self.values: dict[Any, Any] | None = None
         self.writes: dict[Any, bytes | None] | None = None
         self.loaded = False
@@ -158,11 +175,6 @@ class _Space:
             return self.read_direct(key)
         value = values.get(key, _UNKNOWN)
         return self.miss(key) if value is _UNKNOWN else value
-
-    def key_bytes(self, key: Any) -> bytes:
-        """The RocksDB key of ``key`` in this namespace."""
-        key_bytes = self.store.key_bytes(key)
-        return key_bytes if self.is_default else key_bytes[:-1] + self.ns_bytes
 
     def read_direct(self, key: Any) -> Any:
         raw = self.cf.get(self.key_bytes(key))
@@ -202,14 +214,6 @@ class _Space:
 
     # ---- writes
 
-    def check(self, key: Any, data: bytes) -> bytes:
-        """``data``, unless it is larger than ``max_value_size``."""
-        if len(data) > self.limit:
-            raise StateValueTooLargeError(
-                self.store.operator_uid, self.table.name, key, len(data), self.limit
-            )
-        return data
-
     def encode_again(self, key: Any, value: Any, error: Exception) -> bytes:
         """What to do when the fast path of ``encode`` raised ``error``: the slow path, if any; a
         value that cannot be written at all is an error naming the state and the key."""
@@ -219,8 +223,7 @@ class _Space:
                 raise error
             return encode_slow(value)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
+            raise self.unwritable(key, exc) from exc
 
     def encode_checked(self, key: Any, value: Any) -> bytes:
         try:
@@ -262,7 +265,7 @@ _CHUNK: Final = 512
 _EntryWrite = tuple[Any, Any, bytes | None, Any]
 
 
-class _EntrySpace:
+class _EntrySpace(_Namespace):
     """The entries of one map or list state and namespace, one RocksDB entry per map entry or list
     element: its RocksDB key is the key's and namespace's (the *prefix*) followed by the map key's
     canonical bytes or the element's sequence number, its value the element bytes
@@ -275,16 +278,11 @@ class _EntrySpace:
     batch's writes.
     """
 
-    __slots__ = ("cf", "cleared", "codec", "is_default", "limit", "ns_bytes", "store", "table", "writes")
+    __slots__ = ("cleared", "codec", "writes")
 
     def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
-        self.store = store
-        self.table = table
-        self.cf = table.cf
+        super().__init__(store, table, namespace)
         self.codec = table.codec
-        self.limit = store.max_value_size
-        self.ns_bytes = canonical_key_bytes(namespace)
-        self.is_default = namespace is DEFAULT_NAMESPACE
         self.writes: dict[bytes, _EntryWrite] | None = None
         self.cleared: set[bytes] | None = None
 
@@ -295,11 +293,6 @@ class _EntrySpace:
     def close(self) -> None:
         self.writes = self.cleared = None
 
-    def prefix(self, key: Any) -> bytes:
-        """The RocksDB key prefix of ``key``'s entries in this namespace."""
-        key_bytes = self.store.key_bytes(key)
-        return key_bytes if self.is_default else key_bytes[:-1] + self.ns_bytes
-
     def stored(self, key: Any, user_key: Any, data: bytes) -> bytes:
         """What RocksDB stores for an entry of ``key`` with the element bytes ``data``."""
         raise NotImplementedError
@@ -308,12 +301,8 @@ class _EntrySpace:
         try:
             data = self.codec.encode_element(element)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            raise StateSerializationError(self.store.operator_uid, self.table.name, key, reason) from exc
-        if len(data) > self.limit:
-            uid, name = self.store.operator_uid, self.table.name
-            raise StateValueTooLargeError(uid, name, key, len(data), self.limit)
-        return data
+            raise self.unwritable(key, exc) from exc
+        return self.check(key, data)
 
     def write(self, entry_key: bytes, key: Any, user_key: Any, element: Any) -> None:
         data = self.encode(key, element)
@@ -332,7 +321,7 @@ class _EntrySpace:
 
     def clear(self, key: Any) -> None:
         """Remove ``key``'s entries: one range deletion."""
-        prefix = self.prefix(key)
+        prefix = self.key_bytes(key)
         writes = self.writes
         if writes is None:
             self.cf.delete_range(prefix, _prefix_end(prefix), self.store.write_options)
@@ -344,7 +333,7 @@ class _EntrySpace:
     def scan(self, key: Any) -> Iterator[tuple[bytes, Any, Any]]:
         """``(RocksDB key, map key or None, element)`` of every entry of ``key``, read lazily in the
         order of their RocksDB keys with the batch's writes in place, then the batch's new entries."""
-        prefix = self.prefix(key)
+        prefix = self.key_bytes(key)
         writes = self.writes
         buffered: dict[bytes, _EntryWrite] = {}
         if writes:
@@ -397,6 +386,14 @@ class _EntrySpace:
         """Store ``whole`` (a dict or a list of elements) as ``key``'s value."""
         raise NotImplementedError
 
+    def settle(self, entry_key: bytes, key: Any, user_key: Any, replacement: Any) -> None:
+        """Apply what reading an entry under TTL decided (``State._read_entry``): remove it (MISSING),
+        keep it (``_KEEP``), or store the refreshed entry."""
+        if replacement is MISSING:
+            self.erase(entry_key, key, user_key)
+        elif replacement is not _KEEP:
+            self.write(entry_key, key, user_key, replacement)
+
     def commit(self, batch: WriteBatch) -> None:
         """Add the batch's range deletions, then its writes, to ``batch``."""
         handle = self.table.handle
@@ -421,9 +418,13 @@ class _MapSpace(_EntrySpace):
         _, user_key = _stored_keys(raw)
         return _decode_key(entry_key, start)[0] if user_key is _PLAIN else user_key
 
+    def entry_key(self, key: Any, user_key: Any) -> bytes:
+        """The RocksDB key of the entry of ``user_key`` in ``key``'s map."""
+        return self.key_bytes(key) + canonical_key_bytes(user_key)
+
     def get(self, key: Any, user_key: Any) -> Any:
         """The element of ``user_key`` in ``key``'s map (a TtlValue under TTL), or MISSING."""
-        prefix = self.prefix(key)
+        prefix = self.key_bytes(key)
         entry_key = prefix + canonical_key_bytes(user_key)
         writes = self.writes
         if writes is not None:
@@ -436,10 +437,10 @@ class _MapSpace(_EntrySpace):
         return MISSING if raw is None else self.codec.decode_element(_payload(raw))
 
     def put(self, key: Any, user_key: Any, element: Any) -> None:
-        self.write(self.prefix(key) + canonical_key_bytes(user_key), key, user_key, element)
+        self.write(self.entry_key(key, user_key), key, user_key, element)
 
     def remove(self, key: Any, user_key: Any) -> None:
-        self.erase(self.prefix(key) + canonical_key_bytes(user_key), key, user_key)
+        self.erase(self.entry_key(key, user_key), key, user_key)
 
     def entries(self, key: Any) -> Iterator[tuple[Any, Any]]:
         """Every ``(map key, element)`` of ``key``'s map, read lazily."""
@@ -504,7 +505,7 @@ class _ListSpace(_EntrySpace):
         return sequence
 
     def add(self, key: Any, element: Any) -> None:
-        prefix = self.prefix(key)
+        prefix = self.key_bytes(key)
         entry_key = prefix + self.next_sequence(prefix).to_bytes(_SEQUENCE_BYTES, "big")
         self.write(entry_key, key, None, element)
 
@@ -512,14 +513,6 @@ class _ListSpace(_EntrySpace):
         """Every ``(RocksDB key, element)`` of ``key``'s list, in order, read lazily."""
         for entry_key, _, element in self.scan(key):
             yield entry_key, element
-
-    def rewrite(self, key: Any, entry_key: bytes, element: Any) -> None:
-        """Store ``element`` in place of the element at ``entry_key`` (a TTL refresh)."""
-        self.write(entry_key, key, None, element)
-
-    def drop(self, key: Any, entry_key: bytes) -> None:
-        """Remove the element at ``entry_key`` (an expired one)."""
-        self.erase(entry_key, key, None)
 
     # ---- the whole list, for the backend's interface (restores, queries, tests)
 
