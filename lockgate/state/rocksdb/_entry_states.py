@@ -84,7 +84,11 @@ class RocksDBMapState(MapState[K, T]):
         space.clear(key)
 
     def is_empty_nowait(self) -> bool:
-        return next(self._visible(), None) is None
+        if self._ttl is not None:
+            # Reading under TTL cleans up (and may refresh) every entry it meets, as on the heap:
+            # stopping at the first visible one would leave the rest to differ from it.
+            return not self.to_dict_nowait()
+        return next(self._visible(), None) is None  # reads at most one entry
 
     def to_dict_nowait(self) -> dict[K, T]:
         return dict(self._visible())
