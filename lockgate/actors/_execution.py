@@ -69,15 +69,12 @@ class JobExecution:
         self.restored_from: list[int | None] = []  # per restart: the checkpoint id, None from the start
         self._initial = restored
         # Every job has a coordinator: savepoints work without periodic checkpointing too.
-        parallelism_of = {
-            node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
-        }
         self.coordinator = CheckpointCoordinator(
             job_name,
             options.checkpointing,
             options.checkpoint_storage,
             graph.max_parallelism,
-            parallelism_of,
+            graph.parallelism_of(),
         )
         if restored is not None:
             base = CompletedCheckpoint(restored.checkpoint_id, restored.pointer)

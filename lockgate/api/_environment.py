@@ -264,10 +264,7 @@ class StreamEnvironment:
             fall_back = config.fall_back_past_damaged
             loaded = await load_from_pointer(os.fspath(restore_from), fall_back=fall_back)
             restored = await RestoredState.load(loaded, self.state_backend)
-            parallelism_of = {
-                node.uid: vertex.parallelism for vertex in graph.vertices for node in vertex.operators
-            }
-            restored.check_against(graph.max_parallelism, parallelism_of, allow_non_restored_state)
+            restored.check_against(graph.max_parallelism, graph.parallelism_of(), allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)
 
     async def execute(

@@ -67,6 +67,10 @@ class JobGraph:
     def __repr__(self) -> str:
         return f"<JobGraph [{len(self.vertices)} vertices: {', '.join(v.name for v in self.vertices)}]>"
 
+    def parallelism_of(self) -> dict[str, int]:
+        """The parallelism of every operator, by uid."""
+        return {node.uid: vertex.parallelism for vertex in self.vertices for node in vertex.operators}
+
 
 def _resolve_inputs(
     node: Transformation, partitioner: Partitioner | None = None
