@@ -1,0 +1,68 @@
+"""Timers in keyed state: the interface of one keyed operator subtask's queue of timers of one domain.
+
+A timer is ``(timestamp, key, namespace)``: it fires for ``key`` once the watermark (event time) or the
+clock (processing time) reaches ``timestamp``; ``namespace`` is the window it belongs to, or
+:data:`~lockgate.state.DEFAULT_NAMESPACE` for a process function's own. A queue holds each timer at
+most once. Timers are keyed state: grouped by the key group of their key, they are snapshotted with
+the backend's other states (copy-on-write on the heap, in their own column family in RocksDB),
+restored, rescaled with their key groups and written into savepoints.
+
+In a snapshot a queue is the state named by :func:`timer_state_name` with kind :data:`TIMER_KIND`:
+one entry per timer, ``(key, namespace, timestamp as 8 bytes, big endian, signed)``, grouped by key
+group like any state's entries (docs/savepoint-format.md).
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from typing import Any, Final
+
+#: The kind of a timer queue's state in snapshots.
+TIMER_KIND: Final = "timers"
+
+_TIMESTAMP = struct.Struct(">q")
+
+
+def timer_state_name(domain: str) -> str:
+    """The name of the state that holds the timers of ``domain`` ("event" or "processing")."""
+    return f"_timers/{domain}"
+
+
+def encode_timestamp(timestamp: int) -> bytes:
+    """A timer's timestamp as a snapshot entry's value."""
+    return _TIMESTAMP.pack(timestamp)
+
+
+def decode_timestamp(data: bytes) -> int:
+    """The timestamp of a timer's snapshot entry."""
+    return int(_TIMESTAMP.unpack(data)[0])
+
+
+class TimerQueue(ABC):
+    """The timers of one domain of a keyed operator subtask, earliest first.
+
+    Synchronous: the backends that hold timers are local. A timer added while the queue is being
+    polled is seen by the next :meth:`poll` if it is due.
+    """
+
+    @abstractmethod
+    def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
+        """Hold the timer; False if it was held already (nothing changes)."""
+
+    @abstractmethod
+    def remove(self, timestamp: int, key: Any, namespace: Any) -> bool:
+        """Drop the timer; False if it was not held."""
+
+    @abstractmethod
+    def peek(self) -> int | None:
+        """The earliest timestamp held, or None when the queue is empty."""
+
+    @abstractmethod
+    def poll(self, upto: int) -> tuple[int, Any, Any] | None:
+        """Remove and return the earliest timer whose timestamp is at most ``upto`` (ties in any order),
+        or None if there is none."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many timers the queue holds."""
