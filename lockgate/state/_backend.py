@@ -30,6 +30,7 @@ from lockgate.state._snapshot import (
     StateMetaInfo,
 )
 from lockgate.state._states import STATE_TYPES, State
+from lockgate.state._timers import TIMER_DOMAINS, TimerQueue, TimerStateDescriptor
 
 S = TypeVar("S", bound=State[Any])
 
@@ -75,6 +76,7 @@ class KeyedStateBackend(ABC):
         # Restored state of states not registered yet, by state name: encoded entries, plain values.
         self._restored: RestoredEntries = {}
         self._restored_tables: RestoredTables = {}
+        self._timer_queues: dict[str, TimerQueue] = {}
 
     def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
         """Register ``descriptor`` and return its state object, an instance of ``state_type``.
@@ -110,6 +112,48 @@ class KeyedStateBackend(ABC):
             meta, spaces = values
             self.check_restored_meta(meta, descriptor)
             self._restore_values(descriptor, spaces)
+
+    def timer_queue(self, domain: str) -> TimerQueue:
+        """The timers of ``domain`` ("event" or "processing"): the same queue on every call.
+
+        The timers are keyed state: the state named ``timer_state_name(domain)``, of kind
+        ``TIMER_KIND``, snapshotted, restored and rescaled with the backend's other states. The first
+        call registers that state and loads its restored timers (as registering a state loads its
+        entries), so call it after :meth:`restore`. Firing a timer is the caller's: it sets
+        :attr:`current_key` to the timer's key itself.
+
+        Raises:
+            ValueError: Another domain.
+            ConfigurationError: The backend holds no timers.
+        """
+        queue = self._timer_queues.get(domain)
+        if queue is None:
+            if domain not in TIMER_DOMAINS:
+                raise ValueError(f"timers are kept in the domains {TIMER_DOMAINS}, not {domain!r}")
+            queue = self._timer_queues[domain] = self._create_timer_queue(domain)
+        return queue
+
+    def _create_timer_queue(self, domain: str) -> TimerQueue:
+        """The queue of ``domain``, made once; backends that hold timers override it (with
+        :meth:`_register_timers`)."""
+        raise ConfigurationError(
+            f"operator {self.operator_uid!r}: {type(self).__name__} holds no timers; use a heap or "
+            "RocksDB state backend"
+        )
+
+    def _register_timers(self, domain: str) -> tuple[TimerStateDescriptor, dict[int, list[Entry]]]:
+        """Register the state of ``domain``'s timers; its descriptor, and its restored entries (which
+        the backend loads into the queue itself: several timers of a key and namespace are several
+        entries, not one value)."""
+        descriptor = TimerStateDescriptor(domain)
+        restored = self._restored.get(descriptor.name)
+        groups: dict[int, list[Entry]] = {}
+        if restored is not None:
+            meta, groups = restored
+            self.check_restored_meta(meta, descriptor)
+            del self._restored[descriptor.name]  # not through register_state's value by value
+        self.register_state(descriptor)
+        return descriptor, groups
 
     def check_restored_meta(self, meta: StateMetaInfo, descriptor: StateDescriptor[Any]) -> None:
         """Refuse to read restored state of another kind, serializer or TTL than ``descriptor``'s.

@@ -18,10 +18,18 @@ import struct
 from abc import ABC, abstractmethod
 from typing import Any, Final
 
+from lockgate.state._descriptors import StateDescriptor
+
 #: The kind of a timer queue's state in snapshots.
 TIMER_KIND: Final = "timers"
 
+#: The domains a keyed subtask keeps timers in: event time and processing time.
+TIMER_DOMAINS: Final = ("event", "processing")
+
 _TIMESTAMP = struct.Struct(">q")
+#: The range of a timestamp: what 8 signed bytes hold.
+MIN_TIMESTAMP: Final = -(1 << 63)
+MAX_TIMESTAMP: Final = (1 << 63) - 1
 
 
 def timer_state_name(domain: str) -> str:
@@ -37,6 +45,33 @@ def encode_timestamp(timestamp: int) -> bytes:
 def decode_timestamp(data: bytes) -> int:
     """The timestamp of a timer's snapshot entry."""
     return int(_TIMESTAMP.unpack(data)[0])
+
+
+def check_timestamp(timestamp: Any) -> None:
+    """Refuse a timestamp that is not an int of 8 signed bytes (milliseconds).
+
+    Raises:
+        TypeError: Not an int.
+        ValueError: Outside ``MIN_TIMESTAMP..MAX_TIMESTAMP``.
+    """
+    if type(timestamp) is not int:
+        raise TypeError(f"a timer's timestamp is an int of milliseconds, got {timestamp!r}")
+    if not MIN_TIMESTAMP <= timestamp <= MAX_TIMESTAMP:
+        raise ValueError(f"a timer's timestamp must fit in 8 signed bytes, got {timestamp}")
+
+
+class TimerStateDescriptor(StateDescriptor[Any]):
+    """The state that holds the timers of one domain: kind :data:`TIMER_KIND`, the default serializer
+    (what its meta info names; a timer's entry is its timestamp's 8 bytes), no TTL."""
+
+    kind = TIMER_KIND
+    __slots__ = ("domain",)
+
+    def __init__(self, domain: str) -> None:
+        if domain not in TIMER_DOMAINS:
+            raise ValueError(f"timers are kept in the domains {TIMER_DOMAINS}, not {domain!r}")
+        super().__init__(timer_state_name(domain))
+        self.domain = domain
 
 
 class TimerQueue(ABC):

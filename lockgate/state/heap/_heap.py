@@ -18,12 +18,14 @@ from lockgate.state._snapshot import (
     stores_whole,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
+from lockgate.state._timers import TimerQueue
 from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable
 from lockgate.state.heap._snapshots import (
     ChangeSets,
     _HeapSnapshotResources,
     _IncrementalHeapSnapshotResources,
 )
+from lockgate.state.heap._timers import HeapTimerQueue
 
 T = TypeVar("T")
 
@@ -84,6 +86,11 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             table = self._tables[descriptor.name][DEFAULT_NAMESPACE]
             return HeapValueState(self, descriptor, table)  # type: ignore[return-value]
         return state
+
+    def _create_timer_queue(self, domain: str) -> TimerQueue:
+        """A heap over the timers' copy-on-write table (see :mod:`lockgate.state.heap._timers`)."""
+        descriptor, restored = self._register_timers(domain)
+        return HeapTimerQueue(self._tables[descriptor.name][DEFAULT_NAMESPACE], restored.values())
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
         if not (stores_whole(descriptor) and descriptor.kind not in ("list", "map")):

@@ -26,6 +26,7 @@ from lockgate.state._snapshot import (
     KeyedStateSnapshot,
     StateMetaInfo,
 )
+from lockgate.state._timers import TIMER_KIND
 
 T = TypeVar("T")
 
@@ -38,15 +39,18 @@ class KeyedStateDelta:
         states: Meta info of every state the delta touches.
         entries: Changed entries of encoded states, ``entries[state][key_group]``, as in a snapshot.
         tables: Changed values of plain states, ``tables[state][namespace][key]``, as in a snapshot.
-        removed: ``removed[state]`` lists the ``(namespace, key)`` deleted (or expired) since.
+        removed: ``removed[state]`` lists the ``(namespace, key)`` deleted (or expired) since; for a
+            timer state (kind ``TIMER_KIND``), whose key and namespace may hold several timers, the
+            ``(namespace, key, timestamp bytes)`` of each timer removed.
         replaced: ``replaced[state]`` lists the namespaces whose whole contents the delta holds: what
-            the chain held for them before is dropped first.
+            the chain held for them before is dropped first. A timer state holds its timers in one
+            table, whatever their namespaces: replaced, it is replaced whole.
     """
 
     states: dict[str, StateMetaInfo]
     entries: dict[str, dict[int, list[Entry]]] = field(default_factory=dict, repr=False)
     tables: dict[str, dict[Any, dict[Any, Any]]] = field(default_factory=dict, repr=False)
-    removed: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict, repr=False)
+    removed: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict, repr=False)
     replaced: dict[str, list[Any]] = field(default_factory=dict)
 
     def change_count(self) -> int:
@@ -98,16 +102,29 @@ class _Folding:
             name: {namespace: dict(table) for namespace, table in spaces.items()}
             for name, spaces in base.tables.items()
         }
-        self.entries: dict[str, dict[tuple[Any, Any], tuple[int, bytes]]] = {
-            name: {
-                (namespace, key): (key_group, data)
-                for key_group, group in groups.items()
-                for key, namespace, data in group
-            }
-            for name, groups in base.entries.items()
-        }
+        self.entries: dict[str, dict[tuple[Any, ...], tuple[int, bytes]]] = {}
+        for name, groups in base.entries.items():
+            index = self.entries[name] = {}
+            self._index(name, index, groups)
 
-    def _as_entries(self, name: str) -> dict[tuple[Any, Any], tuple[int, bytes]]:
+    def _is_timers(self, name: str) -> bool:
+        return self.states[name].kind == TIMER_KIND
+
+    def _index(
+        self, name: str, index: dict[tuple[Any, ...], tuple[int, bytes]], groups: dict[int, list[Entry]]
+    ) -> None:
+        """Add entries to a state's index. An entry is known by ``(namespace, key)``, a timer by
+        ``(namespace, key, timestamp bytes)``: as the delta's ``removed`` names them."""
+        if self._is_timers(name):
+            for key_group, group in groups.items():
+                for key, namespace, data in group:
+                    index[(namespace, key, data)] = (key_group, data)
+            return
+        for key_group, group in groups.items():
+            for key, namespace, data in group:
+                index[(namespace, key)] = (key_group, data)
+
+    def _as_entries(self, name: str) -> dict[tuple[Any, ...], tuple[int, bytes]]:
         index = self.entries.setdefault(name, {})
         spaces = self.tables.pop(name, None)
         if spaces:
@@ -116,7 +133,7 @@ class _Folding:
 
     def _encoded(
         self, name: str, spaces: dict[Any, dict[Any, Any]]
-    ) -> dict[tuple[Any, Any], tuple[int, bytes]]:
+    ) -> dict[tuple[Any, ...], tuple[int, bytes]]:
         """Plain table values of state ``name``, encoded as a snapshot encodes them, by entry."""
         base = self.base
         tables = KeyedStateSnapshot(
@@ -136,10 +153,14 @@ class _Folding:
     def apply(self, delta: KeyedStateDelta) -> None:
         self.states.update(delta.states)
         for name, namespaces in delta.replaced.items():
+            index = self.entries.get(name)
+            if self._is_timers(name):  # one table holds the timers of every namespace
+                if index:
+                    index.clear()
+                continue
             dropped = set(namespaces)
             for namespace in dropped:
                 self.tables.get(name, {}).pop(namespace, None)
-            index = self.entries.get(name)
             if index:
                 for item in [item for item in index if item[0] in dropped]:
                     del index[item]
@@ -151,25 +172,23 @@ class _Folding:
             for namespace, table in spaces.items():
                 mine.setdefault(namespace, {}).update(table)
         for name, groups in delta.entries.items():
-            index = self._as_entries(name)
-            for key_group, group in groups.items():
-                for key, namespace, data in group:
-                    index[(namespace, key)] = (key_group, data)
+            self._index(name, self._as_entries(name), groups)
         for name, removed in delta.removed.items():
             held = self.tables.get(name)
             encoded = self.entries.get(name)
-            for namespace, key in removed:
+            for item in removed:
+                namespace, key = item[0], item[1]
                 if held is not None and namespace in held:
                     held[namespace].pop(key, None)
                 if encoded is not None:
-                    encoded.pop((namespace, key), None)
+                    encoded.pop(item, None)  # (namespace, key), or a timer's (namespace, key, bytes)
 
     def result(self) -> KeyedStateSnapshot:
         entries: dict[str, dict[int, list[Entry]]] = {}
         for name, index in self.entries.items():
             groups: dict[int, list[Entry]] = {}
-            for (namespace, key), (key_group, data) in index.items():
-                groups.setdefault(key_group, []).append((key, namespace, data))
+            for item, (key_group, data) in index.items():
+                groups.setdefault(key_group, []).append((item[1], item[0], data))
             entries[name] = groups
         tables = {
             name: {namespace: table for namespace, table in spaces.items() if table}

@@ -4,6 +4,7 @@ thread, or written incrementally as a chain of a base and deltas (see ``_increme
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from lockgate._threads import run_sync
@@ -21,6 +22,7 @@ from lockgate.state._snapshot import (
     stores_whole,
 )
 from lockgate.state._states import MISSING
+from lockgate.state._timers import TIMER_KIND, encode_timestamp
 from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable, frozen_get, frozen_items
 from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
 
@@ -44,7 +46,12 @@ class _HeapSnapshotResources(SnapshotResources):
         self._now = now
         self._codecs = {name: StateCodec(backend.descriptors[name], backend.clock) for name in views}
         self._metas = {name: StateMetaInfo.of(backend.descriptors[name]) for name in views}
-        self._whole = {name: stores_whole(backend.descriptors[name]) for name in views}
+        # Timers are entries whatever their serializer: several timers of one key and namespace are
+        # several entries, which tables (one value per key and namespace) cannot hold.
+        self._timers = {name for name in views if backend.descriptors[name].kind == TIMER_KIND}
+        self._whole = {
+            name: stores_whole(backend.descriptors[name]) and name not in self._timers for name in views
+        }
         self._unclaimed = backend.unclaimed_restored_state()
         self._released = False
 
@@ -56,6 +63,11 @@ class _HeapSnapshotResources(SnapshotResources):
         for name, spaces in self._views.items():
             if self._whole[name]:
                 tables[name] = {namespace: _merged_copy(layers) for namespace, _, layers in spaces}
+                continue
+            if name in self._timers:
+                entries[name] = _timer_groups(
+                    (timer for _, _, layers in spaces for timer, _ in frozen_items(layers)), max_parallelism
+                )
                 continue
             codec = self._codecs[name]
             encode, prune, now = codec.encode, codec.prune if codec.ttl is not None else None, self._now
@@ -128,14 +140,17 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
         max_parallelism = self._backend.max_parallelism
         entries: dict[str, dict[int, list[Entry]]] = {}
         tables: dict[str, dict[Any, dict[Any, Any]]] = {}
-        removed: dict[str, list[tuple[Any, Any]]] = {}
+        removed: dict[str, list[tuple[Any, ...]]] = {}
         replaced: dict[str, list[Any]] = {}
         metas: dict[str, StateMetaInfo] = {}
         for name, spaces in self._views.items():
+            if name in self._timers:
+                self._timer_delta(name, spaces, change_sets, metas, entries, removed, replaced)
+                continue
             whole = self._whole[name]
             codec = self._codecs[name]
             prune = codec.prune if codec.ttl is not None else None
-            gone: list[tuple[Any, Any]] = []
+            gone: list[tuple[Any, ...]] = []
             changed: dict[Any, dict[Any, Any]] = {}
             for namespace, _, layers in spaces:
                 sets = [changes.get((name, namespace), {}) for changes in change_sets]
@@ -174,6 +189,51 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
                     groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
             entries[name] = dict(groups)
         return KeyedStateDelta(metas, entries, tables, removed, replaced)
+
+    def _timer_delta(
+        self,
+        name: str,
+        spaces: list[tuple[Any, CowTable, tuple[dict[Any, Any], ...]]],
+        change_sets: list[ChangeSets],
+        metas: dict[str, StateMetaInfo],
+        entries: dict[str, dict[int, list[Entry]]],
+        removed: dict[str, list[tuple[Any, ...]]],
+        replaced: dict[str, list[Any]],
+    ) -> None:
+        """The timers added and removed since, of the timer state ``name``; all of them (and the state
+        marked replaced) if its table is new since."""
+        added: list[tuple[int, Any, Any]] = []
+        gone: list[tuple[Any, ...]] = []
+        whole = False
+        for namespace, _, layers in spaces:  # one table: the timers' namespaces are in its keys
+            sets = [changes.get((name, namespace), {}) for changes in change_sets]
+            if any(timers is None for timers in sets):
+                whole = True
+                added.extend(timer for timer, _ in frozen_items(layers))
+                continue
+            for timer in set().union(*(timers for timers in sets if timers)):
+                value = frozen_get(layers, timer)
+                if value is ABSENT or value is TOMBSTONE:
+                    timestamp, key, timer_namespace = timer
+                    gone.append((timer_namespace, key, encode_timestamp(timestamp)))
+                else:
+                    added.append(timer)
+        if not (added or gone or whole):
+            return
+        metas[name] = self._metas[name]
+        if whole:
+            replaced[name] = [namespace for namespace, _, _ in spaces]
+        if gone:
+            removed[name] = gone
+        entries[name] = _timer_groups(added, self._backend.max_parallelism)
+
+
+def _timer_groups(timers: Iterable[tuple[int, Any, Any]], max_parallelism: int) -> dict[int, list[Entry]]:
+    """Timers as snapshot entries, ``(key, namespace, timestamp bytes)``, by the key group of the key."""
+    groups: defaultdict[int, list[Entry]] = defaultdict(list)
+    for timestamp, key, namespace in timers:
+        groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode_timestamp(timestamp)))
+    return dict(groups)
 
 
 def _merged_copy(layers: tuple[dict[Any, Any], ...]) -> dict[Any, Any]:
