@@ -44,6 +44,7 @@ from lockgate.state._snapshot import (
     split_map,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ListState, MapState, ValueState
+from lockgate.state._timers import TIMER_KIND, TimerQueue
 from lockgate.state.rocksdb._encoding import _DATACLASS, _PLAIN, CF_PREFIX, _decode_key, _decoder, _stored_key
 from lockgate.state.rocksdb._entry_states import RocksDBListState, RocksDBMapState, _whole_values
 from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, reclaim_working_directories
@@ -66,6 +67,7 @@ from lockgate.state.rocksdb._store import (
     _stored_entry,
     _Table,
 )
+from lockgate.state.rocksdb._timers import RocksDBTimerQueue, restored_timers
 
 T = TypeVar("T")
 
@@ -190,14 +192,14 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         ``_Store.read_all``). In-place updates mean a RocksDB snapshot does not isolate entries still
         in the memtable; a checkpoint must flush first (as RocksDB checkpoints do).
 
-        A map or a list, one RocksDB entry per map entry or element, is scanned by prefix: the
-        default skip list, which iterates in order at no extra cost, and whole-key bloom filters for
-        point lookups.
+        A map or a list, one RocksDB entry per map entry or element, is scanned by prefix, and timers
+        are read in order: the default skip list, which iterates in order at no extra cost, and
+        whole-key bloom filters for point lookups.
         """
         options = Options(raw_mode=True)
         options.set_block_based_table_factory(self._table_options())
         options.set_write_buffer_size(self._write_buffer_size)
-        if kind in ("map", "list"):
+        if kind in ("map", "list", TIMER_KIND):
             return options
         options.set_prefix_extractor(SliceTransform.create_max_len_prefix(_HASH_PREFIX_LEN))
         buckets = max(1024, self._write_buffer_size // 128)
@@ -267,6 +269,20 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if isinstance(space, _ListSpace) and state_type is ListState:
             return RocksDBListState(self, descriptor)  # type: ignore[return-value]
         return state
+
+    def _create_timer_queue(self, domain: str) -> TimerQueue:
+        """A queue over the timers' column family (see :mod:`lockgate.state.rocksdb._timers`); restored
+        timers are written into it first, one WriteBatch per key group."""
+        descriptor, restored = self._register_timers(domain)
+        store = self._store
+        table = store.tables[descriptor.name]
+        db, handle = store.require_db(), table.handle
+        for timers in restored_timers(store.key_group_bytes, restored):
+            batch = WriteBatch(raw_mode=True)
+            for raw_key, value in timers:
+                batch.put(raw_key, value, handle)
+            db.write(batch, store.write_options)
+        return RocksDBTimerQueue(store, table)
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
         """Write the restored entries as they are: the bytes of an entry are what this state stores

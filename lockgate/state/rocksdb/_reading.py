@@ -8,6 +8,7 @@ from typing import Any
 from rocksdict import AccessType, Options, Rdict
 
 from lockgate.state._snapshot import Entry, StateMetaInfo, join_list, join_map
+from lockgate.state._timers import TIMER_KIND
 from lockgate.state.rocksdb._encoding import (
     _PLAIN,
     CF_PREFIX,
@@ -16,6 +17,7 @@ from lockgate.state.rocksdb._encoding import (
     _stored_key,
     _stored_keys,
 )
+from lockgate.state.rocksdb._timers import stored_timer_groups
 
 
 def _open_read_only(path: str, states: Iterable[str]) -> Rdict:
@@ -71,7 +73,10 @@ def _stored_wholes(database: Rdict, state: str, kind: str) -> Iterator[tuple[int
 
 def _stored_groups(database: Rdict, state: str, meta: StateMetaInfo) -> dict[int, list[Entry]]:
     """A state's entries by key group, each value as its codec encodes it (a map or a list joined from
-    its entries), as stored: nothing user-defined is deserialised."""
+    its entries; a timer as its timestamp's bytes), as stored: nothing user-defined is deserialised
+    (but the keys and windows of timers that do not decode from their RocksDB keys)."""
+    if meta.kind == TIMER_KIND:
+        return stored_timer_groups(database, state)
     groups: dict[int, list[Entry]] = {}
     if meta.kind in ("map", "list"):
         join, timed = join_map if meta.kind == "map" else join_list, meta.ttl is not None

@@ -24,10 +24,12 @@ from lockgate.state._snapshot import (
     join_map,
 )
 from lockgate.state._states import MISSING
+from lockgate.state._timers import TIMER_KIND
 from lockgate.state.rocksdb._encoding import _payload
 from lockgate.state.rocksdb._files import _read_file, _read_files
 from lockgate.state.rocksdb._native import LAYOUT, RocksDBManifest
 from lockgate.state.rocksdb._reading import _open_read_only, _stored_entries, _stored_groups, _stored_wholes
+from lockgate.state.rocksdb._timers import stored_timer_groups
 
 if TYPE_CHECKING:
     from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
@@ -58,6 +60,9 @@ class _RocksDBSnapshotResources(SnapshotResources):
                 codec = StateCodec(table.descriptor, backend.clock)
                 plain = table.descriptor.ttl is None
                 groups: dict[int, list[Entry]] = {}
+                if table.descriptor.kind == TIMER_KIND:
+                    entries[name] = stored_timer_groups(checkpoint, name)
+                    continue
                 if table.per_entry:
                     entries[name] = _whole_groups(checkpoint, name, codec, self._now)
                     continue
