@@ -300,6 +300,8 @@ FACES: dict[str, set[str]] = {
         "StateMetaInfo",
         "StatePreset",
         "StateTtlConfig",
+        "TIMER_KIND",
+        "TimerQueue",
         "UPPER_BOUND_MAX_PARALLELISM",
         "ValueState",
         "ValueStateDescriptor",
@@ -310,6 +312,7 @@ FACES: dict[str, set[str]] = {
         "redistribute",
         "stable_key_hash",
         "subtask_for_key_group",
+        "timer_state_name",
     },
     "state.heap": {
         "HeapKeyedStateBackend",

@@ -55,6 +55,7 @@ from lockgate.state._states import (
     State,
     ValueState,
 )
+from lockgate.state._timers import TIMER_KIND, TimerQueue, timer_state_name
 from lockgate.state.heap import HeapKeyedStateBackend, HeapStateBackend
 from lockgate.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend, RocksDBValueState
 
@@ -105,6 +106,8 @@ __all__ = [
     "StateMetaInfo",
     "StatePreset",
     "StateTtlConfig",
+    "TIMER_KIND",
+    "TimerQueue",
     "UPPER_BOUND_MAX_PARALLELISM",
     "ValueState",
     "ValueStateDescriptor",
@@ -115,4 +118,5 @@ __all__ = [
     "redistribute",
     "stable_key_hash",
     "subtask_for_key_group",
+    "timer_state_name",
 ]
