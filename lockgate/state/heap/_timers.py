@@ -69,14 +69,12 @@ class HeapTimerQueue(TimerQueue):
         if self._holds(timer):
             return False
         self._table.top[timer] = True
-        heap = self._heap
-        heappush(heap, (timestamp, next(self._sequence), timer))
+        heappush(self._heap, (timestamp, next(self._sequence), timer))
         self._size += 1
-        if len(heap) > 2 * self._size + _SLACK:
-            self._rebuild()
         return True
 
     def remove(self, timestamp: int, key: Any, namespace: Any) -> bool:
+        # Only a remove leaves a heap entry behind (a poll takes its own): the heap is rebuilt here.
         if type(timestamp) is not int or not MIN_TIMESTAMP <= timestamp <= MAX_TIMESTAMP:
             check_timestamp(timestamp)
         timer = (timestamp, key, namespace)
