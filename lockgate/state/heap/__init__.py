@@ -3,7 +3,8 @@ incrementally (a chain of a full base and deltas).
 
 Modules: ``_heap`` (the backend of a subtask, :class:`HeapValueState`, :class:`HeapStateBackend`),
 ``_cow`` (copy-on-write tables), ``_snapshots`` (snapshot resources: whole, or deltas), ``_incremental``
-(the chain's manifest and deltas, and folding them on restore).
+(the chain's manifest and deltas, and folding them on restore), ``_timers`` (timer queues: a
+copy-on-write table of timers and a heap over it).
 """
 
 from lockgate.state.heap._heap import HeapKeyedStateBackend, HeapStateBackend, HeapValueState

@@ -66,13 +66,22 @@ Maps and lists
     it again, so savepoints are as before; incremental checkpoints' files hold the entries as they are
     (``RocksDBManifest.layout`` 2; a checkpoint of the older one-value layout is refused, naming the state).
 
+Timers
+    The timers of a domain are a column family of their own (``_timers``): one RocksDB entry per timer,
+    keyed by key group, timestamp (sign bit flipped, so keys sort by time), key and namespace, the
+    pickled key and namespace as the value where they do not decode from the key. In memory the queue
+    keeps the earliest timestamp of each key group (a heap of them finds the earliest of all) and a
+    bounded cache of each polled key group's first timers: peek reads nothing, a poll seeks only when
+    its key group's cache runs out. Snapshots and restores carry the timers as entries ``(key,
+    namespace, timestamp bytes)``, as the heap files them; checkpoints' files hold them as they are.
+
 Modules
     ``_backend`` (:class:`RocksDBStateBackend`, the settings), ``_keyed`` (the keyed backend of a subtask
     and :class:`RocksDBValueState`), ``_entry_states`` (map and list state, entry by entry), ``_store``
     (its database, buffers and batches), ``_encoding`` (keys
     and value trailers), ``_options`` (sizes and the memory split), ``_snapshots`` (full and incremental
     snapshots), ``_native`` (:class:`RocksDBManifest` and native restore), ``_reading`` (a checkpoint's
-    entries as stored) and ``_files`` (working directories, file I/O).
+    entries as stored), ``_timers`` (timer queues) and ``_files`` (working directories, file I/O).
 """
 
 from lockgate.state.rocksdb._backend import RocksDBStateBackend
