@@ -178,21 +178,17 @@ class RocksDBTimerQueue(TimerQueue):
 
     # ---- keys
 
-    def _timer_key(self, timestamp: int, key: Any, namespace: Any) -> tuple[bytes, int, bytes]:
-        """The RocksDB key of a timer, its key group, and the value it stores."""
+    def _timer_key(self, timestamp: int, key: Any, namespace: Any) -> tuple[bytes, int, bool]:
+        """The RocksDB key of a timer, its key group, and whether key and namespace decode from it."""
         key_bytes = self._store.key_bytes(key)  # key group + key + the default namespace, cached
         key_group = key_bytes[0] << 8 | key_bytes[1]
         stamp = _TIMESTAMP.pack(timestamp + _OFFSET)
+        plain = type(key) is str or _decodes_exactly(key)
         if namespace is DEFAULT_NAMESPACE:
-            value = (
-                b"" if type(key) is str or _decodes_exactly(key) else DEFAULT_SERIALIZER.dumps((key, None))
-            )
-            return key_bytes[:2] + stamp + key_bytes[2:], key_group, value
-        known = self._namespace(namespace)
-        raw_key = key_bytes[:2] + stamp + key_bytes[2 : -len(_DEFAULT_NS_BYTES)] + known[0]
-        if known[1] and (type(key) is str or _decodes_exactly(key)):
-            return raw_key, key_group, b""
-        return raw_key, key_group, DEFAULT_SERIALIZER.dumps((key, namespace))
+            return key_bytes[:2] + stamp + key_bytes[2:], key_group, plain
+        ns_bytes, ns_plain = self._namespace(namespace)
+        raw_key = key_bytes[:2] + stamp + key_bytes[2 : -len(_DEFAULT_NS_BYTES)] + ns_bytes
+        return raw_key, key_group, plain and ns_plain
 
     def _namespace(self, namespace: Any) -> tuple[bytes, bool]:
         """The canonical bytes of ``namespace`` and whether it decodes from them, cached."""
@@ -276,10 +272,11 @@ class RocksDBTimerQueue(TimerQueue):
     def add(self, timestamp: int, key: Any, namespace: Any) -> bool:
         if type(timestamp) is not int or not MIN_TIMESTAMP <= timestamp <= MAX_TIMESTAMP:
             check_timestamp(timestamp)
-        raw_key, key_group, value = self._timer_key(timestamp, key, namespace)
+        raw_key, key_group, plain = self._timer_key(timestamp, key, namespace)
         cf = self._table.cf
         if cf.get(raw_key) is not None:
             return False
+        value = b"" if plain else DEFAULT_SERIALIZER.dumps((key, namespace))
         cf.put(raw_key, value, self._store.write_options)
         if self._count is not None:
             self._count += 1
