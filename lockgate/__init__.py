@@ -5,6 +5,7 @@ Import it as ``import lockgate as lg``; everything public is importable from her
 
 from lockgate._config import CheckpointConfig as CheckpointConfig
 from lockgate._config import CheckpointingMode as CheckpointingMode
+from lockgate._config import ExecutionConfig as ExecutionConfig
 from lockgate._config import RestartStrategy as RestartStrategy
 from lockgate._errors import CheckpointError as CheckpointError
 from lockgate._errors import ConfigurationError as ConfigurationError
@@ -26,6 +27,7 @@ from lockgate.api import DataStream as DataStream
 from lockgate.api import KeyedStream as KeyedStream
 from lockgate.api import NotReplayableSourceWarning as NotReplayableSourceWarning
 from lockgate.api import StreamEnvironment as StreamEnvironment
+from lockgate.api import WindowedStream as WindowedStream
 from lockgate.checkpointing import CheckpointStats as CheckpointStats
 from lockgate.checkpointing import CheckpointStatsSnapshot as CheckpointStatsSnapshot
 from lockgate.connectors import CollectSink as CollectSink
@@ -38,12 +40,40 @@ from lockgate.connectors import SinkWriter as SinkWriter
 from lockgate.connectors import Source as Source
 from lockgate.connectors import SourceReader as SourceReader
 from lockgate.connectors import TwoPhaseCommitSink as TwoPhaseCommitSink
+from lockgate.eventtime import MAX_WATERMARK as MAX_WATERMARK
+from lockgate.eventtime import MIN_WATERMARK as MIN_WATERMARK
+from lockgate.eventtime import CountEvictor as CountEvictor
+from lockgate.eventtime import CountTrigger as CountTrigger
+from lockgate.eventtime import EventTimeSessionWindows as EventTimeSessionWindows
+from lockgate.eventtime import EventTimeTrigger as EventTimeTrigger
+from lockgate.eventtime import Evictor as Evictor
+from lockgate.eventtime import GlobalWindow as GlobalWindow
+from lockgate.eventtime import GlobalWindows as GlobalWindows
+from lockgate.eventtime import ProcessingTimeSessionWindows as ProcessingTimeSessionWindows
+from lockgate.eventtime import ProcessingTimeTrigger as ProcessingTimeTrigger
+from lockgate.eventtime import PurgingTrigger as PurgingTrigger
+from lockgate.eventtime import SlidingEventTimeWindows as SlidingEventTimeWindows
+from lockgate.eventtime import SlidingProcessingTimeWindows as SlidingProcessingTimeWindows
+from lockgate.eventtime import TimeDomain as TimeDomain
+from lockgate.eventtime import TimeEvictor as TimeEvictor
+from lockgate.eventtime import TimeWindow as TimeWindow
+from lockgate.eventtime import Trigger as Trigger
+from lockgate.eventtime import TriggerContext as TriggerContext
+from lockgate.eventtime import TriggerResult as TriggerResult
+from lockgate.eventtime import TumblingEventTimeWindows as TumblingEventTimeWindows
+from lockgate.eventtime import TumblingProcessingTimeWindows as TumblingProcessingTimeWindows
+from lockgate.eventtime import WatermarkStrategy as WatermarkStrategy
+from lockgate.eventtime import WindowAssigner as WindowAssigner
 from lockgate.functions import BroadcastProcessFunction as BroadcastProcessFunction
 from lockgate.functions import CheckpointedFunction as CheckpointedFunction
 from lockgate.functions import KeyedProcessFunction as KeyedProcessFunction
 from lockgate.functions import MapFunction as MapFunction
+from lockgate.functions import OutputTag as OutputTag
 from lockgate.functions import ProcessFunction as ProcessFunction
+from lockgate.functions import ProcessWindowFunction as ProcessWindowFunction
 from lockgate.functions import RuntimeContext as RuntimeContext
+from lockgate.functions import TimerService as TimerService
+from lockgate.functions import WindowContext as WindowContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
 from lockgate.snapshots import CheckpointStorage as CheckpointStorage
 from lockgate.snapshots import CompletedCheckpoint as CompletedCheckpoint
@@ -73,6 +103,36 @@ from lockgate.state import ValueStateDescriptor as ValueStateDescriptor
 __version__ = "0.1.0"
 
 __all__ = [
+    "CountEvictor",
+    "CountTrigger",
+    "EventTimeSessionWindows",
+    "EventTimeTrigger",
+    "Evictor",
+    "GlobalWindow",
+    "GlobalWindows",
+    "ProcessingTimeSessionWindows",
+    "ProcessingTimeTrigger",
+    "PurgingTrigger",
+    "SlidingEventTimeWindows",
+    "SlidingProcessingTimeWindows",
+    "TimeEvictor",
+    "TimeWindow",
+    "Trigger",
+    "TriggerContext",
+    "TriggerResult",
+    "TumblingEventTimeWindows",
+    "TumblingProcessingTimeWindows",
+    "WindowAssigner",
+    "ProcessWindowFunction",
+    "WindowContext",
+    "WindowedStream",
+    "ExecutionConfig",
+    "MAX_WATERMARK",
+    "MIN_WATERMARK",
+    "OutputTag",
+    "TimeDomain",
+    "TimerService",
+    "WatermarkStrategy",
     "BroadcastConnectedStream",
     "BroadcastProcessFunction",
     "BroadcastState",

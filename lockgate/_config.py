@@ -6,6 +6,7 @@ import enum
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from lockgate._errors import ConfigurationError
 
@@ -201,3 +202,28 @@ class RestartTracker:
         if strategy.kind == "failure_rate":
             return f"more than {strategy.max_failures} failure(s) within {strategy.interval} s ({strategy!r})"
         return "the restart strategy is no_restart(); set one with env.set_restart_strategy(...)"
+
+
+@dataclass
+class ExecutionConfig:
+    """How a job runs besides checkpointing (``env.config``).
+
+    Attributes:
+        auto_watermark_interval: The most often, in seconds, a source subtask (or
+            ``assign_timestamps_and_watermarks``) emits a new watermark: 0.2, as in Flink. 0 emits one
+            after every batch that advanced it (deterministic, for tests; costs more).
+    """
+
+    auto_watermark_interval: float = 0.2
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigurationError` for a setting out of range."""
+        interval = self.auto_watermark_interval
+        if isinstance(interval, timedelta):
+            interval = self.auto_watermark_interval = interval.total_seconds()
+        _positive_number("auto_watermark_interval", interval, allow_zero=True)
+
+    @property
+    def auto_watermark_interval_millis(self) -> int:
+        """The interval in whole ms."""
+        return round(self.auto_watermark_interval * 1000)

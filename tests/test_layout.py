@@ -17,6 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "state": {"snapshots"},
     "savepoint": {"state", "snapshots"},
     "checkpointing": {"snapshots", "mailbox"},
+    "eventtime": {"state", "snapshots"},
 }
 
 #: Parts nothing inside the package may import, but the top-level face.

@@ -17,14 +17,17 @@ import anyio.lowlevel
 from lockgate._config import CheckpointingMode
 from lockgate.actors._alignment import BarrierAlignment
 from lockgate.actors._context import SubtaskContext
+from lockgate.actors._event_time import WAKE, InputWatermarks, Wakeups, now_millis
 from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.actors._snapshotting import SubtaskSnapshots
 from lockgate.checkpointing import CheckpointCoordinator
 from lockgate.connectors import SourceReader
+from lockgate.eventtime import MAX_WATERMARK, MIN_WATERMARK
 from lockgate.mailbox import (
     END_OF_INPUT,
+    IDLE,
     JOB_FINISHED,
     MAIL,
     RESUME,
@@ -33,7 +36,10 @@ from lockgate.mailbox import (
     Barrier,
     CheckpointComplete,
     Mailbox,
+    StampedBatch,
     TriggerCheckpoint,
+    Watermark,
+    WatermarkStatus,
 )
 from lockgate.savepoint import InFlightBatch
 from lockgate.state import KeyedStateBackend
@@ -119,6 +125,14 @@ class SubtaskActor:
         self._read_scope: anyio.CancelScope | None = None
         self.snapshots = SubtaskSnapshots(self)
         self.alignment = BarrierAlignment(self)
+        # Event time: the inputs' combined watermark, what went down the chain, wake-ups.
+        self.input_watermarks = InputWatermarks(len(mailbox.channels))
+        self.watermark = MIN_WATERMARK
+        self._idle_downstream = False
+        self.wakeups = Wakeups(self.post, runtime.spawn)
+        for operator in operators:
+            operator.ctx.request_wakeup = self.wakeups.request
+        self._generators = [(p, op) for p, op in enumerate(operators) if op.generates_watermarks]
 
     def __repr__(self) -> str:
         state = ("finished" if self.input_ended else "running") + self.alignment.describe()
@@ -139,6 +153,7 @@ class SubtaskActor:
                     await operator.open()
                 except Exception as exc:
                     raise OperatorFailure(operator.uid) from exc
+            await self._emit_restored_watermarks()
             await self._replay_in_flight()
             if self.source is not None:
                 await self._run_source(self.source)
@@ -150,9 +165,11 @@ class SubtaskActor:
             if self._job_finished:
                 await self._notify_job_finished()
         except BaseException:
+            self.wakeups.close()
             with anyio.CancelScope(shield=True):
                 await self._close()  # a failure while closing must not hide the one in flight
             raise
+        self.wakeups.close()
         with anyio.CancelScope(shield=True):
             failure = await self._close()
         if failure is not None:
@@ -198,6 +215,8 @@ class SubtaskActor:
                 return
             if batch:
                 await self.process(batch, 0)
+                if self._generators:
+                    await self._poll_generators()
             await anyio.lowlevel.checkpoint()
 
     async def _run_mailbox(self, mailbox: Mailbox) -> None:
@@ -206,9 +225,12 @@ class SubtaskActor:
         open_inputs = len(mailbox.channels)
         channel_inputs = self.channel_inputs
         alignment = self.alignment
+        watermarks = self.input_watermarks
         while not (self._stopped or self._job_finished):
             index, message = await mailbox.receive()
-            if type(message) is list:
+            if type(message) is list or type(message) is StampedBatch:
+                if watermarks.any_idle:
+                    watermarks.on_active(index)
                 progress = alignment.progress
                 if progress is not None and index not in progress.delivered:
                     await alignment.take_before_barrier(progress, index, message)
@@ -216,17 +238,29 @@ class SubtaskActor:
                     await self.process_second_input(message)
                 else:
                     await self.process(message, 0)
+                if self._generators:
+                    await self._poll_generators()
             elif index == MAIL:
                 await self._on_letter(message)
+            elif type(message) is Watermark:
+                advanced = watermarks.on_watermark(index, message.timestamp)
+                if advanced is not None:
+                    await self.advance_watermark(advanced)
             elif message is END_OF_INPUT:
-                # Only barriers follow the end of a channel; an ended channel counts as having
-                # delivered every barrier still to come (all it carried is processed).
+                # An ended channel holds no watermark back (it counts as MAX_WATERMARK). Only
+                # barriers follow the end of a channel; an ended channel counts as having delivered
+                # every barrier still to come (all it carried is processed).
+                advanced = watermarks.on_watermark(index, MAX_WATERMARK)
+                if advanced is not None:
+                    await self.advance_watermark(advanced)
                 open_inputs -= 1
                 if not open_inputs:  # first, so a checkpoint this completes is taken after the end
                     await self._end_input()
                 await alignment.on_end_of_channel(index)
             elif isinstance(message, Barrier):
                 await alignment.on_barrier(index, message)
+            elif isinstance(message, WatermarkStatus):
+                await self._on_input_status(index, message)
             else:
                 raise AssertionError(f"unexpected control event {message!r}")
 
@@ -239,9 +273,97 @@ class SubtaskActor:
                 batch = await operator.process_batch(batch)
             except Exception as exc:
                 raise OperatorFailure(operator.uid) from exc
+            if operator.ctx.side_outputs:
+                await self._emit_side_outputs(operator)
             if not batch:
                 return
         await self.output.emit(batch)
+
+    async def _emit_side_outputs(self, operator: StreamOperator) -> None:
+        collected = operator.ctx.side_outputs
+        pending = list(collected.items())
+        collected.clear()  # the same dict: a broadcast function's second context shares it
+        for tag, batch in pending:
+            if all(timestamp is None for timestamp in batch.timestamps):
+                await self.output.emit_side(operator.uid, tag, list(batch))
+            else:
+                await self.output.emit_side(operator.uid, tag, batch)
+
+    # ---- event time
+
+    async def advance_watermark(self, watermark: int, first: int = 0) -> None:
+        """Pass ``watermark`` down the chain from operator ``first``: each operator fires what is due
+        (its outputs go through the rest of the chain first), then it goes out downstream (but
+        MAX_WATERMARK, which only the end of input brings, and which that carries itself). A
+        watermark-generating operator stops it (but MAX_WATERMARK): its own take its place."""
+        operators = self.operators
+        if first == 0:
+            self.watermark = watermark
+        for position in range(first, len(operators)):
+            operator = operators[position]
+            if operator.generates_watermarks and watermark != MAX_WATERMARK:
+                return
+            try:
+                fired = await operator.on_watermark(watermark)
+            except Exception as exc:
+                raise OperatorFailure(operator.uid) from exc
+            if operator.ctx.side_outputs:
+                await self._emit_side_outputs(operator)
+            if fired:
+                await self.process(fired, position + 1)
+        if watermark != MAX_WATERMARK:  # the end of input, which follows it, says as much downstream
+            self._idle_downstream = False
+            await self.output.emit_event(Watermark(watermark))
+
+    async def _on_input_status(self, index: int, status: WatermarkStatus) -> None:
+        watermarks = self.input_watermarks
+        if not status.idle:
+            watermarks.on_active(index)
+            return
+        advanced = watermarks.on_idle(index)
+        if advanced is not None:
+            await self.advance_watermark(advanced)
+        if watermarks.all_idle and not self._generators and not self._idle_downstream:
+            self._idle_downstream = True  # records or a watermark from here make it active again
+            await self.output.emit_event(IDLE)
+
+    async def _poll_generators(self) -> None:
+        """Emit what the chain's watermark-generating operators have to emit now."""
+        now = now_millis()
+        for position, operator in self._generators:
+            try:
+                event = operator.poll(now)
+            except Exception as exc:
+                raise OperatorFailure(operator.uid) from exc
+            if event is None:
+                continue
+            if isinstance(event, WatermarkStatus):
+                if position == self._generators[-1][0]:  # only the last one speaks for the output
+                    await self.output.emit_event(event)
+            else:
+                await self.advance_watermark(event, position + 1)
+
+    async def _emit_restored_watermarks(self) -> None:
+        """A restored generator emits again first what it emitted last before the checkpoint."""
+        for position, operator in self._generators:
+            emitted = getattr(operator, "emitted", MIN_WATERMARK)
+            if emitted > MIN_WATERMARK:
+                await self.advance_watermark(emitted, position + 1)
+
+    async def _on_wake(self) -> None:
+        """A wake-up came: fire due processing-time timers down the chain, then let generators emit."""
+        now = now_millis()
+        for position, operator in enumerate(self.operators):
+            try:
+                fired = await operator.on_processing_time(now)
+            except Exception as exc:
+                raise OperatorFailure(operator.uid) from exc
+            if operator.ctx.side_outputs:
+                await self._emit_side_outputs(operator)
+            if fired:
+                await self.process(fired, position + 1)
+        if self._generators:
+            await self._poll_generators()
 
     async def _replay_in_flight(self) -> None:
         """Process the channel state of the checkpoint this subtask was restored from, before any new
@@ -277,6 +399,8 @@ class SubtaskActor:
             await self.alignment.on_timeout(letter)
         elif isinstance(letter, CheckpointComplete):
             await self._notify_complete(letter)
+        elif letter is WAKE:
+            await self._on_wake()
         elif letter is STOP:
             self._stopped = True
         elif letter is JOB_FINISHED:
@@ -326,7 +450,10 @@ class SubtaskActor:
 
     async def _end_input(self) -> None:
         """The input has ended: finish the operators (each one's last outputs still pass through the
-        rest of the chain) and send the end of input downstream."""
+        rest of the chain) and send the end of input downstream. First, event time reaches its
+        end: every event-time timer fires."""
+        if self.watermark < MAX_WATERMARK:
+            await self.advance_watermark(MAX_WATERMARK)
         for position, operator in enumerate(self.operators):
             try:
                 last = await operator.finish()

@@ -7,7 +7,9 @@ from typing import Any, TypeVar
 
 from lockgate._config import CheckpointingMode
 from lockgate._errors import ConfigurationError
-from lockgate.functions import RuntimeContext
+from lockgate.eventtime import TimeDomain
+from lockgate.functions import OutputTag, RuntimeContext, TimerService
+from lockgate.mailbox import StampedBatch
 from lockgate.state import (
     AggregatingState,
     AggregatingStateDescriptor,
@@ -53,6 +55,7 @@ class SubtaskContext(RuntimeContext):
         *,
         checkpointing_mode: CheckpointingMode | None = None,
         attempt: int = 0,
+        auto_watermark_interval: int = 200,
     ) -> None:
         self.operator_uid = operator_uid
         self.operator_name = operator_name
@@ -64,6 +67,18 @@ class SubtaskContext(RuntimeContext):
         self.broadcast_writable = False
         self.checkpointing_mode = checkpointing_mode
         self.attempt = attempt
+        #: The most often, in ms, a watermark generator emits (0: after every batch).
+        self.auto_watermark_interval = auto_watermark_interval
+        #: The timestamp of the record (or timer) being processed; None without one.
+        self.current_timestamp: int | None = None
+        #: The domain of the timer being fired; None outside ``on_timer``.
+        self.current_domain: TimeDomain | None = None
+        #: The operator's timers (keyed operators that use them, from ``open``).
+        self.timers: TimerService | None = None
+        #: What ``output`` collected since the actor last sent it on, by tag.
+        self.side_outputs: dict[OutputTag, StampedBatch] = {}
+        #: Asks the subtask's actor to wake the operator at a time (ms since the epoch); the actor sets it.
+        self.request_wakeup: Any = _no_wakeups
 
     def broadcast_side(self) -> SubtaskContext:
         """A context like this one through which broadcast state may be changed."""
@@ -122,3 +137,33 @@ class SubtaskContext(RuntimeContext):
 
     def get_current_key(self) -> Any:
         return self._require_keyed("get_current_key()").current_key
+
+    def timestamp(self) -> int | None:
+        return self.current_timestamp
+
+    def timer_service(self) -> TimerService:
+        backend = self._require_keyed("timer_service()")
+        if self.timers is None and not backend.holds_timers:
+            backend.timer_queue("event")  # raises: the backend holds no timers, and says what to use
+        if self.timers is None:
+            raise ConfigurationError(
+                f"operator {self.operator_uid!r} has no timers: timer_service() works in the "
+                "process functions of keyed streams (key_by(...).process(...))"
+            )
+        return self.timers
+
+    def time_domain(self) -> TimeDomain | None:
+        return self.current_domain
+
+    def output(self, tag: OutputTag, value: Any) -> None:
+        if not isinstance(tag, OutputTag):
+            raise TypeError(f"output() takes an lg.OutputTag and a value, got {tag!r} as the tag")
+        batch = self.side_outputs.get(tag)
+        if batch is None:
+            batch = self.side_outputs[tag] = StampedBatch((), [])
+        batch.append(value)
+        batch.timestamps.append(self.current_timestamp)
+
+
+def _no_wakeups(at: int) -> None:
+    raise RuntimeError("this operator runs outside an actor, which could wake it up")

@@ -14,9 +14,11 @@ from lockgate.actors._stream_operator import (
     _copy_per_subtask,
     _extend_outputs,
     call_form,
+    outputs_of,
 )
 from lockgate.functions import MapFunction
 from lockgate.graph import BroadcastProcessSpec, FilterSpec, FlatMapSpec, MapSpec, ProcessSpec
+from lockgate.mailbox import StampedBatch
 from lockgate.state import OperatorStateSnapshot
 
 
@@ -40,8 +42,12 @@ class MapOperator(StreamOperator):
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         fn = self._fn
         if self._form is CallForm.ASYNC:
-            return [await fn(value) for value in batch]
-        return [fn(value) for value in batch]
+            out = [await fn(value) for value in batch]
+        else:
+            out = [fn(value) for value in batch]
+        if type(batch) is StampedBatch:  # one output per record: the timestamps stay as they are
+            return StampedBatch(out, batch.timestamps)
+        return out
 
 
 @operator_for(MapSpec)
@@ -54,9 +60,20 @@ class FilterOperator(MapOperator):
 
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         fn = self._fn
+        if type(batch) is StampedBatch:
+            return await self._filter_stamped(batch)
         if self._form is CallForm.ASYNC:
             return [value for value in batch if await fn(value)]
         return [value for value in batch if fn(value)]
+
+    async def _filter_stamped(self, batch: StampedBatch) -> StampedBatch:
+        fn = self._fn
+        if self._form is CallForm.ASYNC:
+            kept = [await fn(value) for value in batch]
+        else:
+            kept = [fn(value) for value in batch]
+        pairs = [(value, ts) for value, ts, keep in zip(batch, batch.timestamps, kept, strict=True) if keep]
+        return StampedBatch([value for value, _ in pairs], [ts for _, ts in pairs])
 
 
 @operator_for(FilterSpec)
@@ -73,6 +90,8 @@ class FlatMapOperator(StreamOperator):
         self._form = form
 
     async def process_batch(self, batch: list[Any]) -> list[Any]:
+        if type(batch) is StampedBatch:
+            return await self._process_stamped(batch)
         fn = self._fn
         out: list[Any] = []
         form = self._form
@@ -97,6 +116,22 @@ class FlatMapOperator(StreamOperator):
                 else:
                     _extend_outputs(out, result, self.uid)
         return out
+
+    async def _process_stamped(self, batch: StampedBatch) -> StampedBatch:
+        """Record by record: each output carries its input's timestamp, which ``ctx.timestamp()``
+        gives while the record is processed."""
+        ctx, fn, form, uid = self.ctx, self._fn, self._form, self.uid
+        out: list[Any] = []
+        stamps: list[int | None] = []
+        try:
+            for value, timestamp in zip(batch, batch.timestamps, strict=True):
+                ctx.current_timestamp = timestamp
+                results = await outputs_of(fn, form, (value,), uid)
+                out += results
+                stamps += [timestamp] * len(results)
+        finally:
+            ctx.current_timestamp = None
+        return StampedBatch(out, stamps)
 
 
 @operator_for(FlatMapSpec)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lockgate.actors._context import SubtaskContext
+from lockgate.actors._event_time import InternalTimers
 from lockgate.actors._function_operators import MapOperator
 from lockgate.actors._registry import operator_for
 from lockgate.actors._stream_operator import (
@@ -15,9 +16,12 @@ from lockgate.actors._stream_operator import (
     _copy_per_subtask,
     _extend_outputs,
     call_form,
+    outputs_of,
 )
+from lockgate.eventtime import TimeDomain
 from lockgate.graph import KeyedMapSpec, KeyedProcessSpec, ReduceSpec
-from lockgate.state import ValueStateDescriptor, stable_key_hash
+from lockgate.mailbox import StampedBatch
+from lockgate.state import KeyedStateBackend, TimerQueue, ValueStateDescriptor, stable_key_hash
 
 # Keys of these types always serialise canonically; others are checked once per distinct key.
 _PLAIN_KEY_TYPES = frozenset({str, int, bytes, float, bool, type(None)})
@@ -69,6 +73,8 @@ class KeyedMapOperator(MapOperator):
                 backend.current_key = key
                 append(fn(value))
         await backend.finish_batch()
+        if type(batch) is StampedBatch:
+            return StampedBatch(out, batch.timestamps)
         return out
 
 
@@ -78,16 +84,77 @@ def _keyed_map_operator(spec: KeyedMapSpec, ctx: SubtaskContext) -> KeyedMapOper
 
 
 class KeyedProcessOperator(StreamOperator):
-    """Runs a :class:`~lockgate.KeyedProcessFunction`; sets the current key before each record."""
+    """Runs a :class:`~lockgate.KeyedProcessFunction`; sets the current key before each record, and
+    before each of its timers fires."""
 
     def __init__(self, ctx: SubtaskContext, function: Any, key_selector: Callable[[Any], Any]) -> None:
         super().__init__(ctx)
         self._function = function
         self._key_selector = key_selector
         self._form = call_form(function.process_element)
+        self._timer_form = call_form(function.on_timer)
+        self._timers: InternalTimers | None = None
 
     async def open(self) -> None:
-        self._function.open(self.ctx)
+        ctx = self.ctx
+        backend = ctx.keyed_backend
+        assert backend is not None
+        if backend.holds_timers:  # else timer_service() says the backend holds none
+            self._timers = InternalTimers(backend, ctx.request_wakeup)
+            ctx.timers = self._timers
+        self._function.open(ctx)
+        if self._timers is not None:
+            self._timers.schedule_processing()
+
+    async def on_watermark(self, watermark: int) -> list[Any]:
+        timers = self._timers
+        if timers is None:
+            return []
+        timers.watermark = watermark
+        due = timers.next_event_time()
+        if due is None or due > watermark:
+            return []
+        return await self._fire(timers.event, watermark, TimeDomain.EVENT_TIME)
+
+    async def on_processing_time(self, now: int) -> list[Any]:
+        timers = self._timers
+        if timers is None:
+            return []
+        due = timers.next_processing_time()
+        out = (
+            []
+            if due is None or due > now
+            else await self._fire(timers.processing, now, TimeDomain.PROCESSING_TIME)
+        )
+        timers.schedule_processing()
+        return out
+
+    async def _fire(self, queue: TimerQueue, upto: int, domain: TimeDomain) -> list[Any]:
+        """Fire the timers of ``queue`` due at ``upto``, earliest first, one key at a time; event-time
+        outputs carry their timer's timestamp, processing-time ones none."""
+        ctx = self.ctx
+        backend = ctx.keyed_backend
+        assert backend is not None
+        on_timer, form, uid = self._function.on_timer, self._timer_form, self.uid
+        event_time = domain is TimeDomain.EVENT_TIME
+        out: list[Any] = []
+        stamps: list[int | None] = []
+        await backend.prepare_batch(())
+        ctx.current_domain = domain
+        try:
+            while (timer := queue.poll(upto)) is not None:
+                timestamp, key, _ = timer
+                backend.current_key = key
+                stamp = timestamp if event_time else None
+                ctx.current_timestamp = stamp
+                results = await outputs_of(on_timer, form, (timestamp, ctx), uid)
+                out += results
+                stamps += [stamp] * len(results)
+        finally:
+            ctx.current_domain = None
+            ctx.current_timestamp = None
+        await backend.finish_batch()
+        return StampedBatch(out, stamps) if event_time else out
 
     async def close(self) -> None:
         self._function.close()
@@ -99,6 +166,8 @@ class KeyedProcessOperator(StreamOperator):
         assert backend is not None
         keys = _keys_of(self._key_selector, batch)
         await backend.prepare_batch(keys)
+        if type(batch) is StampedBatch:
+            return await self._process_stamped(batch, keys, backend)
         process = self._function.process_element
         out: list[Any] = []
         form = self._form
@@ -128,6 +197,24 @@ class KeyedProcessOperator(StreamOperator):
                     _extend_outputs(out, result, self.uid)
         await backend.finish_batch()
         return out
+
+    async def _process_stamped(
+        self, batch: StampedBatch, keys: list[Any], backend: KeyedStateBackend
+    ) -> StampedBatch:
+        ctx, process, form, uid = self.ctx, self._function.process_element, self._form, self.uid
+        out: list[Any] = []
+        stamps: list[int | None] = []
+        try:
+            for key, value, timestamp in zip(keys, batch, batch.timestamps, strict=True):
+                backend.current_key = key
+                ctx.current_timestamp = timestamp
+                results = await outputs_of(process, form, (value, ctx), uid)
+                out += results
+                stamps += [timestamp] * len(results)
+        finally:
+            ctx.current_timestamp = None
+        await backend.finish_batch()
+        return StampedBatch(out, stamps)
 
 
 @operator_for(KeyedProcessSpec)
@@ -160,6 +247,8 @@ class ReduceOperator(StreamOperator):
             await state.update(value)
             out.append(value)
         await backend.finish_batch()
+        if type(batch) is StampedBatch:
+            return StampedBatch(out, batch.timestamps)
         return out
 
 

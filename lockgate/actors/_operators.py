@@ -9,9 +9,12 @@ from its spec. A new built-in kind is a spec (in :mod:`lockgate.graph`) and an o
 - ``_registry``: :func:`operator_for` and :func:`create_operator`;
 - ``_function_operators``: map, filter, flat map, process and broadcast process;
 - ``_keyed_operators``: keyed map, keyed process and reduce;
+- ``_event_time``: timestamps and watermarks (``assign_timestamps_and_watermarks``);
+- ``_window_operator``: keyed windows;
 - ``_sink_operator``: sinks.
 """
 
+from lockgate.actors._event_time import TimestampsAndWatermarksOperator as TimestampsAndWatermarksOperator
 from lockgate.actors._function_operators import BroadcastProcessOperator as BroadcastProcessOperator
 from lockgate.actors._function_operators import FilterOperator as FilterOperator
 from lockgate.actors._function_operators import FlatMapOperator as FlatMapOperator
@@ -26,3 +29,4 @@ from lockgate.actors._sink_operator import SinkOperator as SinkOperator
 from lockgate.actors._stream_operator import CallForm as CallForm
 from lockgate.actors._stream_operator import StreamOperator as StreamOperator
 from lockgate.actors._stream_operator import call_form as call_form
+from lockgate.actors._window_operator import WindowOperator as WindowOperator

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lockgate.actors._failure import OperatorFailure
-from lockgate.mailbox import Channel, ControlEvent
+from lockgate.functions import OutputTag
+from lockgate.mailbox import Channel, ControlEvent, StampedBatch
 from lockgate.state import key_group_owners, stable_key_hash
 
 
@@ -98,9 +99,14 @@ class KeyGroupOutput(EdgeOutput):
         buckets: list[list[Any]] = [[] for _ in channels]
         appends = [bucket.append for bucket in buckets]
         owners, max_parallelism, key_of = self._owners, self._max_parallelism, self._key_selector
+        stamped = type(batch) is StampedBatch
         try:
-            for record in batch:
-                appends[owners[stable_key_hash(key_of(record)) % max_parallelism]](record)
+            if stamped:  # records with their timestamps, as pairs
+                for pair in zip(batch, batch.timestamps, strict=True):  # type: ignore[attr-defined]
+                    appends[owners[stable_key_hash(key_of(pair[0])) % max_parallelism]](pair)
+            else:
+                for record in batch:
+                    appends[owners[stable_key_hash(key_of(record)) % max_parallelism]](record)
         except Exception as exc:
             index = sum(map(len, buckets))  # the records before it were placed
             exc.add_note(
@@ -111,18 +117,31 @@ class KeyGroupOutput(EdgeOutput):
         self._emitted += len(batch)
         for channel, bucket in zip(channels, buckets, strict=True):
             if bucket:
+                if stamped:
+                    bucket = StampedBatch([record for record, _ in bucket], [ts for _, ts in bucket])
                 await self._send(channel, bucket)
 
 
 class OutputRouter:
-    """All outputs of one subtask."""
+    """All outputs of one subtask: the edges of its main output, and of the side outputs that have
+    consumers, by (operator uid, tag). Control events go along all of them."""
 
-    def __init__(self, edges: list[EdgeOutput]) -> None:
-        self.edges = edges
+    def __init__(
+        self, main: list[EdgeOutput], side: dict[tuple[str, OutputTag], list[EdgeOutput]] | None = None
+    ) -> None:
+        self.main = main
+        self.side = side or {}
+        self.edges = main + [edge for edges in self.side.values() for edge in edges]
 
     async def emit(self, batch: list[Any]) -> None:
-        """Send a non-empty batch along every outgoing edge."""
-        for edge in self.edges:
+        """Send a non-empty batch along every edge of the main output."""
+        for edge in self.main:
+            await edge.emit(batch)
+
+    async def emit_side(self, uid: str, tag: OutputTag, batch: list[Any]) -> None:
+        """Send a non-empty batch of operator ``uid``'s side output ``tag`` to its consumers (none: it
+        is dropped, as a stream nobody reads)."""
+        for edge in self.side.get((uid, tag), ()):
             await edge.emit(batch)
 
     async def emit_event(self, event: ControlEvent) -> None:

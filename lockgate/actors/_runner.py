@@ -19,6 +19,7 @@ from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrateg
 from lockgate._errors import CheckpointError, JobFailedError, LockgateError
 from lockgate.actors._actor import SourceTask, SubtaskActor
 from lockgate.actors._context import SubtaskContext
+from lockgate.actors._event_time import TimestampsAndWatermarksOperator
 from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator, create_operator
 from lockgate.actors._output import (
@@ -31,6 +32,7 @@ from lockgate.actors._output import (
 )
 from lockgate.checkpointing import CheckpointCoordinator
 from lockgate.connectors import SourceReader
+from lockgate.functions import OutputTag
 from lockgate.graph import (
     BroadcastPartitioner,
     ForwardPartitioner,
@@ -79,6 +81,8 @@ class RuntimeOptions:
         checkpoint_storage: Where checkpoints go.
         restart_strategy: Whether a failed job restarts.
         instrumentation: Hooks for tests (see :mod:`lockgate.testing`).
+        auto_watermark_interval: The most often, in ms, a subtask emits a new watermark (0: after
+            every batch that advanced it).
     """
 
     batch_size: int
@@ -88,6 +92,7 @@ class RuntimeOptions:
     checkpoint_storage: CheckpointStorage = field(default_factory=MemoryCheckpointStorage)
     restart_strategy: RestartStrategy = field(default_factory=RestartStrategy.no_restart)
     instrumentation: Instrumentation | None = None
+    auto_watermark_interval: int = 200
 
     @property
     def mode(self) -> CheckpointingMode | None:
@@ -253,10 +258,16 @@ class JobRunner:
         actors = []
         for vertex in self.graph.vertices:
             for index in range(vertex.parallelism):
-                outputs = [
-                    self._edge_output(edge, edge_channels[edge][index], index) for edge in vertex.outputs
-                ]
-                actors.append(self._actor(vertex, index, OutputRouter(outputs), inputs[vertex][index]))
+                main: list[EdgeOutput] = []
+                side: dict[tuple[str, OutputTag], list[EdgeOutput]] = {}
+                for edge in vertex.outputs:
+                    output = self._edge_output(edge, edge_channels[edge][index], index)
+                    if edge.side_output is None:
+                        main.append(output)
+                    else:
+                        side.setdefault(edge.side_output, []).append(output)
+                router = OutputRouter(main, side)
+                actors.append(self._actor(vertex, index, router, inputs[vertex][index]))
         return actors
 
     def _connect(self, edge: JobEdge, target_inputs: list[list[tuple[Channel, int]]]) -> list[list[Channel]]:
@@ -327,6 +338,7 @@ class JobRunner:
                 OperatorStateBackend(node.uid, operator_state),
                 checkpointing_mode=self.mode,
                 attempt=self.attempt,
+                auto_watermark_interval=self.options.auto_watermark_interval,
             )
             if isinstance(node, SourceTransformation):
                 reader = node.source.create_reader(ctx)
@@ -335,6 +347,8 @@ class JobRunner:
                         self.attempt, node.uid, index, reader, self._request_checkpoint
                     )
                 source = SourceTask(node.uid, reader, ctx)
+                if node.watermark_strategy is not None:  # the source's timestamps and watermarks
+                    operators.append(TimestampsAndWatermarksOperator(ctx, node.watermark_strategy))
             else:
                 assert isinstance(node, OperatorTransformation)
                 operator = create_operator(node.spec, ctx)

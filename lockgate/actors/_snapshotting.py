@@ -135,6 +135,8 @@ class SubtaskSnapshots:
                 _Capture(source.uid, backend.snapshot(actor.subtask_index, actor.parallelism), None)
             )
         for operator in actor.operators:
+            if source is not None and operator.ctx is source.ctx:
+                continue  # the source's own watermark generator: its state is the source's, taken above
             try:
                 await operator.prepare_snapshot(checkpoint_id)
                 operator_state = operator.snapshot_operator_state()

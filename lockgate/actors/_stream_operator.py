@@ -14,6 +14,7 @@ from typing import Any
 
 from lockgate._errors import ConfigurationError
 from lockgate.actors._context import SubtaskContext
+from lockgate.mailbox import WatermarkStatus
 from lockgate.state import OperatorStateSnapshot
 
 
@@ -55,6 +56,24 @@ def _extend_outputs(out: list[Any], result: Any, what: str) -> None:
     out.extend(result)
 
 
+async def outputs_of(fn: Callable[..., Any], form: CallForm, args: tuple[Any, ...], what: str) -> list[Any]:
+    """The outputs of one call of ``fn(*args)`` of any form, as a list (the per-record path of
+    batches with timestamps, and of timers)."""
+    if form is CallForm.SYNC_GEN:
+        return list(fn(*args))
+    if form is CallForm.ASYNC_GEN:
+        return [result async for result in fn(*args)]
+    result = await fn(*args) if form is CallForm.ASYNC else fn(*args)
+    if type(result) is list:
+        return result
+    out: list[Any] = []
+    if type(result) is tuple:
+        out.extend(result)
+    else:
+        _extend_outputs(out, result, what)
+    return out
+
+
 def _copy_per_subtask(function: Any, uid: str) -> Any:
     # Each subtask gets its own copy, as each Flink subtask deserialises its own: attributes set in
     # open() (state objects) then belong to one subtask.
@@ -68,7 +87,14 @@ def _copy_per_subtask(function: Any, uid: str) -> Any:
 
 
 class StreamOperator:
-    """One subtask's instance of an operator."""
+    """One subtask's instance of an operator.
+
+    Attributes:
+        generates_watermarks: Whether the operator makes its own watermarks (:meth:`poll`) in place
+            of those from upstream, which stop at it (but the end of input's).
+    """
+
+    generates_watermarks: bool = False
 
     def __init__(self, ctx: SubtaskContext) -> None:
         self.ctx = ctx
@@ -91,6 +117,21 @@ class StreamOperator:
     async def finish(self) -> list[Any]:
         """The input has ended; return the last outputs."""
         return []
+
+    async def on_watermark(self, watermark: int) -> list[Any]:
+        """Event time has reached ``watermark``: fire what is due; return its outputs (they go down
+        the chain before the watermark does)."""
+        return []
+
+    async def on_processing_time(self, now: int) -> list[Any]:
+        """A wake-up this operator asked for (through its context) came: fire the processing-time
+        timers due at ``now`` (ms since the epoch); return their outputs."""
+        return []
+
+    def poll(self, now: int) -> int | WatermarkStatus | None:
+        """A watermark-generating operator's watermark or status to emit now (see
+        :attr:`generates_watermarks`)."""
+        return None
 
     async def prepare_snapshot(self, checkpoint_id: int) -> None:
         """A barrier has arrived; the snapshot follows at once (transactional sinks pre-commit)."""

@@ -2,6 +2,7 @@
 
 from lockgate.api._datastream import BroadcastConnectedStream, DataStream, KeyedStream
 from lockgate.api._environment import NotReplayableSourceWarning, StreamEnvironment
+from lockgate.api._windowed import WindowedStream
 
 __all__ = [
     "BroadcastConnectedStream",
@@ -9,4 +10,5 @@ __all__ = [
     "KeyedStream",
     "NotReplayableSourceWarning",
     "StreamEnvironment",
+    "WindowedStream",
 ]

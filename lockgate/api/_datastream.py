@@ -7,8 +7,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lockgate._errors import ConfigurationError
+from lockgate.api._windowed import WindowedStream
 from lockgate.connectors import Sink
-from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, MapFunction, ProcessFunction
+from lockgate.eventtime import (
+    CountEvictor,
+    CountTrigger,
+    GlobalWindows,
+    PurgingTrigger,
+    WatermarkStrategy,
+    WindowAssigner,
+)
+from lockgate.functions import (
+    BroadcastProcessFunction,
+    KeyedProcessFunction,
+    MapFunction,
+    OutputTag,
+    ProcessFunction,
+)
 from lockgate.graph import (
     BroadcastPartitioner,
     BroadcastProcessSpec,
@@ -27,7 +42,9 @@ from lockgate.graph import (
     ProcessSpec,
     RebalancePartitioner,
     ReduceSpec,
+    SideOutputTransformation,
     SinkSpec,
+    TimestampsAndWatermarksSpec,
     Transformation,
     UnionTransformation,
 )
@@ -160,6 +177,43 @@ class DataStream:
         _require_instance("process", function, ProcessFunction)
         return self._apply(ProcessSpec(function), uid, name, parallelism)
 
+    # ---- event time
+
+    def assign_timestamps_and_watermarks(
+        self,
+        strategy: WatermarkStrategy,
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Give records timestamps and emit watermarks by ``strategy``, here rather than at the
+        source; watermarks from upstream stop here. Prefer the source's ``watermark_strategy=``:
+        watermarks made per source subtask see every record in its order."""
+        if not isinstance(strategy, WatermarkStrategy):
+            raise ConfigurationError(
+                "assign_timestamps_and_watermarks() takes an lg.WatermarkStrategy, such as "
+                "lg.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(...), "
+                f"got {strategy!r}"
+            )
+        return self._apply(TimestampsAndWatermarksSpec(strategy), uid, name, parallelism)
+
+    def get_side_output(self, tag: OutputTag) -> DataStream:
+        """The records the operator of this stream emits to side output ``tag``
+        (``ctx.output(tag, value)``; late records of a window with ``side_output_late_data``)."""
+        if not isinstance(tag, OutputTag):
+            raise ConfigurationError(f"get_side_output() takes an lg.OutputTag, got {tag!r}")
+        node = self._node
+        if not isinstance(node, OperatorTransformation):
+            raise ConfigurationError(
+                f"get_side_output() needs the stream out of an operator, not {self!r}; call it on "
+                "what process(...) or a window function returned"
+            )
+        side = SideOutputTransformation(
+            id=self.env._next_id(), parallelism=node.parallelism, inputs=(node,), tag=tag
+        )
+        return DataStream(self.env, self.env._add(side))
+
     # ---- partitioning
 
     def key_by(self, key_selector: KeySelector) -> KeyedStream:
@@ -291,6 +345,30 @@ class KeyedStream(DataStream):
         With no ``field`` the records themselves are the numbers summed.
         """
         return self.reduce(_summer(field), uid=uid, name=name or "sum", parallelism=parallelism)
+
+    # ---- windows
+
+    def window(self, assigner: WindowAssigner) -> WindowedStream:
+        """Cut each key's records into the windows ``assigner`` gives (``lg.TumblingEventTimeWindows``,
+        ``lg.SlidingEventTimeWindows``, ``lg.EventTimeSessionWindows``, their processing-time twins,
+        ``lg.GlobalWindows``); end with ``reduce``, ``aggregate`` or ``process``."""
+        if isinstance(assigner, type) or not isinstance(assigner, WindowAssigner):
+            raise ConfigurationError(
+                "window() takes a window assigner such as "
+                f"lg.TumblingEventTimeWindows.of(timedelta(minutes=1)), got {assigner!r}"
+            )
+        return WindowedStream(self, assigner)
+
+    def count_window(self, size: int, slide: int | None = None) -> WindowedStream:
+        """Windows of ``size`` records per key: one after the other, or every ``slide`` records the
+        last ``size`` of them."""
+        for what, count in (("size", size), ("slide", slide)):
+            if count is not None and (type(count) is not int or count < 1):
+                raise ConfigurationError(f"count_window() takes a {what} of at least 1, got {count!r}")
+        windowed = WindowedStream(self, GlobalWindows.create())
+        if slide is None:
+            return windowed.trigger(PurgingTrigger.of(CountTrigger.of(size)))
+        return windowed.evictor(CountEvictor.of(size)).trigger(CountTrigger.of(slide))
 
 
 def _summer(field: int | str | None) -> Callable[[Any, Any], Any]:

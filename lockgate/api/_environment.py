@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import sniffio
 
-from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
+from lockgate._config import CheckpointConfig, CheckpointingMode, ExecutionConfig, RestartStrategy
 from lockgate._errors import ConfigurationError
 from lockgate.actors import (
     Job,
@@ -21,6 +21,7 @@ from lockgate.actors import (
     warn_about_generated_uids,
 )
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
+from lockgate.eventtime import WatermarkStrategy
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CheckpointStorage, load_from_pointer, storage_for
@@ -66,6 +67,8 @@ class StreamEnvironment:
         self.checkpoint_storage: CheckpointStorage = default.checkpoint_storage
         #: When and how checkpoints are taken; see :meth:`enable_checkpointing`.
         self.checkpoint_config = CheckpointConfig()
+        #: How the job runs besides checkpointing: ``auto_watermark_interval``.
+        self.config = ExecutionConfig()
         self.restart_strategy = RestartStrategy.no_restart()
         self._instrumentation: Any = None
         self._transformations: list[Transformation] = []
@@ -145,6 +148,7 @@ class StreamEnvironment:
         uid: str | None = None,
         name: str | None = None,
         parallelism: int | None = None,
+        watermark_strategy: WatermarkStrategy | None = None,
     ) -> DataStream:
         """A stream of the items of a collection, in order at parallelism 1 (its default).
 
@@ -155,17 +159,25 @@ class StreamEnvironment:
             uid=uid,
             name=name,
             parallelism=parallelism or 1,
+            watermark_strategy=watermark_strategy,
         )
 
     def from_async_iterable(
-        self, iterable: AsyncIterable[T], *, uid: str | None = None, name: str | None = None
+        self,
+        iterable: AsyncIterable[T],
+        *,
+        uid: str | None = None,
+        name: str | None = None,
+        watermark_strategy: WatermarkStrategy | None = None,
     ) -> DataStream:
         """A stream of what an async iterable yields (at parallelism 1; it cannot be replayed)."""
         if not isinstance(iterable, AsyncIterable):
             raise ConfigurationError(
                 f"from_async_iterable() takes an async iterable (an async generator, say), got {iterable!r}"
             )
-        return self.from_source(AsyncIterableSource(iterable), uid=uid, name=name)
+        return self.from_source(
+            AsyncIterableSource(iterable), uid=uid, name=name, watermark_strategy=watermark_strategy
+        )
 
     def from_source(
         self,
@@ -174,8 +186,13 @@ class StreamEnvironment:
         uid: str | None = None,
         name: str | None = None,
         parallelism: int | None = None,
+        watermark_strategy: WatermarkStrategy | None = None,
     ) -> DataStream:
-        """A stream read from ``source``, such as a :class:`QueueSource`."""
+        """A stream read from ``source``, such as a :class:`QueueSource`.
+
+        With a ``watermark_strategy``, each source subtask gives its records timestamps and emits
+        watermarks (see :class:`WatermarkStrategy`).
+        """
         from lockgate.api._datastream import DataStream
 
         if not isinstance(source, Source):
@@ -187,10 +204,17 @@ class StreamEnvironment:
             )
         parallelism = parallelism or fixed or self.parallelism
         kind = "source"
+        if watermark_strategy is not None and not isinstance(watermark_strategy, WatermarkStrategy):
+            raise ConfigurationError(
+                "watermark_strategy takes an lg.WatermarkStrategy, such as "
+                "lg.WatermarkStrategy.for_bounded_out_of_orderness(timedelta(seconds=5))"
+                f".with_timestamp_assigner(...), got {watermark_strategy!r}"
+            )
         node = SourceTransformation(
             id=self._next_id(),
             parallelism=self._check_parallelism(parallelism, name or kind),
             source=source,
+            watermark_strategy=watermark_strategy,
             **self._naming(kind, uid, name),
         )
         return DataStream(self, self._add(node))
@@ -239,6 +263,7 @@ class StreamEnvironment:
         graph = build_job_graph(self._transformations, self.max_parallelism)
         config = self.checkpoint_config
         config.validate()
+        self.config.validate()
         if config.mode is CheckpointingMode.EXACTLY_ONCE and config.enabled:
             for node in self._transformations:
                 if isinstance(node, SourceTransformation) and isinstance(node.source, AsyncIterableSource):
@@ -257,6 +282,7 @@ class StreamEnvironment:
             checkpoint_storage=self.checkpoint_storage,
             restart_strategy=self.restart_strategy,
             instrumentation=self._instrumentation,
+            auto_watermark_interval=self.config.auto_watermark_interval_millis,
         )
         restored = None
         if restore_from is not None:

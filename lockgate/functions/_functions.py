@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from lockgate._config import CheckpointingMode
+from lockgate.eventtime import TimeDomain
 from lockgate.state import (
     AggregatingState,
     AggregatingStateDescriptor,
@@ -26,6 +27,60 @@ IN = TypeVar("IN")
 IN2 = TypeVar("IN2")
 OUT = TypeVar("OUT")
 T = TypeVar("T")
+
+
+class OutputTag:
+    """Names a side output: ``ctx.output(tag, value)`` in a function, ``stream.get_side_output(tag)``
+    after it. Tags are equal when their names are."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"an OutputTag needs a non-empty str name, got {name!r}")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"OutputTag({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutputTag) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("output-tag", self.name))
+
+
+class TimerService(ABC):
+    """Time and timers of a keyed function (``ctx.timer_service()``), for the current key.
+
+    Timestamps are ints, milliseconds since the epoch. A key holds at most one timer per timestamp
+    and domain: registering it again does nothing. Timers are keyed state: checkpointed, restored
+    and rescaled with their keys.
+    """
+
+    @abstractmethod
+    def current_watermark(self) -> int:
+        """The operator's event time: the minimum of its inputs' watermarks (idle inputs left out)."""
+
+    @abstractmethod
+    def current_processing_time(self) -> int:
+        """The wall clock, in ms since the epoch."""
+
+    @abstractmethod
+    def register_event_time_timer(self, timestamp: int) -> None:
+        """Call ``on_timer(timestamp, ctx)`` for the current key once the watermark reaches ``timestamp``."""
+
+    @abstractmethod
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        """Call ``on_timer(timestamp, ctx)`` for the current key once the clock reaches ``timestamp``."""
+
+    @abstractmethod
+    def delete_event_time_timer(self, timestamp: int) -> None:
+        """Drop the current key's event-time timer at ``timestamp`` (nothing if there is none)."""
+
+    @abstractmethod
+    def delete_processing_time_timer(self, timestamp: int) -> None:
+        """Drop the current key's processing-time timer at ``timestamp`` (nothing if there is none)."""
 
 
 class RuntimeContext(ABC):
@@ -91,6 +146,23 @@ class RuntimeContext(ABC):
     def get_current_key(self) -> Any:
         """The key of the record being processed (keyed streams only)."""
 
+    @abstractmethod
+    def timestamp(self) -> int | None:
+        """The timestamp of the record being processed (in ``on_timer``, the timer's), or None if it
+        has none."""
+
+    @abstractmethod
+    def timer_service(self) -> TimerService:
+        """Time and timers for the current key (keyed process functions only)."""
+
+    @abstractmethod
+    def time_domain(self) -> TimeDomain | None:
+        """In ``on_timer``: the domain of the timer that fired; None elsewhere."""
+
+    @abstractmethod
+    def output(self, tag: OutputTag, value: Any) -> None:
+        """Emit ``value`` to the side output ``tag`` (read with ``stream.get_side_output(tag)``)."""
+
 
 class KeyedProcessFunction(ABC, Generic[IN, OUT]):
     """A function of a keyed stream, with keyed state.
@@ -112,6 +184,12 @@ class KeyedProcessFunction(ABC, Generic[IN, OUT]):
     @abstractmethod
     def process_element(self, value: IN, ctx: RuntimeContext) -> AsyncIterator[OUT] | Iterable[OUT] | None:
         """Process one record of the current key; yield (or return) its outputs."""
+
+    def on_timer(self, timestamp: int, ctx: RuntimeContext) -> AsyncIterator[OUT] | Iterable[OUT] | None:
+        """A timer of the current key fired (``ctx.time_domain()`` says which clock); yield (or return)
+        outputs, in any form ``process_element`` may take. Event-time outputs carry the timer's
+        timestamp."""
+        return None
 
     def close(self) -> None:
         """Called once per subtask when it ends, however it ends."""
@@ -190,6 +268,74 @@ class BroadcastProcessFunction(CheckpointedFunction, ABC, Generic[IN, IN2, OUT])
         self, value: IN2, ctx: RuntimeContext
     ) -> AsyncIterator[OUT] | Iterable[OUT] | None:
         """Process one broadcast record; broadcast state is writable here."""
+
+    def close(self) -> None:
+        """Called once per subtask when it ends, however it ends."""
+
+
+class KeyedStateStore(Protocol):
+    """Where a window function reaches keyed state: of the current window, or of the key."""
+
+    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
+
+    def get_list_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]: ...
+
+    def get_map_state(self, descriptor: MapStateDescriptor[T]) -> MapState[Any, T]: ...
+
+    def get_reducing_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]: ...
+
+    def get_aggregating_state(
+        self, descriptor: AggregatingStateDescriptor[IN, Any, OUT]
+    ) -> AggregatingState[IN, OUT]: ...
+
+
+class WindowContext(ABC):
+    """What a :class:`ProcessWindowFunction` sees of the window it is called for.
+
+    Attributes:
+        window: The window: an ``lg.TimeWindow(start, end)`` or the ``lg.GlobalWindow``.
+    """
+
+    window: Any
+
+    @abstractmethod
+    def current_watermark(self) -> int:
+        """The operator's event time."""
+
+    @abstractmethod
+    def current_processing_time(self) -> int:
+        """The wall clock, in ms since the epoch."""
+
+    @abstractmethod
+    def window_state(self) -> KeyedStateStore:
+        """State of the current key and this window (cleared with :meth:`ProcessWindowFunction.clear`)."""
+
+    @abstractmethod
+    def global_state(self) -> KeyedStateStore:
+        """State of the current key, shared by all its windows."""
+
+    @abstractmethod
+    def output(self, tag: OutputTag, value: Any) -> None:
+        """Emit ``value`` to the side output ``tag``."""
+
+
+class ProcessWindowFunction(ABC, Generic[IN, OUT]):
+    """Computes a window's results from all its elements (or from the pre-aggregated result of
+    ``reduce``/``aggregate`` with ``window_function=``): ``process(key, context, elements)`` yields
+    them, in any form ``KeyedProcessFunction.process_element`` may take. Results carry the timestamp
+    ``context.window.max_timestamp()``. Each subtask works on its own copy."""
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Called once per subtask before the first window."""
+
+    @abstractmethod
+    def process(
+        self, key: Any, context: WindowContext, elements: list[IN]
+    ) -> AsyncIterator[OUT] | Iterable[OUT] | None:
+        """The results of one firing of ``context.window`` for ``key``."""
+
+    def clear(self, context: WindowContext) -> Any:
+        """The window is gone (its time and allowed lateness passed): clear its window state."""
 
     def close(self) -> None:
         """Called once per subtask when it ends, however it ends."""

@@ -19,10 +19,13 @@ from lockgate.graph._transformations import (
     ProcessSpec,
     RebalancePartitioner,
     ReduceSpec,
+    SideOutputTransformation,
     SinkSpec,
     SourceTransformation,
+    TimestampsAndWatermarksSpec,
     Transformation,
     UnionTransformation,
+    WindowSpec,
 )
 
 __all__ = [
@@ -46,9 +49,12 @@ __all__ = [
     "ProcessSpec",
     "RebalancePartitioner",
     "ReduceSpec",
+    "SideOutputTransformation",
     "SinkSpec",
     "SourceTransformation",
+    "TimestampsAndWatermarksSpec",
     "Transformation",
     "UnionTransformation",
+    "WindowSpec",
     "build_job_graph",
 ]

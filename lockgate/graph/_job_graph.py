@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lockgate._errors import ConfigurationError
+from lockgate.functions import OutputTag
 from lockgate.graph._transformations import (
     ForwardPartitioner,
     OperatorTransformation,
@@ -13,10 +14,15 @@ from lockgate.graph._transformations import (
     PartitionTransformation,
     PhysicalTransformation,
     RebalancePartitioner,
+    SideOutputTransformation,
     SourceTransformation,
     Transformation,
     UnionTransformation,
 )
+
+#: A resolved input of an operator: the operator upstream, the partitioner (None: not set), and the
+#: side output it comes from (None: the main output).
+_Input = tuple[PhysicalTransformation, Partitioner | None, OutputTag | None]
 
 
 @dataclass(eq=False)
@@ -28,9 +34,12 @@ class JobEdge:
     target: JobVertex
     partitioner: Partitioner
     input_index: int = 0
+    #: For a side output's edge: the operator of the source chain that emits it, and its tag.
+    side_output: tuple[str, OutputTag] | None = None
 
     def __repr__(self) -> str:
-        return f"<JobEdge {self.source.name} -{self.partitioner.name}-> {self.target.name}>"
+        side = f"[{self.side_output[1].name}]" if self.side_output else ""
+        return f"<JobEdge {self.source.name}{side} -{self.partitioner.name}-> {self.target.name}>"
 
 
 @dataclass(eq=False)
@@ -73,15 +82,17 @@ class JobGraph:
 
 
 def _resolve_inputs(
-    node: Transformation, partitioner: Partitioner | None = None
-) -> list[tuple[PhysicalTransformation, Partitioner | None]]:
+    node: Transformation, partitioner: Partitioner | None = None, tag: OutputTag | None = None
+) -> list[_Input]:
     # Walk back through virtual nodes; the partitioner nearest the consumer wins.
     if isinstance(node, PhysicalTransformation):
-        return [(node, partitioner)]
+        return [(node, partitioner, tag)]
     if isinstance(node, PartitionTransformation):
-        return _resolve_inputs(node.inputs[0], partitioner or node.partitioner)
+        return _resolve_inputs(node.inputs[0], partitioner or node.partitioner, tag)
     if isinstance(node, UnionTransformation):
-        return [edge for source in node.inputs for edge in _resolve_inputs(source, partitioner)]
+        return [edge for source in node.inputs for edge in _resolve_inputs(source, partitioner, tag)]
+    if isinstance(node, SideOutputTransformation):
+        return _resolve_inputs(node.inputs[0], partitioner, node.tag)
     raise TypeError(f"unknown transformation {node!r}")
 
 
@@ -94,31 +105,36 @@ def build_job_graph(transformations: Iterable[Transformation], max_parallelism: 
         )
 
     # The physical operators that lead to a sink, and their resolved input edges.
-    inputs: dict[PhysicalTransformation, list[tuple[PhysicalTransformation, Partitioner, int]]] = {}
+    inputs: dict[
+        PhysicalTransformation, list[tuple[PhysicalTransformation, Partitioner, int, OutputTag | None]]
+    ]
+    inputs = {}
     pending: list[PhysicalTransformation] = list(sinks)
     while pending:
         node = pending.pop()
         if node in inputs:
             continue
-        resolved: list[tuple[PhysicalTransformation, Partitioner, int]] = []
+        resolved: list[tuple[PhysicalTransformation, Partitioner, int, OutputTag | None]] = []
         for input_index, logical_input in enumerate(node.inputs):
-            for upstream, partitioner in _resolve_inputs(logical_input):
-                resolved.append((upstream, _effective(upstream, node, partitioner), input_index))
+            for upstream, partitioner, tag in _resolve_inputs(logical_input):
+                resolved.append((upstream, _effective(upstream, node, partitioner), input_index, tag))
                 pending.append(upstream)
         inputs[node] = resolved
     nodes = sorted(inputs, key=lambda t: t.id)
     outputs: dict[PhysicalTransformation, list[PhysicalTransformation]] = {n: [] for n in nodes}
     for node in nodes:
-        for upstream, _, _ in inputs[node]:
+        for upstream, _, _, _ in inputs[node]:
             outputs[upstream].append(node)
 
     def chains_into(node: PhysicalTransformation) -> bool:
-        # Chain into the single upstream when nothing but a forward edge of equal parallelism joins them.
+        # Chain into the single upstream when nothing but a forward edge of equal parallelism joins
+        # them, from its main output (a side output's records always go through a channel).
         if len(inputs[node]) != 1:
             return False
-        upstream, partitioner, _ = inputs[node][0]
+        upstream, partitioner, _, tag = inputs[node][0]
         return (
-            isinstance(partitioner, ForwardPartitioner)
+            tag is None
+            and isinstance(partitioner, ForwardPartitioner)
             and len(outputs[upstream]) == 1
             and upstream.parallelism == node.parallelism
         )
@@ -135,8 +151,9 @@ def build_job_graph(transformations: Iterable[Transformation], max_parallelism: 
         vertex_of[node] = vertex
     for vertex in vertices:
         head = vertex.operators[0]
-        for upstream, partitioner, input_index in inputs[head]:
-            edge = JobEdge(vertex_of[upstream], vertex, partitioner, input_index)
+        for upstream, partitioner, input_index, tag in inputs[head]:
+            side = None if tag is None else (upstream.uid, tag)
+            edge = JobEdge(vertex_of[upstream], vertex, partitioner, input_index, side)
             vertex.inputs.append(edge)
             edge.source.outputs.append(edge)
     return JobGraph(vertices, max_parallelism)

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lockgate.connectors import Sink, Source
-from lockgate.functions import BroadcastProcessFunction, KeyedProcessFunction, MapFunction, ProcessFunction
+from lockgate.eventtime import Evictor, Trigger, WatermarkStrategy, WindowAssigner
+from lockgate.functions import (
+    BroadcastProcessFunction,
+    KeyedProcessFunction,
+    MapFunction,
+    OutputTag,
+    ProcessFunction,
+    ProcessWindowFunction,
+)
+from lockgate.state import AggregateFunction
 
 KeySelector = Callable[[Any], Any]
 
@@ -147,6 +156,34 @@ class BroadcastProcessSpec(OperatorSpec):
 
 
 @dataclass(frozen=True)
+class TimestampsAndWatermarksSpec(OperatorSpec):
+    """Gives records timestamps and makes watermarks, by a strategy (its state: the last watermark)."""
+
+    strategy: WatermarkStrategy
+    kind: ClassVar[str] = "timestamps_watermarks"
+
+
+@dataclass(frozen=True)
+class WindowSpec(OperatorSpec):
+    """Keyed windows: an assigner, a trigger (None: the assigner's default), an optional evictor,
+    the allowed lateness in ms and the late side output; the contents are pre-aggregated by
+    ``reduce_function`` or ``aggregate_function`` (else kept whole), and ``window_function`` (a
+    ProcessWindowFunction) makes the results."""
+
+    key_selector: KeySelector
+    assigner: WindowAssigner
+    trigger: Trigger | None = None
+    evictor: Evictor | None = None
+    allowed_lateness: int = 0
+    late_tag: OutputTag | None = None
+    reduce_function: Callable[[Any, Any], Any] | None = None
+    aggregate_function: AggregateFunction[Any, Any, Any] | None = None
+    window_function: ProcessWindowFunction[Any, Any] | None = None
+    kind: ClassVar[str] = "window"
+    keyed: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class SinkSpec(OperatorSpec):
     sink: Sink
     kind: ClassVar[str] = "sink"
@@ -186,6 +223,8 @@ class PhysicalTransformation(Transformation):
 @dataclass(eq=False, kw_only=True)
 class SourceTransformation(PhysicalTransformation):
     source: Source
+    #: Gives the source's records timestamps and makes its watermarks, per subtask.
+    watermark_strategy: WatermarkStrategy | None = None
 
 
 @dataclass(eq=False, kw_only=True)
@@ -205,3 +244,10 @@ class PartitionTransformation(Transformation):
 @dataclass(eq=False, kw_only=True)
 class UnionTransformation(Transformation):
     """Merges several streams into one."""
+
+
+@dataclass(eq=False, kw_only=True)
+class SideOutputTransformation(Transformation):
+    """The records its input operator emits to side output ``tag`` (``ctx.output(tag, value)``)."""
+
+    tag: OutputTag

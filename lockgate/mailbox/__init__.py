@@ -1,7 +1,18 @@
 """Channels, mailboxes, the control events that travel through channels and letters to mailboxes."""
 
 from lockgate.mailbox._channel import MAIL, Channel, ChannelStatistics, Mailbox
-from lockgate.mailbox._events import END_OF_INPUT, Barrier, ControlEvent, EndOfInput, Message
+from lockgate.mailbox._events import (
+    ACTIVE,
+    END_OF_INPUT,
+    IDLE,
+    Barrier,
+    ControlEvent,
+    EndOfInput,
+    Message,
+    StampedBatch,
+    Watermark,
+    WatermarkStatus,
+)
 from lockgate.mailbox._letters import (
     JOB_FINISHED,
     RESUME,
@@ -13,6 +24,11 @@ from lockgate.mailbox._letters import (
 )
 
 __all__ = [
+    "ACTIVE",
+    "IDLE",
+    "StampedBatch",
+    "Watermark",
+    "WatermarkStatus",
     "AlignmentTimedOut",
     "Barrier",
     "Channel",

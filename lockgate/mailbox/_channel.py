@@ -200,7 +200,7 @@ class Mailbox:
         """The first ``count`` batches queued in channel ``index``, left where they are; control events
         between them are passed over (a barrier that overtook them while an earlier one, already taken,
         was being handled sits ahead of them)."""
-        batches = (message for message in self._channels[index]._queue if type(message) is list)
+        batches = (message for message in self._channels[index]._queue if isinstance(message, list))
         return list(islice(batches, count))
 
     def pause(self, index: int) -> None:

@@ -64,6 +64,8 @@ class KeyedStateBackend(ABC):
 
     #: Whether the ``*_nowait`` methods work. Backends whose state is remote set this to False.
     supports_nowait: bool = False
+    #: Whether :meth:`timer_queue` works (timers of keyed functions and windows).
+    holds_timers: bool = False
 
     def __init__(self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int) -> None:
         self.operator_uid = operator_uid
@@ -78,10 +80,14 @@ class KeyedStateBackend(ABC):
         self._restored_tables: RestoredTables = {}
         self._timer_queues: dict[str, TimerQueue] = {}
 
-    def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
+    def create_state(
+        self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
+    ) -> S:
         """Register ``descriptor`` and return its state object, an instance of ``state_type``.
 
-        Backends may override this to return a subclass specialised for their storage.
+        Backends may override this to return a subclass specialised for their storage. With
+        ``namespaced``, the caller sets the object's ``namespace`` (a window, say) before each use, so
+        it must not be one bound to the default namespace.
         """
         self.register_state(descriptor)
         if STATE_TYPES[descriptor.kind] is not state_type:
@@ -251,6 +257,10 @@ class KeyedStateBackend(ABC):
                         held[namespace].update(picked)
                     else:
                         held[namespace] = picked
+
+    def restored_state_names(self) -> set[str]:
+        """The names of the restored states no function has registered yet."""
+        return set(self._restored) | set(self._restored_tables)
 
     def unclaimed_restored_state(self) -> UnclaimedState:
         """Restored state that no function has registered yet, as it is now.

@@ -13,6 +13,7 @@ from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.actors._operators import StreamOperator
 from lockgate.api import StreamEnvironment
 from lockgate.connectors import SourceReader
+from lockgate.mailbox import WatermarkStatus
 from lockgate.state import OperatorStateSnapshot
 
 
@@ -141,6 +142,7 @@ class _CrashingOperator(StreamOperator):
     def __init__(self, inner: StreamOperator, crash: Crash, counter: list[int], fired: list[Crash]) -> None:
         super().__init__(inner.ctx)
         self._inner = inner
+        self.generates_watermarks = inner.generates_watermarks
         self._crash = crash
         self._counter = counter
         self._fired = fired
@@ -168,6 +170,15 @@ class _CrashingOperator(StreamOperator):
 
     async def finish(self) -> list[Any]:
         return await self._inner.finish()
+
+    async def on_watermark(self, watermark: int) -> list[Any]:
+        return await self._inner.on_watermark(watermark)
+
+    async def on_processing_time(self, now: int) -> list[Any]:
+        return await self._inner.on_processing_time(now)
+
+    def poll(self, now: int) -> int | WatermarkStatus | None:
+        return self._inner.poll(now)
 
     async def prepare_snapshot(self, checkpoint_id: int) -> None:
         await self._inner.prepare_snapshot(checkpoint_id)

@@ -48,6 +48,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     """
 
     supports_nowait = True
+    holds_timers = True
 
     def __init__(
         self,
@@ -79,9 +80,11 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     def _create_state(self, descriptor: StateDescriptor[Any]) -> None:
         self._tables.setdefault(descriptor.name, {DEFAULT_NAMESPACE: CowTable(self.incremental)})
 
-    def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
+    def create_state(
+        self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
+    ) -> S:
         state = super().create_state(descriptor, state_type)
-        if isinstance(descriptor, ValueStateDescriptor) and descriptor.ttl is None:
+        if not namespaced and isinstance(descriptor, ValueStateDescriptor) and descriptor.ttl is None:
             # Without TTL a value is stored as is: the state object can reach its table directly.
             table = self._tables[descriptor.name][DEFAULT_NAMESPACE]
             return HeapValueState(self, descriptor, table)  # type: ignore[return-value]

@@ -90,6 +90,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     """
 
     supports_nowait = True
+    holds_timers = True
 
     def __init__(
         self,
@@ -258,10 +259,17 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if store.in_batch:
             table.default.open()
 
-    def create_state(self, descriptor: StateDescriptor[Any], state_type: type[S]) -> S:
+    def create_state(
+        self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
+    ) -> S:
         state = super().create_state(descriptor, state_type)
         space = self._store.tables[descriptor.name].default
-        if type(descriptor) is ValueStateDescriptor and descriptor.ttl is None and state_type is ValueState:
+        if (
+            not namespaced
+            and type(descriptor) is ValueStateDescriptor
+            and descriptor.ttl is None
+            and state_type is ValueState
+        ):
             assert isinstance(space, _Space)
             return RocksDBValueState(self, descriptor, space)  # type: ignore[return-value]
         if isinstance(space, _MapSpace) and state_type is MapState:
