@@ -1224,3 +1224,42 @@ async def test_a_crash_while_a_subtask_uploads_leaves_no_orphan_in_the_shared_ar
         await job.wait()
     assert job.restarts == 1
     assert shared_files(root) == referenced(root)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("incremental", [False, True])
+async def test_window_namespaces_that_empty_are_dropped_and_chains_forget_them(incremental: bool) -> None:
+    """Windows come and go: each window's namespace gets a table while it holds something and loses
+    it when it empties, whether a snapshot held it or not, so snapshots freeze as many tables as
+    there are open windows; an incremental chain then says the namespace is gone."""
+    storage = lg.MemoryCheckpointStorage()
+    backend = lg.HeapStateBackend(incremental=incremental).create_keyed_backend("op", ALL_KEY_GROUPS, MAX_P)
+    contents_state = backend.create_state(lgs.ListStateDescriptor("w"), lgs.ListState, namespaced=True)
+    descriptors = {"w": lgs.ListStateDescriptor("w")}
+    open_windows: dict[int, list[int]] = {}
+    written: Any = None
+    for step in range(40):
+        window = step // 3  # three records per window; windows 2 behind the newest close
+        contents_state.namespace = window
+        backend.current_key = step % 4
+        contents_state.add_nowait(step)
+        open_windows.setdefault(window, []).append(step)
+        for closing in [w for w in open_windows if w < window - 1]:
+            contents_state.namespace = closing
+            for key in range(4):
+                backend.current_key = key
+                contents_state.clear_nowait()
+            del open_windows[closing]
+        if step % 5 == 4:
+            resources = backend.snapshot_sync(step)
+            expected = contents(resources.materialize(), descriptors)
+            if incremental:
+                written, _ = await write_incremental(resources, storage)
+                resources.release()
+                backend.notify_checkpoint_complete(step)
+                assert contents(await resolve(written, storage), descriptors) == expected
+            else:
+                resources.release()
+            assert {namespace for _, namespace, _ in expected} <= set(open_windows)
+    # At most the open windows' tables, the default namespace's and those still to drop.
+    assert len(backend._tables["w"]) <= len(open_windows) + 3  # type: ignore[attr-defined]

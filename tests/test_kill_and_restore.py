@@ -1,5 +1,6 @@
 """Crash tests with real processes: a job killed with SIGKILL at moments over its whole run (the very
-end included) and restored in a new process commits every record exactly once.
+end included) and restored in a new process commits every record exactly once (every window's result
+exactly once, for the windows job).
 
 A few fixed cases of ``tests/stress/kill_and_restore.py``, which runs any number of random trials.
 """
@@ -20,6 +21,18 @@ CASES: list[tuple[dict[str, Any], float]] = [
     ({"backend": "heap", "incremental": True, "unaligned": True, "source": "collection"}, 0.95),
     ({"backend": "rocksdb", "incremental": True, "unaligned": False, "source": "collection"}, 0.85),
     ({"backend": "rocksdb", "incremental": False, "unaligned": True, "source": "file"}, 0.99),
+    # Event-time windows: their contents and timers restored from the checkpoint.
+    ({"backend": "heap", "incremental": True, "unaligned": False, "source": "file", "job": "windows"}, 0.5),
+    (
+        {
+            "backend": "rocksdb",
+            "incremental": True,
+            "unaligned": True,
+            "source": "collection",
+            "job": "windows",
+        },
+        0.7,
+    ),
 ]
 
 

@@ -390,6 +390,7 @@ FACES: dict[str, set[str]] = {
         "key_group_for",
         "key_group_owners",
         "redistribute",
+        "register_exact_dataclass",
         "stable_key_hash",
         "subtask_for_key_group",
         "timer_state_name",

@@ -79,9 +79,9 @@ class InputWatermarks:
 
     def _advance(self) -> int | None:
         active = [mark for mark, idle in zip(self._marks, self._idle, strict=True) if not idle]
-        if not active:
-            return None
-        combined = min(active)
+        # With every input idle, nothing holds event time back: it moves to the furthest any input
+        # reached (as Flink's valve does), so the windows that input closed fire.
+        combined = min(active) if active else max(self._marks)
         if combined <= self.emitted:
             return None
         self.emitted = combined

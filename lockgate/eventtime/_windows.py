@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from lockgate._errors import ConfigurationError
 from lockgate.eventtime._time import MAX_WATERMARK, duration_millis
+from lockgate.state import register_exact_dataclass
 
 if TYPE_CHECKING:
     from lockgate.eventtime._triggers import Trigger
 
 
+@register_exact_dataclass  # its key bytes give it back: no pickled copy beside RocksDB entries
 @dataclass(frozen=True, slots=True, order=True)
 class TimeWindow:
     """The span ``[start, end)`` of event or processing time, in ms since the epoch."""
@@ -39,6 +41,7 @@ class TimeWindow:
         return TimeWindow(min(self.start, other.start), max(self.end, other.end))
 
 
+@register_exact_dataclass
 @dataclass(frozen=True, slots=True)
 class GlobalWindow:
     """The one window of :class:`GlobalWindows`: every record of a key, never ending by time."""

@@ -30,7 +30,7 @@ from lockgate.state._operator import (
     redistribute,
 )
 from lockgate.state._presets import FsStateBackend, MemoryStateBackend, StatePreset
-from lockgate.state._serialization import canonical_key_bytes
+from lockgate.state._serialization import canonical_key_bytes, register_exact_dataclass
 from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
 from lockgate.state._snapshot import (
     IncrementalKeyedState,
@@ -112,6 +112,7 @@ __all__ = [
     "ValueState",
     "ValueStateDescriptor",
     "canonical_key_bytes",
+    "register_exact_dataclass",
     "check_parallelism",
     "key_group_for",
     "key_group_owners",

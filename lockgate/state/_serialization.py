@@ -11,13 +11,40 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from typing import Any
+from typing import Any, TypeVar
 
 from lockgate._errors import KeySerializationError
+
+T = TypeVar("T")
 
 _LEN = struct.Struct(">I")
 _FLOAT = struct.Struct(">d")
 _NAN = _FLOAT.pack(math.nan)
+
+
+#: Dataclasses whose canonical bytes decode back to an equal instance (windows, say), by the name
+#: their bytes carry.
+_EXACT_DATACLASSES: dict[bytes, type] = {}
+
+
+def register_exact_dataclass(cls: type[T]) -> type[T]:
+    """Declare that instances of the dataclass ``cls`` decode exactly from their canonical bytes (its
+    fields are ints, strs and the like), so a backend can rebuild them from their key bytes alone."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    _EXACT_DATACLASSES[f"{cls.__module__}.{cls.__qualname__}".encode()] = cls
+    return cls
+
+
+def exact_dataclass(name: bytes) -> type | None:
+    """The registered dataclass of canonical name ``name``, or None."""
+    return _EXACT_DATACLASSES.get(name)
+
+
+def is_exact_dataclass(key: Any) -> bool:
+    """Whether ``key`` is an instance of a registered dataclass."""
+    cls = type(key)
+    return _EXACT_DATACLASSES.get(f"{cls.__module__}.{cls.__qualname__}".encode()) is cls
 
 
 def canonical_key_bytes(key: Any) -> bytes:

@@ -35,11 +35,14 @@ from typing import Any
 
 #: The configurations, in the order trials cycle through them.
 CONFIGS: list[dict[str, Any]] = [
-    {"backend": backend, "incremental": incremental, "unaligned": unaligned, "source": source}
-    for backend, incremental, unaligned, source in itertools.product(
-        ["heap", "rocksdb"], [False, True], [False, True], ["file", "collection"]
+    {"backend": backend, "incremental": incremental, "unaligned": unaligned, "source": source, "job": job}
+    for job, backend, incremental, unaligned, source in itertools.product(
+        ["count", "windows"], ["heap", "rocksdb"], [False, True], [False, True], ["file", "collection"]
     )
 ]
+
+#: The event-time windows of the "windows" job, in ms: record n has timestamp n.
+WINDOW = 100
 
 
 @dataclass
@@ -83,6 +86,10 @@ def run_job(directory: Path, config: dict[str, Any], records: int, interval: flo
             self.count.update_nowait(count)
             return [f"{value[1]} {count}"]
 
+    class CountWindow(lg.ProcessWindowFunction):  # type: ignore[type-arg]
+        def process(self, key: str, context: lg.WindowContext, elements: list[Any]) -> Any:
+            return [f"{key} {context.window.start} {len(elements)}"]
+
     checkpoints = directory / "checkpoints"
     env = lg.StreamEnvironment(parallelism=2, max_parallelism=16, batch_size=64)
     if config["backend"] == "rocksdb":
@@ -92,16 +99,29 @@ def run_job(directory: Path, config: dict[str, Any], records: int, interval: flo
     env.set_checkpoint_storage(checkpoints.as_uri())
     env.enable_checkpointing(interval)
     env.checkpoint_config.unaligned = config["unaligned"]
-    if config["source"] == "file":
-        stream = env.from_source(lg.FileSource(directory / "input.txt"), uid="src")
-    else:
-        stream = env.from_collection(input_lines(records), uid="src")
-    (
-        stream.map(lambda line: (line.split("-")[0], line), uid="parse")
-        .key_by(lambda record: record[0])
-        .process(CountPerKey(), uid="count")
-        .sink(lg.FileSink(directory / "out"), uid="out")
+    windows = config.get("job") == "windows"
+    # Record n's timestamp is n: each source subtask reads its records in order.
+    strategy = (
+        lg.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
+            lambda line, previous: int(line.split("-")[1])
+        )
+        if windows
+        else None
     )
+    if config["source"] == "file":
+        stream = env.from_source(
+            lg.FileSource(directory / "input.txt"), uid="src", watermark_strategy=strategy
+        )
+    else:
+        stream = env.from_collection(input_lines(records), uid="src", watermark_strategy=strategy)
+    keyed = stream.map(lambda line: (line.split("-")[0], line), uid="parse").key_by(lambda record: record[0])
+    if windows:  # a count per key and event-time window: window contents and timers in keyed state
+        counted = keyed.window(lg.TumblingEventTimeWindows.of(WINDOW / 1000)).process(
+            CountWindow(), uid="count"
+        )
+    else:
+        counted = keyed.process(CountPerKey(), uid="count")
+    counted.sink(lg.FileSink(directory / "out"), uid="out")
     complete = any((path / "_metadata").exists() for path in checkpoints.glob("chk-*"))
     restore_from = checkpoints.as_uri() if complete else None
 
@@ -133,8 +153,10 @@ def _finish(process: subprocess.Popen[bytes], what: str) -> None:
         )
 
 
-def check_output(directory: Path, records: int) -> tuple[int, int, int]:
+def check_output(directory: Path, records: int, job: str = "count") -> tuple[int, int, int]:
     """(lost, duplicated, inconsistent keys) of the visible output against the input."""
+    if job == "windows":
+        return _check_windows(directory, records)
     seen: Counter[str] = Counter()
     counts: dict[str, list[int]] = {}
     out = directory / "out"
@@ -150,6 +172,31 @@ def check_output(directory: Path, records: int) -> tuple[int, int, int]:
     duplicated = sum((seen - expected).values())
     inconsistent = sum(sorted(found) != list(range(1, len(found) + 1)) for found in counts.values())
     return lost, duplicated, inconsistent
+
+
+def _check_windows(directory: Path, records: int) -> tuple[int, int, int]:
+    """(lost, duplicated, wrong counts) of the windows job's visible output: one line per key and
+    window that holds records, with the number of its records."""
+    seen: Counter[tuple[str, int]] = Counter()
+    counted: dict[tuple[str, int], int] = {}
+    out = directory / "out"
+    for file in out.iterdir() if out.is_dir() else []:
+        if file.name.startswith("."):
+            continue
+        for text in file.read_text().splitlines():
+            key, start, count = text.split(" ")
+            seen[(key, int(start))] += 1
+            counted[(key, int(start))] = int(count)
+    expected: Counter[tuple[str, int]] = Counter()
+    for line in input_lines(records):
+        key, n = line.split("-")
+        expected[(key, int(n) - int(n) % WINDOW)] += 1
+    lost = sum(1 for window in expected if window not in seen)
+    duplicated = sum(times - 1 for times in seen.values()) + sum(
+        1 for window in seen if window not in expected
+    )
+    wrong = sum(1 for window, count in counted.items() if expected.get(window) != count)
+    return lost, duplicated, wrong
 
 
 def calibrate(config: dict[str, Any], records: int, interval: float) -> float:
@@ -189,7 +236,7 @@ def trial(
             raise RuntimeError(f"the first run exited with {first.returncode}: {stderr.decode()[-2000:]}")
         restored = any((path / "_metadata").exists() for path in (directory / "checkpoints").glob("chk-*"))
         _finish(_child(directory, config, records, interval), "the restored run")
-        lost, duplicated, inconsistent = check_output(directory, records)
+        lost, duplicated, inconsistent = check_output(directory, records, config.get("job", "count"))
     return TrialResult(seed, config, round(kill_after, 3), killed, restored, lost, duplicated, inconsistent)
 
 

@@ -21,6 +21,7 @@ from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._timers import TimerQueue
 from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable
 from lockgate.state.heap._snapshots import (
+    DROPPED,
     ChangeSets,
     _HeapSnapshotResources,
     _IncrementalHeapSnapshotResources,
@@ -70,6 +71,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._changes: list[tuple[int, ChangeSets]] = []
         self._written: dict[int, tuple[SharedStateHandle, ...]] = {}
         self._confirmed: tuple[int, tuple[SharedStateHandle, ...]] | None = None
+        # Window namespaces whose tables may be empty, and those dropped since the last snapshot.
+        self._maybe_empty: set[tuple[str, Any]] = set()
+        self._dropped: list[tuple[str, Any]] = []
 
     def __repr__(self) -> str:
         sizes = ", ".join(
@@ -134,9 +138,35 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         table.put(key, value)
 
     def delete_nowait(self, state: str, key: Any, namespace: Any) -> None:
-        table = self._tables[state].get(namespace)
-        if table is not None:
-            table.delete(key)
+        spaces = self._tables[state]
+        table = spaces.get(namespace)
+        if table is None:
+            return
+        table.delete(key)
+        if namespace is not DEFAULT_NAMESPACE:
+            # A window's namespace empties when the window goes: drop its table, or snapshots would
+            # freeze one more empty table per window ever seen.
+            if not table.frozen and not table.top:
+                del spaces[namespace]
+            else:
+                self._maybe_empty.add((state, namespace))
+
+    def _drop_empty_tables(self) -> None:
+        """Drop the tables of namespaces that emptied while a snapshot held them, or that track
+        changes; an incremental backend remembers each, so the next delta says it is gone."""
+        for name, namespace in self._maybe_empty:
+            spaces = self._tables.get(name)
+            table = None if spaces is None else spaces.get(namespace)
+            if table is None or table.holds or next(table.items(), None) is not None:
+                continue
+            del spaces[namespace]  # type: ignore[union-attr]
+            if self.incremental:
+                self._dropped.append((name, namespace))
+        self._maybe_empty = {
+            (name, namespace)
+            for name, namespace in self._maybe_empty
+            if namespace in self._tables.get(name, {})
+        }
 
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
         return self.get_nowait(state, key, namespace)
@@ -154,6 +184,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
 
     def snapshot_sync(self, checkpoint_id: int = 0) -> SnapshotResources:
         """Freeze every table: O(number of tables), whatever the number of entries."""
+        if self._maybe_empty:
+            self._drop_empty_tables()
         views = {
             name: [(namespace, table, table.freeze()) for namespace, table in spaces.items()]
             for name, spaces in self._tables.items()
@@ -165,6 +197,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             for name, spaces in views.items()
             for namespace, _, layers in spaces
         }
+        for dropped in self._dropped:  # gone since the last snapshot: a delta replaces it with nothing
+            changes[dropped] = DROPPED
+        self._dropped = []
         if len(self._changes) >= _MAX_TRACKED_SNAPSHOTS:
             # Nothing written so far can be built on any more: the changes since are partly gone.
             self._changes.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from lockgate._threads import run_sync
 from lockgate.state._keygroups import stable_key_hash
@@ -29,8 +29,11 @@ from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
 if TYPE_CHECKING:
     from lockgate.state.heap._heap import HeapKeyedStateBackend
 
+#: In a change set: the namespace's table was dropped (it emptied) since the snapshot before.
+DROPPED: Final[dict[Any, Any]] = {}
+
 #: One snapshot's change sets: the top layer it froze, by (state, namespace); None for a table
-#: frozen for the first time, whose every entry counts as changed.
+#: frozen for the first time, whose every entry counts as changed; DROPPED for a dropped table.
 ChangeSets = dict[tuple[str, Any], dict[Any, Any] | None]
 
 
@@ -188,6 +191,16 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
                         stored = prune(stored, now)
                     groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
             entries[name] = dict(groups)
+        for changes in change_sets:  # namespaces dropped since, and not back: replaced by nothing
+            for (name, namespace), keys in changes.items():
+                if keys is not DROPPED or name not in self._metas:
+                    continue
+                if any(held == namespace for held, _, _ in self._views[name]):
+                    continue
+                gone_spaces = replaced.setdefault(name, [])
+                if namespace not in gone_spaces:
+                    gone_spaces.append(namespace)
+                metas[name] = self._metas[name]
         return KeyedStateDelta(metas, entries, tables, removed, replaced)
 
     def _timer_delta(

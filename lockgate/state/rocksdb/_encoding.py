@@ -7,7 +7,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
-from lockgate.state._serialization import canonical_key_bytes
+from lockgate.state._serialization import canonical_key_bytes, exact_dataclass, is_exact_dataclass
 from lockgate.state._states import DEFAULT_NAMESPACE
 
 #: Column families of states are named with this prefix (RocksDB reserves the name "default").
@@ -86,7 +86,7 @@ def _decodes_exactly(key: Any) -> bool:
         return not key.is_integer()  # integral floats encode as ints
     if kind is tuple:
         return all(_decodes_exactly(item) for item in key)
-    return False
+    return is_exact_dataclass(key)
 
 
 class _Opaque:
@@ -123,10 +123,13 @@ def _decode_key(data: bytes, pos: int) -> tuple[Any, int]:
             items.append(item)
         return tuple(items), pos
     if tag == 0x44:  # D: class name, field count, then (name, value) per field
+        cls = exact_dataclass(data[pos : pos + length])
         pos += length
         (fields,) = _LEN.unpack_from(data, pos)
         pos += 4
-        for _ in range(fields * 2):
-            _, pos = _decode_key(data, pos)
-        return _DATACLASS, pos
+        values = {}
+        for _ in range(fields):
+            name, pos = _decode_key(data, pos)
+            values[name], pos = _decode_key(data, pos)
+        return (_DATACLASS if cls is None else cls(**values)), pos
     raise ValueError(f"not canonical key bytes: tag {tag!r} at {pos - 5}")

@@ -259,6 +259,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if store.in_batch:
             table.default.open()
 
+    def restored_state_names(self) -> set[str]:
+        return super().restored_state_names() | set(self._native_states)
+
     def create_state(
         self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
     ) -> S:
