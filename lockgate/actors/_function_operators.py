@@ -4,6 +4,7 @@ process and broadcast process."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from lockgate.actors._context import SubtaskContext
@@ -123,12 +124,21 @@ class FlatMapOperator(StreamOperator):
         ctx, fn, form, uid = self.ctx, self._fn, self._form, self.uid
         out: list[Any] = []
         stamps: list[int | None] = []
+        extend = out.extend
         try:
-            for value, timestamp in zip(batch, batch.timestamps, strict=True):
-                ctx.current_timestamp = timestamp
-                results = await outputs_of(fn, form, (value,), uid)
-                out += results
-                stamps += [timestamp] * len(results)
+            if form is CallForm.SYNC_GEN:  # the common fast form, inline
+                for value, timestamp in zip(batch, batch.timestamps, strict=True):
+                    ctx.current_timestamp = timestamp
+                    before = len(out)
+                    extend(fn(value))
+                    if len(out) > before:
+                        stamps += repeat(timestamp, len(out) - before)
+            else:
+                for value, timestamp in zip(batch, batch.timestamps, strict=True):
+                    ctx.current_timestamp = timestamp
+                    results = await outputs_of(fn, form, (value,), uid)
+                    out += results
+                    stamps += [timestamp] * len(results)
         finally:
             ctx.current_timestamp = None
         return StampedBatch(out, stamps)

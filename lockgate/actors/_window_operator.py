@@ -33,12 +33,16 @@ from lockgate.actors._stream_operator import (
 )
 from lockgate.eventtime import (
     MAX_WATERMARK,
+    EventTimeTrigger,
+    SlidingEventTimeWindows,
     TimeDomain,
+    TimeWindow,
     TriggerResult,
+    TumblingEventTimeWindows,
     Window,
     resolve,
 )
-from lockgate.functions import KeyedStateStore, OutputTag, WindowContext
+from lockgate.functions import KeyedStateStore, OutputTag, ProcessWindowFunction, WindowContext
 from lockgate.graph import WindowSpec
 from lockgate.mailbox import StampedBatch
 from lockgate.state import (
@@ -212,6 +216,19 @@ class WindowOperator(StreamOperator):
         self._context = _Context(self)
         #: Records no window took because they came after their windows' cleanup time.
         self.late_records_dropped = 0
+        # Aligned event-time windows fired by the default trigger take a batch at once.
+        assigner = spec.assigner
+        self._grouped = (
+            isinstance(assigner, TumblingEventTimeWindows | SlidingEventTimeWindows)
+            and type(self.trigger) is EventTimeTrigger
+            and self.evictor is None
+        )
+        self._function_clears = (
+            self.function is not None and type(self.function).clear is not ProcessWindowFunction.clear
+        )
+        self._size = getattr(assigner, "size", 0)
+        self._slide = getattr(assigner, "slide", self._size)
+        self._offset = getattr(assigner, "offset", 0)
 
     async def open(self) -> None:
         ctx = self.ctx
@@ -244,11 +261,111 @@ class WindowOperator(StreamOperator):
         await backend.prepare_batch(keys)
         out: list[Any] = []
         stamps: list[int | None] = []
-        for key, value, timestamp in zip(keys, batch, timestamps, strict=True):
-            backend.current_key = key
-            await self._process_element(key, value, timestamp, out, stamps)
+        if self._grouped:
+            await self._process_grouped(keys, batch, timestamps, out, stamps)
+        else:
+            for key, value, timestamp in zip(keys, batch, timestamps, strict=True):
+                backend.current_key = key
+                await self._process_element(key, value, timestamp, out, stamps)
         await backend.finish_batch()
         return StampedBatch(out, stamps) if out else out
+
+    async def _process_grouped(
+        self,
+        keys: list[Any],
+        batch: list[Any],
+        timestamps: list[Any],
+        out: list[Any],
+        stamps: list[int | None],
+    ) -> None:
+        """The batch at once, for aligned event-time windows (tumbling or sliding) that the default
+        trigger fires: the watermark stands still within a batch, so each record's windows and
+        lateness are known up front; the records of one key and window are added to its contents in
+        one state access, and its timer is set once. A window already due (within the allowed
+        lateness) fires once per record, as the trigger would."""
+        watermark, lateness = self.timers.watermark, self.lateness
+        size, slide, offset = self._size, self._slide, self._offset
+        keeps = self.keeps_elements
+        groups: dict[tuple[Any, int], list[Any]] = {}
+        late: list[tuple[Any, int]] = []
+        # A window [start, start + size) is cleaned up (takes nothing more) once the watermark
+        # reaches start + size - 1 + lateness.
+        newest_gone = watermark - size + 1 - lateness  # starts up to this are gone
+        for key, value, timestamp in zip(keys, batch, timestamps, strict=True):
+            item = (value, timestamp) if keeps else value
+            last = timestamp - (timestamp - offset) % slide
+            if slide == size:
+                if last <= newest_gone:
+                    late.append((value, timestamp))
+                    continue
+                group = groups.get((key, last))
+                if group is None:
+                    groups[(key, last)] = [item]
+                else:
+                    group.append(item)
+                continue
+            taken = False
+            for start in range(last, timestamp - size, -slide):
+                if start <= newest_gone:
+                    break  # older windows are gone too
+                taken = True
+                group = groups.get((key, start))
+                if group is None:
+                    groups[(key, start)] = [item]
+                else:
+                    group.append(item)
+            if not taken and timestamp + lateness <= watermark:
+                late.append((value, timestamp))
+        backend = self.backend
+        add_timer = self.timers.event.add
+        for (key, start), items in groups.items():
+            window = TimeWindow(start, start + size)
+            backend.current_key = key
+            if start + size - 1 <= watermark:  # due already: fire per record
+                for item in items:
+                    value, timestamp = item if keeps else (item, 0)
+                    self._add(window, value, timestamp)
+                    await self._emit(key, window, window, out, stamps)
+            else:
+                self._add_all(window, items)
+                add_timer(start + size - 1, key, window)  # the trigger's
+            if lateness:
+                add_timer(start + size - 1 + lateness, key, window)  # the cleanup
+        for value, timestamp in late:
+            self._late(value, timestamp)
+
+    def _add_all(self, namespace: Any, items: list[Any]) -> None:
+        contents = self.contents
+        contents.namespace = namespace
+        if self.keeps_elements:
+            contents.add_all_nowait(items)
+            return
+        aggregate = self._aggregate
+        if aggregate is not None:
+            accumulator = contents.value_nowait()
+            if accumulator is None:
+                accumulator = aggregate.create_accumulator()
+            add = aggregate.add
+            for value in items:
+                accumulator = add(value, accumulator)
+            contents.update_nowait(accumulator)
+            return
+        reduce = self._reduce
+        assert reduce is not None
+        reduced = contents.value_nowait()
+        for value in items:
+            reduced = value if reduced is None else reduce(reduced, value)
+        contents.update_nowait(reduced)
+
+    def _late(self, value: Any, timestamp: int) -> None:
+        """A record too late for every window of its own."""
+        if self.late_tag is None:
+            self.late_records_dropped += 1
+            return
+        ctx = self.ctx
+        ctx.current_timestamp = timestamp
+        ctx.output(self.late_tag, value)
+        ctx.current_timestamp = None
 
     async def _process_element(
         self, key: Any, value: Any, timestamp: int, out: list[Any], stamps: list[int | None]
@@ -270,13 +387,7 @@ class WindowOperator(StreamOperator):
                     await self._on_result(result, key, window, window, out, stamps)
                 self._register_cleanup(window)
         if not taken and self.event_time and timestamp + self.lateness <= self.timers.watermark:
-            if self.late_tag is not None:
-                ctx = self.ctx
-                ctx.current_timestamp = timestamp
-                ctx.output(self.late_tag, value)
-                ctx.current_timestamp = None
-            else:
-                self.late_records_dropped += 1
+            self._late(value, timestamp)
 
     async def _process_merging(
         self,
@@ -506,6 +617,10 @@ class WindowOperator(StreamOperator):
         out: list[Any] = []
         stamps: list[int | None] = []
         await backend.prepare_batch(())
+        if self._grouped and event_time:
+            await self._fire_grouped(queue, upto, out, stamps)
+            await backend.finish_batch()
+            return StampedBatch(out, stamps) if out else out
         while (timer := queue.poll(upto)) is not None:
             timestamp, key, window = timer
             backend.current_key = key
@@ -527,6 +642,27 @@ class WindowOperator(StreamOperator):
                 await self._clear_all(window, state_window)
         await backend.finish_batch()
         return StampedBatch(out, stamps) if out else out
+
+    async def _fire_grouped(
+        self, queue: TimerQueue, upto: int, out: list[Any], stamps: list[int | None]
+    ) -> None:
+        """:meth:`_fire` for the default event-time trigger, whose decisions are known: a window fires
+        at its last ms and goes at its cleanup time (its trigger then has nothing left to clear)."""
+        backend, lateness, contents = self.backend, self.lateness, self.contents
+        clear_function = self._function_clears
+        while (timer := queue.poll(upto)) is not None:
+            timestamp, key, window = timer
+            backend.current_key = key
+            last = window.end - 1
+            if timestamp == last:
+                await self._emit(key, window, window, out, stamps)
+            if timestamp == last + lateness:
+                contents.namespace = window
+                contents.clear_nowait()
+                if clear_function:
+                    assert self.function is not None
+                    self._context.window = window
+                    await resolve(self.function.clear(self._context))
 
     async def _clear_all(self, window: Any, state_window: Any) -> None:
         contents = self.contents

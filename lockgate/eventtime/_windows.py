@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lockgate._errors import ConfigurationError
@@ -27,6 +27,19 @@ class TimeWindow:
 
     start: int
     end: int
+    # Windows are the keys of state tables, hashed on every access: the hash is computed once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.start, self.end)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:  # plain, rather than the generated one's tuples
+        if other.__class__ is not TimeWindow:
+            return NotImplemented
+        return self.start == other.start and self.end == other.end
 
     def max_timestamp(self) -> int:
         """The last ms the window holds (``end - 1``): its results carry this timestamp."""
