@@ -152,3 +152,13 @@ def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> N
     printed, final = outputs["background-wait"].split("\n", 1)
     assert printed == "<Job 'live-sums' [finished]>"
     assert literal_eval(final) == {"figs": sum(range(0, 100, 2)), "pears": sum(range(1, 100, 2))}
+
+
+def test_sessions_restores_open_sessions_and_sends_late_clicks_aside_exactly_once() -> None:
+    out = run_example("sessions.py")
+    assert "the parser failed on click #170; restart 1 from checkpoint 3" in out
+    assert "The job finished after 1 restart(s), from checkpoint 3." in out
+    assert "30 sessions (30 s without a click ends one)" in out
+    assert "  ada  10:00:00-10:01:21  10 clicks on 7 pages" in out
+    assert "Late clicks in the side output: 5" in out
+    assert out.rstrip().endswith("exactly once: True")
