@@ -176,11 +176,14 @@ async def test_processing_time_timers_fire_with_state_and_side_outputs() -> None
     class Remind(lg.KeyedProcessFunction[Any, Any]):
         def open(self, ctx: lg.RuntimeContext) -> None:
             self.seen = ctx.get_list_state(lg.ListStateDescriptor("seen"))
+            self.armed = ctx.get_state(lg.ValueStateDescriptor("armed", default=False))
 
         async def process_element(self, value: Any, ctx: lg.RuntimeContext) -> Any:
             await self.seen.add(value)
-            service = ctx.timer_service()
-            service.register_processing_time_timer(service.current_processing_time() + 20)
+            if not await self.armed.value():  # one reminder per key
+                await self.armed.update(True)
+                service = ctx.timer_service()
+                service.register_processing_time_timer(service.current_processing_time() + 20)
             return
             yield
 
@@ -196,9 +199,9 @@ async def test_processing_time_timers_fire_with_state_and_side_outputs() -> None
     both = Arrivals(2)
     out = stream.map(both.note).sink(lg.CollectSink())
     side = stream.get_side_output(reminders).sink(lg.CollectSink())
-    job = await env.start("processing time")
-    for value in range(4):
+    for value in range(4):  # queued before the start: read in one batch, before any timer is due
         await source.put(value)
+    job = await env.start("processing time")
     with anyio.fail_after(10):
         await both.arrived.wait()
     source.close()
@@ -249,3 +252,51 @@ async def test_an_idle_source_does_not_hold_windows_back() -> None:
     busy.close()
     quiet.close()
     await job.wait()
+
+
+async def test_processing_time_timers_due_while_the_job_was_down_fire_right_after_the_restore(
+    tmp_path: Any,
+) -> None:
+    class Later(lg.KeyedProcessFunction[Any, Any]):
+        def process_element(self, value: Any, ctx: lg.RuntimeContext) -> Any:
+            service = ctx.timer_service()
+            service.register_processing_time_timer(service.current_processing_time() + 200)
+            return [("seen", value)]
+
+        def on_timer(self, timestamp: int, ctx: lg.RuntimeContext) -> Any:
+            return [("fired", ctx.get_current_key(), timestamp)]
+
+    def build(
+        source: lg.QueueSource[Any], arrivals: Arrivals
+    ) -> tuple[lg.StreamEnvironment, lg.CollectSink[Any]]:
+        env = lg.StreamEnvironment()
+        env.set_state_backend(lg.RocksDBStateBackend())
+        out = (
+            env.from_source(source, uid="src")
+            .key_by(lambda v: v)
+            .process(Later(), uid="later")
+            .map(arrivals.note, uid="note")
+            .sink(lg.CollectSink(), uid="out")
+        )
+        return env, out
+
+    source: lg.QueueSource[Any] = lg.QueueSource()
+    seen = Arrivals(1)
+    env, before = build(source, seen)
+    job = await env.start("before")
+    await source.put("k")
+    with anyio.fail_after(10):
+        await seen.arrived.wait()
+        savepoint = await job.stop_with_savepoint((tmp_path / "sp").as_uri())
+    assert before.results == [("seen", "k")]  # the timer was pending when the job stopped
+    await anyio.sleep(0.3)  # the job is down while the timer comes due (time passing, not waiting on it)
+    source = lg.QueueSource()
+    fired = Arrivals(1)
+    env, after = build(source, fired)
+    job = await env.start("after", restore_from=savepoint)
+    with anyio.fail_after(10):
+        await fired.arrived.wait()  # no record comes: the restored timer alone wakes the operator
+    source.close()
+    await job.wait()
+    [(kind, key, _)] = after.results
+    assert (kind, key) == ("fired", "k")

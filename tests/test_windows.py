@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -282,3 +283,62 @@ def test_window_settings_are_checked() -> None:
         keyed.window(lg.GlobalWindows.create()).process(ListAll)  # type: ignore[arg-type]
     with pytest.raises(lg.ConfigurationError, match="at least 1"):
         keyed.count_window(0)
+
+
+async def test_a_time_evictor_keeps_the_newest_elements_of_a_window() -> None:
+    env = lg.StreamEnvironment()
+    env.config.auto_watermark_interval = 0
+    strategy = lg.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r)
+    out = (
+        env.from_collection([1, 3, 5, 7, 9, 12], watermark_strategy=strategy)
+        .key_by(lambda r: "k")
+        .window(lg.TumblingEventTimeWindows.of(timedelta(milliseconds=10)))
+        .evictor(lg.TimeEvictor.of(timedelta(milliseconds=4)))
+        .process(ListAll(), uid="w")
+        .sink(lg.CollectSink())
+    )
+    await env.execute("time evictor")
+    assert out.results == [(7, 9), (12,)]  # 9 - 4 = 5: elements up to 5 are evicted
+
+
+async def test_no_watermarks_fires_event_time_windows_only_at_the_end() -> None:
+    class Watch(lg.ProcessWindowFunction[Any, Any]):
+        def process(self, key: Any, context: lg.WindowContext, elements: list[Any]) -> Any:
+            yield (context.window.start, context.current_watermark())
+
+    env = lg.StreamEnvironment(batch_size=1)
+    env.config.auto_watermark_interval = 0
+    strategy = lg.WatermarkStrategy.no_watermarks().with_timestamp_assigner(lambda r: r)
+    out = (
+        env.from_collection([1, 15, 27], watermark_strategy=strategy)
+        .key_by(lambda r: "k")
+        .window(lg.TumblingEventTimeWindows.of(timedelta(milliseconds=10)))
+        .process(Watch(), uid="w")
+        .sink(lg.CollectSink())
+    )
+    await env.execute("no watermarks")
+    assert out.results == [(0, lg.MAX_WATERMARK), (10, lg.MAX_WATERMARK), (20, lg.MAX_WATERMARK)]
+
+
+async def test_processing_time_windows_fire_by_the_clock() -> None:
+    from tests.test_timers import Arrivals
+
+    env = lg.StreamEnvironment()
+    source: lg.QueueSource[Any] = lg.QueueSource()
+    fired = Arrivals(1)
+    out = (
+        env.from_source(source)
+        .key_by(lambda r: r[0])
+        .window(lg.TumblingProcessingTimeWindows.of(timedelta(milliseconds=50)))
+        .reduce(lambda a, b: (a[0], a[1] + b[1]), uid="w")
+        .map(fired.note)
+        .sink(lg.CollectSink())
+    )
+    job = await env.start("processing time windows")
+    await source.put(("k", 1))
+    await source.put(("k", 2))
+    with anyio.fail_after(10):
+        await fired.arrived.wait()  # the window's end passed on the clock, with no record after it
+    source.close()
+    await job.wait()
+    assert sum(total for _, total in out.results) == 3
