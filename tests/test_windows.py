@@ -41,11 +41,13 @@ def assigner_of(model: Assigner) -> lg.WindowAssigner:
 
 assigners = st.one_of(
     st.builds(Assigner, st.just("tumbling"), st.integers(1, 40)),
+    # sizes a multiple of the slide (records meet in panes) and any others
     st.integers(1, 10).flatmap(
         lambda slide: st.builds(
             Assigner, st.just("sliding"), st.integers(1, 4).map(lambda n: n * slide), st.just(slide)
         )
     ),
+    st.builds(Assigner, st.just("sliding"), st.integers(2, 30), st.integers(1, 10)),
     st.builds(Assigner, st.just("session"), st.integers(1, 30)),
 )
 

@@ -35,6 +35,8 @@ from lockgate.state import (
     timer_state_name,
 )
 
+_INTS: Final = {int}
+
 
 def now_millis() -> int:
     """The wall clock in ms since the epoch: processing time."""
@@ -277,6 +279,17 @@ class TimestampsAndWatermarksOperator(StreamOperator):
             timestamps = [assign(record, ts) for record, ts in zip(batch, batch.timestamps, strict=True)]  # type: ignore[attr-defined]
         else:
             timestamps = [assign(record, None) for record in batch]
+        if set(map(type, timestamps)) == _INTS:  # the usual case, checked in C
+            pass
+        else:
+            self._convert(batch, timestamps)
+        self._generator.on_timestamps(timestamps)
+        self._on_records()
+        return StampedBatch(batch, timestamps)
+
+    @staticmethod
+    def _convert(batch: list[Any], timestamps: list[Any]) -> None:
+        """Timestamps that are not ints become ms (aware datetimes), or fail naming their record."""
         for position, ts in enumerate(timestamps):
             if type(ts) is not int:
                 try:
@@ -284,9 +297,6 @@ class TimestampsAndWatermarksOperator(StreamOperator):
                 except TypeError as exc:
                     exc.add_note(f"the timestamp assigner returned it for the record {batch[position]!r}")
                     raise
-        self._generator.on_timestamps(timestamps)
-        self._on_records()
-        return StampedBatch(batch, timestamps)
 
     def _on_records(self) -> None:
         self._last_record_at = now_millis()

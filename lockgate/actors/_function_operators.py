@@ -4,7 +4,7 @@ process and broadcast process."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any
 
 from lockgate.actors._context import SubtaskContext
@@ -73,8 +73,7 @@ class FilterOperator(MapOperator):
             kept = [await fn(value) for value in batch]
         else:
             kept = [fn(value) for value in batch]
-        pairs = [(value, ts) for value, ts, keep in zip(batch, batch.timestamps, kept, strict=True) if keep]
-        return StampedBatch([value for value, _ in pairs], [ts for _, ts in pairs])
+        return StampedBatch(compress(batch, kept), list(compress(batch.timestamps, kept)))
 
 
 @operator_for(FilterSpec)

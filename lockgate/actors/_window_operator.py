@@ -58,7 +58,10 @@ from lockgate.state import (
     ValueState,
     ValueStateDescriptor,
 )
-from lockgate.state._states import STATE_TYPES
+from lockgate.state._states import MISSING, STATE_TYPES
+
+#: The state of a window's contents: its elements, or their pre-aggregated value.
+_CONTENTS = "window-contents"
 
 
 class _WindowStates:
@@ -202,11 +205,11 @@ class WindowOperator(StreamOperator):
         self.keeps_elements = self.evictor is not None or (self._reduce is None and self._aggregate is None)
         if self.keeps_elements:
             self.contents: Any = backend.create_state(
-                ListStateDescriptor[Any]("window-contents"), ListState, namespaced=True
+                ListStateDescriptor[Any](_CONTENTS), ListState, namespaced=True
             )
         else:
             self.contents = backend.create_state(
-                ValueStateDescriptor[Any]("window-contents"), ValueState, namespaced=True
+                ValueStateDescriptor[Any](_CONTENTS), ValueState, namespaced=True
             )
         self.windows_of_key: MapState[Any, Any] | None = None
         if self.merging:
@@ -226,6 +229,7 @@ class WindowOperator(StreamOperator):
         self._function_clears = (
             self.function is not None and type(self.function).clear is not ProcessWindowFunction.clear
         )
+        self._windows: dict[int, TimeWindow] = {}  # the open windows' objects, by start
         self._size = getattr(assigner, "size", 0)
         self._slide = getattr(assigner, "slide", self._size)
         self._offset = getattr(assigner, "offset", 0)
@@ -291,35 +295,67 @@ class WindowOperator(StreamOperator):
         # A window [start, start + size) is cleaned up (takes nothing more) once the watermark
         # reaches start + size - 1 + lateness.
         newest_gone = watermark - size + 1 - lateness  # starts up to this are gone
-        for key, value, timestamp in zip(keys, batch, timestamps, strict=True):
-            item = (value, timestamp) if keeps else value
-            last = timestamp - (timestamp - offset) % slide
-            if slide == size:
-                if last <= newest_gone:
-                    late.append((value, timestamp))
-                    continue
-                group = groups.get((key, last))
-                if group is None:
-                    groups[(key, last)] = [item]
-                else:
-                    group.append(item)
-                continue
-            taken = False
-            for start in range(last, timestamp - size, -slide):
+        items = zip(batch, timestamps, strict=True) if keeps else batch
+        if slide == size:  # tumbling: one window per record
+            for key, item, timestamp in zip(keys, items, timestamps, strict=True):
+                start = timestamp - (timestamp - offset) % size
                 if start <= newest_gone:
-                    break  # older windows are gone too
-                taken = True
-                group = groups.get((key, start))
+                    late.append((item[0] if keeps else item, timestamp))
+                    continue
+                group_key = (key, start)
+                group = groups.get(group_key)
                 if group is None:
-                    groups[(key, start)] = [item]
+                    groups[group_key] = [item]
                 else:
                     group.append(item)
-            if not taken and timestamp + lateness <= watermark:
-                late.append((value, timestamp))
+        elif size % slide == 0:  # sliding: records meet in panes of one slide, each in size / slide windows
+            panes: dict[tuple[Any, int], list[Any]] = {}
+            for key, item, timestamp in zip(keys, items, timestamps, strict=True):
+                pane_key = (key, timestamp - (timestamp - offset) % slide)
+                pane = panes.get(pane_key)
+                if pane is None:
+                    panes[pane_key] = [item]
+                else:
+                    pane.append(item)
+            gone: set[tuple[Any, int]] = set()
+            for pane_key, pane in panes.items():
+                key, last = pane_key
+                if last <= newest_gone:  # its newest window is gone, so are the others
+                    gone.add(pane_key)
+                    continue
+                for start in range(last, last - size, -slide):
+                    if start <= newest_gone:
+                        break
+                    group = groups.get((key, start))
+                    if group is None:
+                        groups[(key, start)] = list(pane)
+                    else:
+                        group += pane
+            if gone:  # every window of theirs is gone: late
+                for key, value, timestamp in zip(keys, batch, timestamps, strict=True):
+                    if (key, timestamp - (timestamp - offset) % slide) in gone:
+                        late.append((value, timestamp))
+        else:
+            for key, item, timestamp in zip(keys, items, timestamps, strict=True):
+                taken = False
+                for start in range(timestamp - (timestamp - offset) % slide, timestamp - size, -slide):
+                    if start <= newest_gone:
+                        break  # older windows are gone too
+                    taken = True
+                    group = groups.get((key, start))
+                    if group is None:
+                        groups[(key, start)] = [item]
+                    else:
+                        group.append(item)
+                if not taken and timestamp + lateness <= watermark:
+                    late.append((item[0] if keeps else item, timestamp))
         backend = self.backend
         add_timer = self.timers.event.add
+        windows = self._windows
         for (key, start), items in groups.items():
-            window = TimeWindow(start, start + size)
+            window = windows.get(start)
+            if window is None:  # one object per window: table lookups then match by identity
+                window = windows[start] = TimeWindow(start, start + size)
             backend.current_key = key
             if start + size - 1 <= watermark:  # due already: fire per record
                 for item in items:
@@ -327,35 +363,37 @@ class WindowOperator(StreamOperator):
                     self._add(window, value, timestamp)
                     await self._emit(key, window, window, out, stamps)
             else:
-                self._add_all(window, items)
+                self._add_all(key, window, items)
                 add_timer(start + size - 1, key, window)  # the trigger's
             if lateness:
                 add_timer(start + size - 1 + lateness, key, window)  # the cleanup
         for value, timestamp in late:
             self._late(value, timestamp)
 
-    def _add_all(self, namespace: Any, items: list[Any]) -> None:
-        contents = self.contents
-        contents.namespace = namespace
+    def _add_all(self, key: Any, namespace: Any, items: list[Any]) -> None:
         if self.keeps_elements:
+            contents = self.contents
+            contents.namespace = namespace
             contents.add_all_nowait(items)
             return
+        # A pre-aggregated value straight from the backend: the contents state has no TTL and no
+        # default, so the stored value is the value (a state object would add only checks).
+        backend = self.backend
+        held = backend.get_nowait(_CONTENTS, key, namespace)
         aggregate = self._aggregate
         if aggregate is not None:
-            accumulator = contents.value_nowait()
-            if accumulator is None:
-                accumulator = aggregate.create_accumulator()
+            accumulator = aggregate.create_accumulator() if held is MISSING else held
             add = aggregate.add
             for value in items:
                 accumulator = add(value, accumulator)
-            contents.update_nowait(accumulator)
+            backend.put_nowait(_CONTENTS, key, namespace, accumulator)
             return
         reduce = self._reduce
         assert reduce is not None
-        reduced = contents.value_nowait()
+        reduced = None if held is MISSING else held
         for value in items:
             reduced = value if reduced is None else reduce(reduced, value)
-        contents.update_nowait(reduced)
+        backend.put_nowait(_CONTENTS, key, namespace, reduced)
 
     def _late(self, value: Any, timestamp: int) -> None:
         """A record too late for every window of its own."""
@@ -657,6 +695,7 @@ class WindowOperator(StreamOperator):
             if timestamp == last:
                 await self._emit(key, window, window, out, stamps)
             if timestamp == last + lateness:
+                self._windows.pop(window.start, None)
                 contents.namespace = window
                 contents.clear_nowait()
                 if clear_function:
