@@ -7,7 +7,7 @@ and collects its rows; ``build_q5`` and the others add the query to an environme
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -149,11 +149,10 @@ class NewSellers(lg.ProcessWindowFunction[Any, Any]):
         return [(context.window.end, key, name)] if name is not None and opened else []
 
 
-def _tagged(event: Event) -> Iterable[tuple[str, int, str | None]]:
+def _tagged(event: Person | Auction) -> tuple[str, int, str | None]:
     if type(event) is Person:
-        yield ("person", event.id, event.name)
-    elif type(event) is Auction:
-        yield ("auction", event.seller, None)
+        return ("person", event.id, event.name)
+    return ("auction", event.seller, None)  # type: ignore[union-attr]
 
 
 def build_q8(env: lg.StreamEnvironment, events: list[Event]) -> lg.CollectSink[Any]:
@@ -162,7 +161,8 @@ def build_q8(env: lg.StreamEnvironment, events: list[Event]) -> lg.CollectSink[A
     sink: lg.CollectSink[Any] = lg.CollectSink()
     (
         _events(env, events)
-        .flat_map(_tagged, uid="persons-and-auctions")
+        .filter(lambda event: type(event) is not Bid, uid="persons-and-auctions")
+        .map(_tagged, uid="tag")
         .key_by(lambda row: row[1])
         .window(lg.TumblingEventTimeWindows.of(_ms(SIZE_MS)))
         .aggregate(SellerJoin(), NewSellers(), uid="join")

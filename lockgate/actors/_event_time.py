@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, Final
 
 import anyio
@@ -276,9 +277,9 @@ class TimestampsAndWatermarksOperator(StreamOperator):
             self._on_records()
             return batch
         if stamped:
-            timestamps = [assign(record, ts) for record, ts in zip(batch, batch.timestamps, strict=True)]  # type: ignore[attr-defined]
+            timestamps = list(map(assign, batch, batch.timestamps))  # type: ignore[attr-defined]
         else:
-            timestamps = [assign(record, None) for record in batch]
+            timestamps = list(map(assign, batch, repeat(None)))  # the loop in C
         if set(map(type, timestamps)) == _INTS:  # the usual case, checked in C
             pass
         else:

@@ -297,17 +297,21 @@ class WindowOperator(StreamOperator):
         newest_gone = watermark - size + 1 - lateness  # starts up to this are gone
         items = zip(batch, timestamps, strict=True) if keeps else batch
         if slide == size:  # tumbling: one window per record
+            run: list[Any] = []
+            group_key: Any = None
             for key, item, timestamp in zip(keys, items, timestamps, strict=True):
                 start = timestamp - (timestamp - offset) % size
                 if start <= newest_gone:
                     late.append((item[0] if keeps else item, timestamp))
                     continue
-                group_key = (key, start)
-                group = groups.get(group_key)
-                if group is None:
-                    groups[group_key] = [item]
-                else:
-                    group.append(item)
+                # Records of a key and window often come in runs: the last group first, then the dict.
+                if group_key is None or start != group_key[1] or key != group_key[0]:
+                    group_key = (key, start)
+                    found = groups.get(group_key)
+                    if found is None:
+                        found = groups[group_key] = []
+                    run = found
+                run.append(item)
         elif size % slide == 0:  # sliding: records meet in panes of one slide, each in size / slide windows
             panes: dict[tuple[Any, int], list[Any]] = {}
             for key, item, timestamp in zip(keys, items, timestamps, strict=True):
