@@ -300,3 +300,27 @@ async def test_processing_time_timers_due_while_the_job_was_down_fire_right_afte
     await job.wait()
     [(kind, key, _)] = after.results
     assert (kind, key) == ("fired", "k")
+
+
+async def test_processing_time_timers_do_not_fire_after_the_end_of_input() -> None:
+    """A bounded branch ends while its job goes on: its pending processing-time timer never fires
+    (nothing may follow the end of input downstream), as in Flink."""
+
+    class Soon(lg.KeyedProcessFunction[Any, Any]):
+        def process_element(self, value: Any, ctx: lg.RuntimeContext) -> Any:
+            service = ctx.timer_service()
+            service.register_processing_time_timer(service.current_processing_time() + 30)
+            return [("seen", value)]
+
+        def on_timer(self, timestamp: int, ctx: lg.RuntimeContext) -> Any:
+            return [("fired", ctx.get_current_key())]
+
+    env = lg.StreamEnvironment()
+    ended = env.from_collection(["k"]).key_by(lambda v: v).process(Soon(), uid="soon").sink(lg.CollectSink())
+    other: lg.QueueSource[Any] = lg.QueueSource()
+    env.from_source(other).sink(lg.CollectSink())
+    job = await env.start("two branches")
+    await anyio.sleep(0.2)  # the timer's time passes while the other branch keeps the job running
+    other.close()
+    await job.wait()
+    assert ended.results == [("seen", "k")]

@@ -400,7 +400,8 @@ class SubtaskActor:
         elif isinstance(letter, CheckpointComplete):
             await self._notify_complete(letter)
         elif letter is WAKE:
-            await self._on_wake()
+            if not self.input_ended:  # after its end, processing time fires nothing (as in Flink)
+                await self._on_wake()
         elif letter is STOP:
             self._stopped = True
         elif letter is JOB_FINISHED:
