@@ -366,20 +366,23 @@ class WindowOperator(StreamOperator):
                     value, timestamp = item if keeps else (item, 0)
                     self._add(window, value, timestamp)
                     await self._emit(key, window, window, out, stamps)
-            else:
-                self._add_all(key, window, items)
+            elif self._add_all(key, window, items):  # new contents: set the window's timers
                 add_timer(start + size - 1, key, window)  # the trigger's
-            if lateness:
-                add_timer(start + size - 1 + lateness, key, window)  # the cleanup
+                if lateness:
+                    add_timer(start + size - 1 + lateness, key, window)  # the cleanup
+            if lateness and start + size - 1 <= watermark:
+                add_timer(start + size - 1 + lateness, key, window)
         for value, timestamp in late:
             self._late(value, timestamp)
 
-    def _add_all(self, key: Any, namespace: Any, items: list[Any]) -> None:
+    def _add_all(self, key: Any, namespace: Any, items: list[Any]) -> bool:
+        """Add ``items`` to the window's contents; whether it held none before (its timers are then
+        still to set: a window that holds contents has them)."""
         if self.keeps_elements:
             contents = self.contents
             contents.namespace = namespace
             contents.add_all_nowait(items)
-            return
+            return True  # cheaper to set the timers again than to read the list
         # A pre-aggregated value straight from the backend: the contents state has no TTL and no
         # default, so the stored value is the value (a state object would add only checks).
         backend = self.backend
@@ -391,13 +394,14 @@ class WindowOperator(StreamOperator):
             for value in items:
                 accumulator = add(value, accumulator)
             backend.put_nowait(_CONTENTS, key, namespace, accumulator)
-            return
+            return held is MISSING
         reduce = self._reduce
         assert reduce is not None
         reduced = None if held is MISSING else held
         for value in items:
             reduced = value if reduced is None else reduce(reduced, value)
         backend.put_nowait(_CONTENTS, key, namespace, reduced)
+        return held is MISSING
 
     def _late(self, value: Any, timestamp: int) -> None:
         """A record too late for every window of its own."""
@@ -576,8 +580,8 @@ class WindowOperator(StreamOperator):
             if not values:
                 return
         else:
-            value = contents.value_nowait()
-            if value is None:
+            value = self.backend.get_nowait(_CONTENTS, key, state_window)  # no TTL, no default
+            if value is MISSING or value is None:
                 return
             values = [self._aggregate.get_result(value) if self._aggregate is not None else value]
         stamp = window.max_timestamp()
@@ -700,8 +704,11 @@ class WindowOperator(StreamOperator):
                 await self._emit(key, window, window, out, stamps)
             if timestamp == last + lateness:
                 self._windows.pop(window.start, None)
-                contents.namespace = window
-                contents.clear_nowait()
+                if self.keeps_elements:
+                    contents.namespace = window
+                    contents.clear_nowait()
+                else:
+                    backend.delete_nowait(_CONTENTS, key, window)
                 if clear_function:
                     assert self.function is not None
                     self._context.window = window
