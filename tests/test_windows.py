@@ -344,3 +344,33 @@ async def test_processing_time_windows_fire_by_the_clock() -> None:
     source.close()
     await job.wait()
     assert sum(total for _, total in out.results) == 3
+
+
+@pytest.mark.parametrize(
+    "assigner",
+    [
+        lg.TumblingEventTimeWindows.of(timedelta(milliseconds=4)),
+        lg.SlidingEventTimeWindows.of(timedelta(milliseconds=4), timedelta(milliseconds=2)),
+        lg.SlidingEventTimeWindows.of(timedelta(milliseconds=5), timedelta(milliseconds=2)),
+    ],
+)
+async def test_a_window_sees_its_records_in_arrival_order(assigner: lg.WindowAssigner) -> None:
+    """Out-of-order records within one batch: each window's elements, and an order-sensitive reduce,
+    follow the order the records came in, as record-at-a-time processing gives."""
+    arrival = [3, 1, 6, 2, 0, 5, 7, 4, 9, 8]
+    env = lg.StreamEnvironment(batch_size=100)
+    strategy = lg.WatermarkStrategy.for_bounded_out_of_orderness(
+        timedelta(milliseconds=100)
+    ).with_timestamp_assigner(lambda r: r)
+    keyed = env.from_collection(arrival, watermark_strategy=strategy).key_by(lambda r: "k")
+    listed = keyed.window(assigner).process(ListAll(), uid="listed").sink(lg.CollectSink())
+    joined = keyed.window(assigner).reduce(lambda a, b: f"{a}{b}", uid="joined").sink(lg.CollectSink())
+    await env.execute("arrival order")
+    expected = []
+    for window_start in sorted({w.start for ts in arrival for w in assigner.assign_windows(ts, ts)}):
+        end = window_start + (assigner.size)  # type: ignore[attr-defined]
+        expected.append(tuple(ts for ts in arrival if window_start <= ts < end))
+    assert sorted(listed.results) == sorted(expected)
+    assert sorted(joined.results, key=str) == sorted(
+        ("".join(map(str, members)) if len(members) > 1 else members[0] for members in expected), key=str
+    )

@@ -312,34 +312,7 @@ class WindowOperator(StreamOperator):
                         found = groups[group_key] = []
                     run = found
                 run.append(item)
-        elif size % slide == 0:  # sliding: records meet in panes of one slide, each in size / slide windows
-            panes: dict[tuple[Any, int], list[Any]] = {}
-            for key, item, timestamp in zip(keys, items, timestamps, strict=True):
-                pane_key = (key, timestamp - (timestamp - offset) % slide)
-                pane = panes.get(pane_key)
-                if pane is None:
-                    panes[pane_key] = [item]
-                else:
-                    pane.append(item)
-            gone: set[tuple[Any, int]] = set()
-            for pane_key, pane in panes.items():
-                key, last = pane_key
-                if last <= newest_gone:  # its newest window is gone, so are the others
-                    gone.add(pane_key)
-                    continue
-                for start in range(last, last - size, -slide):
-                    if start <= newest_gone:
-                        break
-                    group = groups.get((key, start))
-                    if group is None:
-                        groups[(key, start)] = list(pane)
-                    else:
-                        group += pane
-            if gone:  # every window of theirs is gone: late
-                for key, value, timestamp in zip(keys, batch, timestamps, strict=True):
-                    if (key, timestamp - (timestamp - offset) % slide) in gone:
-                        late.append((value, timestamp))
-        else:
+        else:  # sliding: each record joins each of its windows' groups, so each keeps arrival order
             for key, item, timestamp in zip(keys, items, timestamps, strict=True):
                 taken = False
                 for start in range(timestamp - (timestamp - offset) % slide, timestamp - size, -slide):
