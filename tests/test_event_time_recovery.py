@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
+from tests.test_windows import Count
 
 pytestmark = pytest.mark.anyio
 
@@ -45,20 +46,6 @@ def bounded_streams(draw: st.DrawFn) -> list[tuple[str, int]]:
         base += step
         out.append((key, max(0, base - jitter)))
     return out
-
-
-class Count(lg.AggregateFunction[Any, int, int]):
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add(self, value: Any, accumulator: int) -> int:
-        return accumulator + 1
-
-    def get_result(self, accumulator: int) -> int:
-        return accumulator
-
-    def merge(self, a: int, b: int) -> int:
-        return a + b
 
 
 class Label(lg.ProcessWindowFunction[Any, Any]):

@@ -303,17 +303,22 @@ class SubtaskActor:
             operator = operators[position]
             if operator.generates_watermarks and watermark != MAX_WATERMARK:
                 return
-            try:
-                fired = await operator.on_watermark(watermark)
-            except Exception as exc:
-                raise OperatorFailure(operator.uid) from exc
-            if operator.ctx.side_outputs:
-                await self._emit_side_outputs(operator)
-            if fired:
-                await self.process(fired, position + 1)
+            await self._pass_on(position, operator, operator.on_watermark(watermark))
         if watermark != MAX_WATERMARK:  # the end of input, which follows it, says as much downstream
             self._idle_downstream = False
             await self.output.emit_event(Watermark(watermark))
+
+    async def _pass_on(self, position: int, operator: StreamOperator, firing: Awaitable[list[Any]]) -> None:
+        """What ``operator`` (at ``position`` in the chain) emits outside a batch (timers fired, its
+        last outputs) goes through the rest of the chain, its side outputs to theirs."""
+        try:
+            fired = await firing
+        except Exception as exc:
+            raise OperatorFailure(operator.uid) from exc
+        if operator.ctx.side_outputs:
+            await self._emit_side_outputs(operator)
+        if fired:
+            await self.process(fired, position + 1)
 
     async def _on_input_status(self, index: int, status: WatermarkStatus) -> None:
         watermarks = self.input_watermarks
@@ -354,14 +359,7 @@ class SubtaskActor:
         """A wake-up came: fire due processing-time timers down the chain, then let generators emit."""
         now = now_millis()
         for position, operator in enumerate(self.operators):
-            try:
-                fired = await operator.on_processing_time(now)
-            except Exception as exc:
-                raise OperatorFailure(operator.uid) from exc
-            if operator.ctx.side_outputs:
-                await self._emit_side_outputs(operator)
-            if fired:
-                await self.process(fired, position + 1)
+            await self._pass_on(position, operator, operator.on_processing_time(now))
         if self._generators:
             await self._poll_generators()
 
@@ -456,12 +454,7 @@ class SubtaskActor:
         if self.watermark < MAX_WATERMARK:
             await self.advance_watermark(MAX_WATERMARK)
         for position, operator in enumerate(self.operators):
-            try:
-                last = await operator.finish()
-            except Exception as exc:
-                raise OperatorFailure(operator.uid) from exc
-            if last:
-                await self.process(last, position + 1)
+            await self._pass_on(position, operator, operator.finish())
         await self.output.emit_event(END_OF_INPUT)
         self.input_ended = True
         if self.source is not None and self.runtime.coordinator is not None:

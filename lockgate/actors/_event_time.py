@@ -23,7 +23,7 @@ import anyio
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._registry import operator_for
 from lockgate.actors._stream_operator import StreamOperator
-from lockgate.eventtime import MIN_WATERMARK, WatermarkStrategy, to_millis
+from lockgate.eventtime import MIN_WATERMARK, TimeDomain, WatermarkStrategy, to_millis
 from lockgate.functions import TimerService
 from lockgate.graph import TimestampsAndWatermarksSpec
 from lockgate.mailbox import IDLE, StampedBatch, WatermarkStatus
@@ -218,6 +218,44 @@ class InternalTimers(TimerService):
 
     def delete_processing_time_timer(self, timestamp: int, namespace: Any = DEFAULT_NAMESPACE) -> None:
         self.processing.remove(_timestamp(timestamp), self._backend.current_key, namespace)
+
+
+class TimerOperator(StreamOperator):
+    """An operator with timers (keyed process functions, windows): as the watermark and the clock
+    pass them, :meth:`fire` handles the due ones of a queue and returns what they emitted.
+
+    Attributes:
+        timers: Its timers, from ``open`` (None on a backend that holds none).
+    """
+
+    timers: InternalTimers | None = None
+
+    async def on_watermark(self, watermark: int) -> list[Any]:
+        timers = self.timers
+        if timers is None:
+            return []
+        timers.watermark = watermark
+        due = timers.next_event_time()
+        if due is None or due > watermark:
+            return []
+        return await self.fire(timers.event, watermark, TimeDomain.EVENT_TIME)
+
+    async def on_processing_time(self, now: int) -> list[Any]:
+        timers = self.timers
+        if timers is None:
+            return []
+        due = timers.next_processing_time()
+        fired = (
+            []
+            if due is None or due > now
+            else await self.fire(timers.processing, now, TimeDomain.PROCESSING_TIME)
+        )
+        timers.schedule_processing()
+        return fired
+
+    async def fire(self, queue: TimerQueue, upto: int, domain: TimeDomain) -> list[Any]:
+        """Fire the timers of ``queue`` due at ``upto`` (ms); their outputs."""
+        raise NotImplementedError
 
 
 def _timestamp(timestamp: Any) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._event_time import InternalTimers
+from lockgate.actors._event_time import InternalTimers, TimerOperator
 from lockgate.actors._function_operators import MapOperator
 from lockgate.actors._registry import operator_for
 from lockgate.actors._stream_operator import (
@@ -83,7 +83,7 @@ def _keyed_map_operator(spec: KeyedMapSpec, ctx: SubtaskContext) -> KeyedMapOper
     return KeyedMapOperator(ctx, spec.function, spec.key_selector)
 
 
-class KeyedProcessOperator(StreamOperator):
+class KeyedProcessOperator(TimerOperator):
     """Runs a :class:`~lockgate.KeyedProcessFunction`; sets the current key before each record, and
     before each of its timers fires."""
 
@@ -93,43 +93,18 @@ class KeyedProcessOperator(StreamOperator):
         self._key_selector = key_selector
         self._form = call_form(function.process_element)
         self._timer_form = call_form(function.on_timer)
-        self._timers: InternalTimers | None = None
 
     async def open(self) -> None:
         ctx = self.ctx
         backend = ctx.keyed_backend
         assert backend is not None
         if backend.holds_timers:  # else timer_service() says the backend holds none
-            self._timers = InternalTimers(backend, ctx.request_wakeup)
-            ctx.timers = self._timers
+            self.timers = ctx.timers = InternalTimers(backend, ctx.request_wakeup)
         self._function.open(ctx)
-        if self._timers is not None:
-            self._timers.schedule_processing()
+        if self.timers is not None:
+            self.timers.schedule_processing()
 
-    async def on_watermark(self, watermark: int) -> list[Any]:
-        timers = self._timers
-        if timers is None:
-            return []
-        timers.watermark = watermark
-        due = timers.next_event_time()
-        if due is None or due > watermark:
-            return []
-        return await self._fire(timers.event, watermark, TimeDomain.EVENT_TIME)
-
-    async def on_processing_time(self, now: int) -> list[Any]:
-        timers = self._timers
-        if timers is None:
-            return []
-        due = timers.next_processing_time()
-        out = (
-            []
-            if due is None or due > now
-            else await self._fire(timers.processing, now, TimeDomain.PROCESSING_TIME)
-        )
-        timers.schedule_processing()
-        return out
-
-    async def _fire(self, queue: TimerQueue, upto: int, domain: TimeDomain) -> list[Any]:
+    async def fire(self, queue: TimerQueue, upto: int, domain: TimeDomain) -> list[Any]:
         """Fire the timers of ``queue`` due at ``upto``, earliest first, one key at a time; event-time
         outputs carry their timer's timestamp, processing-time ones none."""
         ctx = self.ctx

@@ -21,12 +21,11 @@ from typing import Any
 
 from lockgate._errors import ConfigurationError
 from lockgate.actors._context import SubtaskContext
-from lockgate.actors._event_time import InternalTimers, now_millis
+from lockgate.actors._event_time import InternalTimers, TimerOperator, now_millis
 from lockgate.actors._keyed_operators import _keys_of
 from lockgate.actors._registry import operator_for
 from lockgate.actors._stream_operator import (
     CallForm,
-    StreamOperator,
     _copy_per_subtask,
     call_form,
     outputs_of,
@@ -107,22 +106,22 @@ class _TriggerContext:
         self.merged: list[Any] = []
 
     def current_watermark(self) -> int:
-        return self._operator.timers.watermark
+        return self._operator.time.watermark
 
     def current_processing_time(self) -> int:
         return now_millis()
 
     def register_event_time_timer(self, timestamp: int) -> None:
-        self._operator.timers.register_event_time_timer(timestamp, self.window)
+        self._operator.time.register_event_time_timer(timestamp, self.window)
 
     def register_processing_time_timer(self, timestamp: int) -> None:
-        self._operator.timers.register_processing_time_timer(timestamp, self.window)
+        self._operator.time.register_processing_time_timer(timestamp, self.window)
 
     def delete_event_time_timer(self, timestamp: int) -> None:
-        self._operator.timers.delete_event_time_timer(timestamp, self.window)
+        self._operator.time.delete_event_time_timer(timestamp, self.window)
 
     def delete_processing_time_timer(self, timestamp: int) -> None:
-        self._operator.timers.delete_processing_time_timer(timestamp, self.window)
+        self._operator.time.delete_processing_time_timer(timestamp, self.window)
 
     def get_partitioned_state(self, descriptor: StateDescriptor[Any]) -> Any:
         self._states.namespace = self.window
@@ -156,7 +155,7 @@ class _Context(WindowContext):
         self.window: Any = None
 
     def current_watermark(self) -> int:
-        return self._operator.timers.watermark
+        return self._operator.time.watermark
 
     def current_processing_time(self) -> int:
         return now_millis()
@@ -172,7 +171,7 @@ class _Context(WindowContext):
         self._operator.ctx.output(tag, value)
 
 
-class WindowOperator(StreamOperator):
+class WindowOperator(TimerOperator):
     """Runs one ``keyed.window(...)`` (see the module)."""
 
     def __init__(self, ctx: SubtaskContext, spec: WindowSpec) -> None:
@@ -214,7 +213,6 @@ class WindowOperator(StreamOperator):
         self.windows_of_key: MapState[Any, Any] | None = None
         if self.merging:
             self.windows_of_key = backend.create_state(MapStateDescriptor[Any]("merging-windows"), MapState)
-        self.timers: InternalTimers = None  # type: ignore[assignment]  # set in open()
         self._trigger_ctx = _TriggerContext(self)
         self._context = _Context(self)
         #: Records no window took because they came after their windows' cleanup time.
@@ -234,13 +232,18 @@ class WindowOperator(StreamOperator):
         self._slide = getattr(assigner, "slide", self._size)
         self._offset = getattr(assigner, "offset", 0)
 
+    @property
+    def time(self) -> InternalTimers:
+        """Its timers (a window operator refuses to open on a backend without them)."""
+        assert self.timers is not None
+        return self.timers
+
     async def open(self) -> None:
         ctx = self.ctx
-        self.timers = InternalTimers(self.backend, ctx.request_wakeup)
-        ctx.timers = self.timers
+        self.timers = ctx.timers = InternalTimers(self.backend, ctx.request_wakeup)
         if self.function is not None:
             self.function.open(ctx)
-        self.timers.schedule_processing()
+        self.time.schedule_processing()
 
     async def close(self) -> None:
         if self.function is not None:
@@ -287,7 +290,7 @@ class WindowOperator(StreamOperator):
         lateness are known up front; the records of one key and window are added to its contents in
         one state access, and its timer is set once. A window already due (within the allowed
         lateness) fires once per record, as the trigger would."""
-        watermark, lateness = self.timers.watermark, self.lateness
+        watermark, lateness = self.time.watermark, self.lateness
         size, slide, offset = self._size, self._slide, self._offset
         keeps = self.keeps_elements
         groups: dict[tuple[Any, int], list[Any]] = {}
@@ -327,7 +330,7 @@ class WindowOperator(StreamOperator):
                 if not taken and timestamp + lateness <= watermark:
                     late.append((item[0] if keeps else item, timestamp))
         backend = self.backend
-        add_timer = self.timers.event.add
+        add_timer = self.time.event.add
         windows = self._windows
         for (key, start), items in groups.items():
             window = windows.get(start)
@@ -405,7 +408,7 @@ class WindowOperator(StreamOperator):
                 if result is not TriggerResult.CONTINUE:
                     await self._on_result(result, key, window, window, out, stamps)
                 self._register_cleanup(window)
-        if not taken and self.event_time and timestamp + self.lateness <= self.timers.watermark:
+        if not taken and self.event_time and timestamp + self.lateness <= self.time.watermark:
             self._late(value, timestamp)
 
     async def _process_merging(
@@ -610,26 +613,7 @@ class WindowOperator(StreamOperator):
             return [reduced]
         return values
 
-    async def on_watermark(self, watermark: int) -> list[Any]:
-        timers = self.timers
-        timers.watermark = watermark
-        due = timers.next_event_time()
-        if due is None or due > watermark:
-            return []
-        return await self._fire(timers.event, watermark, TimeDomain.EVENT_TIME)
-
-    async def on_processing_time(self, now: int) -> list[Any]:
-        timers = self.timers
-        due = timers.next_processing_time()
-        out = (
-            []
-            if due is None or due > now
-            else await self._fire(timers.processing, now, TimeDomain.PROCESSING_TIME)
-        )
-        timers.schedule_processing()
-        return out
-
-    async def _fire(self, queue: TimerQueue, upto: int, domain: TimeDomain) -> list[Any]:
+    async def fire(self, queue: TimerQueue, upto: int, domain: TimeDomain) -> list[Any]:
         backend = self.backend
         trigger, tctx = self.trigger, self._trigger_ctx
         event_time = domain is TimeDomain.EVENT_TIME
@@ -710,25 +694,25 @@ class WindowOperator(StreamOperator):
         return cleanup if cleanup < MAX_WATERMARK else MAX_WATERMARK
 
     def _is_late(self, window: Any) -> bool:
-        return self.event_time and self._cleanup_time(window) <= self.timers.watermark
+        return self.event_time and self._cleanup_time(window) <= self.time.watermark
 
     def _register_cleanup(self, window: Any) -> None:
         cleanup = self._cleanup_time(window)
         if cleanup == MAX_WATERMARK:
             return  # a global window ends by its trigger only
         if self.event_time:
-            self.timers.register_event_time_timer(cleanup, window)
+            self.time.register_event_time_timer(cleanup, window)
         else:
-            self.timers.register_processing_time_timer(cleanup, window)
+            self.time.register_processing_time_timer(cleanup, window)
 
     def _delete_cleanup(self, window: Any) -> None:
         cleanup = self._cleanup_time(window)
         if cleanup == MAX_WATERMARK:
             return
         if self.event_time:
-            self.timers.delete_event_time_timer(cleanup, window)
+            self.time.delete_event_time_timer(cleanup, window)
         else:
-            self.timers.delete_processing_time_timer(cleanup, window)
+            self.time.delete_processing_time_timer(cleanup, window)
 
 
 @operator_for(WindowSpec)
