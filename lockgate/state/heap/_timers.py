@@ -66,9 +66,13 @@ class HeapTimerQueue(TimerQueue):
         if type(timestamp) is not int or not MIN_TIMESTAMP <= timestamp <= MAX_TIMESTAMP:
             check_timestamp(timestamp)
         timer = (timestamp, key, namespace)
-        if self._holds(timer):
+        table = self._table
+        top = table.top
+        held = top.get(timer, ABSENT)
+        # Held: True in the top layer, or (under a snapshot) in a frozen one and not deleted since.
+        if held is True or (held is ABSENT and table.frozen and self._holds(timer)):
             return False
-        self._table.top[timer] = True
+        top[timer] = True
         heappush(self._heap, (timestamp, next(self._sequence), timer))
         self._size += 1
         return True
@@ -97,18 +101,18 @@ class HeapTimerQueue(TimerQueue):
 
     def poll(self, upto: int) -> tuple[int, Any, Any] | None:
         heap = self._heap
+        table = self._table
         while heap:
             entry = heap[0]
-            timer = entry[2]
-            if not self._holds(timer):
-                heappop(heap)  # removed since it was added
-                continue
-            if entry[0] > upto:
+            if entry[0] > upto:  # held or not, nothing earlier is due; peek() drops it if removed
                 return None
+            timer = entry[2]
             heappop(heap)
-            self._table.delete(timer)
-            self._size -= 1
-            return timer
+            if table.top.get(timer, ABSENT) is True or (table.frozen and self._holds(timer)):
+                table.delete(timer)
+                self._size -= 1
+                return timer
+            # removed since it was added: dropped, as peek() would
         return None
 
     def __len__(self) -> int:
