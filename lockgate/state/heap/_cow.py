@@ -70,7 +70,7 @@ class CowTable:
         """The value of ``key`` (the table's own copy, free to change), or MISSING."""
         value = self.top.get(key, ABSENT)
         if value is ABSENT:
-            return self._get_frozen(key)
+            return self._get_frozen(key) if self.frozen else MISSING
         return MISSING if value is TOMBSTONE else value
 
     def _get_frozen(self, key: Any) -> Any:
