@@ -293,7 +293,9 @@ class WindowOperator(TimerOperator):
         watermark, lateness = self.time.watermark, self.lateness
         size, slide, offset = self._size, self._slide, self._offset
         keeps = self.keeps_elements
-        groups: dict[tuple[Any, int], list[Any]] = {}
+        # The records of each window by key, windows by start: dicts of ints and keys, not of tuples
+        # (a tuple key is made and hashed anew for every lookup).
+        by_start: dict[int, dict[Any, list[Any]]] = {}
         late: list[tuple[Any, int]] = []
         # A window [start, start + size) is cleaned up (takes nothing more) once the watermark
         # reaches start + size - 1 + lateness.
@@ -301,18 +303,22 @@ class WindowOperator(TimerOperator):
         items = zip(batch, timestamps, strict=True) if keeps else batch
         if slide == size:  # tumbling: one window per record
             run: list[Any] = []
-            group_key: Any = None
+            run_key: Any = None
+            run_start: int | None = None
             for key, item, timestamp in zip(keys, items, timestamps, strict=True):
                 start = timestamp - (timestamp - offset) % size
                 if start <= newest_gone:
                     late.append((item[0] if keeps else item, timestamp))
                     continue
-                # Records of a key and window often come in runs: the last group first, then the dict.
-                if group_key is None or start != group_key[1] or key != group_key[0]:
-                    group_key = (key, start)
-                    found = groups.get(group_key)
+                # Records of a key and window often come in runs: the last group first, then the dicts.
+                if start != run_start or key != run_key:
+                    run_start, run_key = start, key
+                    per_key = by_start.get(start)
+                    if per_key is None:
+                        per_key = by_start[start] = {}
+                    found = per_key.get(key)
                     if found is None:
-                        found = groups[group_key] = []
+                        found = per_key[key] = []
                     run = found
                 run.append(item)
         else:  # sliding: each record joins each of its windows' groups, so each keeps arrival order
@@ -322,9 +328,13 @@ class WindowOperator(TimerOperator):
                     if start <= newest_gone:
                         break  # older windows are gone too
                     taken = True
-                    group = groups.get((key, start))
+                    per_key = by_start.get(start)
+                    if per_key is None:
+                        by_start[start] = {key: [item]}
+                        continue
+                    group = per_key.get(key)
                     if group is None:
-                        groups[(key, start)] = [item]
+                        per_key[key] = [item]
                     else:
                         group.append(item)
                 if not taken and timestamp + lateness <= watermark:
@@ -332,24 +342,37 @@ class WindowOperator(TimerOperator):
         backend = self.backend
         add_timer = self.time.event.add
         windows = self._windows
-        for (key, start), items in groups.items():
+        add_all = self._add_all
+        for start, per_key in by_start.items():
             window = windows.get(start)
             if window is None:  # one object per window: table lookups then match by identity
                 window = windows[start] = TimeWindow(start, start + size)
-            backend.current_key = key
-            if start + size - 1 <= watermark:  # due already: fire per record
-                for item in items:
-                    value, timestamp = item if keeps else (item, 0)
-                    self._add(window, value, timestamp)
-                    await self._emit(key, window, window, out, stamps)
-            elif self._add_all(key, window, items):  # new contents: set the window's timers
-                add_timer(start + size - 1, key, window)  # the trigger's
-                if lateness:
-                    add_timer(start + size - 1 + lateness, key, window)  # the cleanup
-            if lateness and start + size - 1 <= watermark:
-                add_timer(start + size - 1 + lateness, key, window)
+            last = start + size - 1
+            if last <= watermark:  # due already: added and fired one by one, as the trigger would
+                for key, group_items in per_key.items():
+                    backend.current_key = key
+                    await self._fire_each(key, window, group_items, out, stamps)
+                continue
+            for key, group_items in per_key.items():
+                backend.current_key = key
+                if add_all(key, window, group_items):  # new contents: set the window's timers
+                    add_timer(last, key, window)  # the trigger's
+                    if lateness:
+                        add_timer(last + lateness, key, window)  # the cleanup
         for value, timestamp in late:
             self._late(value, timestamp)
+
+    async def _fire_each(
+        self, key: Any, window: TimeWindow, items: list[Any], out: list[Any], stamps: list[int | None]
+    ) -> None:
+        """Records of a window already due (within the allowed lateness): each is added and fires
+        the window, and the cleanup timer is set."""
+        keeps = self.keeps_elements
+        for item in items:
+            value, timestamp = item if keeps else (item, 0)
+            self._add(window, value, timestamp)
+            await self._emit(key, window, window, out, stamps)
+        self.time.event.add(window.end - 1 + self.lateness, key, window)
 
     def _add_all(self, key: Any, namespace: Any, items: list[Any]) -> bool:
         """Add ``items`` to the window's contents; whether it held none before (its timers are then
