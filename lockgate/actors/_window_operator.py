@@ -321,6 +321,30 @@ class WindowOperator(TimerOperator):
                         found = per_key[key] = []
                     run = found
                 run.append(item)
+        elif size % slide == 0:  # sliding, a record's windows those of its slide: found once per slide
+            last_seen: int | None = None
+            targets: list[dict[Any, list[Any]]] = []
+            for key, item, timestamp in zip(keys, items, timestamps, strict=True):
+                last = timestamp - (timestamp - offset) % slide
+                if last != last_seen:
+                    last_seen, targets = last, []
+                    for start in range(last, last - size, -slide):
+                        if start <= newest_gone:
+                            break  # older windows are gone too
+                        per_key = by_start.get(start)
+                        if per_key is None:
+                            per_key = by_start[start] = {}
+                        targets.append(per_key)
+                if not targets:
+                    if timestamp + lateness <= watermark:
+                        late.append((item[0] if keeps else item, timestamp))
+                    continue
+                for per_key in targets:  # each record joins each of its windows' groups, in order
+                    group = per_key.get(key)
+                    if group is None:
+                        per_key[key] = [item]
+                    else:
+                        group.append(item)
         else:  # sliding: each record joins each of its windows' groups, so each keeps arrival order
             for key, item, timestamp in zip(keys, items, timestamps, strict=True):
                 taken = False
