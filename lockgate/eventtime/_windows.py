@@ -36,6 +36,10 @@ class TimeWindow:
     def __hash__(self) -> int:
         return self._hash
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by its fields only: the hash is derived, and a pickle may outlive the process.
+        return TimeWindow, (self.start, self.end)
+
     def __eq__(self, other: object) -> bool:  # plain, rather than the generated one's tuples
         if other.__class__ is not TimeWindow:
             return NotImplemented
