@@ -351,9 +351,9 @@ class SubtaskActor:
     async def _emit_restored_watermarks(self) -> None:
         """A restored generator emits again first what it emitted last before the checkpoint."""
         for position, operator in self._generators:
-            emitted = getattr(operator, "emitted", MIN_WATERMARK)
-            if emitted > MIN_WATERMARK:
-                await self.advance_watermark(emitted, position + 1)
+            restored = operator.restored_watermark()
+            if restored is not None:
+                await self.advance_watermark(restored, position + 1)
 
     async def _on_wake(self) -> None:
         """A wake-up came: fire due processing-time timers down the chain, then let generators emit."""

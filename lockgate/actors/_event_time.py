@@ -347,6 +347,9 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         # source's snapshot (taken before the chain's operators) holds it.
         self._state.update_nowait([(self._generator.max_timestamp, self.emitted)])
 
+    def restored_watermark(self) -> int | None:
+        return self.emitted if self.emitted > MIN_WATERMARK else None
+
     def poll(self, now: int) -> int | WatermarkStatus | None:
         """What to emit now: a new watermark, :data:`IDLE`, or None; asks for a wake-up when something
         may be due later."""

@@ -128,6 +128,11 @@ class StreamOperator:
         timers due at ``now`` (ms since the epoch); return their outputs."""
         return []
 
+    def restored_watermark(self) -> int | None:
+        """A watermark-generating operator's last watermark before the snapshot it was restored
+        from, which it emits again before anything else; None for none."""
+        return None
+
     def poll(self, now: int) -> int | WatermarkStatus | None:
         """A watermark-generating operator's watermark or status to emit now (see
         :attr:`generates_watermarks`)."""

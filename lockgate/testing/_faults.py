@@ -177,6 +177,9 @@ class _CrashingOperator(StreamOperator):
     async def on_processing_time(self, now: int) -> list[Any]:
         return await self._inner.on_processing_time(now)
 
+    def restored_watermark(self) -> int | None:
+        return self._inner.restored_watermark()
+
     def poll(self, now: int) -> int | WatermarkStatus | None:
         return self._inner.poll(now)
 
