@@ -83,6 +83,8 @@ from lockgate.state import AggregateFunction as AggregateFunction
 from lockgate.state import AggregatingState as AggregatingState
 from lockgate.state import AggregatingStateDescriptor as AggregatingStateDescriptor
 from lockgate.state import BroadcastState as BroadcastState
+from lockgate.state import Compatibility as Compatibility
+from lockgate.state import DataclassSerializer as DataclassSerializer
 from lockgate.state import FsStateBackend as FsStateBackend
 from lockgate.state import HeapStateBackend as HeapStateBackend
 from lockgate.state import KeyedStateBackend as KeyedStateBackend
@@ -91,14 +93,20 @@ from lockgate.state import ListStateDescriptor as ListStateDescriptor
 from lockgate.state import MapState as MapState
 from lockgate.state import MapStateDescriptor as MapStateDescriptor
 from lockgate.state import MemoryStateBackend as MemoryStateBackend
+from lockgate.state import MsgspecSerializer as MsgspecSerializer
 from lockgate.state import OperatorListState as OperatorListState
+from lockgate.state import PickleSerializer as PickleSerializer
+from lockgate.state import PydanticSerializer as PydanticSerializer
 from lockgate.state import ReducingState as ReducingState
 from lockgate.state import ReducingStateDescriptor as ReducingStateDescriptor
 from lockgate.state import RocksDBStateBackend as RocksDBStateBackend
+from lockgate.state import Serializer as Serializer
+from lockgate.state import SerializerSnapshot as SerializerSnapshot
 from lockgate.state import StateBackend as StateBackend
 from lockgate.state import StateTtlConfig as StateTtlConfig
 from lockgate.state import ValueState as ValueState
 from lockgate.state import ValueStateDescriptor as ValueStateDescriptor
+from lockgate.state import field_alias as field_alias
 
 __version__ = "0.1.0"
 
@@ -185,6 +193,15 @@ __all__ = [
     "CheckpointStorage",
     "CorruptCheckpointError",
     "IncompatibleStateError",
+    # state schema evolution
+    "Compatibility",
+    "DataclassSerializer",
+    "MsgspecSerializer",
+    "PickleSerializer",
+    "PydanticSerializer",
+    "Serializer",
+    "SerializerSnapshot",
+    "field_alias",
     "FileCheckpointStorage",
     "FsStateBackend",
     "MemoryCheckpointStorage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -69,3 +70,24 @@ class _PausingReader(lg.SourceReader):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+async def until_or_failure(job: lg.Job, waiting: Callable[[], Awaitable[None]]) -> None:
+    """Wait for ``waiting()``; should the job end first (it failed), raise its failure at once rather
+    than wait for a guard to run out."""
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as group:
+
+        async def job_ends() -> None:
+            nonlocal failure
+            try:
+                await job.wait()
+            except Exception as exc:
+                failure = exc
+            group.cancel_scope.cancel()
+
+        group.start_soon(job_ends)
+        await waiting()
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

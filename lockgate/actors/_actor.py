@@ -153,6 +153,11 @@ class SubtaskActor:
                     await operator.open()
                 except Exception as exc:
                     raise OperatorFailure(operator.uid) from exc
+            for backend in self.keyed_backends:
+                try:  # restored state whose schema changed, in a worker thread, before any record
+                    await backend.migrate_restored_state()
+                except Exception as exc:
+                    raise OperatorFailure(backend.operator_uid) from exc
             await self._emit_restored_watermarks()
             await self._replay_in_flight()
             if self.source is not None:

@@ -8,7 +8,7 @@ import warnings
 
 import anyio
 
-from lockgate._errors import CheckpointError, JobFailedError
+from lockgate._errors import CheckpointError, IncompatibleStateError, JobFailedError, StateMigrationError
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
@@ -135,6 +135,8 @@ class JobExecution:
                 try:
                     result = await self.runner.run()
                 except (JobFailedError, CheckpointError) as failure:
+                    if isinstance(failure.__cause__, (IncompatibleStateError, StateMigrationError)):
+                        raise  # restored state this job cannot read: every restart would fail alike
                     if not tracker.may_restart(time.monotonic()):
                         if self.restarts:
                             failure.add_note(

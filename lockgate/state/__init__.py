@@ -30,8 +30,16 @@ from lockgate.state._operator import (
     redistribute,
 )
 from lockgate.state._presets import FsStateBackend, MemoryStateBackend, StatePreset
+from lockgate.state._schema import field_alias
 from lockgate.state._serialization import canonical_key_bytes, register_exact_dataclass
-from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
+from lockgate.state._serializers import (
+    DEFAULT_SERIALIZER,
+    Compatibility,
+    PickleSerializer,
+    Resolution,
+    Serializer,
+    SerializerSnapshot,
+)
 from lockgate.state._snapshot import (
     IncrementalKeyedState,
     IncrementalSnapshotResources,
@@ -56,6 +64,7 @@ from lockgate.state._states import (
     ValueState,
 )
 from lockgate.state._timers import TIMER_KIND, TimerQueue, timer_state_name
+from lockgate.state._typed_serializers import DataclassSerializer, MsgspecSerializer, PydanticSerializer
 from lockgate.state.heap import HeapKeyedStateBackend, HeapStateBackend
 from lockgate.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend, RocksDBValueState
 
@@ -64,6 +73,8 @@ __all__ = [
     "AggregatingState",
     "AggregatingStateDescriptor",
     "BroadcastState",
+    "Compatibility",
+    "DataclassSerializer",
     "DEFAULT_NAMESPACE",
     "DEFAULT_SERIALIZER",
     "FsStateBackend",
@@ -82,6 +93,7 @@ __all__ = [
     "MapState",
     "MapStateDescriptor",
     "MemoryStateBackend",
+    "MsgspecSerializer",
     "OperatorListState",
     "OperatorStateBackend",
     "OperatorStateEntry",
@@ -89,8 +101,10 @@ __all__ = [
     "PersistedKeyedState",
     "PickleSerializer",
     "PreparedKeyedState",
+    "PydanticSerializer",
     "ReducingState",
     "ReducingStateDescriptor",
+    "Resolution",
     "RestoredOperatorState",
     "RocksDBKeyedStateBackend",
     "RocksDBStateBackend",
@@ -112,6 +126,7 @@ __all__ = [
     "ValueState",
     "ValueStateDescriptor",
     "canonical_key_bytes",
+    "field_alias",
     "register_exact_dataclass",
     "check_parallelism",
     "key_group_for",

@@ -10,6 +10,8 @@ it hands a record to a keyed function; state objects read it, as Flink's ``setCu
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 from lockgate._errors import ConfigurationError, IncompatibleStateError
 from lockgate._threads import run_sync
 from lockgate.state._descriptors import StateDescriptor
+from lockgate.state._evolution import Reader, restore_reader
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._snapshot import (
     Entry,
@@ -28,6 +31,7 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    TableEncoding,
 )
 from lockgate.state._states import STATE_TYPES, State
 from lockgate.state._timers import TIMER_DOMAINS, TimerQueue, TimerStateDescriptor
@@ -39,6 +43,19 @@ RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
 #: Restored plain values of states not registered yet: state name -> (meta info, namespace -> key ->
 #: stored value), as ``KeyedStateSnapshot.tables`` holds them.
 RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
+
+
+@dataclass(frozen=True)
+class PendingMigration:
+    """Restored values of a registered state to migrate: encoded entries by key group, values of
+    the default serializer by namespace (``KeyedStateSnapshot.tables``), or ``in_place``, what the
+    backend already holds (a RocksDB database opened from a checkpoint)."""
+
+    descriptor: StateDescriptor[Any]
+    read: Reader
+    groups: dict[int, list[Entry]] | None = None
+    values: dict[Any, dict[Any, Any]] | None = None
+    in_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,10 @@ class KeyedStateBackend(ABC):
         self._restored: RestoredEntries = {}
         self._restored_tables: RestoredTables = {}
         self._timer_queues: dict[str, TimerQueue] = {}
+        # Registered states whose restored values need migrating to their new schema, and whether
+        # the actor has migrated the pending ones (states registered later migrate at once).
+        self._migrations: list[PendingMigration] = []
+        self._migrated = False
 
     def create_state(
         self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
@@ -105,19 +126,62 @@ class KeyedStateBackend(ABC):
                 f"operator {self.operator_uid!r} declares state {descriptor.name!r} as {descriptor.kind} "
                 f"state, but it is already {known.kind} state; give each state its own name"
             )
+        restored = self._restored.get(descriptor.name)
+        values = self._restored_tables.get(descriptor.name)
+        # Resolved before anything is created or loaded: a refused state leaves the backend as it was.
+        read = None if restored is None else self.check_restored_meta(restored[0], descriptor)
+        read_values = None if values is None else self.check_restored_meta(values[0], descriptor)
         self._create_state(descriptor)
         if known is None:
             self.descriptors[descriptor.name] = descriptor
-        restored = self._restored.pop(descriptor.name, None)
         if restored is not None:
-            meta, groups = restored
-            self.check_restored_meta(meta, descriptor)
-            self._restore_state(descriptor, groups)
-        values = self._restored_tables.pop(descriptor.name, None)
+            del self._restored[descriptor.name]
+            if read is None:
+                self._restore_state(descriptor, restored[1])
+            else:
+                self._migrate_later(PendingMigration(descriptor, read, restored[1]))
         if values is not None:
-            meta, spaces = values
-            self.check_restored_meta(meta, descriptor)
-            self._restore_values(descriptor, spaces)
+            del self._restored_tables[descriptor.name]
+            if read_values is None:
+                self._restore_values(descriptor, values[1])
+            else:  # values the default serializer wrote, which a typed serializer takes over
+                self._migrate_later(PendingMigration(descriptor, read_values, values=values[1]))
+
+    def _migrate_later(self, migration: PendingMigration) -> None:
+        if self._migrated:
+            self._migrate(migration)  # registered after the actor migrated: now, before it is used
+        else:
+            self._migrations.append(migration)
+
+    async def migrate_restored_state(self) -> None:
+        """Migrate the restored values of the states registered so far whose schema changed, in a
+        worker thread; the actor calls it once its functions are open, before any record.
+
+        Raises:
+            StateMigrationError: A value could not be migrated (nothing was overwritten).
+        """
+        self._migrated = True
+        pending, self._migrations = self._migrations, []
+        for migration in pending:
+            await run_sync(self._migrate, migration)
+
+    def _migrate(self, migration: PendingMigration) -> None:
+        """Read every restored value of a state with its migrating reader and load the results.
+        Runs in a worker thread, while the actor waits: nothing else touches the backend."""
+        descriptor = migration.descriptor
+        codec = StateCodec(descriptor, self.clock, migration.read)
+        decode = codec.decode
+        spaces: dict[Any, dict[Any, Any]] = {}
+        for entries in (migration.groups or {}).values():
+            for key, namespace, data in entries:
+                spaces.setdefault(namespace, {})[key] = decode(data)
+        if migration.values:
+            encode = StateCodec(TableEncoding(descriptor.kind), self.clock).encode
+            for namespace, table in migration.values.items():
+                target = spaces.setdefault(namespace, {})
+                for key, value in table.items():
+                    target[key] = decode(encode(value))
+        self._restore_values(descriptor, spaces)
 
     def timer_queue(self, domain: str) -> TimerQueue:
         """The timers of ``domain`` ("event" or "processing"): the same queue on every call.
@@ -161,8 +225,10 @@ class KeyedStateBackend(ABC):
         self.register_state(descriptor)
         return descriptor, groups
 
-    def check_restored_meta(self, meta: StateMetaInfo, descriptor: StateDescriptor[Any]) -> None:
-        """Refuse to read restored state of another kind, serializer or TTL than ``descriptor``'s.
+    def check_restored_meta(self, meta: StateMetaInfo, descriptor: StateDescriptor[Any]) -> Reader | None:
+        """Refuse to read restored state of another kind or TTL than ``descriptor``'s, or that its
+        serializer cannot read; None if the restored bytes read as they are, else the function that
+        migrates each value (see ``restore_reader``).
 
         Raises:
             IncompatibleStateError: It names the state, what it was saved as and what it is declared as.
@@ -178,9 +244,9 @@ class KeyedStateBackend(ABC):
                 f"{meta.kind} state when it was saved; give the new state another name",
             )
         saved, declared = meta.serializer, descriptor.serializer.snapshot()
-        if (meta.ttl is None) != (descriptor.ttl is None) or saved != declared:
-            old = f"{saved}, {'with' if meta.ttl is not None else 'without'} a TTL"
-            new = f"{declared}, {'with' if descriptor.ttl is not None else 'without'} a TTL"
+        if (meta.ttl is None) != (descriptor.ttl is None):
+            old = f"{saved.describe()}, {'with' if meta.ttl is not None else 'without'} a TTL"
+            new = f"{declared.describe()}, {'with' if descriptor.ttl is not None else 'without'} a TTL"
             raise IncompatibleStateError(
                 uid,
                 name,
@@ -189,11 +255,13 @@ class KeyedStateBackend(ABC):
                 f"operator {uid!r}: state {name!r} was saved by {old.replace(', ', ' ', 1)}, and cannot be "
                 f"read as declared now ({new}); declare it as it was, or give the new state another name",
             )
+        return restore_reader(uid, name, saved, descriptor.serializer)
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
         """Load the restored entries of a state that has just been registered, by key group.
 
-        Its serializer and TTL are the ones the entries were written with (``register_state`` checks).
+        Its serializer reads them as they are and its TTL is theirs (``register_state`` checks; values
+        to migrate go through :meth:`_migrate`).
         """
         codec = StateCodec(descriptor, self.clock)
         for entries in groups.values():
@@ -201,8 +269,8 @@ class KeyedStateBackend(ABC):
                 self.put_nowait(descriptor.name, key, namespace, codec.decode(data))
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
-        """Load restored plain values (``KeyedStateSnapshot.tables``: the default serializer, no TTL)
-        of a state that has just been registered. The dicts are this backend's to keep."""
+        """Load restored stored values (``KeyedStateSnapshot.tables``, or migrated ones) of a state
+        that has just been registered. The dicts are this backend's to keep."""
         name = descriptor.name
         for namespace, table in spaces.items():
             for key, value in table.items():
@@ -232,6 +300,9 @@ class KeyedStateBackend(ABC):
             snapshot = state.resolve() if isinstance(state, PreparedKeyedState) else state
             for name, groups in snapshot.entries.items():
                 meta = snapshot.states[name]
+                for group in itertools.islice(groups.values(), 1):
+                    if group:
+                        self._check_key_type(name, group[0][0])
                 _, mine = self._restored.setdefault(name, (meta, {}))
                 for key_group, entries in groups.items():
                     if key_group in own:
@@ -243,6 +314,9 @@ class KeyedStateBackend(ABC):
             whole = shared == len(theirs)
             max_parallelism = self.max_parallelism
             for name, spaces in snapshot.tables.items():
+                for table in itertools.islice(spaces.values(), 1):
+                    for key in itertools.islice(table, 1):
+                        self._check_key_type(name, key)
                 _, held = self._restored_tables.setdefault(name, (snapshot.states[name], {}))
                 for namespace, table in spaces.items():
                     if whole:
@@ -257,6 +331,36 @@ class KeyedStateBackend(ABC):
                         held[namespace].update(picked)
                     else:
                         held[namespace] = picked
+
+    def _check_key_type(self, state: str, key: Any) -> None:
+        """Refuse restored keys of a dataclass whose fields changed since (checked on one key per
+        state and snapshot: one class wrote them all). A key cannot evolve: its canonical bytes, made
+        of its fields, decide its key group.
+
+        Raises:
+            IncompatibleStateError: It names the class and both sets of fields.
+        """
+        if type(key) is tuple:
+            for item in key:
+                self._check_key_type(state, item)
+            return
+        held = getattr(key, "__dict__", None)
+        if not dataclasses.is_dataclass(key) or isinstance(key, type) or held is None:
+            return
+        declared = [field.name for field in dataclasses.fields(key)]
+        if set(held) == set(declared):
+            return
+        uid, name = self.operator_uid, type(key).__qualname__
+        old, new = f"keys of {name}({', '.join(held)})", f"keys of {name}({', '.join(declared)})"
+        raise IncompatibleStateError(
+            uid,
+            state,
+            old,
+            new,
+            f"operator {uid!r}: state {state!r} was saved under {old}, but {name} is now "
+            f"{name}({', '.join(declared)}). A key cannot change: its fields decide its key group. Keep "
+            "the key type as it was, or key the new version by a new type under a new operator uid",
+        )
 
     def restored_state_names(self) -> set[str]:
         """The names of the restored states no function has registered yet."""

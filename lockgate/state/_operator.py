@@ -12,12 +12,13 @@ part; the encoding happens in the asynchronous part.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from lockgate._errors import ConfigurationError, IncompatibleStateError
 from lockgate.state._descriptors import ListStateDescriptor, MapStateDescriptor, StateDescriptor
+from lockgate.state._evolution import restore_reader
 from lockgate.state._serializers import SerializerSnapshot
 
 T = TypeVar("T")
@@ -263,13 +264,28 @@ class OperatorStateBackend:
         self._descriptors[descriptor.name] = (mode, descriptor)
         return restored
 
+    def _reader(
+        self, descriptor: StateDescriptor[Any], restored: OperatorStateEntry | None
+    ) -> Callable[[bytes], Any]:
+        """How to read the restored values of ``descriptor``'s state: its serializer's ``loads``, or
+        a migration from the serializer that wrote them (operator state is small: read at once).
+
+        Raises:
+            IncompatibleStateError: The serializer cannot read them.
+        """
+        if restored is None:
+            return descriptor.serializer.loads
+        read = restore_reader(self.operator_uid, descriptor.name, restored.serializer, descriptor.serializer)
+        return descriptor.serializer.loads if read is None else read
+
     def _list(self, descriptor: ListStateDescriptor[T], mode: Mode) -> OperatorListState[T]:
         if not isinstance(descriptor, ListStateDescriptor):
             raise TypeError(f"operator list state takes a ListStateDescriptor, got {descriptor!r}")
         restored = self._register(descriptor, mode)
         if descriptor.name not in self._lists:
             raw = restored.raw if restored is not None else []
-            self._lists[descriptor.name] = [descriptor.serializer.loads(element) for element in raw]
+            read = self._reader(descriptor, restored)
+            self._lists[descriptor.name] = [read(element) for element in raw]
         return OperatorListState(descriptor.name, self._lists[descriptor.name])
 
     def get_list_state(self, descriptor: ListStateDescriptor[T]) -> OperatorListState[T]:
@@ -288,7 +304,8 @@ class OperatorStateBackend:
         if descriptor.name not in self._maps:
             raw = restored.raw if restored is not None else {}
             assert isinstance(raw, dict)
-            self._maps[descriptor.name] = {k: descriptor.serializer.loads(v) for k, v in raw.items()}
+            read = self._reader(descriptor, restored)
+            self._maps[descriptor.name] = {k: read(v) for k, v in raw.items()}
         return BroadcastState(descriptor.name, self._maps[descriptor.name])
 
     def snapshot(self, subtask_index: int, parallelism: int) -> OperatorStateSnapshot:

@@ -114,7 +114,7 @@ class KeyedStateSnapshot:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
         for name, spaces in self.tables.items():
-            codec = StateCodec(_DefaultEncoding(self.states[name].kind), time.time)
+            codec = StateCodec(TableEncoding(self.states[name].kind), time.time)
             groups: dict[int, list[Entry]] = {}
             encode, max_parallelism = codec.encode, self.max_parallelism
             for namespace, table in spaces.items():
@@ -129,7 +129,7 @@ class KeyedStateSnapshot:
 
 
 @dataclass(frozen=True)
-class _DefaultEncoding:
+class TableEncoding:
     """How states in ``KeyedStateSnapshot.tables`` are encoded: the default serializer, no TTL."""
 
     kind: str
@@ -316,9 +316,17 @@ class StateCodec:
     """Encodes what a backend stores for one state (a value, a list of elements, a map of entries,
     each possibly under TTL) to bytes and back, with the state's serializer for user values."""
 
-    def __init__(self, descriptor: _Encoding, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        descriptor: _Encoding,
+        clock: Callable[[], float],
+        read: Callable[[bytes], Any] | None = None,
+    ) -> None:
+        """``read``, if given, reads user values instead of the serializer's ``loads``: a restore
+        reading values that an older serializer wrote (see ``restore_reader``)."""
         self.kind = descriptor.kind
         self.serializer: Serializer[Any] = descriptor.serializer
+        self.loads: Callable[[bytes], Any] = read or self.serializer.loads
         self.ttl = descriptor.ttl
         self.clock = clock
         # A plain value (no container, no TTL) is stored as its serializer writes it, nothing around it.
@@ -333,9 +341,9 @@ class StateCodec:
 
     def _load_one(self, data: Any) -> Any:
         if self.ttl is None:
-            return self.serializer.loads(data)
+            return self.loads(data)
         timestamp, value = data
-        return TtlValue(self.serializer.loads(value), timestamp)
+        return TtlValue(self.loads(value), timestamp)
 
     def encode(self, stored: Any) -> bytes:
         """The bytes of a stored value."""
@@ -350,7 +358,7 @@ class StateCodec:
     def decode(self, data: bytes) -> Any:
         """The stored value of some bytes."""
         if self._plain:
-            return self.serializer.loads(data)
+            return self.loads(data)
         raw = pickle.loads(data)
         if self.kind == "list":
             return [self._load_one(element) for element in raw]
@@ -369,9 +377,9 @@ class StateCodec:
     def decode_element(self, data: bytes) -> Any:
         """One list element or map value from the bytes :meth:`encode_element` wrote."""
         if self.ttl is None:
-            return self.serializer.loads(data)
+            return self.loads(data)
         timestamp, value = pickle.loads(data)
-        return TtlValue(self.serializer.loads(value), timestamp)
+        return TtlValue(self.loads(value), timestamp)
 
     def prune(self, stored: Any, now: float) -> Any:
         """``stored`` without its expired parts (MISSING if nothing is left): cleanup on snapshot."""

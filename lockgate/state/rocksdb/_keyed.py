@@ -28,7 +28,7 @@ from rocksdict import (
 from lockgate._errors import ConfigurationError, StateValueTooLargeError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
-from lockgate.state._backend import KeyedStateBackend, S
+from lockgate.state._backend import KeyedStateBackend, PendingMigration, S
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._keygroups import KeyGroupRange, key_group_for
 from lockgate.state._serialization import canonical_key_bytes
@@ -45,7 +45,15 @@ from lockgate.state._snapshot import (
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ListState, MapState, ValueState
 from lockgate.state._timers import TIMER_KIND, TimerQueue
-from lockgate.state.rocksdb._encoding import _DATACLASS, _PLAIN, CF_PREFIX, _decode_key, _decoder, _stored_key
+from lockgate.state.rocksdb._encoding import (
+    _DATACLASS,
+    _PLAIN,
+    CF_PREFIX,
+    _decode_key,
+    _decoder,
+    _payload,
+    _stored_key,
+)
 from lockgate.state.rocksdb._entry_states import RocksDBListState, RocksDBMapState, _whole_values
 from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, reclaim_working_directories
 from lockgate.state.rocksdb._native import NativeRocksDBState
@@ -229,8 +237,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         db = store.require_db()
         cf_name = CF_PREFIX + name
         native = self._native_states.get(name)
+        read = None
         if native is not None:  # restored natively: the column family is there, with its entries
-            self.check_restored_meta(native, descriptor)
+            read = self.check_restored_meta(native, descriptor)
             del self._native_states[name]
             cf = db.get_column_family(cf_name)
         else:
@@ -258,6 +267,37 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         store.tables[name] = table
         if store.in_batch:
             table.default.open()
+        if read is not None:  # its entries have the old schema: rewritten before they are read
+            self._migrate_later(PendingMigration(descriptor, read, in_place=True))
+
+    def _migrate(self, migration: PendingMigration) -> None:
+        if not migration.in_place:
+            super()._migrate(migration)
+            return
+        # Every entry of the column family read with the old schema and written with the new one,
+        # its key and trailer kept; one WriteBatch per few thousand entries.
+        descriptor = migration.descriptor
+        store = self._store
+        table = store.tables[descriptor.name]
+        old, new = StateCodec(descriptor, self.clock, migration.read), table.codec
+        decode: Callable[[bytes], Any] = old.decode_element if table.per_entry else old.decode
+        encode: Callable[[Any], bytes] = new.encode_element if table.per_entry else new.encode
+        db, handle, limit = store.require_db(), table.handle, store.max_value_size
+        batch = WriteBatch(raw_mode=True)
+        for raw_key, raw in table.cf.items(read_opt=store.read_all):
+            payload = _payload(raw)
+            trailer = raw[len(payload) :]
+            data = encode(decode(payload))
+            if len(data) > limit:
+                key = _decode_key(raw_key, 2)[0]
+                raise StateValueTooLargeError(self.operator_uid, descriptor.name, key, len(data), limit)
+            if len(trailer) <= 1:  # no pickled key: the trailer depends on the data's last byte
+                trailer = b"" if data[-1:] == b"." else _PLAIN
+            batch.put(raw_key, data + trailer, handle)
+            if len(batch) >= 4096:
+                db.write(batch, store.write_options)
+                batch = WriteBatch(raw_mode=True)
+        db.write(batch, store.write_options)
 
     def restored_state_names(self) -> set[str]:
         return super().restored_state_names() | set(self._native_states)
