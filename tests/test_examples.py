@@ -100,6 +100,17 @@ def test_savepoint_rescale_restores_at_parallelism_3_on_rocksdb_exactly_once() -
     assert out.rstrip().endswith("exactly once: True")
 
 
+def test_evolve_resumes_version_2_from_the_savepoint_of_version_1_with_migrated_accounts() -> None:
+    out = run_example("evolve.py")
+    assert "Version 1 read 5 orders and stopped with a savepoint.\n" in out
+    assert "  ana  Account(orders=2, balance=19.75)\n" in out
+    assert "Version 2 restored the accounts in their new form and read 3 more orders.\n" in out
+    # Renamed, retyped to cents by the migration, then counted on; currency added with its default.
+    assert "  ana  Account(order_count=3, balance=2075, currency='EUR')\n" in out
+    assert "  bo   Account(order_count=3, balance=610, currency='EUR')\n" in out
+    assert out.endswith("  dee  Account(order_count=1, balance=999, currency='EUR')\n")
+
+
 def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
     import nbclient
     import nbformat

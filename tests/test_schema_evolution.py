@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -544,3 +545,38 @@ async def test_a_key_type_whose_fields_changed_is_refused(tmp_path: Path) -> Non
     refusal = refused.value
     assert "Customer(region, number)" in refusal.old and "Customer(region, number, tier)" in refusal.new
     assert "A key cannot change" in str(refusal)
+
+
+@settings(max_examples=200, deadline=None)
+@given(evolution=evolutions(), library=st.sampled_from(sorted(SERIALIZERS)))
+def test_a_change_is_refused_exactly_when_it_needs_a_migration_that_is_not_there(
+    evolution: tuple[VersionModel, VersionModel, dict[str, dict[str, Any]]], library: str
+) -> None:
+    old, new, _ = evolution
+    saved = serializer_of(library, old).snapshot()
+    without_migrations = SERIALIZERS[library](record_class(library, new), version=new.version)
+    retyped = [
+        f.name for f in new.fields if (before := old.field(f.ident)) is not None and before.type is not f.type
+    ]
+    resolution = without_migrations.resolve(saved)
+    if retyped:
+        assert resolution.compatibility is lg.Compatibility.INCOMPATIBLE
+        assert all(f"$.{name}: " in "\n".join(resolution.changes) for name in retyped)
+    else:
+        assert resolution.compatibility is not lg.Compatibility.INCOMPATIBLE
+    assert serializer_of(library, new).resolve_compatibility(saved) is not lg.Compatibility.INCOMPATIBLE
+
+
+async def test_migration_runs_in_a_worker_thread_before_the_first_record(tmp_path: Path) -> None:
+    keys = ["k1", "k2"]
+    _, pointer = await run(Accounts(V1, True), keys, 1, "heap", tmp_path, save="savepoint")
+    threads: set[str] = set()
+
+    def to_euros(old: dict[str, Any]) -> dict[str, Any]:
+        threads.add(threading.current_thread().name)
+        return {**old, "cents": old["cents"] / 100}
+
+    recording = lg.DataclassSerializer(AccountV2, version=2, migrations={1: to_euros})
+    seen, _ = await run(Accounts(recording, False), keys, 1, "heap", tmp_path, restore_from=pointer)
+    assert sorted(seen, key=lambda row: row[0]) == expected_accounts(keys)
+    assert threads and threading.current_thread().name not in threads

@@ -348,35 +348,59 @@ def _changes_of(old: Schema, new: Schema) -> SchemaChanges | None:
     return None if changes.breaking else changes
 
 
+def match_fields(old: Schema, new: Schema) -> list[tuple[Field, Field | None, bool]]:
+    """Each field of the record ``new`` with the field of ``old`` it continues (None if it is new), and
+    whether it was renamed. A field continues the old one of the same name, else of the same wire name
+    (msgspec's ``rename`` keeps what is written), else of one of its aliases (an old name or wire name)."""
+    by_name = {field[0]: field for field in old[3]}
+    by_wire = {field[1]: field for field in old[3]}
+    taken: set[str] = set()
+    matched: list[tuple[Field, Field | None, bool]] = []
+    for field in new[3]:
+        name, wire, _, _, aliases = field
+        before = by_name.get(name)
+        if before is None or before[0] in taken:
+            before = by_wire.get(wire)
+        if before is None or before[0] in taken:
+            before = next(
+                (
+                    candidate
+                    for alias in aliases
+                    for candidate in (by_name.get(alias), by_wire.get(alias))
+                    if candidate is not None and candidate[0] not in taken
+                ),
+                None,
+            )
+        if before is not None:
+            taken.add(before[0])
+        matched.append((field, before, before is not None and before[1] != wire))
+    return matched
+
+
 def _compare_records(
     old: Schema, new: Schema, at: str, automatic: list[str], breaking: list[str], renames: list[bool]
 ) -> None:
-    olds = {field[0]: field for field in old[3]}
-    taken: set[str] = set()
     positional = old[2] or new[2]  # array-like: fields are positions, not names
-    for index, (name, _, schema, has_default, aliases) in enumerate(new[3]):
+    continued: set[str] = set()
+    for index, (field, before, renamed) in enumerate(match_fields(old, new)):
+        name, _, schema, has_default, _ = field
         path = f"{at}.{name}"
-        before = olds.get(name)
-        source = name
-        if before is None:
-            source = next((alias for alias in aliases if alias in olds), "")
-            before = olds.get(source)
-            if before is not None:
-                renames.append(True)
-                automatic.append(f"{path}: renamed from {source!r}")
         if before is None:
             if has_default:
                 automatic.append(f"{path}: added, with a default")
             else:
                 breaking.append(f"{path}: added without a default")
             continue
-        taken.add(source)
-        if positional and (index >= len(old[3]) or old[3][index][0] != source):
+        continued.add(before[0])
+        if renamed:
+            renames.append(True)
+            automatic.append(f"{path}: renamed from {before[0]!r}")
+        if positional and (index >= len(old[3]) or old[3][index][0] != before[0]):
             breaking.append(f"{path}: moved in an array-like record (fields there may only be appended)")
             continue
         _compare(before[2], schema, path, automatic, breaking, renames)
-    for name in olds:
-        if name not in taken:
+    for name, *_ in old[3]:
+        if name not in continued:
             if positional:
                 breaking.append(f"{at}.{name}: removed from an array-like record")
             else:
@@ -408,23 +432,53 @@ def to_named(schema: Schema, plain: Any) -> Any:
     return _through(schema, plain, to_named)
 
 
-def to_current_names(schema: Schema, named: Any) -> Any:
-    """A plain form by field name with each renamed field under its name in ``schema`` (moved from
-    the first of its aliases present), recursively; fields ``schema`` lacks stay: a migration may
-    still want them."""
-    if schema[0] == "record":
-        if not isinstance(named, dict):
-            return named
-        renamed = dict(named)
-        for name, _, field_schema, _, aliases in schema[3]:
-            if name not in renamed:
-                source = next((alias for alias in aliases if alias in renamed), None)
-                if source is None:
-                    continue
-                renamed[name] = renamed.pop(source)
-            renamed[name] = to_current_names(field_schema, renamed[name])
-        return renamed
-    return _through(schema, named, to_current_names)
+def to_current(old: Schema, new: Schema, plain: Any) -> Any:
+    """A value read without a type, written under ``old``, as the plain form by field name that
+    migrations take: each field that continues into ``new`` under its name there (renames followed,
+    see :func:`match_fields`), recursively; a removed field under its old name, as a migration may
+    still want it."""
+    if old[0] == "record" and new[0] == "record":
+        if isinstance(plain, list):  # array-like
+            plain = {field[1]: item for field, item in zip(old[3], plain, strict=False)}
+        if not isinstance(plain, dict):
+            return plain
+        current: dict[str, Any] = {}
+        continued: set[str] = set()
+        for field, before, _ in match_fields(old, new):
+            if before is not None and before[1] in plain:
+                continued.add(before[1])
+                current[field[0]] = to_current(before[2], field[2], plain[before[1]])
+        by_wire = {field[1]: field for field in old[3]}
+        for wire, value in plain.items():
+            if wire not in continued:
+                before = by_wire.get(wire)
+                current[wire if before is None else before[0]] = (
+                    value if before is None else to_named(before[2], value)
+                )
+        return current
+    pairs = _paired(old, new)
+    if pairs is None:
+        return to_named(old, plain)
+    return _through(old, plain, lambda inner, value: to_current(inner, pairs.get(inner, inner), value))
+
+
+def _paired(old: Schema, new: Schema) -> dict[Schema, Schema] | None:
+    """The new schema of each part of the container ``old`` that holds records, where ``new`` is a
+    container of the same shape; None where the shapes differ."""
+    kind = old[0]
+    if kind != new[0] and not (kind in _ARRAYS and new[0] in _ARRAYS):
+        return None
+    if kind in ("list", "tuple", "set", "frozenset"):
+        return {old[1]: new[1]}
+    if kind == "dict":
+        return {old[2]: new[2]}
+    if kind == "fixed" and len(old[1]) == len(new[1]):
+        return dict(zip(old[1], new[1], strict=True))
+    if kind == "union":
+        olds = [member for member in old[1] if _holds_records(member)]
+        news = [member for member in new[1] if _holds_records(member)]
+        return {olds[0]: news[0]} if len(olds) == 1 and len(news) == 1 else None
+    return None
 
 
 def to_wire(schema: Schema, named: Any, defaults: Callable[[Schema, str], Any]) -> Any:

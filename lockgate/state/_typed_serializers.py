@@ -23,8 +23,7 @@ from lockgate.state._schema import (
     compare,
     describe,
     render,
-    to_current_names,
-    to_named,
+    to_current,
     to_wire,
 )
 from lockgate.state._serializers import (
@@ -146,6 +145,23 @@ class _TypedSerializer(Serializer[T]):
     def snapshot(self) -> SerializerSnapshot:
         return self._snapshot
 
+    def dumps(self, value: T) -> bytes:
+        if not isinstance(value, self.type):
+            raise TypeError(
+                f"{self!r} writes {self.type.__qualname__} values, not {type(value).__qualname__}"
+            )
+        try:
+            return self._write(value)
+        except OverflowError as exc:
+            raise ValueError(
+                f"{self!r} cannot write the value ({exc}): msgpack holds integers from -2**63 to "
+                "2**64 - 1; keep larger ones as str (with a migration), or use the PickleSerializer"
+            ) from exc
+
+    @abstractmethod
+    def _write(self, value: T) -> bytes:
+        """The bytes of a value of the type."""
+
     @abstractmethod
     def from_plain(self, wired: Any) -> T:
         """A value of the type from its plain form as this schema writes it (wire names)."""
@@ -181,7 +197,7 @@ class _TypedSerializer(Serializer[T]):
         if steps:
 
             def migrate(data: bytes) -> T:
-                plain = to_current_names(self.schema, to_named(old_schema, self._plain_decode(data)))
+                plain = to_current(old_schema, self.schema, self._plain_decode(data))
                 for step in steps:
                     plain = step(plain)
                 return self.from_named(plain)
@@ -200,7 +216,7 @@ class _TypedSerializer(Serializer[T]):
         return Resolution(
             Compatibility.COMPATIBLE_AFTER_MIGRATION,
             changes.automatic,
-            lambda data: self.from_named(to_named(old_schema, self._plain_decode(data))),
+            lambda data: self.from_named(to_current(old_schema, self.schema, self._plain_decode(data))),
         )
 
 
@@ -215,20 +231,22 @@ class _MsgspecTyped(_TypedSerializer[T]):
 
         self._encode: Callable[[Any], bytes] = msgspec.msgpack.Encoder().encode
         self._decode: Callable[[bytes], T] = msgspec.msgpack.Decoder(cls).decode
-        self._convert = msgspec.convert
+        # msgspec caches what it learnt of a dataclass on the class itself, in an object that does not
+        # pickle: a dataclass defined in a function (pickled by value, as values in a CollectSink are)
+        # would no longer pickle. The decoder keeps its own copy; the encoder needs none.
+        for record in _dataclasses_in(cls):
+            if "__msgspec_cache__" in vars(record):
+                delattr(record, "__msgspec_cache__")
 
-    def dumps(self, value: T) -> bytes:
-        if not isinstance(value, self.type):
-            raise TypeError(
-                f"{self!r} writes {self.type.__qualname__} values, not {type(value).__qualname__}"
-            )
+    def _write(self, value: T) -> bytes:
         return self._encode(value)
 
     def loads(self, data: bytes) -> T:
         return self._decode(data)
 
     def from_plain(self, wired: Any) -> T:
-        return self._convert(wired, self.type)
+        # Through the bytes and the decoder: a migrated value is checked exactly as a stored one.
+        return self._decode(self._encode(wired))
 
 
 class DataclassSerializer(_MsgspecTyped[T]):
@@ -312,6 +330,20 @@ def _struct_types(cls: Any) -> list[Any]:
     return found
 
 
+def _dataclasses_in(cls: Any) -> list[Any]:
+    """``cls`` and the dataclasses its fields name, recursively, if it is a dataclass."""
+    found: list[Any] = []
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        if current in found or not (isinstance(current, type) and dataclasses.is_dataclass(current)):
+            continue
+        found.append(current)
+        for annotation in typing.get_type_hints(current).values():
+            pending += _type_args(annotation)
+    return found
+
+
 def _type_args(annotation: Any) -> list[Any]:
     found = [annotation]
     for arg in typing.get_args(annotation):
@@ -344,11 +376,7 @@ class PydanticSerializer(_TypedSerializer[T]):
         self._encode = msgspec.msgpack.Encoder().encode
         self._validate = cls.model_validate
 
-    def dumps(self, value: T) -> bytes:
-        if not isinstance(value, self.type):
-            raise TypeError(
-                f"{self!r} writes {self.type.__qualname__} values, not {type(value).__qualname__}"
-            )
+    def _write(self, value: T) -> bytes:
         return self._encode(value.model_dump(mode="python", by_alias=False))  # type: ignore[attr-defined]
 
     def loads(self, data: bytes) -> T:

@@ -4,9 +4,10 @@ thread, or written incrementally as a chain of a base and deltas (see ``_increme
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.state._keygroups import stable_key_hash
 from lockgate.state._snapshot import (
@@ -81,7 +82,9 @@ class _HeapSnapshotResources(SnapshotResources):
                         stored = prune(stored, now)
                         if stored is MISSING:
                             continue
-                    groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
+                    groups[stable_key_hash(key) % max_parallelism].append(
+                        (key, namespace, _encoded(encode, stored, backend.operator_uid, name, key))
+                    )
             entries[name] = dict(groups)
         return backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
@@ -189,7 +192,9 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
                 for key, stored in items.items():
                     if prune is not None:
                         stored = prune(stored, now)
-                    groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode(stored)))
+                    groups[stable_key_hash(key) % max_parallelism].append(
+                        (key, namespace, _encoded(encode, stored, self._backend.operator_uid, name, key))
+                    )
             entries[name] = dict(groups)
         for changes in change_sets:  # namespaces dropped since, and not back: replaced by nothing
             for (name, namespace), keys in changes.items():
@@ -239,6 +244,15 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
         if gone:
             removed[name] = gone
         entries[name] = _timer_groups(added, self._backend.max_parallelism)
+
+
+def _encoded(encode: Callable[[Any], bytes], stored: Any, operator_uid: str, state: str, key: Any) -> bytes:
+    """``encode(stored)``; should the state's serializer refuse the value, the error names the state
+    and the key."""
+    try:
+        return encode(stored)
+    except Exception as exc:
+        raise StateSerializationError(operator_uid, state, key, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _timer_groups(timers: Iterable[tuple[int, Any, Any]], max_parallelism: int) -> dict[int, list[Entry]]:
