@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/backpressure.py
 	$(BIN)/python benchmarks/backpressure.py --storage memory
 	$(BIN)/python benchmarks/state_kinds.py
+	$(BIN)/python benchmarks/serializers.py
+	$(BIN)/python benchmarks/serializers.py --backend rocksdb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -68,7 +68,8 @@ from _common import report
 from _restore import timed_restore
 
 import lockgate as lg
-from lockgate.actors import RestoredState, load_from_pointer
+from lockgate.savepoint import RestoredState
+from lockgate.snapshots import load_from_pointer
 from lockgate.state import RocksDBStateBackend
 
 STATE_UID = "value-state"

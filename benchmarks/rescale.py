@@ -41,8 +41,8 @@ from _common import CountSink, report
 from _restore import timed_restore
 
 import lockgate as lg
-from lockgate.actors import RestoredState, load_from_pointer
-from lockgate.snapshots import METADATA_NAME
+from lockgate.savepoint import RestoredState
+from lockgate.snapshots import METADATA_NAME, load_from_pointer
 from lockgate.state import RocksDBStateBackend
 
 WRITE_PARALLELISM = 2

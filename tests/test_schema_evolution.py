@@ -580,3 +580,28 @@ async def test_migration_runs_in_a_worker_thread_before_the_first_record(tmp_pat
     seen, _ = await run(Accounts(recording, False), keys, 1, "heap", tmp_path, restore_from=pointer)
     assert sorted(seen, key=lambda row: row[0]) == expected_accounts(keys)
     assert threads and threading.current_thread().name not in threads
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "save"),
+    [
+        ("heap", "heap", "checkpoint"),  # the pickled tables of a heap checkpoint
+        ("heap", "rocksdb", "savepoint"),
+        ("rocksdb-incremental", "rocksdb", "checkpoint"),  # pickles in a database opened in place
+    ],
+)
+async def test_state_the_default_pickle_wrote_is_taken_over_by_a_typed_serializer(
+    tmp_path: Path, before: str, after: str, save: str
+) -> None:
+    keys = ["k1", "k2", "k3"]
+    _, pointer = await run(Accounts(lg.PickleSerializer(), True), keys, 2, before, tmp_path, save=save)
+    # From pickle, values are taken over field by field: the alias and the defaults apply (no version
+    # of the schema was saved, so no migration runs).
+    typed = lg.DataclassSerializer(AccountV2)
+    seen, _ = await run(Accounts(typed, False), keys, 2, after, tmp_path, restore_from=pointer)
+    rows = []
+    for key in keys:
+        number = int(key[1:])
+        account = AccountV2(number, number * 150)
+        rows.append((key, account, [account, AccountV2(-number, 5)], {number: account}, account))
+    assert sorted(seen, key=lambda row: row[0]) == rows

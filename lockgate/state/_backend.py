@@ -32,6 +32,7 @@ from lockgate.state._snapshot import (
     StateCodec,
     StateMetaInfo,
     TableEncoding,
+    table_holds_values,
 )
 from lockgate.state._states import STATE_TYPES, State
 from lockgate.state._timers import TIMER_DOMAINS, TimerQueue, TimerStateDescriptor
@@ -47,14 +48,16 @@ RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
 
 @dataclass(frozen=True)
 class PendingMigration:
-    """Restored values of a registered state to migrate: encoded entries by key group, values of
-    the default serializer by namespace (``KeyedStateSnapshot.tables``), or ``in_place``, what the
-    backend already holds (a RocksDB database opened from a checkpoint)."""
+    """Restored values of a registered state to migrate: encoded entries by key group; tables
+    (``KeyedStateSnapshot.tables``) of the default serializer's values or of codec bytes, by
+    namespace; or ``in_place``, what the backend already holds (a RocksDB database opened from a
+    checkpoint)."""
 
     descriptor: StateDescriptor[Any]
     read: Reader
     groups: dict[int, list[Entry]] | None = None
     values: dict[Any, dict[Any, Any]] | None = None
+    encoded: dict[Any, dict[Any, bytes]] | None = None
     in_place: bool = False
 
 
@@ -142,10 +145,16 @@ class KeyedStateBackend(ABC):
                 self._migrate_later(PendingMigration(descriptor, read, restored[1]))
         if values is not None:
             del self._restored_tables[descriptor.name]
-            if read_values is None:
-                self._restore_values(descriptor, values[1])
+            meta, spaces = values
+            if not table_holds_values(meta.serializer):  # the codec's bytes
+                if read_values is None:
+                    self._restore_encoded(descriptor, spaces)
+                else:
+                    self._migrate_later(PendingMigration(descriptor, read_values, encoded=spaces))
+            elif read_values is None:
+                self._restore_values(descriptor, spaces)
             else:  # values the default serializer wrote, which a typed serializer takes over
-                self._migrate_later(PendingMigration(descriptor, read_values, values=values[1]))
+                self._migrate_later(PendingMigration(descriptor, read_values, values=spaces))
 
     def _migrate_later(self, migration: PendingMigration) -> None:
         if self._migrated:
@@ -169,12 +178,13 @@ class KeyedStateBackend(ABC):
         """Read every restored value of a state with its migrating reader and load the results.
         Runs in a worker thread, while the actor waits: nothing else touches the backend."""
         descriptor = migration.descriptor
-        codec = StateCodec(descriptor, self.clock, migration.read)
-        decode = codec.decode
+        decode = StateCodec(descriptor, self.clock, migration.read).decoder
         spaces: dict[Any, dict[Any, Any]] = {}
         for entries in (migration.groups or {}).values():
             for key, namespace, data in entries:
                 spaces.setdefault(namespace, {})[key] = decode(data)
+        for namespace, table in (migration.encoded or {}).items():
+            spaces.setdefault(namespace, {}).update(zip(table, map(decode, table.values()), strict=True))
         if migration.values:
             encode = StateCodec(TableEncoding(descriptor.kind), self.clock).encode
             for namespace, table in migration.values.items():
@@ -182,6 +192,18 @@ class KeyedStateBackend(ABC):
                 for key, value in table.items():
                     target[key] = decode(encode(value))
         self._restore_values(descriptor, spaces)
+
+    def _restore_encoded(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, bytes]]) -> None:
+        """Load restored tables of a state's codec bytes (``KeyedStateSnapshot.tables`` of a state
+        another serializer than the default writes), which its serializer reads as they are."""
+        decode = StateCodec(descriptor, self.clock).decoder
+        self._restore_values(
+            descriptor,
+            {
+                namespace: dict(zip(table, map(decode, table.values()), strict=True))
+                for namespace, table in spaces.items()
+            },
+        )
 
     def timer_queue(self, domain: str) -> TimerQueue:
         """The timers of ``domain`` ("event" or "processing"): the same queue on every call.

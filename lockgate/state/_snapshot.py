@@ -18,14 +18,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle, StreamStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
-from lockgate.state._serializers import DEFAULT_SERIALIZER, PickleSerializer, Serializer, SerializerSnapshot
+from lockgate.state._serializers import DEFAULT_SERIALIZER, Serializer, SerializerSnapshot
 from lockgate.state._states import MISSING, TtlValue
 
 #: (key, namespace, encoded value) of one stored entry.
@@ -76,10 +76,13 @@ class KeyedStateSnapshot:
     """The keyed state of one subtask at one checkpoint.
 
     A state is held in one of two forms. ``entries`` holds it encoded, entry by entry, grouped by key
-    group: what a restore at another parallelism picks from. ``tables`` holds it as the stored values
-    themselves, ``tables[state][namespace][key]``, for states whose values the default pickle
-    serializer writes and that have no TTL: the snapshot is then pickled whole in one call, which is
-    many times cheaper than one call per entry, and the key groups are worked out on restore.
+    group: what a restore at another parallelism picks from. ``tables`` holds it by namespace and key,
+    ``tables[state][namespace][key]``, for states without TTL, and the key groups are worked out on
+    restore: no key is hashed and no tuple made per entry when the snapshot is taken. A table holds the
+    stored values themselves when the default pickle serializer writes them (the snapshot is then
+    pickled whole in one call, many times cheaper than one call per entry), and otherwise the bytes
+    the state's codec encodes them to (see :func:`table_holds_values`), which the serializer that
+    wrote them, or a migration from it, reads back.
 
     Attributes:
         operator_uid: The operator the state belongs to.
@@ -114,14 +117,18 @@ class KeyedStateSnapshot:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
         for name, spaces in self.tables.items():
-            codec = StateCodec(TableEncoding(self.states[name].kind), time.time)
+            meta = self.states[name]
+            encode = None
+            if table_holds_values(meta.serializer):
+                encode = StateCodec(TableEncoding(meta.kind), time.time).encode
             groups: dict[int, list[Entry]] = {}
-            encode, max_parallelism = codec.encode, self.max_parallelism
+            max_parallelism = self.max_parallelism
             for namespace, table in spaces.items():
                 for key, stored in table.items():
                     # Uncached: a whole table would only churn the hash cache the partitioners rely on.
                     key_group = uncached_key_hash(key) % max_parallelism
-                    groups.setdefault(key_group, []).append((key, namespace, encode(stored)))
+                    data = stored if encode is None else encode(stored)
+                    groups.setdefault(key_group, []).append((key, namespace, data))
             for key_group, group in self.entries.get(name, {}).items():  # a state held in both forms
                 groups.setdefault(key_group, []).extend(group)
             grouped[name] = groups
@@ -138,8 +145,38 @@ class TableEncoding:
 
 
 def stores_whole(descriptor: StateDescriptor[Any]) -> bool:
-    """Whether a snapshot may hold ``descriptor``'s state as its stored values (see ``tables``)."""
-    return descriptor.ttl is None and type(descriptor.serializer) is PickleSerializer
+    """Whether a snapshot may hold ``descriptor``'s state in tables (see ``KeyedStateSnapshot.tables``)."""
+    return descriptor.ttl is None
+
+
+def table_holds_values(serializer: SerializerSnapshot) -> bool:
+    """Whether the tables of a state written by ``serializer`` hold the stored values (the default
+    pickle serializer's: pickled whole with the snapshot) rather than their codec's bytes."""
+    return serializer == _PICKLED
+
+
+_PICKLED: Final = DEFAULT_SERIALIZER.snapshot()
+
+
+def encode_table(
+    table: dict[Any, Any], encode: Callable[[Any], bytes], operator_uid: str, state: str
+) -> dict[Any, bytes]:
+    """Each stored value of ``table`` encoded, by key, in C-level loops.
+
+    Raises:
+        StateSerializationError: The serializer refused a value; it names the state and the key.
+    """
+    try:
+        return dict(zip(table, map(encode, table.values()), strict=True))
+    except Exception as failure:
+        for key, stored in table.items():  # the slow path of a failed snapshot: which key it was
+            try:
+                encode(stored)
+            except Exception as exc:
+                raise StateSerializationError(
+                    operator_uid, state, key, f"{type(exc).__name__}: {exc}"
+                ) from failure
+        raise
 
 
 class SharedStateWriter(Protocol):
@@ -331,6 +368,16 @@ class StateCodec:
         self.clock = clock
         # A plain value (no container, no TTL) is stored as its serializer writes it, nothing around it.
         self._plain = self.ttl is None and self.kind not in ("list", "map")
+
+    @property
+    def encoder(self) -> Callable[[Any], bytes]:
+        """:meth:`encode`, without a Python frame of its own for a plain value."""
+        return self.serializer.dumps if self._plain else self.encode
+
+    @property
+    def decoder(self) -> Callable[[bytes], Any]:
+        """:meth:`decode`, without a Python frame of its own for a plain value."""
+        return self.loads if self._plain else self.decode
 
     # User values go through the serializer; TTL timestamps and containers through pickle.
 

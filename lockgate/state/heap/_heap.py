@@ -12,6 +12,7 @@ from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import KeyedStateBackend, S, StateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._keygroups import KeyGroupRange
+from lockgate.state._serializers import PickleSerializer
 from lockgate.state._snapshot import (
     Entry,
     SnapshotResources,
@@ -100,7 +101,11 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return HeapTimerQueue(self._tables[descriptor.name][DEFAULT_NAMESPACE], restored.values())
 
     def _restore_state(self, descriptor: StateDescriptor[Any], groups: dict[int, list[Entry]]) -> None:
-        if not (stores_whole(descriptor) and descriptor.kind not in ("list", "map")):
+        if not (
+            stores_whole(descriptor)
+            and descriptor.kind not in ("list", "map")
+            and type(descriptor.serializer) is PickleSerializer
+        ):
             super()._restore_state(descriptor, groups)
             return
         # A value written by the default serializer alone: unpickle straight into the tables.

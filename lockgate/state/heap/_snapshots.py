@@ -19,8 +19,10 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    encode_table,
     pickle_snapshot,
     stores_whole,
+    table_holds_values,
 )
 from lockgate.state._states import MISSING
 from lockgate.state._timers import TIMER_KIND, encode_timestamp
@@ -56,6 +58,12 @@ class _HeapSnapshotResources(SnapshotResources):
         self._whole = {
             name: stores_whole(backend.descriptors[name]) and name not in self._timers for name in views
         }
+        # Whole states whose tables hold their codec's bytes, and how each value is encoded.
+        self._encoders = {
+            name: self._codecs[name].encoder
+            for name in views
+            if self._whole[name] and not table_holds_values(self._metas[name].serializer)
+        }
         self._unclaimed = backend.unclaimed_restored_state()
         self._released = False
 
@@ -66,7 +74,9 @@ class _HeapSnapshotResources(SnapshotResources):
         tables: dict[str, dict[Any, dict[Any, Any]]] = {}
         for name, spaces in self._views.items():
             if self._whole[name]:
-                tables[name] = {namespace: _merged_copy(layers) for namespace, _, layers in spaces}
+                tables[name] = {
+                    namespace: self._table(name, _merged_copy(layers)) for namespace, _, layers in spaces
+                }
                 continue
             if name in self._timers:
                 entries[name] = _timer_groups(
@@ -92,6 +102,13 @@ class _HeapSnapshotResources(SnapshotResources):
             ),
             self._unclaimed,
         )
+
+    def _table(self, name: str, values: dict[Any, Any]) -> dict[Any, Any]:
+        """A whole state's table as the snapshot holds it: the values, or their codec's bytes."""
+        encode = self._encoders.get(name)
+        if encode is None:
+            return values
+        return encode_table(values, encode, self._backend.operator_uid, name)
 
     def release(self) -> None:
         if self._released:
@@ -184,7 +201,7 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
             if gone:
                 removed[name] = gone
             if whole:
-                tables[name] = changed
+                tables[name] = {namespace: self._table(name, items) for namespace, items in changed.items()}
                 continue
             groups: defaultdict[int, list[Entry]] = defaultdict(list)
             encode, now = codec.encode, self._now

@@ -428,6 +428,15 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             if high < self.max_parallelism:
                 family.delete_range(high.to_bytes(2, "big"), b"\xff\xff\xff")
 
+    def _restore_encoded(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, bytes]]) -> None:
+        """Codec bytes are what RocksDB stores: written as they are, one WriteBatch per key group."""
+        max_parallelism = self.max_parallelism
+        groups: dict[int, list[Entry]] = {}
+        for namespace, table in spaces.items():
+            for key, data in table.items():
+                groups.setdefault(key_group_for(key, max_parallelism), []).append((key, namespace, data))
+        self._restore_state(descriptor, groups)
+
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
         """Plain values, encoded as this state stores them and written one WriteBatch per key group."""
         encode = StateCodec(descriptor, self.clock).encode
