@@ -292,3 +292,61 @@ async def test_checkpoints_triggered_together_reach_the_sources_in_id_order(tmp_
         await job.wait()
     assert source.snapshots == sorted(source.snapshots) and source.snapshots[:2] == [1, 2]
     assert sorted(sink.results) == items
+
+
+class FailsAfterTheFinal(lg.FileCheckpointStorage):
+    """Checkpoint 1 completes only once checkpoint 2 is being written; checkpoint 2's writes then
+    fail, as those of a snapshot whose files the ending subtasks deleted do."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.first_started, self.second_writing, self.first_complete = (
+            anyio.Event(),
+            anyio.Event(),
+            anyio.Event(),
+        )
+
+    async def create_checkpoint_location(self, checkpoint_id: int) -> Any:
+        location = await super().create_checkpoint_location(checkpoint_id)
+        if checkpoint_id == 1:
+            self.first_started.set()
+        return location
+
+    async def write_state(self, location: Any, name: str, data: Any) -> Any:
+        if location.checkpoint_id == 2:
+            self.second_writing.set()
+            await self.first_complete.wait()
+            raise OSError("the subtask has ended: its snapshot's files are gone")
+        return await super().write_state(location, name, data)
+
+    async def write_metadata(self, location: Any, data: bytes) -> Any:
+        if location.checkpoint_id == 1:
+            await self.second_writing.wait()
+        completed = await super().write_metadata(location, data)
+        if location.checkpoint_id == 1:
+            self.first_complete.set()
+        return completed
+
+
+async def test_a_checkpoint_still_in_progress_when_the_final_one_completes_does_not_fail_the_job(
+    tmp_path: Path,
+) -> None:
+    items = list(range(10))
+    storage = FailsAfterTheFinal(tmp_path.as_uri())
+    env = lg.StreamEnvironment(parallelism=2)
+    env.set_checkpoint_storage(storage)
+    env.enable_checkpointing(3600)  # the final checkpoint (1) is the only one the job takes itself
+    env.checkpoint_config.max_concurrent = 2
+    env.checkpoint_config.tolerable_failures = 0
+    sink = lg.CollectSink[int]()
+    env.from_collection(items, uid="src").key_by(lambda n: n % 3).map(lambda n: n, uid="keyed").sink(
+        sink, uid="out"
+    )
+    with anyio.fail_after(GUARD):
+        job = await env.start("ends-with-two-pending")
+        await storage.first_started.wait()
+        with pytest.raises(lg.CheckpointError, match="checkpoint 1 was the job's final one"):
+            await job.trigger_checkpoint()  # checkpoint 2: its writes fail once 1 is complete
+        result = await job.wait()
+    assert sorted(sink.results) == items
+    assert result.restarts == 0

@@ -489,12 +489,18 @@ class CheckpointCoordinator:
             if final:
                 participant.post(JOB_FINISHED)
         # Older checkpoints still in progress are subsumed: this one restores later than they would.
-        for older in [
+        # After the final one, newer ones are moot too: the subtasks end, and drop what they hold.
+        for other_id in [
             cid
             for cid, other in self._pending.items()
-            if cid < checkpoint_id and not other.completing and not other.savepoint
+            if (cid < checkpoint_id or final) and not other.completing and not other.savepoint
         ]:
-            await self._abort(older, f"checkpoint {checkpoint_id} completed first", count_failure=False)
+            reason = (
+                f"checkpoint {checkpoint_id} completed first"
+                if other_id < checkpoint_id
+                else (f"checkpoint {checkpoint_id} was the job's final one")
+            )
+            await self._abort(other_id, reason, count_failure=False)
 
     def _completed_stats(self, pending: _Pending, metadata: CheckpointMetadata) -> CheckpointStats:
         acks = list(pending.acks.values())
