@@ -9,14 +9,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 import lockgate as lg
 
 
 class CountSink(lg.Sink):
-    """A sink that only counts what it receives, so the sink costs next to nothing."""
+    """A sink that only counts what it receives, so the sink costs next to nothing; ``reached`` is
+    set once ``target`` records have arrived (with a target)."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: int | None = None) -> None:
         self.count = 0
+        self.target = target
+        self.reached = anyio.Event()
 
     def create_writer(self, ctx: lg.RuntimeContext) -> lg.SinkWriter:
         return _CountWriter(self)
@@ -27,7 +32,10 @@ class _CountWriter(lg.SinkWriter):
         self._sink = sink
 
     async def write(self, records: list[Any]) -> None:
-        self._sink.count += len(records)
+        sink = self._sink
+        sink.count += len(records)
+        if sink.target is not None and sink.count >= sink.target:
+            sink.reached.set()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -41,7 +41,7 @@ from typing import Any
 
 import anyio
 import msgspec
-from _common import report, timed
+from _common import CountSink, report, timed
 from keyed_sum import FinalSums, expected_sum
 
 import lockgate as lg
@@ -67,27 +67,6 @@ SERIALIZERS: dict[str, tuple[type[Any], Callable[[], lg.Serializer[Any]]]] = {
     "dataclass": (Account, lambda: lg.DataclassSerializer(Account)),
     "msgspec": (AccountStruct, lambda: lg.MsgspecSerializer(AccountStruct)),
 }
-
-
-class FilledSink(lg.Sink):
-    """Counts what it receives and sets ``filled`` at ``target`` records: the state is then complete."""
-
-    def __init__(self, target: int) -> None:
-        self.count, self.target = 0, target
-        self.filled = anyio.Event()
-
-    def create_writer(self, ctx: lg.RuntimeContext) -> lg.SinkWriter:
-        return _FilledWriter(self)
-
-
-class _FilledWriter(lg.SinkWriter):
-    def __init__(self, sink: FilledSink) -> None:
-        self._sink = sink
-
-    async def write(self, records: list[Any]) -> None:
-        self._sink.count += len(records)
-        if self._sink.count >= self._sink.target:
-            self._sink.filled.set()
 
 
 def descriptor(serializer: str) -> lg.ValueStateDescriptor[Any]:
@@ -157,7 +136,7 @@ async def checkpoint_heap(
     env.set_checkpoint_storage(url)
     env.enable_checkpointing(3600.0)  # no periodic checkpoint within the run: only the triggers below
     source: lg.QueueSource[tuple[str, int]] = lg.QueueSource(maxsize=len(records))
-    sink = FilledSink(len(records))
+    sink = CountSink(len(records))
     keyed = env.from_source(source, uid="source").key_by(lambda r: r[0])
     keyed.map(UpdateAccount(serializer), uid=STATE_UID).sink(sink, uid="progress")
     for record in records:
@@ -166,7 +145,7 @@ async def checkpoint_heap(
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(ended, job)  # rather than wait forever, should the job fail while filling
-            await sink.filled.wait()
+            await sink.reached.wait()
             group.cancel_scope.cancel()
         await job.trigger_checkpoint()  # untimed: its completion frees the records the source kept
         for _ in range(checkpoints):

@@ -33,6 +33,9 @@ from typing import Any, Final
 #: Schema of a record: ("record", name, array_like, fields); a field: (name, wire, schema, default, aliases).
 Schema = tuple[Any, ...]
 Field = tuple[str, str, Schema, bool, tuple[str, ...]]
+#: What a record type's fields are to :func:`describe`: (name, wire name, annotation, has default,
+#: aliases) of each.
+RecordFields = list[tuple[str, str, Any, bool, tuple[str, ...]]]
 
 ANY: Final[Schema] = ("any",)
 NONE: Final[Schema] = ("scalar", "none")
@@ -126,17 +129,12 @@ def aliases_in(metadata: Any) -> tuple[str, ...]:
 class _Describer:
     """Builds the schema of a type; records it meets inside themselves become refs."""
 
-    def __init__(
-        self, record_fields: Callable[[Any], list[tuple[str, str, Any, bool, tuple[str, ...]]] | None]
-    ):
-        # For a record type: (name, wire name, annotation, has default, aliases) of each field.
+    def __init__(self, record_fields: Callable[[Any], RecordFields | None]) -> None:
         self._record_fields = record_fields
         self._open: set[str] = set()
 
     def describe(self, annotation: Any) -> Schema:
-        aliases: tuple[str, ...] = ()
-        annotation, aliases = _strip_annotated(annotation, aliases)
-        del aliases  # aliases only matter on a record's field (see _record)
+        annotation, _ = _strip_annotated(annotation, ())  # aliases matter on a record's field only
         if annotation is Any or isinstance(annotation, typing.TypeVar):
             return ANY
         if annotation in _SCALARS:
@@ -175,7 +173,7 @@ class _Describer:
             "Optional/unions, Literal, and dataclasses, msgspec Structs or pydantic models of those"
         )
 
-    def _record(self, cls: type, fields: list[tuple[str, str, Any, bool, tuple[str, ...]]]) -> Schema:
+    def _record(self, cls: type, fields: RecordFields) -> Schema:
         name = f"{cls.__module__}.{cls.__qualname__}"
         if name in self._open:
             return ("ref", name)
@@ -208,7 +206,7 @@ def _plain_scalar(value: Any) -> Any:
 
 def describe(
     annotation: Any,
-    record_fields: Callable[[Any], list[tuple[str, str, Any, bool, tuple[str, ...]]] | None],
+    record_fields: Callable[[Any], RecordFields | None],
 ) -> Schema:
     """The schema of ``annotation``; ``record_fields`` gives the fields of a record type (None for a
     type that is not one).
@@ -258,13 +256,11 @@ class SchemaChanges:
         automatic: Changes every old value survives: a field added with a default, a field removed,
             a renamed field with its old name as an alias, a type widened (``int`` to ``float``,
             ``X`` to ``X | None``, enum members added).
-        renamed: Whether any change is a rename (values then go through their plain form).
         breaking: Changes that old values do not survive without a migration: a type changed, a
             field added without a default, a type narrowed.
     """
 
     automatic: tuple[str, ...] = ()
-    renamed: bool = False
     breaking: tuple[str, ...] = ()
 
     @property
@@ -276,14 +272,11 @@ def compare(old: Schema, new: Schema) -> SchemaChanges:
     """How ``new`` differs from ``old``, change by change."""
     automatic: list[str] = []
     breaking: list[str] = []
-    renames: list[bool] = []
-    _compare(old, new, "$", automatic, breaking, renames)
-    return SchemaChanges(tuple(automatic), bool(renames), tuple(breaking))
+    _compare(old, new, "$", automatic, breaking)
+    return SchemaChanges(tuple(automatic), tuple(breaking))
 
 
-def _compare(
-    old: Schema, new: Schema, at: str, automatic: list[str], breaking: list[str], renames: list[bool]
-) -> None:
+def _compare(old: Schema, new: Schema, at: str, automatic: list[str], breaking: list[str]) -> None:
     if old == new:
         return
     kind, old_kind = new[0], old[0]
@@ -297,15 +290,14 @@ def _compare(
     if kind == "union":
         olds = old[1] if old_kind == "union" else (old,)
         for member in olds:
-            fits = [_changes_of(member, candidate) for candidate in new[1]]
-            if not any(changes is not None and not changes.breaking for changes in fits):
+            if all(compare(member, candidate).breaking for candidate in new[1]):
                 breaking.append(f"{at}: {render(old)} became {render(new)}")
                 return
         automatic.append(f"{at}: {render(old)} widened to {render(new)}")
         return
     if kind != old_kind:
         if kind in _ARRAYS and old_kind in _ARRAYS:
-            _compare(old[1], new[1], f"{at}[]", automatic, breaking, renames)
+            _compare(old[1], new[1], f"{at}[]", automatic, breaking)
             automatic.append(f"{at}: {old_kind} became {kind}")
             return
         breaking.append(f"{at}: {render(old)} became {render(new)}")
@@ -317,18 +309,18 @@ def _compare(
             breaking.append(f"{at}: {old[1]} became {new[1]}")
         return
     if kind in ("list", "tuple", "set", "frozenset"):
-        _compare(old[1], new[1], f"{at}[]", automatic, breaking, renames)
+        _compare(old[1], new[1], f"{at}[]", automatic, breaking)
         return
     if kind == "dict":
-        _compare(old[1], new[1], f"{at}{{key}}", automatic, breaking, renames)
-        _compare(old[2], new[2], f"{at}{{}}", automatic, breaking, renames)
+        _compare(old[1], new[1], f"{at}{{key}}", automatic, breaking)
+        _compare(old[2], new[2], f"{at}{{}}", automatic, breaking)
         return
     if kind == "fixed":
         if len(old[1]) != len(new[1]):
             breaking.append(f"{at}: {render(old)} became {render(new)}")
             return
         for index, (before, after) in enumerate(zip(old[1], new[1], strict=True)):
-            _compare(before, after, f"{at}[{index}]", automatic, breaking, renames)
+            _compare(before, after, f"{at}[{index}]", automatic, breaking)
         return
     if kind in ("enum", "literal"):
         before_values = {value for _, value in old[2]} if kind == "enum" else set(old[1])
@@ -340,12 +332,7 @@ def _compare(
             gone = ", ".join(map(repr, sorted(before_values - after_values, key=repr)))
             breaking.append(f"{at}: the values {gone} of {render(old)} are gone")
         return
-    _compare_records(old, new, at, automatic, breaking, renames)
-
-
-def _changes_of(old: Schema, new: Schema) -> SchemaChanges | None:
-    changes = compare(old, new)
-    return None if changes.breaking else changes
+    _compare_records(old, new, at, automatic, breaking)
 
 
 def match_fields(old: Schema, new: Schema) -> list[tuple[Field, Field | None, bool]]:
@@ -377,9 +364,7 @@ def match_fields(old: Schema, new: Schema) -> list[tuple[Field, Field | None, bo
     return matched
 
 
-def _compare_records(
-    old: Schema, new: Schema, at: str, automatic: list[str], breaking: list[str], renames: list[bool]
-) -> None:
+def _compare_records(old: Schema, new: Schema, at: str, automatic: list[str], breaking: list[str]) -> None:
     positional = old[2] or new[2]  # array-like: fields are positions, not names
     continued: set[str] = set()
     for index, (field, before, renamed) in enumerate(match_fields(old, new)):
@@ -393,12 +378,11 @@ def _compare_records(
             continue
         continued.add(before[0])
         if renamed:
-            renames.append(True)
             automatic.append(f"{path}: renamed from {before[0]!r}")
         if positional and (index >= len(old[3]) or old[3][index][0] != before[0]):
             breaking.append(f"{path}: moved in an array-like record (fields there may only be appended)")
             continue
-        _compare(before[2], schema, path, automatic, breaking, renames)
+        _compare(before[2], schema, path, automatic, breaking)
     for name, *_ in old[3]:
         if name not in continued:
             if positional:

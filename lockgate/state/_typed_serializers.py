@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from lockgate.state._schema import (
+    RecordFields,
     Schema,
     aliases_in,
     compare,
@@ -41,8 +42,6 @@ Migration = Callable[[Any], Any]
 #: Snapshot names of the typed serializers: all write msgpack maps by field name, so each reads the
 #: others' bytes through the schemas.
 TYPED_NAMES: Final = frozenset({"dataclass", "msgspec", "pydantic"})
-
-RecordFields = list[tuple[str, str, Any, bool, tuple[str, ...]]]
 
 
 def record_fields(cls: Any) -> RecordFields | None:
