@@ -75,6 +75,7 @@ from lockgate.functions import RuntimeContext as RuntimeContext
 from lockgate.functions import TimerService as TimerService
 from lockgate.functions import WindowContext as WindowContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
+from lockgate.savepoint import Savepoint as Savepoint
 from lockgate.snapshots import CheckpointStorage as CheckpointStorage
 from lockgate.snapshots import CompletedCheckpoint as CompletedCheckpoint
 from lockgate.snapshots import FileCheckpointStorage as FileCheckpointStorage
@@ -193,6 +194,8 @@ __all__ = [
     "CheckpointStorage",
     "CorruptCheckpointError",
     "IncompatibleStateError",
+    # savepoints offline
+    "Savepoint",
     # state schema evolution
     "Compatibility",
     "DataclassSerializer",

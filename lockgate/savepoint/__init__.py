@@ -15,13 +15,17 @@ from lockgate.savepoint._channel_state import (
     encode_channel_state,
 )
 from lockgate.savepoint._operator_state import decode_operator_state, encode_operator_state
+from lockgate.savepoint._reader import OperatorInfo, Savepoint, StateInfo
 from lockgate.savepoint._restore import RestoredState
 
 __all__ = [
     "ChannelStateSnapshot",
     "FrozenBatches",
     "InFlightBatch",
+    "OperatorInfo",
     "RestoredState",
+    "Savepoint",
+    "StateInfo",
     "decode_channel_state",
     "decode_operator_state",
     "encode_channel_state",

@@ -13,9 +13,11 @@ from lockgate.snapshots._file import FileCheckpointStorage, fsync_directory, par
 from lockgate.snapshots._loading import (
     Blob,
     LoadedCheckpoint,
+    checkpoints_at,
     load_checkpoint,
     load_from_pointer,
     load_newest,
+    read_checkpoint_metadata,
     storage_loader,
     unpickle_state,
 )
@@ -60,8 +62,10 @@ __all__ = [
     "SubtaskStateHandles",
     "SubtaskStateWriter",
     "fsync_directory",
+    "checkpoints_at",
     "load_checkpoint",
     "load_from_pointer",
+    "read_checkpoint_metadata",
     "load_newest",
     "parse_file_url",
     "register_checkpoint_storage",

@@ -45,14 +45,8 @@ async def load_checkpoint(storage: CheckpointStorage, checkpoint_id: int, pointe
         CorruptCheckpointError: The metadata or a blob is missing or damaged; the error names it.
         CheckpointError: The storage has no complete checkpoint ``checkpoint_id``.
     """
+    metadata = await read_checkpoint_metadata(storage, CompletedCheckpoint(checkpoint_id, pointer))
     where = f"{pointer.rstrip('/')}/{METADATA_NAME}"
-    try:
-        data = await storage.read_metadata(checkpoint_id)
-    except CorruptCheckpointError:
-        raise
-    except CheckpointError as exc:
-        raise CorruptCheckpointError(where, str(exc)) from exc
-    metadata = CheckpointMetadata.from_bytes(data, where)
     keyed: dict[str, list[Blob | None]] = {}
     operator: dict[str, list[Blob | None]] = {}
     shared: dict[str, Blob] = {}
@@ -106,27 +100,12 @@ async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheck
         CorruptCheckpointError: Every checkpoint there is damaged; the error names a file.
         ConfigurationError: The URL is not usable (no storage for its scheme, or a bad path).
     """
-    storage = storage_for(url)
-    here = await storage.snapshot_here()
-    if here is not None:
-        only, checkpoint = here
+    found = await checkpoints_at(url)
+    if len(found) == 1:
+        only, checkpoint = found[0]
         return await load_checkpoint(only, checkpoint.checkpoint_id, checkpoint.pointer)
-    # A directory of checkpoints, of savepoints (the URL given to stop_with_savepoint), or of both.
-    savepoints = storage.savepoints()
-    storages = [storage] if savepoints is None else [storage, savepoints]
-    found: list[tuple[int, int, CompletedCheckpoint]] = []
-    storage_of: dict[str, CheckpointStorage] = {}
-    for kind, storage in enumerate(storages):
-        for checkpoint in await storage.completed_checkpoints():
-            found.append((checkpoint.checkpoint_id, kind, checkpoint))
-            storage_of[checkpoint.pointer] = storage
-    if not found:
-        raise CheckpointError(
-            f"there is no complete checkpoint or savepoint at {url}: no chk-<n>/{METADATA_NAME} or "
-            f"savepoint-<n>/{METADATA_NAME} in {storage!r}"
-        )
-    # Ids grow across a job's checkpoints and savepoints alike: the highest is the newest.
-    completed = [checkpoint for _, _, checkpoint in sorted(found, key=lambda entry: entry[:2])]
+    storage_of = {checkpoint.pointer: storage for storage, checkpoint in found}
+    completed = [checkpoint for _, checkpoint in found]
 
     async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
         return await load_checkpoint(
@@ -141,6 +120,52 @@ async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheck
         url,
     )
     return loaded
+
+
+async def checkpoints_at(url: str) -> list[tuple[CheckpointStorage, CompletedCheckpoint]]:
+    """The complete checkpoints and savepoints at ``url``, oldest first, each with the storage that
+    reads it: the one checkpoint a URL such as ``.../chk-7`` names, or those of a directory of
+    checkpoints and/or savepoints (the URL given to ``stop_with_savepoint``).
+
+    Raises:
+        CheckpointError: There is no complete checkpoint there.
+        ConfigurationError: The URL is not usable (no storage for its scheme, or a bad path).
+    """
+    storage = storage_for(url)
+    here = await storage.snapshot_here()
+    if here is not None:
+        return [here]
+    savepoints = storage.savepoints()
+    storages = [storage] if savepoints is None else [storage, savepoints]
+    found: list[tuple[int, int, CheckpointStorage, CompletedCheckpoint]] = []
+    for kind, place in enumerate(storages):
+        for checkpoint in await place.completed_checkpoints():
+            found.append((checkpoint.checkpoint_id, kind, place, checkpoint))
+    if not found:
+        raise CheckpointError(
+            f"there is no complete checkpoint or savepoint at {url}: no chk-<n>/{METADATA_NAME} or "
+            f"savepoint-<n>/{METADATA_NAME} in {storage!r}"
+        )
+    # Ids grow across a job's checkpoints and savepoints alike: the highest is the newest.
+    return [(place, checkpoint) for _, _, place, checkpoint in sorted(found, key=lambda entry: entry[:2])]
+
+
+async def read_checkpoint_metadata(
+    storage: CheckpointStorage, checkpoint: CompletedCheckpoint
+) -> CheckpointMetadata:
+    """The metadata of a completed checkpoint of ``storage``, checksum verified.
+
+    Raises:
+        CorruptCheckpointError: It is missing or damaged; the error names the file.
+    """
+    where = f"{checkpoint.pointer.rstrip('/')}/{METADATA_NAME}"
+    try:
+        data = await storage.read_metadata(checkpoint.checkpoint_id)
+    except CorruptCheckpointError:
+        raise
+    except CheckpointError as exc:
+        raise CorruptCheckpointError(where, str(exc)) from exc
+    return CheckpointMetadata.from_bytes(data, where)
 
 
 def storage_loader(storage: CheckpointStorage) -> Loader:

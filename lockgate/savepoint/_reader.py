@@ -1,0 +1,466 @@
+"""Reading a savepoint or a checkpoint offline, as a database: every operator uid a namespace, every
+state a table (the State Processor API's reading half).
+
+Nothing here needs a job or the runtime. A subtask's state is read when it is asked for, one subtask
+at a time, and handed out key group by key group; values are decoded with the serializer stored with
+them (typed ones into their plain form, or into objects with a serializer passed in, migrating them
+as a restore would).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lockgate._errors import ConfigurationError, CorruptCheckpointError
+from lockgate._threads import run_sync
+from lockgate.savepoint._operator_state import decode_operator_state
+from lockgate.snapshots import (
+    CheckpointMetadata,
+    CheckpointStorage,
+    SubtaskStateHandles,
+    checkpoints_at,
+    read_checkpoint_metadata,
+    unpickle_state,
+)
+from lockgate.state import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_SERIALIZER,
+    MISSING,
+    TIMER_KIND,
+    KeyedStateManifest,
+    KeyedStateSnapshot,
+    OperatorStateSnapshot,
+    Serializer,
+    SerializerSnapshot,
+    StateCodec,
+    StateMetaInfo,
+    StateTtlConfig,
+    timer_state_name,
+)
+from lockgate.state._evolution import restore_reader
+from lockgate.state._keygroups import uncached_key_hash
+from lockgate.state._schema import to_named
+from lockgate.state._snapshot import TableEncoding, table_holds_values
+from lockgate.state._states import TtlValue
+from lockgate.state._timers import decode_timestamp
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    """One state of an operator in a savepoint.
+
+    Attributes:
+        name: The state's name.
+        kind: ``value``, ``list``, ``map``, ``reducing``, ``aggregating`` or ``timers`` (keyed), or
+            ``split``, ``union`` or ``broadcast`` (operator state).
+        serializer: The snapshot of the serializer that wrote its values.
+        ttl: Its time to live, if it has one (keyed state only).
+        entries: How many entries it holds (keys and namespaces; list elements or map entries for
+            operator state), over every subtask.
+    """
+
+    name: str
+    kind: str
+    serializer: SerializerSnapshot
+    ttl: StateTtlConfig | None
+    entries: int
+
+    @property
+    def keyed(self) -> bool:
+        return self.kind not in ("split", "union", "broadcast")
+
+
+@dataclass(frozen=True)
+class OperatorInfo:
+    """An operator in a savepoint: its uid, the parallelism that wrote it, its states, and the bytes
+    its subtasks' state files hold (shared files of incremental checkpoints included)."""
+
+    uid: str
+    parallelism: int
+    states: list[StateInfo]
+    size: int
+
+
+class Savepoint:
+    """A savepoint or retained checkpoint, read without a job (see :meth:`load`).
+
+    Attributes:
+        pointer: Where it is.
+        checkpoint_id: Its id.
+        kind: ``"savepoint"`` or ``"checkpoint"``.
+        job_name: The job that took it.
+        max_parallelism: Its number of key groups.
+    """
+
+    def __init__(
+        self,
+        storage: CheckpointStorage,
+        pointer: str,
+        metadata: CheckpointMetadata,
+        operators: dict[str, OperatorInfo],
+    ) -> None:
+        self._storage = storage
+        self.pointer = pointer
+        self._metadata = metadata
+        self.checkpoint_id = metadata.checkpoint_id
+        self.kind = metadata.kind
+        self.job_name = metadata.job_name
+        self.max_parallelism = metadata.max_parallelism
+        self._operators = operators
+        #: Seconds since the epoch, as TTL counts them (tests may replace it).
+        self.clock: Callable[[], float] = time.time
+
+    def __repr__(self) -> str:
+        return f"<Savepoint {self.kind} {self.checkpoint_id} of {self.job_name!r} at {self.pointer}>"
+
+    @classmethod
+    async def load(cls, url: str) -> Savepoint:
+        """The savepoint or checkpoint at ``url`` (``.../savepoint-3``, ``.../chk-7``), or the newest of a
+        directory of them. Every state file is read once, one at a time, to list what it holds.
+
+        Raises:
+            CheckpointError: There is none at ``url``.
+            CorruptCheckpointError: A file is missing or damaged; the error names it.
+        """
+        storage, checkpoint = (await checkpoints_at(url))[-1]
+        metadata = await read_checkpoint_metadata(storage, checkpoint)
+        savepoint = cls(storage, checkpoint.pointer, metadata, {})
+        for uid, state in metadata.operators.items():
+            states: dict[str, tuple[StateMetaInfo | tuple[str, SerializerSnapshot], int]] = {}
+            size = 0
+            for index in sorted(state.subtasks):
+                handles = state.subtasks[index]
+                size += handles.size
+                if handles.keyed is not None:
+                    snapshot = await savepoint._keyed_snapshot(uid, handles)
+                    for name, meta in snapshot.states.items():
+                        count = _entry_count(snapshot, name)
+                        states[name] = (meta, states.get(name, (meta, 0))[1] + count)
+                if handles.operator is not None:
+                    operator = await savepoint._operator_snapshot(handles)
+                    for name, entry in operator.states.items():
+                        held = (entry.mode, entry.serializer)
+                        states[name] = (held, states.get(name, (held, 0))[1] + len(entry.raw))
+            infos = []
+            for name, (described, count) in sorted(states.items()):
+                if isinstance(described, StateMetaInfo):
+                    infos.append(StateInfo(name, described.kind, described.serializer, described.ttl, count))
+                else:
+                    infos.append(StateInfo(name, described[0], described[1], None, count))
+            savepoint._operators[uid] = OperatorInfo(uid, state.parallelism, infos, size)
+        return savepoint
+
+    def operators(self) -> list[OperatorInfo]:
+        """Every operator of the job that took it, by uid, with its states."""
+        return [self._operators[uid] for uid in sorted(self._operators)]
+
+    def operator(self, uid: str) -> OperatorInfo:
+        """The operator ``uid``.
+
+        Raises:
+            KeyError: It has no such operator; the message lists those it has.
+        """
+        info = self._operators.get(uid)
+        if info is None:
+            raise KeyError(f"{self!r} has no operator {uid!r}; it has {sorted(self._operators)}")
+        return info
+
+    # ---- keyed state
+
+    async def read_keyed_state(
+        self,
+        uid: str,
+        state: str,
+        *,
+        serializer: Serializer[Any] | None = None,
+        include_expired: bool = False,
+        windows: bool = False,
+    ) -> AsyncIterator[Any]:
+        """Every ``(key, value)`` of keyed state ``state`` of operator ``uid``, key group by key group.
+
+        A list state's value is its list, a map state's its dict. Values decode with the serializer
+        that wrote them: pickled values as they were; a typed serializer's as their plain form (a dict
+        by field name), unless ``serializer`` is given, which reads them into its objects (migrating
+        them, as a restore would). Entries whose TTL has expired are left out unless
+        ``include_expired``. With ``windows``, window-scoped entries come too, as ``(key, window,
+        value)`` triples (the others with the window None).
+
+        Raises:
+            KeyError: No such operator or state; the message lists what there is.
+            ConfigurationError: The state is not keyed state, or no serializer can read it.
+        """
+        info = self._keyed_info(uid, state)
+        if info.kind == TIMER_KIND:
+            raise ConfigurationError(f"state {state!r} of {uid!r} holds timers: read them with read_timers()")
+        for snapshot in self._subtask_snapshots(uid):
+            held = await snapshot
+            decoded = await run_sync(self._decoded_groups, held, state, serializer, include_expired)
+            for _, entries in decoded:
+                for key, namespace, value in entries:
+                    if windows:
+                        yield (key, None if namespace is DEFAULT_NAMESPACE else namespace, value)
+                    elif namespace is DEFAULT_NAMESPACE:
+                        yield (key, value)
+
+    async def read_keyed(
+        self,
+        uid: str,
+        *,
+        serializers: dict[str, Serializer[Any]] | None = None,
+        include_expired: bool = False,
+    ) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
+        """Every key of operator ``uid`` with the values of all its keyed states (timers aside), by
+        state name: ``(key, {name: value})``, key group by key group; states a key has no value in are
+        absent from its dict. ``serializers`` by state name, as ``serializer`` of
+        :meth:`read_keyed_state`."""
+        names = [info.name for info in self.operator(uid).states if info.keyed and info.kind != TIMER_KIND]
+        serializers = serializers or {}
+        for snapshot in self._subtask_snapshots(uid):
+            held = await snapshot
+            groups: dict[int, dict[Any, dict[str, Any]]] = {}
+            for name in names:
+                if name not in held.states:
+                    continue
+                decoded = await run_sync(
+                    self._decoded_groups, held, name, serializers.get(name), include_expired
+                )
+                for key_group, entries in decoded:
+                    keys = groups.setdefault(key_group, {})
+                    for key, namespace, value in entries:
+                        if namespace is DEFAULT_NAMESPACE:
+                            keys.setdefault(key, {})[name] = value
+            for key_group in sorted(groups):
+                for key, values in groups.pop(key_group).items():
+                    yield key, values
+
+    async def read_timers(
+        self, uid: str, domain: str = "event", *, namespaces: bool = False
+    ) -> AsyncIterator[Any]:
+        """Every timer of operator ``uid`` in ``domain`` (``"event"`` or ``"processing"``): ``(key,
+        timestamp)``, or ``(key, timestamp, namespace)`` with ``namespaces`` (a window's timers have
+        the window), key group by key group."""
+        name = timer_state_name(domain)
+        if not any(info.name == name for info in self.operator(uid).states):
+            return
+        for snapshot in self._subtask_snapshots(uid):
+            held = await snapshot
+            for key_group in sorted(held.entries.get(name, {})):
+                for key, namespace, data in held.entries[name][key_group]:
+                    timestamp = decode_timestamp(data)
+                    yield (key, timestamp, namespace) if namespaces else (key, timestamp)
+
+    # ---- operator state
+
+    async def read_list_state(
+        self, uid: str, name: str, *, serializer: Serializer[Any] | None = None
+    ) -> list[Any]:
+        """The elements of operator list state ``name`` of ``uid``, every subtask's in subtask order."""
+        return await self._operator_list(uid, name, "split", serializer)
+
+    async def read_union_state(
+        self, uid: str, name: str, *, serializer: Serializer[Any] | None = None
+    ) -> list[Any]:
+        """The elements of union list state ``name`` of ``uid``: every subtask's, in subtask order (what
+        each subtask of a restored job gets)."""
+        return await self._operator_list(uid, name, "union", serializer)
+
+    async def read_broadcast_state(
+        self, uid: str, name: str, *, serializer: Serializer[Any] | None = None
+    ) -> dict[Any, Any]:
+        """The broadcast state ``name`` of ``uid`` (every subtask holds the same: the first one's)."""
+        self._operator_info(uid, name, "broadcast")
+        for handles in self._subtasks(uid):
+            if handles.operator is None:
+                continue
+            entry = (await self._operator_snapshot(handles)).states.get(name)
+            if entry is not None:
+                read = self._value_reader(uid, name, entry.serializer, serializer)
+                assert isinstance(entry.raw, dict)
+                return {key: read(data) for key, data in entry.raw.items()}
+        return {}
+
+    async def _operator_list(
+        self, uid: str, name: str, mode: str, serializer: Serializer[Any] | None
+    ) -> list[Any]:
+        self._operator_info(uid, name, mode)
+        elements: list[Any] = []
+        for handles in self._subtasks(uid):
+            if handles.operator is None:
+                continue
+            entry = (await self._operator_snapshot(handles)).states.get(name)
+            if entry is not None:
+                read = self._value_reader(uid, name, entry.serializer, serializer)
+                elements += [read(data) for data in entry.raw]
+        return elements
+
+    # ---- what the reading rests on
+
+    def _keyed_info(self, uid: str, state: str) -> StateInfo:
+        info = self._state_info(uid, state)
+        if not info.keyed:
+            raise ConfigurationError(
+                f"state {state!r} of {uid!r} is {info.kind} operator state: read it with "
+                f"{_OPERATOR_READERS[info.kind]}()"
+            )
+        return info
+
+    def _operator_info(self, uid: str, name: str, mode: str) -> StateInfo:
+        info = self._state_info(uid, name)
+        if info.kind != mode:
+            raise ConfigurationError(
+                f"state {name!r} of {uid!r} is {info.kind} state, not {mode} state"
+                + (": read it with read_keyed_state()" if info.keyed else "")
+            )
+        return info
+
+    def _state_info(self, uid: str, name: str) -> StateInfo:
+        operator = self.operator(uid)
+        for info in operator.states:
+            if info.name == name:
+                return info
+        raise KeyError(f"operator {uid!r} has no state {name!r}; it has {[i.name for i in operator.states]}")
+
+    def _subtasks(self, uid: str) -> list[SubtaskStateHandles]:
+        state = self._metadata.operators[uid]
+        return [state.subtasks[index] for index in sorted(state.subtasks)]
+
+    def _subtask_snapshots(self, uid: str) -> Iterator[Any]:
+        """An awaitable of each subtask's keyed snapshot, in subtask order: each is read only when
+        awaited, so one subtask's state is held at a time."""
+        for handles in self._subtasks(uid):
+            if handles.keyed is not None:
+                yield self._keyed_snapshot(uid, handles)
+
+    async def _keyed_snapshot(self, uid: str, handles: SubtaskStateHandles) -> KeyedStateSnapshot:
+        assert handles.keyed is not None
+        storage = self._storage
+        held = unpickle_state((await storage.read_state(handles.keyed), handles.keyed.pointer), object)
+        if isinstance(held, KeyedStateSnapshot):
+            return held
+        if isinstance(held, KeyedStateManifest):  # incremental: a heap chain or RocksDB files
+            shared = {
+                handle.name: (await storage.read_shared(handle), handle.pointer) for handle in handles.shared
+            }
+            return await run_sync(held.resolve, shared)
+        raise CorruptCheckpointError(
+            handles.keyed.pointer, f"it holds {type(held).__name__}, not keyed state"
+        )
+
+    async def _operator_snapshot(self, handles: SubtaskStateHandles) -> OperatorStateSnapshot:
+        assert handles.operator is not None
+        return decode_operator_state(
+            (await self._storage.read_state(handles.operator), handles.operator.pointer)
+        )
+
+    def _value_reader(
+        self, uid: str, state: str, saved: SerializerSnapshot, serializer: Serializer[Any] | None
+    ) -> Callable[[bytes], Any]:
+        """Reads one user value written by the serializer ``saved`` describes."""
+        if serializer is not None:
+            read = restore_reader(uid, state, saved, serializer)
+            return serializer.loads if read is None else read
+        if saved == DEFAULT_SERIALIZER.snapshot():
+            return DEFAULT_SERIALIZER.loads
+        if saved.name in ("dataclass", "msgspec", "pydantic") and isinstance(saved.schema, tuple):
+            import msgspec
+
+            decode, schema = msgspec.msgpack.Decoder().decode, saved.schema
+            return lambda data: to_named(schema, decode(data))
+        raise ConfigurationError(
+            f"state {state!r} of {uid!r} was written by {saved.describe()}: pass serializer= (one that reads "
+            "what it wrote) to read it"
+        )
+
+    def _decoded_groups(
+        self,
+        snapshot: KeyedStateSnapshot,
+        state: str,
+        serializer: Serializer[Any] | None,
+        include_expired: bool,
+    ) -> list[tuple[int, list[tuple[Any, Any, Any]]]]:
+        """The entries of ``state`` in one subtask's snapshot, ``(key group, [(key, namespace, value)])``
+        in key group order, values decoded (and unwrapped from their TTL). Runs in a worker thread."""
+        meta = snapshot.states.get(state)
+        if meta is None:
+            return []
+        uid = snapshot.operator_uid
+        codec = StateCodec(
+            _Encoding(meta), self.clock, self._value_reader(uid, state, meta.serializer, serializer)
+        )
+        now = self.clock()
+        expired = None if include_expired or meta.ttl is None else codec.prune
+
+        def value_of(stored: Any) -> Any:
+            if expired is not None:
+                stored = expired(stored, now)
+                if stored is MISSING:
+                    return MISSING
+            return _unwrapped(stored) if meta.ttl is not None else stored
+
+        groups: dict[int, list[tuple[Any, Any, Any]]] = {}
+        for key_group, entries in snapshot.entries.get(state, {}).items():
+            out = groups.setdefault(key_group, [])
+            for key, namespace, data in entries:
+                value = value_of(codec.decode(data))
+                if value is not MISSING:
+                    out.append((key, namespace, value))
+        spaces = snapshot.tables.get(state)
+        if spaces:
+            decode: Callable[[Any], Any] | None = codec.decode
+            if table_holds_values(meta.serializer):  # the values themselves, unless read by another
+                encode = StateCodec(TableEncoding(meta.kind), self.clock).encode
+                decode = None if serializer is None else lambda stored: codec.decode(encode(stored))
+            max_parallelism = snapshot.max_parallelism
+            for namespace, table in spaces.items():
+                for key, stored in table.items():
+                    value = value_of(stored if decode is None else decode(stored))
+                    if value is not MISSING:
+                        key_group = uncached_key_hash(key) % max_parallelism
+                        groups.setdefault(key_group, []).append((key, namespace, value))
+        return [(key_group, groups[key_group]) for key_group in sorted(groups)]
+
+
+#: The method that reads each mode of operator state.
+_OPERATOR_READERS = {
+    "split": "read_list_state",
+    "union": "read_union_state",
+    "broadcast": "read_broadcast_state",
+}
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """A state's kind and TTL, as a codec takes them (its values are read by a reader of their own)."""
+
+    meta: StateMetaInfo
+
+    @property
+    def kind(self) -> str:
+        return self.meta.kind
+
+    @property
+    def serializer(self) -> Serializer[Any]:
+        return DEFAULT_SERIALIZER
+
+    @property
+    def ttl(self) -> StateTtlConfig | None:
+        return self.meta.ttl
+
+
+def _unwrapped(stored: Any) -> Any:
+    """A stored value without its TTL timestamps."""
+    if isinstance(stored, TtlValue):
+        return stored.value
+    if isinstance(stored, list):
+        return [element.value for element in stored]
+    if isinstance(stored, dict):
+        return {key: element.value for key, element in stored.items()}
+    return stored
+
+
+def _entry_count(snapshot: KeyedStateSnapshot, name: str) -> int:
+    encoded = sum(len(group) for group in snapshot.entries.get(name, {}).values())
+    return encoded + sum(len(table) for table in snapshot.tables.get(name, {}).values())
