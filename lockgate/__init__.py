@@ -76,6 +76,7 @@ from lockgate.functions import TimerService as TimerService
 from lockgate.functions import WindowContext as WindowContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
 from lockgate.savepoint import Savepoint as Savepoint
+from lockgate.savepoint import SavepointWriter as SavepointWriter
 from lockgate.snapshots import CheckpointStorage as CheckpointStorage
 from lockgate.snapshots import CompletedCheckpoint as CompletedCheckpoint
 from lockgate.snapshots import FileCheckpointStorage as FileCheckpointStorage
@@ -196,6 +197,7 @@ __all__ = [
     "IncompatibleStateError",
     # savepoints offline
     "Savepoint",
+    "SavepointWriter",
     # state schema evolution
     "Compatibility",
     "DataclassSerializer",

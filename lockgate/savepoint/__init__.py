@@ -17,6 +17,7 @@ from lockgate.savepoint._channel_state import (
 from lockgate.savepoint._operator_state import decode_operator_state, encode_operator_state
 from lockgate.savepoint._reader import OperatorInfo, Savepoint, StateInfo
 from lockgate.savepoint._restore import RestoredState
+from lockgate.savepoint._writer import SavepointWriter
 
 __all__ = [
     "ChannelStateSnapshot",
@@ -25,6 +26,7 @@ __all__ = [
     "OperatorInfo",
     "RestoredState",
     "Savepoint",
+    "SavepointWriter",
     "StateInfo",
     "decode_channel_state",
     "decode_operator_state",
