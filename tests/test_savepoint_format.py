@@ -153,7 +153,8 @@ def _stand_in(name: str, fields: str) -> type[StandIn]:
 
 CLASSES: dict[tuple[str, str], Any] = {
     ("lockgate.state._snapshot", "KeyedStateSnapshot"): _stand_in(
-        "KeyedStateSnapshot", "operator_uid, max_parallelism, key_group_range, states, entries, tables"
+        "KeyedStateSnapshot",
+        "operator_uid, max_parallelism, key_group_range, states, entries, tables, chunked",
     ),
     ("lockgate.state._snapshot", "StateMetaInfo"): _stand_in("StateMetaInfo", "name, kind, serializer, ttl"),
     ("lockgate.state._keygroups", "KeyGroupRange"): _stand_in("KeyGroupRange", "start, end"),
@@ -187,6 +188,24 @@ class DocumentedUnpickler(pickle.Unpickler):
 
 def load(data: bytes) -> Any:
     return DocumentedUnpickler(io.BytesIO(data)).load()
+
+
+def load_keyed(data: bytes) -> tuple[Any, dict[str, dict[int, list[Any]]]]:
+    """A keyed state file by "Keyed state files": the snapshot, then its key groups one pickle each,
+    in ascending order, to the end of the payload; the snapshot and every state's entries."""
+    stream = io.BytesIO(data)
+    snapshot = DocumentedUnpickler(stream).load()
+    assert snapshot.chunked is True and snapshot.entries == {} and snapshot.tables == {}
+    entries: dict[str, dict[int, list[Any]]] = {name: {} for name in snapshot.states}
+    previous = -1
+    while stream.tell() < len(data):
+        key_group, states = DocumentedUnpickler(stream).load()
+        assert key_group > previous and states  # ascending, each once, never empty
+        previous = key_group
+        for name, group in states.items():
+            assert group
+            entries[name][key_group] = group
+    return snapshot, entries
 
 
 # ---- key groups, by "Key groups"
@@ -344,7 +363,7 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
     operator = metadata.operators["totals"]
     for index, subtask in operator.subtasks.items():
         assert subtask.operator is None  # Totals has no operator state
-        snapshot = load(payload(subtask.keyed))
+        snapshot, entries = load_keyed(payload(subtask.keyed))
         assert type(snapshot).__name__ == "KeyedStateSnapshot"
         assert (snapshot.operator_uid, snapshot.max_parallelism) == ("totals", MAX_PARALLELISM)
         assert snapshot.tables == {}
@@ -363,8 +382,8 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
             "on_create_and_write",
             "never_return_expired",
         )
-        assert set(snapshot.entries) == set(metas)
-        for name, groups in snapshot.entries.items():
+        assert set(entries) == set(metas)
+        for name, groups in entries.items():
             for key_group, entries in groups.items():
                 assert start <= key_group <= end and entries
                 for key, namespace, data in entries:

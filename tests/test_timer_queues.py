@@ -10,6 +10,7 @@ does; every saved state goes through pickle, as it does into a checkpoint's blob
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import random
@@ -28,6 +29,7 @@ from lockgate import state as lgs
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state import TIMER_KIND, timer_state_name
+from lockgate.state._snapshot import load_keyed_state
 from lockgate.state._timers import decode_timestamp
 from lockgate.state.heap._incremental import HeapChainManifest, KeyedStateDelta
 from lockgate.state.rocksdb._timers import RocksDBTimerQueue
@@ -410,6 +412,13 @@ async def test_a_restore_at_any_parallelism_takes_exactly_the_timers_of_its_key_
 # ---- savepoints: the canonical form is the same on both backends, and goes both ways
 
 
+def savepoint_of(resources: lgs.SnapshotResources) -> lgs.KeyedStateSnapshot:
+    """The snapshot a savepoint's keyed state file holds, read back whole."""
+    snapshot = load_keyed_state(io.BytesIO(resources.encode(canonical=True)))
+    assert isinstance(snapshot, lgs.KeyedStateSnapshot)
+    return snapshot
+
+
 async def test_a_heap_savepoint_restores_into_rocksdb_and_back() -> None:
     timers = random_timers(200, seed=3)
     heap = keyed("heap")
@@ -419,7 +428,7 @@ async def test_a_heap_savepoint_restores_into_rocksdb_and_back() -> None:
             queue.add(*timer)
         heap_resources = heap.snapshot_sync()
         try:
-            savepoint = pickle.loads(heap_resources.encode(canonical=True))
+            savepoint = savepoint_of(heap_resources)
         finally:
             heap_resources.release()
     finally:
@@ -431,7 +440,7 @@ async def test_a_heap_savepoint_restores_into_rocksdb_and_back() -> None:
         assert len(queue) == len(timers)
         resources = rocks.snapshot_sync()
         try:
-            rocks_savepoint = pickle.loads(resources.encode(canonical=True))
+            rocks_savepoint = savepoint_of(resources)
         finally:
             resources.release()
         # Entry for entry the same form, whichever backend wrote it.
@@ -441,7 +450,7 @@ async def test_a_heap_savepoint_restores_into_rocksdb_and_back() -> None:
         assert queue.add(1000, "late", TimeWindow(1000, 2000))
         resources = rocks.snapshot_sync()
         try:
-            changed = pickle.loads(resources.encode(canonical=True))
+            changed = savepoint_of(resources)
         finally:
             resources.release()
     finally:

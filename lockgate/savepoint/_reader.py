@@ -9,8 +9,11 @@ as a restore would).
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +26,6 @@ from lockgate.snapshots import (
     SubtaskStateHandles,
     checkpoints_at,
     read_checkpoint_metadata,
-    unpickle_state,
 )
 from lockgate.state import (
     DEFAULT_NAMESPACE,
@@ -43,7 +45,7 @@ from lockgate.state import (
 from lockgate.state._evolution import restore_reader
 from lockgate.state._keygroups import uncached_key_hash
 from lockgate.state._schema import to_named
-from lockgate.state._snapshot import TableEncoding, table_holds_values
+from lockgate.state._snapshot import TableEncoding, load_keyed_state, read_key_groups, table_holds_values
 from lockgate.state._states import TtlValue
 from lockgate.state._timers import decode_timestamp
 
@@ -135,10 +137,11 @@ class Savepoint:
                 handles = state.subtasks[index]
                 size += handles.size
                 if handles.keyed is not None:
-                    snapshot = await savepoint._keyed_snapshot(uid, handles)
-                    for name, meta in snapshot.states.items():
-                        count = _entry_count(snapshot, name)
-                        states[name] = (meta, states.get(name, (meta, 0))[1] + count)
+                    async with aclosing(savepoint._keyed_parts(handles)) as parts:
+                        async for part in parts:
+                            for name, meta in part.states.items():
+                                count = _entry_count(part, name)
+                                states[name] = (meta, states.get(name, (meta, 0))[1] + count)
                 if handles.operator is not None:
                     operator = await savepoint._operator_snapshot(handles)
                     for name, entry in operator.states.items():
@@ -195,15 +198,15 @@ class Savepoint:
         info = self._keyed_info(uid, state)
         if info.kind == TIMER_KIND:
             raise ConfigurationError(f"state {state!r} of {uid!r} holds timers: read them with read_timers()")
-        for snapshot in self._subtask_snapshots(uid):
-            held = await snapshot
-            decoded = await run_sync(self._decoded_groups, held, state, serializer, include_expired)
-            for _, entries in decoded:
-                for key, namespace, value in entries:
-                    if windows:
-                        yield (key, None if namespace is DEFAULT_NAMESPACE else namespace, value)
-                    elif namespace is DEFAULT_NAMESPACE:
-                        yield (key, value)
+        async with aclosing(self._parts(uid)) as parts:
+            async for held in parts:
+                decoded = await run_sync(self._decoded_groups, held, state, serializer, include_expired)
+                for _, entries in decoded:
+                    for key, namespace, value in entries:
+                        if windows:
+                            yield (key, None if namespace is DEFAULT_NAMESPACE else namespace, value)
+                        elif namespace is DEFAULT_NAMESPACE:
+                            yield (key, value)
 
     async def read_keyed(
         self,
@@ -218,23 +221,23 @@ class Savepoint:
         :meth:`read_keyed_state`."""
         names = [info.name for info in self.operator(uid).states if info.keyed and info.kind != TIMER_KIND]
         serializers = serializers or {}
-        for snapshot in self._subtask_snapshots(uid):
-            held = await snapshot
-            groups: dict[int, dict[Any, dict[str, Any]]] = {}
-            for name in names:
-                if name not in held.states:
-                    continue
-                decoded = await run_sync(
-                    self._decoded_groups, held, name, serializers.get(name), include_expired
-                )
-                for key_group, entries in decoded:
-                    keys = groups.setdefault(key_group, {})
-                    for key, namespace, value in entries:
-                        if namespace is DEFAULT_NAMESPACE:
-                            keys.setdefault(key, {})[name] = value
-            for key_group in sorted(groups):
-                for key, values in groups.pop(key_group).items():
-                    yield key, values
+        async with aclosing(self._parts(uid)) as parts:
+            async for held in parts:
+                groups: dict[int, dict[Any, dict[str, Any]]] = {}
+                for name in names:
+                    if name not in held.states:
+                        continue
+                    decoded = await run_sync(
+                        self._decoded_groups, held, name, serializers.get(name), include_expired
+                    )
+                    for key_group, entries in decoded:
+                        keys = groups.setdefault(key_group, {})
+                        for key, namespace, value in entries:
+                            if namespace is DEFAULT_NAMESPACE:
+                                keys.setdefault(key, {})[name] = value
+                for key_group in sorted(groups):
+                    for key, values in groups.pop(key_group).items():
+                        yield key, values
 
     async def read_timers(
         self, uid: str, domain: str = "event", *, namespaces: bool = False
@@ -245,12 +248,12 @@ class Savepoint:
         name = timer_state_name(domain)
         if not any(info.name == name for info in self.operator(uid).states):
             return
-        for snapshot in self._subtask_snapshots(uid):
-            held = await snapshot
-            for key_group in sorted(held.entries.get(name, {})):
-                for key, namespace, data in held.entries[name][key_group]:
-                    timestamp = decode_timestamp(data)
-                    yield (key, timestamp, namespace) if namespaces else (key, timestamp)
+        async with aclosing(self._parts(uid)) as parts:
+            async for held in parts:
+                for key_group in sorted(held.entries.get(name, {})):
+                    for key, namespace, data in held.entries[name][key_group]:
+                        timestamp = decode_timestamp(data)
+                        yield (key, timestamp, namespace) if namespaces else (key, timestamp)
 
     # ---- operator state
 
@@ -327,20 +330,54 @@ class Savepoint:
         state = self._metadata.operators[uid]
         return [state.subtasks[index] for index in sorted(state.subtasks)]
 
-    def _subtask_snapshots(self, uid: str) -> Iterator[Any]:
-        """An awaitable of each subtask's keyed snapshot, in subtask order: each is read only when
-        awaited, so one subtask's state is held at a time."""
+    async def _parts(self, uid: str) -> AsyncGenerator[KeyedStateSnapshot, None]:
+        """Operator ``uid``'s keyed state in parts, subtask by subtask (see :meth:`_keyed_parts`)."""
         for handles in self._subtasks(uid):
             if handles.keyed is not None:
-                yield self._keyed_snapshot(uid, handles)
+                async with aclosing(self._keyed_parts(handles)) as parts:
+                    async for part in parts:
+                        yield part
+
+    async def _keyed_parts(self, handles: SubtaskStateHandles) -> AsyncGenerator[KeyedStateSnapshot, None]:
+        """A subtask's keyed state in parts: one key group at a time from a savepoint's file (streamed
+        from storage, never held whole), or the whole subtask from a checkpoint's."""
+        keyed = handles.keyed
+        assert keyed is not None
+        file = await self._storage.open_state(keyed)
+        try:
+            held = await run_sync(_loaded, pickle.load, file, keyed.pointer)
+            if isinstance(held, KeyedStateSnapshot) and held.chunked:
+                chunks = read_key_groups(file)
+                while (chunk := await run_sync(_loaded, next, chunks, None, keyed.pointer)) is not None:
+                    key_group, states = chunk
+                    entries = {name: {key_group: group} for name, group in states.items()}
+                    yield dataclasses.replace(held, entries=entries, chunked=False)
+                if not held.states:
+                    return
+                yield dataclasses.replace(held, chunked=False)  # every state, even one without entries
+                return
+            yield await self._resolved(held, handles)
+        finally:
+            file.close()
 
     async def _keyed_snapshot(self, uid: str, handles: SubtaskStateHandles) -> KeyedStateSnapshot:
+        """A subtask's keyed state whole."""
+        keyed = handles.keyed
+        assert keyed is not None
+        file = await self._storage.open_state(keyed)
+        try:
+            held = await run_sync(_loaded, load_keyed_state, file, keyed.pointer)
+        finally:
+            file.close()
+        return await self._resolved(held, handles)
+
+    async def _resolved(self, held: object, handles: SubtaskStateHandles) -> KeyedStateSnapshot:
+        """A keyed state file's content as one snapshot (an incremental one's shared files read)."""
         assert handles.keyed is not None
-        storage = self._storage
-        held = unpickle_state((await storage.read_state(handles.keyed), handles.keyed.pointer), object)
         if isinstance(held, KeyedStateSnapshot):
             return held
         if isinstance(held, KeyedStateManifest):  # incremental: a heap chain or RocksDB files
+            storage = self._storage
             shared = {
                 handle.name: (await storage.read_shared(handle), handle.pointer) for handle in handles.shared
             }
@@ -459,6 +496,15 @@ def _unwrapped(stored: Any) -> Any:
     if isinstance(stored, dict):
         return {key: element.value for key, element in stored.items()}
     return stored
+
+
+def _loaded(load: Callable[..., Any], *arguments: Any) -> Any:
+    """``load(*arguments[:-1])``, naming the file (the last argument) if what it reads is not state."""
+    *rest, pointer = arguments
+    try:
+        return load(*rest)
+    except Exception as exc:
+        raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc
 
 
 def _entry_count(snapshot: KeyedStateSnapshot, name: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ from lockgate._errors import ConfigurationError, CorruptCheckpointError
 from lockgate._threads import run_sync
 from lockgate.savepoint._channel_state import InFlightBatch, decode_channel_state
 from lockgate.savepoint._operator_state import decode_operator_state
-from lockgate.snapshots import Blob, LoadedCheckpoint, unpickle_state
+from lockgate.snapshots import Blob, LoadedCheckpoint
 from lockgate.state import (
     KeyedStateManifest,
     KeyedStateSnapshot,
@@ -19,6 +20,7 @@ from lockgate.state import (
     StateBackend,
     redistribute,
 )
+from lockgate.state._snapshot import load_keyed_state
 
 
 @dataclass
@@ -139,10 +141,20 @@ def _keyed_state(
 ) -> KeyedStateSnapshot | PreparedKeyedState:
     """A subtask's keyed state: held whole, prepared for a native restore, or rebuilt from the shared
     blobs its manifest names."""
-    state = unpickle_state(blob, object)
+    state = load_keyed_blob(blob)
     if isinstance(state, KeyedStateSnapshot):
         return state
     if isinstance(state, KeyedStateManifest):
         prepared = None if backend is None else backend.prepare_restore(state, loaded.shared)
         return state.resolve(loaded.shared) if prepared is None else prepared
     raise CorruptCheckpointError(blob[1], f"it holds {type(state).__name__}, not keyed state")
+
+
+def load_keyed_blob(blob: Blob) -> object:
+    """What a keyed state blob holds (a snapshot, a savepoint's key groups read back into it, or a
+    manifest), naming the blob if it cannot be read."""
+    data, pointer = blob
+    try:
+        return load_keyed_state(io.BytesIO(data))
+    except Exception as exc:
+        raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc

@@ -43,7 +43,7 @@ from lockgate.state import (
     key_group_for,
 )
 from lockgate.state._evolution import restore_reader
-from lockgate.state._snapshot import Entry, pickle_snapshot
+from lockgate.state._snapshot import Entry, encode_canonical
 from lockgate.state._states import TtlValue
 
 #: The kinds of keyed state a savepoint can be bootstrapped with.
@@ -449,7 +449,7 @@ class _Draft:
             keyed = None
             if operator.keyed is not None:
                 key_groups = KeyGroupRange.for_subtask(self.max_parallelism, parallelism, index)
-                keyed = await run_sync(pickle_snapshot, _part(operator.keyed, key_groups), {}, uid)
+                keyed = await run_sync(encode_canonical, _part(operator.keyed, key_groups))
             states = operator.operator.get(index)
             state = None
             if states:

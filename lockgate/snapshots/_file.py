@@ -52,6 +52,8 @@ from lockgate.snapshots._format import (
     HEADER_SIZE,
     Bytes,
     byte_view,
+    check_checksum,
+    check_header,
     crc32,
     encode_header,
     frame,
@@ -363,6 +365,11 @@ class FileCheckpointStorage(CheckpointStorage):
         path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
         return await _in_thread(_read_framed, path, handle.size, handle.checksum)
 
+    async def open_state(self, handle: StreamStateHandle) -> BinaryIO:
+        check_state_name(handle.name)
+        path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
+        return await _in_thread(_open_framed, path, handle.size, handle.checksum)
+
     async def read_metadata(self, checkpoint_id: int) -> bytes:
         path = self.checkpoint_directory(checkpoint_id) / METADATA_NAME
         return await _in_thread(self._read_metadata, path, checkpoint_id)
@@ -516,6 +523,33 @@ def _read_framed(path: Path, expected_size: int | None, expected_checksum: int |
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
     return unframe(data, str(path), expected_size=expected_size, expected_checksum=expected_checksum)
+
+
+def _open_framed(path: Path, expected_size: int, expected_checksum: int) -> BinaryIO:
+    """The file at ``path`` positioned at its payload, once the whole payload's checksum is verified
+    (read in pieces: the file is never held whole)."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        raise CorruptCheckpointError(str(path), "missing: the file does not exist") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
+    try:
+        total = os.fstat(file.fileno()).st_size
+        stored = check_header(file.read(HEADER_SIZE), total, str(path), expected_size, expected_checksum)
+        checksum = 0
+        while piece := file.read(_READ_PIECE):
+            checksum = crc32(piece, checksum)
+        check_checksum(checksum, stored, str(path))
+        file.seek(HEADER_SIZE)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+#: How much of a state file is read at a time when it is streamed.
+_READ_PIECE = 1 << 20
 
 
 def _write_chunk(file: BinaryIO, chunk: Bytes, checksum: int) -> int:

@@ -74,9 +74,24 @@ def unframe(
         CorruptCheckpointError: Anything does not match; the error names ``path`` and says what.
     """
     view = memoryview(data)
-    if len(view) < HEADER_SIZE:
+    stored = check_header(view[:HEADER_SIZE], len(view), path, expected_size, expected_checksum)
+    payload = view[HEADER_SIZE:]
+    check_checksum(crc32(payload), stored, path)
+    return bytes(payload)
+
+
+def check_header(
+    header: Bytes, total: int, path: str, expected_size: int | None, expected_checksum: int | None
+) -> int:
+    """Check a blob's header against the blob's ``total`` size and its handle; the CRC-32 it records.
+
+    Raises:
+        CorruptCheckpointError: Anything does not match; the error names ``path`` and says what.
+    """
+    view = byte_view(header)
+    if total < HEADER_SIZE or view.nbytes < HEADER_SIZE:
         raise CorruptCheckpointError(
-            path, f"truncated: {len(view)} bytes, shorter than the {HEADER_SIZE}-byte header"
+            path, f"truncated: {total} bytes, shorter than the {HEADER_SIZE}-byte header"
         )
     magic, version, flags, length, stored = HEADER.unpack_from(view)
     if magic != MAGIC:
@@ -87,7 +102,7 @@ def unframe(
         )
     if flags != 0:
         raise CorruptCheckpointError(path, f"unknown header flags {flags:#06x}")
-    actual = len(view) - HEADER_SIZE
+    actual = total - HEADER_SIZE
     if actual != length:
         what = "truncated" if actual < length else "extended"
         raise CorruptCheckpointError(
@@ -103,11 +118,13 @@ def unframe(
             f"its header records CRC-32 {stored:#010x}, but its handle records {expected_checksum:#010x}: "
             "another file?",
         )
-    payload = view[HEADER_SIZE:]
-    computed = crc32(payload)
+    return int(stored)
+
+
+def check_checksum(computed: int, stored: int, path: str) -> None:
+    """Refuse a payload whose CRC-32 is not the one its header records."""
     if computed != stored:
         raise CorruptCheckpointError(
             path,
             f"checksum mismatch: the payload's CRC-32 is {computed:#010x}, the header records {stored:#010x}",
         )
-    return bytes(payload)

@@ -24,12 +24,13 @@ A checkpoint is complete exactly when its metadata has been written; until then 
 
 from __future__ import annotations
 
+import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 from lockgate._errors import CheckpointError, CorruptCheckpointError
 
@@ -176,6 +177,16 @@ class CheckpointStorage(ABC):
         Raises:
             CorruptCheckpointError: The blob is missing or damaged; the error names it.
         """
+
+    async def open_state(self, handle: StreamStateHandle) -> BinaryIO:
+        """The payload ``handle`` points to as a file to read in order (close it after), once its
+        checksum, size and header are verified. Storages that can, stream it from where it is stored
+        rather than hold it whole (the default reads it whole).
+
+        Raises:
+            CorruptCheckpointError: The blob is missing or damaged; the error names it.
+        """
+        return io.BytesIO(await self.read_state(handle))
 
     @abstractmethod
     async def write_metadata(self, location: CheckpointLocation, data: bytes) -> CompletedCheckpoint:

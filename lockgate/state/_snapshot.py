@@ -16,9 +16,9 @@ from __future__ import annotations
 import pickle
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
@@ -99,6 +99,9 @@ class KeyedStateSnapshot:
     states: dict[str, StateMetaInfo]
     entries: dict[str, dict[int, list[Entry]]] = field(repr=False)
     tables: dict[str, dict[Any, dict[Any, Any]]] = field(default_factory=dict, repr=False)
+    #: In a savepoint's file: the entries follow this snapshot, key group by key group (see
+    #: :func:`encode_canonical`); the snapshot itself holds none.
+    chunked: bool = False
 
     def entry_count(self) -> int:
         """How many entries the snapshot holds."""
@@ -133,6 +136,56 @@ class KeyedStateSnapshot:
                 groups.setdefault(key_group, []).extend(group)
             grouped[name] = groups
         return grouped
+
+
+def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
+    """A snapshot as a savepoint's keyed state file holds it: the snapshot without its entries
+    (``chunked``), then one pickle per key group holding entries, ``(key group, {state: entries})``, in
+    ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`)."""
+    canonical = snapshot.canonical()
+    by_group: dict[int, dict[str, list[Entry]]] = {}
+    for name, groups in canonical.entries.items():
+        for key_group, group in groups.items():
+            if group:
+                by_group.setdefault(key_group, {})[name] = group
+    header = KeyedStateSnapshot(
+        canonical.operator_uid,
+        canonical.max_parallelism,
+        canonical.key_group_range,
+        canonical.states,
+        {},
+        chunked=True,
+    )
+    dumps = DEFAULT_SERIALIZER.dumps  # cloudpickle for keys plain pickle refuses
+    return b"".join(
+        [dumps(header), *(dumps((key_group, by_group[key_group])) for key_group in sorted(by_group))]
+    )
+
+
+def read_key_groups(file: BinaryIO) -> Iterator[tuple[int, dict[str, list[Entry]]]]:
+    """The key groups that follow a chunked snapshot in ``file`` (positioned after the snapshot), one
+    at a time: ``(key group, {state: entries})``."""
+    while True:
+        try:
+            chunk = pickle.load(file)
+        except EOFError:
+            return
+        yield chunk
+
+
+def load_keyed_state(file: BinaryIO) -> object:
+    """What a keyed state file holds, whole: a snapshot (its key groups read back into its entries, if
+    it is chunked) or a manifest."""
+    held = pickle.load(file)
+    if not isinstance(held, KeyedStateSnapshot) or not held.chunked:
+        return held
+    entries: dict[str, dict[int, list[Entry]]] = {name: {} for name in held.states}
+    for key_group, states in read_key_groups(file):
+        for name, group in states.items():
+            entries.setdefault(name, {})[key_group] = group
+    return KeyedStateSnapshot(
+        held.operator_uid, held.max_parallelism, held.key_group_range, held.states, entries
+    )
 
 
 @dataclass(frozen=True)
@@ -244,7 +297,7 @@ class SnapshotResources(ABC):
         savepoints hold them. Runs in a worker thread."""
         snapshot = self.materialize()
         if canonical:
-            snapshot = snapshot.canonical()
+            return encode_canonical(snapshot)
         return pickle_snapshot(snapshot, snapshot.tables, snapshot.operator_uid)
 
 
