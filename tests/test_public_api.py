@@ -131,6 +131,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "actors",
         "api",
         "checkpointing",
+        "cli",
         "connectors",
         "eventtime",
         "functions",
@@ -186,6 +187,7 @@ FACES: dict[str, set[str]] = {
         "SnapshotTarget",
         "SubtaskAcknowledgement",
     },
+    "cli": {"main"},
     "connectors": {
         "AsyncIterableSource",
         "CollectSink",
