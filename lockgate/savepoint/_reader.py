@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError, CorruptCheckpointError
 from lockgate._threads import run_sync
@@ -48,6 +48,8 @@ from lockgate.state._schema import to_named
 from lockgate.state._snapshot import TableEncoding, load_keyed_state, read_key_groups, table_holds_values
 from lockgate.state._states import TtlValue
 from lockgate.state._timers import decode_timestamp
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,9 @@ class Savepoint:
                 handles = state.subtasks[index]
                 size += handles.size
                 if handles.keyed is not None:
-                    async with aclosing(savepoint._keyed_parts(handles)) as parts:
-                        async for part in parts:
-                            for name, meta in part.states.items():
-                                count = _entry_count(part, name)
+                    async with aclosing(savepoint._keyed_parts(handles, _counts)) as parts:
+                        async for counts in parts:
+                            for name, (meta, count) in counts.items():
                                 states[name] = (meta, states.get(name, (meta, 0))[1] + count)
                 if handles.operator is not None:
                     operator = await savepoint._operator_snapshot(handles)
@@ -198,15 +199,40 @@ class Savepoint:
         info = self._keyed_info(uid, state)
         if info.kind == TIMER_KIND:
             raise ConfigurationError(f"state {state!r} of {uid!r} holds timers: read them with read_timers()")
-        async with aclosing(self._parts(uid)) as parts:
-            async for held in parts:
-                decoded = await run_sync(self._decoded_groups, held, state, serializer, include_expired)
-                for _, entries in decoded:
-                    for key, namespace, value in entries:
-                        if windows:
-                            yield (key, None if namespace is DEFAULT_NAMESPACE else namespace, value)
-                        elif namespace is DEFAULT_NAMESPACE:
-                            yield (key, value)
+
+        def items(part: KeyedStateSnapshot) -> list[Any]:
+            """What to hand out of a part, prepared in the worker thread that read it."""
+            meta = part.states.get(state)
+            if meta is not None and meta.ttl is None and not windows and not part.tables.get(state):
+                # The common case: one comprehension from the stored entries to the pairs handed out.
+                decode = StateCodec(
+                    _Encoding(meta), self.clock, self._value_reader(uid, state, meta.serializer, serializer)
+                ).decoder
+                groups = part.entries.get(state, {})
+                return [
+                    (key, decode(data))
+                    for key_group in sorted(groups)
+                    for key, namespace, data in groups[key_group]
+                    if namespace is DEFAULT_NAMESPACE
+                ]
+            decoded = self._decoded_groups(part, state, serializer, include_expired)
+            if windows:
+                return [
+                    (key, None if namespace is DEFAULT_NAMESPACE else namespace, value)
+                    for _, entries in decoded
+                    for key, namespace, value in entries
+                ]
+            return [
+                (key, value)
+                for _, entries in decoded
+                for key, namespace, value in entries
+                if namespace is DEFAULT_NAMESPACE
+            ]
+
+        async with aclosing(self._parts(uid, items)) as parts:
+            async for found in parts:
+                for item in found:
+                    yield item
 
     async def read_keyed(
         self,
@@ -221,23 +247,24 @@ class Savepoint:
         :meth:`read_keyed_state`."""
         names = [info.name for info in self.operator(uid).states if info.keyed and info.kind != TIMER_KIND]
         serializers = serializers or {}
-        async with aclosing(self._parts(uid)) as parts:
-            async for held in parts:
-                groups: dict[int, dict[Any, dict[str, Any]]] = {}
-                for name in names:
-                    if name not in held.states:
-                        continue
-                    decoded = await run_sync(
-                        self._decoded_groups, held, name, serializers.get(name), include_expired
-                    )
-                    for key_group, entries in decoded:
-                        keys = groups.setdefault(key_group, {})
-                        for key, namespace, value in entries:
-                            if namespace is DEFAULT_NAMESPACE:
-                                keys.setdefault(key, {})[name] = value
-                for key_group in sorted(groups):
-                    for key, values in groups.pop(key_group).items():
-                        yield key, values
+
+        def by_key(part: KeyedStateSnapshot) -> list[tuple[Any, dict[str, Any]]]:
+            groups: dict[int, dict[Any, dict[str, Any]]] = {}
+            for name in names:
+                if name not in part.states:
+                    continue
+                decoded = self._decoded_groups(part, name, serializers.get(name), include_expired)
+                for key_group, entries in decoded:
+                    keys = groups.setdefault(key_group, {})
+                    for key, namespace, value in entries:
+                        if namespace is DEFAULT_NAMESPACE:
+                            keys.setdefault(key, {})[name] = value
+            return [item for key_group in sorted(groups) for item in groups[key_group].items()]
+
+        async with aclosing(self._parts(uid, by_key)) as parts:
+            async for found in parts:
+                for key, values in found:
+                    yield key, values
 
     async def read_timers(
         self, uid: str, domain: str = "event", *, namespaces: bool = False
@@ -248,12 +275,19 @@ class Savepoint:
         name = timer_state_name(domain)
         if not any(info.name == name for info in self.operator(uid).states):
             return
-        async with aclosing(self._parts(uid)) as parts:
-            async for held in parts:
-                for key_group in sorted(held.entries.get(name, {})):
-                    for key, namespace, data in held.entries[name][key_group]:
-                        timestamp = decode_timestamp(data)
-                        yield (key, timestamp, namespace) if namespaces else (key, timestamp)
+
+        def timers(part: KeyedStateSnapshot) -> list[tuple[Any, int, Any]]:
+            groups = part.entries.get(name, {})
+            return [
+                (key, decode_timestamp(data), namespace)
+                for key_group in sorted(groups)
+                for key, namespace, data in groups[key_group]
+            ]
+
+        async with aclosing(self._parts(uid, timers)) as parts:
+            async for found in parts:
+                for key, timestamp, namespace in found:
+                    yield (key, timestamp, namespace) if namespaces else (key, timestamp)
 
     # ---- operator state
 
@@ -330,17 +364,20 @@ class Savepoint:
         state = self._metadata.operators[uid]
         return [state.subtasks[index] for index in sorted(state.subtasks)]
 
-    async def _parts(self, uid: str) -> AsyncGenerator[KeyedStateSnapshot, None]:
+    async def _parts(self, uid: str, prepare: Callable[[KeyedStateSnapshot], T]) -> AsyncGenerator[T, None]:
         """Operator ``uid``'s keyed state in parts, subtask by subtask (see :meth:`_keyed_parts`)."""
         for handles in self._subtasks(uid):
             if handles.keyed is not None:
-                async with aclosing(self._keyed_parts(handles)) as parts:
+                async with aclosing(self._keyed_parts(handles, prepare)) as parts:
                     async for part in parts:
                         yield part
 
-    async def _keyed_parts(self, handles: SubtaskStateHandles) -> AsyncGenerator[KeyedStateSnapshot, None]:
-        """A subtask's keyed state in parts: one key group at a time from a savepoint's file (streamed
-        from storage, never held whole), or the whole subtask from a checkpoint's."""
+    async def _keyed_parts(
+        self, handles: SubtaskStateHandles, prepare: Callable[[KeyedStateSnapshot], T]
+    ) -> AsyncGenerator[T, None]:
+        """A subtask's keyed state in parts, each passed through ``prepare`` in the worker thread that
+        read it: one key group at a time from a savepoint's file (streamed from storage, never held
+        whole), or the whole subtask from a checkpoint's."""
         keyed = handles.keyed
         assert keyed is not None
         file = await self._storage.open_state(keyed)
@@ -348,15 +385,21 @@ class Savepoint:
             held = await run_sync(_loaded, pickle.load, file, keyed.pointer)
             if isinstance(held, KeyedStateSnapshot) and held.chunked:
                 chunks = read_key_groups(file)
-                while (chunk := await run_sync(_loaded, next, chunks, None, keyed.pointer)) is not None:
+
+                def next_part() -> tuple[T] | None:
+                    chunk = _loaded(next, chunks, None, keyed.pointer)
+                    if chunk is None:
+                        return None
                     key_group, states = chunk
                     entries = {name: {key_group: group} for name, group in states.items()}
-                    yield dataclasses.replace(held, entries=entries, chunked=False)
-                if not held.states:
-                    return
-                yield dataclasses.replace(held, chunked=False)  # every state, even one without entries
+                    return (prepare(dataclasses.replace(held, entries=entries, chunked=False)),)
+
+                while (part := await run_sync(next_part)) is not None:
+                    yield part[0]
+                if held.states:  # every state, even one without entries
+                    yield await run_sync(prepare, dataclasses.replace(held, chunked=False))
                 return
-            yield await self._resolved(held, handles)
+            yield await run_sync(prepare, await self._resolved(held, handles))
         finally:
             file.close()
 
@@ -400,7 +443,7 @@ class Savepoint:
             read = restore_reader(uid, state, saved, serializer)
             return serializer.loads if read is None else read
         if saved == DEFAULT_SERIALIZER.snapshot():
-            return DEFAULT_SERIALIZER.loads
+            return pickle.loads  # what the default serializer's loads does, without its frame
         if saved.name in ("dataclass", "msgspec", "pydantic") and isinstance(saved.schema, tuple):
             import msgspec
 
@@ -438,10 +481,14 @@ class Savepoint:
             return _unwrapped(stored) if meta.ttl is not None else stored
 
         groups: dict[int, list[tuple[Any, Any, Any]]] = {}
+        decoder = codec.decoder
         for key_group, entries in snapshot.entries.get(state, {}).items():
+            if meta.ttl is None:  # the common case, in one comprehension
+                groups[key_group] = [(key, namespace, decoder(data)) for key, namespace, data in entries]
+                continue
             out = groups.setdefault(key_group, [])
             for key, namespace, data in entries:
-                value = value_of(codec.decode(data))
+                value = value_of(decoder(data))
                 if value is not MISSING:
                     out.append((key, namespace, value))
         spaces = snapshot.tables.get(state)
@@ -507,6 +554,10 @@ def _loaded(load: Callable[..., Any], *arguments: Any) -> Any:
         raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc
 
 
-def _entry_count(snapshot: KeyedStateSnapshot, name: str) -> int:
-    encoded = sum(len(group) for group in snapshot.entries.get(name, {}).values())
-    return encoded + sum(len(table) for table in snapshot.tables.get(name, {}).values())
+def _counts(snapshot: KeyedStateSnapshot) -> dict[str, tuple[StateMetaInfo, int]]:
+    """Each state of a snapshot (part) with how many entries it holds."""
+    counts = {}
+    for name, meta in snapshot.states.items():
+        encoded = sum(len(group) for group in snapshot.entries.get(name, {}).values())
+        counts[name] = (meta, encoded + sum(len(table) for table in snapshot.tables.get(name, {}).values()))
+    return counts
