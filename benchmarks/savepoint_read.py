@@ -42,33 +42,38 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def child(mode: str, url: str) -> dict[str, float]:
+async def read_all(savepoint: lg.Savepoint) -> tuple[int, int]:
+    entries = total = 0
+    async for _, value in savepoint.read_keyed_state("count", "total"):
+        entries += 1
+        total += value
+    return entries, total
+
+
+def child(mode: str, url: str) -> dict[str, float]:
     """Run in a fresh process: read the savepoint at ``url`` one way; seconds, entries and memory."""
     import io
+    import pickle
 
     from lockgate.state._snapshot import load_keyed_state, read_key_groups
 
     before = peak_rss_mb()  # lockgate imported, nothing read
-    savepoint = await lg.Savepoint.load(url)
+    savepoint = asyncio.run(lg.Savepoint.load(url))
     handles = savepoint._subtasks("count")[0]
     assert handles.keyed is not None
-    size = handles.keyed.size
+    size, path = handles.keyed.size, handles.keyed.pointer
     started = time.perf_counter()
     entries = total = 0
     if mode == "reader":
-        async for _, value in savepoint.read_keyed_state("count", "total"):
-            entries += 1
-            total += value
+        entries, total = asyncio.run(read_all(savepoint))
     elif mode == "baseline":  # the file, and every key group unpickled: nothing decoded or handed out
-        with open(handles.keyed.pointer, "rb") as file:
+        with open(path, "rb") as file:
             file.seek(20)  # the frame's header
-            import pickle
-
             pickle.load(file)
             for _, states in read_key_groups(file):
                 entries += len(states["total"])
     else:  # whole: the state loaded at once, as a restore does
-        with open(handles.keyed.pointer, "rb") as file:
+        with open(path, "rb") as file:
             snapshot = load_keyed_state(io.BytesIO(file.read()[20:]))
         entries = sum(len(group) for group in snapshot.entries["total"].values())  # type: ignore[attr-defined]
     seconds = time.perf_counter() - started
@@ -96,7 +101,7 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, metavar=("MODE", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(*args.child))))
+        print(json.dumps(child(*args.child)))
         return 0
     root = Path(tempfile.mkdtemp(prefix="lockgate-savepoint-read-"))
     try:

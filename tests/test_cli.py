@@ -346,7 +346,7 @@ def test_inspect_shows_operators_and_states(taken: dict[str, Path], snapshot: st
     rows = table_rows(result.stdout)
     assert rows["keep", "recent"] == ["2", "value", "pickle (protocol 5)", "3600s", "3"]
     assert rows["keep", "_timers/event"] == ["2", "timers", "pickle (protocol 5)", "-", "12"]
-    assert rows["buffer", "rules"] == ["2", "broadcast", "pickle (protocol 5)", "-", "4"]
+    assert rows["buffer", "rules"] == ["2", "broadcast", "pickle (protocol 5)", "-", "2"]  # counted once
     assert rows["keep", "account"][2].startswith("dataclass serializer version 1 of Account(balance: int")
     assert rows["watch", "-"] == ["2", "", "", "", ""]
 

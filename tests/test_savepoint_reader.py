@@ -235,8 +235,9 @@ async def test_operator_list_union_and_broadcast_state_read_back(tmp_path: Path)
     assert sorted(await savepoint.read_list_state("buffers", "split")) == items
     assert sorted(await savepoint.read_union_state("buffers", "union")) == items
     assert await savepoint.read_broadcast_state("buffers", "shared") == {1: 10, 2: 20}
-    kinds = {state.name: state.kind for state in savepoint.operator("buffers").states}
-    assert kinds == {"split": "split", "union": "union", "shared": "broadcast"}
+    kinds = {state.name: (state.kind, state.entries) for state in savepoint.operator("buffers").states}
+    # Entries over every subtask: the list's and union's elements, the broadcast map's once.
+    assert kinds == {"split": ("split", 10), "union": ("union", 10), "shared": ("broadcast", 2)}
 
 
 async def test_window_contents_and_their_timers_read_back_by_window(tmp_path: Path) -> None:

@@ -74,7 +74,8 @@ def inspect(url: str, as_json: bool) -> None:
     each state's kind, serializer, TTL and number of entries.
 
     Entries are keys (keyed state), elements (list and union state) or map entries (broadcast state),
-    counted over every subtask; timers are the states _timers/event and _timers/processing.
+    counted over every subtask (a broadcast map once, as every subtask holds a copy); timers are the
+    states _timers/event and _timers/processing.
     """
 
     async def run() -> None:

@@ -97,6 +97,7 @@ class Savepoint:
         kind: ``"savepoint"`` or ``"checkpoint"``.
         job_name: The job that took it.
         max_parallelism: Its number of key groups.
+        timestamp: When it was triggered, seconds since the epoch.
     """
 
     def __init__(
@@ -113,6 +114,8 @@ class Savepoint:
         self.kind = metadata.kind
         self.job_name = metadata.job_name
         self.max_parallelism = metadata.max_parallelism
+        #: When it was triggered, seconds since the epoch.
+        self.timestamp = metadata.timestamp
         self._operators = operators
         #: Seconds since the epoch, as TTL counts them (tests may replace it).
         self.clock: Callable[[], float] = time.time
@@ -147,7 +150,10 @@ class Savepoint:
                     operator = await savepoint._operator_snapshot(handles)
                     for name, entry in operator.states.items():
                         held = (entry.mode, entry.serializer)
-                        states[name] = (held, states.get(name, (held, 0))[1] + len(entry.raw))
+                        before = states.get(name, (held, 0))[1]
+                        if entry.mode == "broadcast" and name in states:
+                            continue  # every subtask holds the same copy: counted once
+                        states[name] = (held, before + len(entry.raw))
             infos = []
             for name, (described, count) in sorted(states.items()):
                 if isinstance(described, StateMetaInfo):
