@@ -111,6 +111,17 @@ def test_evolve_resumes_version_2_from_the_savepoint_of_version_1_with_migrated_
     assert out.endswith("  dee  Account(order_count=1, balance=999, currency='EUR')\n")
 
 
+def test_processor_fixes_renames_and_widens_a_savepoint_the_job_then_resumes_from() -> None:
+    out = run_example("processor.py")
+    assert "Read savepoint 1: max parallelism 8\n" in out
+    assert "  views-per-user  parallelism 2  count (value, 4)\n" in out
+    assert "Counts saved: {'ana': 4, 'bo': 2, 'bot': 3, 'cy': 1}\n" in out
+    assert "Wrote savepoint-2: max parallelism 32, counts {'ana': 2, 'bo': 2, 'cy': 1}\n" in out
+    assert out.endswith(
+        "Day 2 at parallelism 12 counted on: [('ana', 3), ('bo', 3), ('cy', 2), ('dee', 1)]\n"
+    )
+
+
 def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
     import nbclient
     import nbformat
