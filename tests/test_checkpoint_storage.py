@@ -295,7 +295,7 @@ async def test_damage_messages_say_what_is_wrong(storage: CheckpointStorage) -> 
     cases = {
         b"XXXX" + good[4:]: "not a lockgate checkpoint file",
         good[:4] + b"\x00\x02" + good[6:]: "unknown format version 2",
-        good[:6] + b"\x00\x01" + good[8:]: "unknown header flags",
+        good[:6] + b"\x00\x02" + good[8:]: "unknown header flags",
         good[:-1] + bytes([good[-1] ^ 1]): "checksum mismatch",
         good[:10]: "shorter than the 20-byte header",
         stored(storage, 1, "other"): "handle records 7: another file",

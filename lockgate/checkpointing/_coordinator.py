@@ -363,6 +363,8 @@ class CheckpointCoordinator:
         """
         await self._attached.wait()
         place = storage_for(url)
+        if self.storage.signing_key is not None:  # savepoints are signed like the job's checkpoints
+            place.signing_key = self.storage.signing_key
         storage = place.savepoints()
         if storage is None:
             raise ConfigurationError(

@@ -151,7 +151,9 @@ class RetainedCheckpoints:
 
         async def load(checkpoint: CompletedCheckpoint) -> LoadedCheckpoint:
             if checkpoint is self.base:
-                return await load_from_pointer(checkpoint.pointer, fall_back=fall_back)
+                return await load_from_pointer(
+                    checkpoint.pointer, fall_back=fall_back, signing_key=self.storage.signing_key
+                )
             return await own(checkpoint)
 
         return await load_newest(load, candidates, f"job {self.job_name!r}", fall_back=fall_back)

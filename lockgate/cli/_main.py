@@ -13,7 +13,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import click
@@ -66,10 +66,20 @@ def savepoint() -> None:
     """
 
 
+#: The option every command takes: the job's checkpoint signing key, from a file.
+key_file = click.option(
+    "--key-file",
+    type=click.File("rb"),
+    help="A file holding the job's checkpoint signing key: every file must be signed with it, or it "
+    "is refused before anything in it is read.",
+)
+
+
 @savepoint.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
-def inspect(url: str, as_json: bool) -> None:
+@key_file
+def inspect(url: str, as_json: bool, key_file: BinaryIO | None) -> None:
     """Show a savepoint: its id, kind, job and max parallelism; each operator's parallelism and size;
     each state's kind, serializer, TTL and number of entries.
 
@@ -79,7 +89,7 @@ def inspect(url: str, as_json: bool) -> None:
     """
 
     async def run() -> None:
-        loaded = await _load(url)
+        loaded = await _load(url, _key(key_file))
         if as_json:
             click.echo(json.dumps(describe(loaded), ensure_ascii=False, indent=2))
         else:
@@ -121,11 +131,20 @@ values come as their fields.
     is_flag=True,
     help="Also entries scoped to a window (window contents, window timers), with a window field.",
 )
-def dump(url: str, uid: str, name: str, output: str, include_expired: bool, windows: bool) -> None:
+@key_file
+def dump(
+    url: str,
+    uid: str,
+    name: str,
+    output: str,
+    include_expired: bool,
+    windows: bool,
+    key_file: BinaryIO | None,
+) -> None:
     """Print one state, entry by entry (the help is ``_DUMP_HELP``)."""
 
     async def run() -> None:
-        loaded = await _load(url)
+        loaded = await _load(url, _key(key_file))
         info = _state_info(loaded, uid, name)
         _check_readable(loaded, uid, info)
         write = _writer(output, windows)
@@ -144,18 +163,19 @@ def dump(url: str, uid: str, name: str, output: str, include_expired: bool, wind
 
 @savepoint.command()
 @click.argument("url")
-def verify(url: str) -> None:
+@key_file
+def verify(url: str, key_file: BinaryIO | None) -> None:
     """Check every file of a savepoint or checkpoint: _metadata, each state file and each shared file
     it names (incremental checkpoints), frame by frame against their sizes and CRC-32 checksums.
 
     Nothing is unpickled: verifying runs no code from the files. A directory of checkpoints and
     savepoints has each one checked. Exits 0 when every file is intact, 1 naming each damaged or
-    missing file.
+    missing file. With --key-file, a file that is not signed with the key is damaged too.
     """
 
     async def run() -> None:
         with _url_errors(url):
-            found = await verify_files(_snapshot_url(url))
+            found = await verify_files(_snapshot_url(url), _key(key_file))
         for snapshot in found.snapshots:
             damaged = f", {len(snapshot.damaged)} damaged or missing" if snapshot.damaged else ""
             click.echo(
@@ -198,11 +218,21 @@ def _url_errors(url: str) -> Iterator[None]:
         raise Mistake(str(exc)) from None
 
 
-async def _load(url: str) -> Savepoint:
+def _key(key_file: BinaryIO | None) -> bytes | None:
+    """The signing key a --key-file holds (a trailing newline is not part of it)."""
+    if key_file is None:
+        return None
+    key = key_file.read().rstrip(b"\r\n")
+    if not key:
+        raise Mistake(f"the key file {key_file.name} is empty")
+    return key
+
+
+async def _load(url: str, key: bytes | None = None) -> Savepoint:
     """The savepoint at ``url``, with one-line errors."""
     with _url_errors(url):
         try:
-            return await Savepoint.load(_snapshot_url(url))
+            return await Savepoint.load(_snapshot_url(url), key=key)
         except (ImportError, AttributeError) as exc:
             if not _cannot_import(exc):
                 raise

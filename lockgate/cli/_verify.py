@@ -54,7 +54,7 @@ class Verification:
         return not self.damaged
 
 
-async def verify(url: str) -> Verification:
+async def verify(url: str, key: bytes | None = None) -> Verification:
     """Check every file of the checkpoint or savepoint at ``url``, or of each one in a directory of them.
 
     Raises:
@@ -63,7 +63,7 @@ async def verify(url: str) -> Verification:
     """
     result = Verification()
     try:
-        found = await checkpoints_at(url)
+        found = await checkpoints_at(url, signing_key=key)
     except CorruptCheckpointError as exc:  # a checkpoint directory without its _metadata
         snapshot = CheckedSnapshot(url, "checkpoint", damaged=[Damage(exc.path, exc.reason)])
         result.snapshots.append(snapshot)

@@ -124,15 +124,19 @@ class Savepoint:
         return f"<Savepoint {self.kind} {self.checkpoint_id} of {self.job_name!r} at {self.pointer}>"
 
     @classmethod
-    async def load(cls, url: str) -> Savepoint:
+    async def load(cls, url: str, *, key: bytes | str | None = None) -> Savepoint:
         """The savepoint or checkpoint at ``url`` (``.../savepoint-3``, ``.../chk-7``), or the newest of a
         directory of them. Every state file is read once, one at a time, to list what it holds.
+
+        With ``key`` (the job's checkpoint signing key), every file must be signed with it: one that
+        is not, or was changed, is refused before anything in it is unpickled.
 
         Raises:
             CheckpointError: There is none at ``url``.
             CorruptCheckpointError: A file is missing or damaged; the error names it.
         """
-        storage, checkpoint = (await checkpoints_at(url))[-1]
+        signing_key = key.encode("utf-8") if isinstance(key, str) else key
+        storage, checkpoint = (await checkpoints_at(url, signing_key=signing_key))[-1]
         metadata = await read_checkpoint_metadata(storage, checkpoint)
         savepoint = cls(storage, checkpoint.pointer, metadata, {})
         for uid, state in metadata.operators.items():

@@ -207,9 +207,10 @@ class SavepointWriter:
 
     # ---- writing
 
-    async def write(self, url: str) -> str:
+    async def write(self, url: str, *, key: bytes | str | None = None) -> str:
         """Run the steps and write the savepoint into the directory ``url``, as ``savepoint-<id>/``
-        (the next id there); its URL.
+        (the next id there); its URL. Its files are signed with ``key`` if given, else with the key
+        the existing savepoint was loaded with, if any.
 
         Raises:
             ConfigurationError: A step names an operator or state that is not there, or ``url``
@@ -217,6 +218,11 @@ class SavepointWriter:
             StateSerializationError: A value cannot be written by its serializer.
         """
         place = storage_for(url)
+        signing_key = key.encode("utf-8") if isinstance(key, str) else key
+        if signing_key is None and self._source is not None:
+            signing_key = self._source._storage.signing_key
+        if signing_key is not None:
+            place.signing_key = signing_key
         storage = place.savepoints()
         if storage is None:
             raise ConfigurationError(f"a savepoint cannot go to {url!r}: {place!r} holds no savepoints")

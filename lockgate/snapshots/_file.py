@@ -31,6 +31,7 @@ alike (aiofiles is asyncio only).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -50,10 +51,13 @@ from lockgate._processes import process_alive
 from lockgate._threads import run_sync
 from lockgate.snapshots._format import (
     HEADER_SIZE,
+    SIGNATURE_SIZE,
     Bytes,
+    Signer,
     byte_view,
     check_checksum,
     check_header,
+    check_signature,
     crc32,
     encode_header,
     frame,
@@ -180,7 +184,9 @@ class FileCheckpointStorage(CheckpointStorage):
         return self.directory / f"{self.prefix}{check_checkpoint_id(checkpoint_id)}"
 
     def savepoints(self) -> FileCheckpointStorage:
-        return FileCheckpointStorage(self.directory, prefix=SAVEPOINT_PREFIX)
+        savepoints = FileCheckpointStorage(self.directory, prefix=SAVEPOINT_PREFIX)
+        savepoints.signing_key = self.signing_key
+        return savepoints
 
     async def snapshot_here(self) -> tuple[CheckpointStorage, CompletedCheckpoint] | None:
         return await _in_thread(self._snapshot_here)
@@ -190,7 +196,9 @@ class FileCheckpointStorage(CheckpointStorage):
         if match is None:
             return None
         if (self.directory / METADATA_NAME).exists():
-            return _OneDirectory(self.directory), CompletedCheckpoint(int(match[2]), self.url)
+            only = _OneDirectory(self.directory)
+            only.signing_key = self.signing_key
+            return only, CompletedCheckpoint(int(match[2]), self.url)
         if self.directory.is_dir():
             raise CorruptCheckpointError(
                 str(self.directory / METADATA_NAME), "it is missing: the checkpoint is not complete"
@@ -279,9 +287,8 @@ class FileCheckpointStorage(CheckpointStorage):
     def _write_whole(self, path: Path, checkpoint_id: int, payload: memoryview) -> int:
         file = self._open_new(path, checkpoint_id)
         try:
-            checksum = crc32(payload)
-            file.write(encode_header(payload.nbytes, checksum))
-            file.write(payload)
+            framed, checksum = frame(payload, self.signing_key)
+            file.write(framed)
             _close_durably(file)
         except BaseException as error:
             _abandon(file, path)
@@ -295,15 +302,20 @@ class FileCheckpointStorage(CheckpointStorage):
     ) -> tuple[int, int]:
         file = await _in_thread(self._open_new, path, checkpoint_id)
         size = checksum = 0
+        key = self.signing_key
+        signer = None if key is None else Signer(key)
         try:
             await run_sync(file.write, bytes(HEADER_SIZE))  # the header, once known
             async with consuming(chunks) as iterable:
                 async for chunk in iterable:
                     view = byte_view(chunk)
                     checksum = await run_sync(_write_chunk, file, view, checksum)
+                    if signer is not None:
+                        signer.update(view)
                     size += view.nbytes
-            header = encode_header(size, checksum)
-            await run_sync(_finish_stream, file, header)
+            header = encode_header(size, checksum, signer is not None)
+            signature = b"" if signer is None else signer.signature(header)
+            await run_sync(_finish_stream, file, header, signature)
         except BaseException as error:
             with anyio.CancelScope(shield=True):
                 await run_sync(_abandon, file, path)
@@ -332,7 +344,7 @@ class FileCheckpointStorage(CheckpointStorage):
 
     async def write_metadata(self, location: CheckpointLocation, data: bytes) -> CompletedCheckpoint:
         directory = self.checkpoint_directory(location.checkpoint_id)
-        framed, _ = frame(data)
+        framed, _ = frame(data, self.signing_key)
         await _in_thread(self._write_metadata, directory, location.checkpoint_id, framed)
         return CompletedCheckpoint(location.checkpoint_id, directory.as_uri())
 
@@ -363,12 +375,12 @@ class FileCheckpointStorage(CheckpointStorage):
     async def read_state(self, handle: StreamStateHandle) -> bytes:
         check_state_name(handle.name)  # a handle read from a tampered metadata must not leave the directory
         path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
-        return await _in_thread(_read_framed, path, handle.size, handle.checksum)
+        return await _in_thread(_read_framed, path, handle.size, handle.checksum, self.signing_key)
 
     async def open_state(self, handle: StreamStateHandle) -> BinaryIO:
         check_state_name(handle.name)
         path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
-        return await _in_thread(_open_framed, path, handle.size, handle.checksum)
+        return await _in_thread(_open_framed, path, handle.size, handle.checksum, self.signing_key)
 
     async def read_metadata(self, checkpoint_id: int) -> bytes:
         path = self.checkpoint_directory(checkpoint_id) / METADATA_NAME
@@ -377,7 +389,7 @@ class FileCheckpointStorage(CheckpointStorage):
     def _read_metadata(self, path: Path, checkpoint_id: int) -> bytes:
         if not path.exists():
             raise CheckpointError(f"checkpoint {checkpoint_id} is not complete in {self!r} (no {path})")
-        return _read_framed(path, None, None)
+        return _read_framed(path, None, None, self.signing_key)
 
     async def completed_checkpoints(self) -> list[CompletedCheckpoint]:
         return await _in_thread(self._completed)
@@ -445,7 +457,7 @@ class FileCheckpointStorage(CheckpointStorage):
     async def read_shared(self, handle: SharedStateHandle) -> bytes:
         check_state_name(handle.name)  # a handle read from a tampered metadata must not leave the directory
         path = self.shared_directory / handle.name
-        return await _in_thread(_read_framed, path, handle.size, handle.checksum)
+        return await _in_thread(_read_framed, path, handle.size, handle.checksum, self.signing_key)
 
     async def discard_shared(self, names: Iterable[str]) -> None:
         paths = [self.shared_directory / check_state_name(name) for name in names]
@@ -515,19 +527,21 @@ async def _in_thread(function: Callable[..., T], *args: object) -> T:
     return await run_sync(function, *args)
 
 
-def _read_framed(path: Path, expected_size: int | None, expected_checksum: int | None) -> bytes:
+def _read_framed(
+    path: Path, expected_size: int | None, expected_checksum: int | None, key: bytes | None
+) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CorruptCheckpointError(str(path), "missing: the file does not exist") from None
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
-    return unframe(data, str(path), expected_size=expected_size, expected_checksum=expected_checksum)
+    return unframe(data, str(path), expected_size=expected_size, expected_checksum=expected_checksum, key=key)
 
 
-def _open_framed(path: Path, expected_size: int, expected_checksum: int) -> BinaryIO:
-    """The file at ``path`` positioned at its payload, once the whole payload's checksum is verified
-    (read in pieces: the file is never held whole)."""
+def _open_framed(path: Path, expected_size: int, expected_checksum: int, key: bytes | None) -> BinaryIO:
+    """The file at ``path`` positioned at its payload, once the whole payload's checksum (and
+    signature, with a key) is verified (read in pieces: the file is never held whole)."""
     try:
         file = path.open("rb")
     except FileNotFoundError:
@@ -536,16 +550,51 @@ def _open_framed(path: Path, expected_size: int, expected_checksum: int) -> Bina
         raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
     try:
         total = os.fstat(file.fileno()).st_size
-        stored = check_header(file.read(HEADER_SIZE), total, str(path), expected_size, expected_checksum)
+        header = file.read(HEADER_SIZE)
+        stored, signed = check_header(header, total, str(path), expected_size, expected_checksum, key)
+        remaining = total - HEADER_SIZE - (SIGNATURE_SIZE if signed else 0)
+        signer = None if key is None else Signer(key)
         checksum = 0
-        while piece := file.read(_READ_PIECE):
+        while remaining and (piece := file.read(min(_READ_PIECE, remaining))):
             checksum = crc32(piece, checksum)
+            if signer is not None:
+                signer.update(piece)
+            remaining -= len(piece)
+        if signer is not None:
+            check_signature(signer.signature(header), file.read(SIGNATURE_SIZE), str(path))
         check_checksum(checksum, stored, str(path))
         file.seek(HEADER_SIZE)
     except BaseException:
         file.close()
         raise
-    return file
+    if not signed:
+        return file  # the payload runs to the end of the file
+    return io.BufferedReader(_Payload(file, total - HEADER_SIZE - SIGNATURE_SIZE))
+
+
+class _Payload(io.RawIOBase):
+    """A file's payload only: reads end where the signature after it begins."""
+
+    def __init__(self, file: BinaryIO, length: int) -> None:
+        super().__init__()
+        self._file = file
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._left)
+        if wanted <= 0:
+            return 0
+        read = self._file.readinto(view[:wanted])  # type: ignore[attr-defined]
+        self._left -= read
+        return int(read)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 #: How much of a state file is read at a time when it is streamed.
@@ -557,7 +606,8 @@ def _write_chunk(file: BinaryIO, chunk: Bytes, checksum: int) -> int:
     return crc32(chunk, checksum)
 
 
-def _finish_stream(file: BinaryIO, header: bytes) -> None:
+def _finish_stream(file: BinaryIO, header: bytes, signature: bytes) -> None:
+    file.write(signature)  # after the payload: the file is positioned there
     file.seek(0)
     file.write(header)
     _close_durably(file)

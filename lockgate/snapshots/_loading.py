@@ -89,7 +89,9 @@ def unpickle_state(blob: Blob, expected: type[T]) -> T:
 Loader = Callable[[CompletedCheckpoint], Awaitable[LoadedCheckpoint]]
 
 
-async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheckpoint:
+async def load_from_pointer(
+    url: str, *, fall_back: bool = False, signing_key: bytes | None = None
+) -> LoadedCheckpoint:
     """Read the checkpoint at ``url``: a checkpoint or savepoint directory (``.../chk-7``,
     ``.../savepoint-8``), or a directory of checkpoints and/or savepoints (the URL given to
     ``stop_with_savepoint``), whose newest intact one is taken, saying which in the log (a damaged one
@@ -100,7 +102,7 @@ async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheck
         CorruptCheckpointError: Every checkpoint there is damaged; the error names a file.
         ConfigurationError: The URL is not usable (no storage for its scheme, or a bad path).
     """
-    found = await checkpoints_at(url)
+    found = await checkpoints_at(url, signing_key=signing_key)
     if len(found) == 1:
         only, checkpoint = found[0]
         return await load_checkpoint(only, checkpoint.checkpoint_id, checkpoint.pointer)
@@ -122,7 +124,9 @@ async def load_from_pointer(url: str, *, fall_back: bool = False) -> LoadedCheck
     return loaded
 
 
-async def checkpoints_at(url: str) -> list[tuple[CheckpointStorage, CompletedCheckpoint]]:
+async def checkpoints_at(
+    url: str, *, signing_key: bytes | None = None
+) -> list[tuple[CheckpointStorage, CompletedCheckpoint]]:
     """The complete checkpoints and savepoints at ``url``, oldest first, each with the storage that
     reads it: the one checkpoint a URL such as ``.../chk-7`` names, or those of a directory of
     checkpoints and/or savepoints (the URL given to ``stop_with_savepoint``).
@@ -130,8 +134,12 @@ async def checkpoints_at(url: str) -> list[tuple[CheckpointStorage, CompletedChe
     Raises:
         CheckpointError: There is no complete checkpoint there.
         ConfigurationError: The URL is not usable (no storage for its scheme, or a bad path).
+
+    With ``signing_key``, every file read must be signed with it.
     """
     storage = storage_for(url)
+    if signing_key is not None:
+        storage.signing_key = signing_key
     here = await storage.snapshot_here()
     if here is not None:
         return [here]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
-from lockgate.snapshots._format import byte_view, crc32, encode_header, frame, unframe
+from lockgate.snapshots._format import byte_view, crc32, frame, unframe
 from lockgate.snapshots._storage import (
     METADATA_NAME,
     CheckpointLocation,
@@ -111,7 +111,7 @@ class MemoryCheckpointStorage(CheckpointStorage):
             payload = byte_view(data)
             size = payload.nbytes
             self._check_size(location.checkpoint_id, name, size)
-            framed, checksum = frame(payload)
+            framed, checksum = frame(payload, self.signing_key)
         checkpoint.blobs[name] = framed
         pointer = self._pointer(location.checkpoint_id, name)
         return StreamStateHandle(location.checkpoint_id, name, pointer, size, checksum)
@@ -128,7 +128,8 @@ class MemoryCheckpointStorage(CheckpointStorage):
                 self._check_size(checkpoint_id, name, size, streamed=True)
                 checksum = crc32(part, checksum)
                 parts.append(part)
-        return encode_header(size, checksum) + b"".join(parts), size, checksum
+        payload = b"".join(parts)
+        return frame(payload, self.signing_key)[0], size, checksum
 
     def _check_free(self, checkpoint: _Checkpoint, checkpoint_id: int, name: str) -> None:
         if name in checkpoint.blobs:
@@ -151,11 +152,17 @@ class MemoryCheckpointStorage(CheckpointStorage):
         framed = None if checkpoint is None else checkpoint.blobs.get(handle.name)
         if framed is None:
             raise CorruptCheckpointError(pointer, "missing: no such state blob in this storage")
-        return unframe(framed, pointer, expected_size=handle.size, expected_checksum=handle.checksum)
+        return unframe(
+            framed,
+            pointer,
+            expected_size=handle.size,
+            expected_checksum=handle.checksum,
+            key=self.signing_key,
+        )
 
     async def write_metadata(self, location: CheckpointLocation, data: bytes) -> CompletedCheckpoint:
         checkpoint = self._in_progress(location)
-        checkpoint.metadata, _ = frame(data)
+        checkpoint.metadata, _ = frame(data, self.signing_key)
         return CompletedCheckpoint(location.checkpoint_id, self._pointer(location.checkpoint_id))
 
     async def read_metadata(self, checkpoint_id: int) -> bytes:
@@ -163,7 +170,7 @@ class MemoryCheckpointStorage(CheckpointStorage):
         checkpoint = self._checkpoints.get(checkpoint_id)
         if checkpoint is None or checkpoint.metadata is None:
             raise CheckpointError(f"checkpoint {checkpoint_id} is not complete in {self!r}")
-        return unframe(checkpoint.metadata, self._pointer(checkpoint_id, METADATA_NAME))
+        return unframe(checkpoint.metadata, self._pointer(checkpoint_id, METADATA_NAME), key=self.signing_key)
 
     async def completed_checkpoints(self) -> list[CompletedCheckpoint]:
         return [
@@ -189,7 +196,7 @@ class MemoryCheckpointStorage(CheckpointStorage):
             payload = byte_view(data)
             size = payload.nbytes
             self._check_size(0, name, size)
-            framed, checksum = frame(payload)
+            framed, checksum = frame(payload, self.signing_key)
         self._shared[name] = framed
         return SharedStateHandle(name, f"{self._prefix}/shared/{name}", size, checksum)
 
@@ -199,7 +206,13 @@ class MemoryCheckpointStorage(CheckpointStorage):
         framed = self._shared.get(handle.name)
         if framed is None:
             raise CorruptCheckpointError(pointer, "missing: no such shared blob in this storage")
-        return unframe(framed, pointer, expected_size=handle.size, expected_checksum=handle.checksum)
+        return unframe(
+            framed,
+            pointer,
+            expected_size=handle.size,
+            expected_checksum=handle.checksum,
+            key=self.signing_key,
+        )
 
     async def discard_shared(self, names: Iterable[str]) -> None:
         for name in names:

@@ -125,6 +125,9 @@ class CheckpointStorage(ABC):
     #: Whether what is stored outlives the process: only then can a process that died leave shared
     #: blobs behind that a later job deletes (see the checkpoint coordinator).
     outlives_process: bool = True
+    #: With a key, every file written is signed (HMAC-SHA256), and a file read must carry a signature
+    #: the key gives, or it is refused before a byte of it is returned (see ``_format``).
+    signing_key: bytes | None = None
 
     def savepoints(self) -> CheckpointStorage | None:
         """The storage of the same place that holds savepoints (``savepoint-<id>``) instead of
