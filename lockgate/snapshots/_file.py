@@ -287,8 +287,14 @@ class FileCheckpointStorage(CheckpointStorage):
     def _write_whole(self, path: Path, checkpoint_id: int, payload: memoryview) -> int:
         file = self._open_new(path, checkpoint_id)
         try:
-            framed, checksum = frame(payload, self.signing_key)
-            file.write(framed)
+            checksum = crc32(payload)
+            header = encode_header(payload.nbytes, checksum, self.signing_key is not None)
+            file.write(header)
+            file.write(payload)  # as it is: no framed copy of a large payload
+            if self.signing_key is not None:
+                signer = Signer(self.signing_key)
+                signer.update(payload)
+                file.write(signer.signature(header))
             _close_durably(file)
         except BaseException as error:
             _abandon(file, path)
