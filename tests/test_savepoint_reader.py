@@ -275,3 +275,20 @@ async def test_window_contents_and_their_timers_read_back_by_window(tmp_path: Pa
         [timer async for timer in savepoint.read_timers("sum", "event", namespaces=True)], key=repr
     )
     assert timers == sorted([(key, window.max_timestamp(), window) for key, window, _ in contents], key=repr)
+
+
+async def test_keyed_state_as_a_data_frame_and_an_arrow_table(tmp_path: Path) -> None:
+    records = [("a", 1), ("b", 2), ("a", 3)]
+    savepoint = await lg.Savepoint.load(await take(records, 2, "heap", tmp_path, "savepoint"))
+    frame = (await savepoint.to_pandas("all")).set_index("key").sort_index()
+    assert list(frame.index) == ["a", "b"]
+    assert frame.loc["a", "total"] == 4 and frame.loc["a", "values"] == [1, 3]
+    assert frame.loc["b", "typed"] == {"value": 2, "label": "r"}
+    with pytest.raises(lg.ConfigurationError, match="state 'last' of 'all' holds values pyarrow cannot type"):
+        await savepoint.to_arrow("all")  # a map with int keys
+    table = await savepoint.to_arrow("all", states=["total", "counted", "values"])
+    rows = sorted(table.to_pylist(), key=lambda row: row["key"])
+    assert rows == [
+        {"key": "a", "total": 4, "counted": 2, "values": [1, 3]},
+        {"key": "b", "total": 2, "counted": 1, "values": [2]},
+    ]

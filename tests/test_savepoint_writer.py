@@ -272,3 +272,20 @@ async def test_steps_that_name_what_is_not_there_say_what_is(tmp_path: Path) -> 
         lg.SavepointWriter.new(max_parallelism=0)
     # Nothing half-written is left where the failed writes went.
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("_metadata"))
+
+
+async def test_keyed_state_bootstrapped_from_a_data_stream_run_in_batch(tmp_path: Path) -> None:
+    env = lg.StreamEnvironment(parallelism=2)
+    lines = env.from_collection(["ana 3", "bo 1", "ana 4"], uid="lines")
+    totals = (
+        lines.map(lambda line: (line.split()[0], int(line.split()[1])), uid="parse")
+        .key_by(lambda pair: pair[0])
+        .reduce(lambda a, b: (a[0], a[1] + b[1]), uid="sum")
+    )
+    writer = lg.SavepointWriter.new(max_parallelism=16).with_keyed_state("reads", "value", totals)
+    pointer = await writer.write(tmp_path.as_uri())
+    # The running sums, each key's last one kept: what the stream computed, in batch.
+    assert await restore(pointer, "reads", {"value": "value"}, ["ana", "bo"], 2, 16) == {
+        "ana": {"value": 7},
+        "bo": {"value": 1},
+    }

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.api._windowed import WindowedStream
-from lockgate.connectors import Sink
+from lockgate.connectors import CollectSink, Sink
 from lockgate.eventtime import (
     CountEvictor,
     CountTrigger,
@@ -282,6 +282,18 @@ class DataStream:
         _require_instance("sink", sink, Sink)
         self._apply(SinkSpec(sink), uid, name, parallelism)
         return sink
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for record in stream``: run the stream's job in batch (its sources must end) and
+        hand out what reaches this stream, once the job has finished. What a savepoint can be
+        bootstrapped from (``SavepointWriter.with_keyed_state``), among other uses."""
+        return self._collected()
+
+    async def _collected(self) -> AsyncIterator[Any]:
+        sink: CollectSink[Any] = self.sink(CollectSink(), uid=f"_collect-{self.env._next_id()}")
+        await self.env.execute(f"collecting {self!r}")
+        for record in sink.results:
+            yield record
 
 
 class KeyedStream(DataStream):

@@ -299,6 +299,58 @@ class Savepoint:
                 for key, timestamp, namespace in found:
                     yield (key, timestamp, namespace) if namespaces else (key, timestamp)
 
+    # ---- data frames
+
+    async def to_pandas(self, uid: str, *, states: list[str] | None = None, **options: Any) -> Any:
+        """Operator ``uid``'s keyed state as a pandas DataFrame: a ``key`` column (``_key`` if a state
+        is named so) and a column per state (``states``, or all but timers; None where a key has no
+        value in it), a row per key; ``options`` as :meth:`read_keyed`'s. Needs
+        ``pip install 'lockgate[pandas]'``."""
+        try:
+            import pandas
+        except ImportError as exc:
+            raise ImportError("to_pandas needs pandas: pip install 'lockgate[pandas]'") from exc
+        return pandas.DataFrame(await self._columns(uid, states, options))
+
+    async def to_arrow(self, uid: str, *, states: list[str] | None = None, **options: Any) -> Any:
+        """Operator ``uid``'s keyed state as a pyarrow Table, columns as :meth:`to_pandas` makes them,
+        their types inferred by pyarrow. Needs ``pip install 'lockgate[arrow]'``.
+
+        Raises:
+            ConfigurationError: pyarrow cannot type a state's values (maps with keys other than
+                strings, mixed types): it names the state; leave it out with ``states=``.
+        """
+        try:
+            import pyarrow
+        except ImportError as exc:
+            raise ImportError("to_arrow needs pyarrow: pip install 'lockgate[arrow]'") from exc
+        columns = await self._columns(uid, states, options)
+        arrays = {}
+        for name, values in columns.items():
+            try:
+                arrays[name] = pyarrow.array(values)
+            except (pyarrow.ArrowException, TypeError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"state {name!r} of {uid!r} holds values pyarrow cannot type ({type(exc).__name__}: "
+                    f"{exc}); leave it out with states=[...], or read it with to_pandas()"
+                ) from exc
+        return pyarrow.table(arrays)
+
+    async def _columns(
+        self, uid: str, states: list[str] | None, options: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        keyed = [info.name for info in self.operator(uid).states if info.keyed and info.kind != TIMER_KIND]
+        names = keyed if states is None else states
+        for name in names:
+            self._keyed_info(uid, name)  # there, and keyed
+        key_column = "key" if "key" not in names else "_key"  # a state may be named "key"
+        columns: dict[str, list[Any]] = {key_column: [], **{name: [] for name in names}}
+        async for key, values in self.read_keyed(uid, **options):
+            columns[key_column].append(key)
+            for name in names:
+                columns[name].append(values.get(name))
+        return columns
+
     # ---- operator state
 
     async def read_list_state(
