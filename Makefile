@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/state_kinds.py
 	$(BIN)/python benchmarks/serializers.py
 	$(BIN)/python benchmarks/serializers.py --backend rocksdb
+	$(BIN)/python benchmarks/savepoint_read.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

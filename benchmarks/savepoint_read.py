@@ -3,7 +3,8 @@
     python benchmarks/savepoint_read.py [--keys 1000000] [--max-parallelism 128] [--repeat 3]
 
 A savepoint of ``--keys`` keys (one subtask) is written with ``SavepointWriter``; then, each in a fresh
-process (so its peak memory is its own), the reader iterates every ``(key, value)``, and a baseline
+process (so its peak memory is its own), the reader iterates every ``(key, value)`` (and, in
+``batches_*``, every list of them that ``read_keyed_state_batches`` hands out), and a baseline
 does the least any reader must: read the file and unpickle every key group, decoding nothing. Reported:
 the reader's MB/s of serialized state, ``ratio`` (the baseline's time over the reader's), and each
 process's peak RSS above what it held once lockgate was imported, against the same state loaded whole
@@ -50,6 +51,14 @@ async def read_all(savepoint: lg.Savepoint) -> tuple[int, int]:
     return entries, total
 
 
+async def read_batches(savepoint: lg.Savepoint) -> tuple[int, int]:
+    entries = total = 0
+    async for batch in savepoint.read_keyed_state_batches("count", "total"):
+        entries += len(batch)
+        total += sum(value for _, value in batch)
+    return entries, total
+
+
 def child(mode: str, url: str) -> dict[str, float]:
     """Run in a fresh process: read the savepoint at ``url`` one way; seconds, entries and memory."""
     import io
@@ -66,6 +75,8 @@ def child(mode: str, url: str) -> dict[str, float]:
     entries = total = 0
     if mode == "reader":
         entries, total = asyncio.run(read_all(savepoint))
+    elif mode == "batches":
+        entries, total = asyncio.run(read_batches(savepoint))
     elif mode == "baseline":  # the file, and every key group unpickled: nothing decoded or handed out
         with open(path, "rb") as file:
             file.seek(20)  # the frame's header
@@ -108,14 +119,16 @@ def main() -> int:
         writer = lg.SavepointWriter.new(max_parallelism=args.max_parallelism)
         writer.with_keyed_state("count", "total", ((f"key-{i}", i) for i in range(args.keys)))
         url = asyncio.run(writer.write(root.as_uri()))
-        readers, baselines = [], []
-        for _ in range(args.repeat):  # in turn, so both see the same conditions
+        readers, batches, baselines = [], [], []
+        for _ in range(args.repeat):  # in turn, so all see the same conditions
             readers.append(run_child("reader", url))
+            batches.append(run_child("batches", url))
             baselines.append(run_child("baseline", url))
         whole = run_child("whole", url)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     seconds = statistics.median(r["seconds"] for r in readers)
+    batch_seconds = statistics.median(r["seconds"] for r in batches)
     baseline = statistics.median(b["seconds"] for b in baselines)
     size = readers[0]["bytes"]
     report(
@@ -128,11 +141,14 @@ def main() -> int:
             "mb_per_s": round(size / seconds / 1e6, 1),
             "baseline_mb_per_s": round(size / baseline / 1e6, 1),
             "ratio": round(baseline / seconds, 3),
+            "batches_mb_per_s": round(size / batch_seconds / 1e6, 1),
+            "batches_ratio": round(baseline / batch_seconds, 3),
             "rss_mb": round(max(r["rss_mb"] for r in readers), 1),
             "baseline_rss_mb": round(max(b["rss_mb"] for b in baselines), 1),
             "whole_rss_mb": round(whole["rss_mb"], 1),
             "correct": all(
-                r["entries"] == args.keys and r["total"] == args.keys * (args.keys - 1) // 2 for r in readers
+                r["entries"] == args.keys and r["total"] == args.keys * (args.keys - 1) // 2
+                for r in readers + batches
             ),
         }
     )

@@ -157,9 +157,10 @@ async def test_a_savepoint_reads_back_exactly_the_state_the_job_held(
     savepoint = await lg.Savepoint.load(pointer)
     expected = reference(records)
     assert await read_all(savepoint) == expected
-    assert sorted([pair async for pair in savepoint.read_keyed_state("all", "values")]) == sorted(
-        (key, state["values"]) for key, state in expected.items()
-    )
+    values = sorted((key, state["values"]) for key, state in expected.items())
+    assert sorted([pair async for pair in savepoint.read_keyed_state("all", "values")]) == values
+    batches = [batch async for batch in savepoint.read_keyed_state_batches("all", "values")]
+    assert all(batches) and sorted(pair for batch in batches for pair in batch) == values
     timers = sorted([timer async for timer in savepoint.read_timers("all", "processing")])
     assert timers == sorted({(key, FAR + value) for key, value in records})
     (info,) = [op for op in savepoint.operators() if op.uid == "all"]
