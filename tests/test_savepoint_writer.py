@@ -289,3 +289,18 @@ async def test_keyed_state_bootstrapped_from_a_data_stream_run_in_batch(tmp_path
         "ana": {"value": 7},
         "bo": {"value": 1},
     }
+
+
+async def test_a_lowered_max_parallelism_keeps_the_operator_state_of_every_subtask(tmp_path: Path) -> None:
+    keys = [f"k{i}" for i in range(12)]
+    pointer = await tally_savepoint(tmp_path, keys, max_parallelism=8)  # the sink runs at parallelism 2
+    saved = await lg.Savepoint.load(pointer)
+    transactions = await saved.read_list_state("out", "transactions")
+    narrower = (
+        await lg.SavepointWriter.from_existing(saved).with_max_parallelism(1).write((tmp_path / "n").as_uri())
+    )
+    changed = await lg.Savepoint.load(narrower)
+    assert changed.operator("out").parallelism == 1
+    assert await changed.read_list_state("out", "transactions") == transactions  # none lost
+    counts = sorted([pair async for pair in changed.read_keyed_state("tally", "count")])
+    assert counts == sorted((key, 1) for key in keys)

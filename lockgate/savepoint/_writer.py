@@ -414,7 +414,9 @@ class _Draft:
     async def respread(self, max_parallelism: int) -> None:
         for uid in list(self.operators):
             operator = await self.decoded(uid)
-            operator.parallelism = min(operator.parallelism, max_parallelism)
+            if operator.parallelism > max_parallelism:
+                operator.parallelism = max_parallelism
+                _fold_operator_state(operator)
             held = operator.keyed
             if held is None:
                 continue
@@ -464,6 +466,22 @@ class _Draft:
                 await put(index, "keyed", keyed), await put(index, "operator", state)
             )
         return written
+
+
+def _fold_operator_state(operator: _Operator) -> None:
+    """The operator state of subtasks beyond the operator's (narrowed) parallelism, moved into the
+    subtasks that remain: list elements kept in full (a restore splits or unions them anyway),
+    broadcast state kept once (every subtask holds the same)."""
+    parallelism = operator.parallelism
+    for index in sorted(i for i in operator.operator if i >= parallelism):
+        target = operator.operator.setdefault(index % parallelism, {})
+        for name, entry in operator.operator.pop(index).items():
+            held = target.get(name)
+            if held is None:
+                target[name] = entry
+            elif entry.mode != "broadcast":
+                assert isinstance(held.raw, list) and isinstance(entry.raw, list)
+                target[name] = OperatorStateEntry(held.mode, held.serializer, held.raw + entry.raw)
 
 
 def _part(snapshot: KeyedStateSnapshot, key_groups: KeyGroupRange) -> KeyedStateSnapshot:
