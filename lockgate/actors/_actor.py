@@ -133,6 +133,8 @@ class SubtaskActor:
         for operator in operators:
             operator.ctx.request_wakeup = self.wakeups.request
         self._generators = [(p, op) for p, op in enumerate(operators) if op.generates_watermarks]
+        #: Set once the chain is open and its restored state loaded: its state may be queried.
+        self.opened = anyio.Event()
 
     def __repr__(self) -> str:
         state = ("finished" if self.input_ended else "running") + self.alignment.describe()
@@ -158,6 +160,7 @@ class SubtaskActor:
                     await backend.migrate_restored_state()
                 except Exception as exc:
                     raise OperatorFailure(backend.operator_uid) from exc
+            self.opened.set()
             await self._emit_restored_watermarks()
             await self._replay_in_flight()
             if self.source is not None:

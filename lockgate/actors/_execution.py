@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from typing import Any
 
 import anyio
 
@@ -15,6 +16,7 @@ from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformatio
 from lockgate.mailbox import ChannelStatistics
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CompletedCheckpoint
+from lockgate.state import key_group_for
 
 logger = logging.getLogger("lockgate")
 
@@ -125,6 +127,25 @@ class JobExecution:
         warn_about_generated_uids(self.graph)
         completed = await self.coordinator.trigger_savepoint(url, stop=stop)
         return completed.pointer
+
+    async def query_state(self, uid: str, state: str, key: Any) -> Any:
+        """The live value of ``state`` for ``key`` in keyed operator ``uid`` (None if it has none),
+        read from the subtask that owns the key's key group once that subtask is open.
+
+        Raises:
+            KeyError: No keyed operator ``uid``, or no state ``state`` in it; the message lists those
+                there are.
+        """
+        runner = self.runner
+        key_group = key_group_for(key, self.graph.max_parallelism)
+        keyed = set()
+        for actor in runner.actors:
+            for backend in actor.keyed_backends:
+                keyed.add(backend.operator_uid)
+                if backend.operator_uid == uid and key_group in backend.key_group_range:
+                    await actor.opened.wait()  # its state is loaded (restored, migrated) only then
+                    return backend.query_nowait(state, key)
+        raise KeyError(f"job {self.job_name!r} has no keyed operator {uid!r}; it has {sorted(keyed)}")
 
     async def run(self) -> JobResult:
         """Run attempts until one finishes, or a failure may not restart (it is raised)."""

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import sniffio
 
-from lockgate._errors import JobCancelledError, LockgateError
+from lockgate._errors import ConfigurationError, JobCancelledError, LockgateError
 from lockgate.actors._execution import JobExecution
 from lockgate.actors._runner import JobResult
 from lockgate.checkpointing import CheckpointStatsSnapshot
@@ -102,6 +102,31 @@ class Job:
     def restarts(self) -> int:
         """How many times the job has restarted after a failure."""
         return self._execution.restarts
+
+    async def query_state(self, uid: str, state: str, key: Any, consistency: str = "live") -> Any:
+        """The value of keyed state ``state`` of operator ``uid`` for ``key``, read in process while
+        the job runs: None if the key has none; a list state's list, a map state's dict, an
+        aggregating state's result (copies). It is read from the subtask that owns the key's key
+        group, between two of its steps: a query never waits for a batch to finish, nor blocks one.
+
+        ``consistency="live"`` reads the current value. (``"checkpoint"``, the value as of the last
+        completed checkpoint, is not built yet.)
+
+        Raises:
+            KeyError: No keyed operator ``uid`` or no state ``state`` (the message lists those there are).
+            ConfigurationError: Another consistency, or the job has ended.
+        """
+        if consistency != "live":
+            raise ConfigurationError(
+                f"consistency={consistency!r}: lockgate answers 'live' queries so far "
+                "('checkpoint' is to come)"
+            )
+        if self.done:
+            raise ConfigurationError(
+                f"job {self.name!r} has ended ({self.status.value}): read its state from its last checkpoint "
+                "or savepoint with lg.Savepoint.load(url)"
+            )
+        return await self._execution.query_state(uid, state, key)
 
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
         """Take a checkpoint now and wait until it completes; returns where it is.

@@ -10,8 +10,10 @@ it hands a record to a keyed function; state objects read it, as Flink's ``setCu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -20,7 +22,12 @@ from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError, IncompatibleStateError
 from lockgate._threads import run_sync
-from lockgate.state._descriptors import StateDescriptor
+from lockgate.state._descriptors import (
+    _IMMUTABLE,
+    AggregatingStateDescriptor,
+    StateDescriptor,
+    StateTtlConfig,
+)
 from lockgate.state._evolution import Reader, restore_reader
 from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
 from lockgate.state._snapshot import (
@@ -34,8 +41,8 @@ from lockgate.state._snapshot import (
     TableEncoding,
     table_holds_values,
 )
-from lockgate.state._states import STATE_TYPES, State
-from lockgate.state._timers import TIMER_DOMAINS, TimerQueue, TimerStateDescriptor
+from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, STATE_TYPES, State
+from lockgate.state._timers import TIMER_DOMAINS, TIMER_KIND, TimerQueue, TimerStateDescriptor
 
 S = TypeVar("S", bound=State[Any])
 
@@ -204,6 +211,40 @@ class KeyedStateBackend(ABC):
                 for namespace, table in spaces.items()
             },
         )
+
+    def query_nowait(self, state: str, key: Any, namespace: Any = DEFAULT_NAMESPACE) -> Any:
+        """What a function reading ``state`` for ``key`` would see now (None if it has no value; a
+        copy, so that the caller cannot change the state), without touching :attr:`current_key`: a
+        list state's list, a map state's dict, an aggregating state's result; entries whose TTL has
+        expired are left out unless the state returns them.
+
+        Raises:
+            KeyError: No such state; the message lists the states there are.
+        """
+        descriptor = self.descriptors.get(state)
+        if descriptor is None or descriptor.kind == TIMER_KIND:
+            states = sorted(name for name, known in self.descriptors.items() if known.kind != TIMER_KIND)
+            raise KeyError(f"operator {self.operator_uid!r} has no keyed state {state!r}; it has {states}")
+        stored = self.get_nowait(state, key, namespace)
+        if stored is MISSING:
+            return None
+        ttl = descriptor.ttl
+        if ttl is not None:
+            keep_expired = ttl.visibility is StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp
+            limit = -math.inf if keep_expired else self.clock() - ttl.ttl_seconds
+            if descriptor.kind == "list":
+                stored = [entry.value for entry in stored if entry.timestamp > limit]
+            elif descriptor.kind == "map":
+                stored = {k: entry.value for k, entry in stored.items() if entry.timestamp > limit}
+            elif stored.timestamp > limit:
+                stored = stored.value
+            else:
+                return None
+            if not stored and descriptor.kind in ("list", "map"):
+                return None
+        if isinstance(descriptor, AggregatingStateDescriptor):
+            return descriptor.aggregate_function.get_result(copy.deepcopy(stored))
+        return stored if isinstance(stored, _IMMUTABLE) else copy.deepcopy(stored)
 
     def timer_queue(self, domain: str) -> TimerQueue:
         """The timers of ``domain`` ("event" or "processing"): the same queue on every call.

@@ -7,7 +7,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar, overload
+from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 from lockgate.state._serializers import DEFAULT_SERIALIZER, Serializer
 
@@ -90,7 +90,7 @@ class StateDescriptor(Generic[T]):
     """
 
     kind: ClassVar[str] = "abstract"
-    __slots__ = ("name", "serializer", "ttl")
+    __slots__ = ("name", "queryable_as", "serializer", "ttl")
 
     def __init__(
         self, name: str, *, serializer: Serializer[Any] | None = None, ttl: StateTtlConfig | None = None
@@ -104,9 +104,23 @@ class StateDescriptor(Generic[T]):
         self.name = name
         self.serializer: Serializer[Any] = serializer or DEFAULT_SERIALIZER
         self.ttl = ttl
+        #: The public name under which the job server answers queries of this state (None: not over HTTP).
+        self.queryable_as: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    def queryable(self, name: str) -> Self:
+        """Make this state reachable from outside the job under the public ``name`` (the job server's
+        ``/api/state/{name}``); in-process queries (``job.query_state``) reach every keyed state.
+
+        Raises:
+            ValueError: Not a non-empty str.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a queryable state's public name must be a non-empty str, got {name!r}")
+        self.queryable_as = name
+        return self
 
 
 class ValueStateDescriptor(StateDescriptor[T]):

@@ -1,0 +1,157 @@
+"""Queryable state in process: ``job.query_state`` reads a running job's keyed state from the subtask
+that owns the key, between two of its steps, for every kind of state, on either backend."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lockgate as lg
+from tests._sources import GUARD, until_or_failure
+from tests.test_recovery import Watch
+
+pytestmark = pytest.mark.anyio
+
+
+class Average(lg.AggregateFunction[int, tuple[int, int], float]):
+    def create_accumulator(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def add(self, value: int, accumulator: tuple[int, int]) -> tuple[int, int]:
+        return (accumulator[0] + value, accumulator[1] + 1)
+
+    def get_result(self, accumulator: tuple[int, int]) -> float:
+        return accumulator[0] / accumulator[1]
+
+    def merge(self, a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+        return (a[0] + b[0], a[1] + b[1])
+
+
+class Totals(lg.KeyedProcessFunction[tuple[str, int], Any]):
+    """A running total per key, and the record in every other kind of state."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.total = ctx.get_state(lg.ValueStateDescriptor[int]("total", default=0).queryable("totals"))
+        self.amounts = ctx.get_list_state(lg.ListStateDescriptor[int]("amounts"))
+        self.last = ctx.get_map_state(lg.MapStateDescriptor[int]("last"))
+        self.summed = ctx.get_reducing_state(lg.ReducingStateDescriptor[int]("summed", lambda a, b: a + b))
+        self.average = ctx.get_aggregating_state(lg.AggregatingStateDescriptor("average", Average()))
+        self.recent = ctx.get_state(lg.ValueStateDescriptor[int]("recent", ttl=lg.StateTtlConfig(3600)))
+
+    def process_element(self, record: tuple[str, int], ctx: lg.RuntimeContext) -> Iterator[Any]:
+        amount = record[1]
+        self.total.update_nowait(self.total.value_nowait() + amount)
+        self.amounts.add_nowait(amount)
+        self.last.put_nowait(amount % 3, amount)
+        self.summed.add_nowait(amount)
+        self.average.add_nowait(amount)
+        self.recent.update_nowait(amount)
+        yield record
+
+
+def environment(parallelism: int, backend: str) -> lg.StreamEnvironment:
+    env = lg.StreamEnvironment(parallelism=parallelism, max_parallelism=16, batch_size=3)
+    if backend == "rocksdb":
+        env.set_state_backend(lg.RocksDBStateBackend())
+    return env
+
+
+async def start(env: lg.StreamEnvironment) -> tuple[lg.Job, lg.QueueSource[tuple[str, int]], Watch]:
+    source: lg.QueueSource[tuple[str, int]] = lg.QueueSource()
+    watch = Watch()
+    keyed = env.from_source(source, uid="src").key_by(lambda record: record[0])
+    keyed.process(Totals(), uid="totals").map(watch, uid="watch").sink(lg.CollectSink(), uid="out")
+    return await env.start("queries"), source, watch
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 9)), min_size=1, max_size=60),
+    parallelism=st.integers(1, 4),
+    backend=st.sampled_from(["heap", "rocksdb"]),
+)
+async def test_a_live_query_of_a_growing_total_never_goes_back_and_ends_at_the_total(
+    records: list[tuple[str, int]], parallelism: int, backend: str
+) -> None:
+    job, source, watch = await start(environment(parallelism, backend))
+    seen: dict[str, list[int]] = defaultdict(list)
+    done = anyio.Event()
+
+    async def query_while_it_runs() -> None:
+        while not done.is_set():
+            for key in "abcdefg":
+                total = await job.query_state("totals", "total", key)
+                seen[key].append(0 if total is None else total)
+            await anyio.lowlevel.checkpoint()  # the stream's turn
+
+    try:
+        with anyio.fail_after(GUARD):
+            async with anyio.create_task_group() as group:
+                group.start_soon(query_while_it_runs)
+                for record in records:
+                    await source.put(record)
+                await until_or_failure(job, lambda: watch.until(len(records)))
+                done.set()
+            totals: dict[str, int] = defaultdict(int)
+            for key, amount in records:
+                totals[key] += amount
+            for key in "abcdefg":
+                assert seen[key] == sorted(seen[key])  # never back
+                assert await job.query_state("totals", "total", key) == totals.get(key)
+    finally:
+        await job.cancel()
+
+
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
+async def test_every_kind_of_state_answers_as_its_function_reads_it(backend: str) -> None:
+    job, source, watch = await start(environment(2, backend))
+    try:
+        with anyio.fail_after(GUARD):
+            # Asked before the subtasks are open: the query waits for them, then finds no value.
+            assert await job.query_state("totals", "total", "a") is None
+            for record in [("a", 4), ("a", 5), ("b", 1)]:
+                await source.put(record)
+            await until_or_failure(job, lambda: watch.until(3))
+            query = job.query_state
+            assert await query("totals", "total", "a") == 9
+            assert await query("totals", "amounts", "a") == [4, 5]
+            assert await query("totals", "last", "a") == {1: 4, 2: 5}
+            assert await query("totals", "summed", "a") == 9
+            assert await query("totals", "average", "a") == 4.5
+            assert await query("totals", "recent", "b") == 1
+            assert await query("totals", "total", "nobody") is None
+            # A copy: changing what a query returned changes nothing in the job.
+            (await query("totals", "amounts", "a")).append(100)
+            assert await query("totals", "amounts", "a") == [4, 5]
+    finally:
+        await job.cancel()
+
+
+async def test_queries_that_cannot_be_answered_say_why() -> None:
+    job, _, _ = await start(environment(2, "heap"))
+    try:
+        with anyio.fail_after(GUARD):
+            with pytest.raises(KeyError, match=r"has no keyed operator 'nope'; it has \['totals'\]"):
+                await job.query_state("nope", "total", "a")
+            with pytest.raises(KeyError, match=r"has no keyed state 'nope'; it has \['amounts', 'average'"):
+                await job.query_state("totals", "nope", "a")
+            with pytest.raises(lg.ConfigurationError, match="'checkpoint' is to come"):
+                await job.query_state("totals", "total", "a", consistency="checkpoint")
+    finally:
+        await job.cancel()
+    with pytest.raises(lg.ConfigurationError, match=r"has ended .*lg\.Savepoint\.load"):
+        await job.query_state("totals", "total", "a")
+
+
+def test_a_queryable_name_is_a_non_empty_string() -> None:
+    descriptor = lg.ValueStateDescriptor[int]("total")
+    assert descriptor.queryable("totals") is descriptor and descriptor.queryable_as == "totals"
+    with pytest.raises(ValueError, match="public name must be a non-empty str"):
+        descriptor.queryable("")
