@@ -142,8 +142,6 @@ async def test_queries_that_cannot_be_answered_say_why() -> None:
                 await job.query_state("nope", "total", "a")
             with pytest.raises(KeyError, match=r"has no keyed state 'nope'; it has \['amounts', 'average'"):
                 await job.query_state("totals", "nope", "a")
-            with pytest.raises(lg.ConfigurationError, match="'checkpoint' is to come"):
-                await job.query_state("totals", "total", "a", consistency="checkpoint")
     finally:
         await job.cancel()
     with pytest.raises(lg.ConfigurationError, match=r"has ended .*lg\.Savepoint\.load"):
@@ -155,3 +153,83 @@ def test_a_queryable_name_is_a_non_empty_string() -> None:
     assert descriptor.queryable("totals") is descriptor and descriptor.queryable_as == "totals"
     with pytest.raises(ValueError, match="public name must be a non-empty str"):
         descriptor.queryable("")
+
+
+def totals_of(records: list[tuple[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for key, amount in records:
+        totals[key] += amount
+    return dict(totals)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    phases=st.lists(
+        st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 9)), max_size=15), min_size=2, max_size=4
+    ),
+    parallelism=st.integers(1, 4),
+)
+async def test_a_checkpoint_query_answers_as_of_the_last_completed_checkpoint(
+    phases: list[list[tuple[str, int]]], parallelism: int
+) -> None:
+    env = environment(parallelism, "heap")
+    env.enable_checkpointing(3600)  # only the checkpoints the test triggers
+    job, source, watch = await start(env)
+    fed: list[tuple[str, int]] = []
+    try:
+        with anyio.fail_after(GUARD):
+
+            async def feed(records: list[tuple[str, int]]) -> None:
+                fed.extend(records)
+                for record in records:
+                    await source.put(record)
+                await until_or_failure(job, lambda: watch.until(len(fed)))
+
+            await feed(phases[0])
+            async with anyio.create_task_group() as group:
+                first: list[Any] = []
+
+                async def ask() -> None:  # the first query waits for the next checkpoint
+                    first.append(await job.query_state("totals", "total", "a", consistency="checkpoint"))
+
+                group.start_soon(ask)
+                await anyio.lowlevel.checkpoint()
+                while not first:  # until the query waits (it started pinning) and has its answer
+                    await job.trigger_checkpoint()
+                    await anyio.lowlevel.checkpoint()
+            checkpointed = totals_of(fed)
+            for phase in phases[1:]:
+                await feed(phase)
+                live = totals_of(fed)
+                for key in "abcdefg":
+                    assert await job.query_state("totals", "total", key, consistency="checkpoint") == (
+                        checkpointed.get(key)
+                    )
+                    assert await job.query_state("totals", "total", key) == live.get(key)
+                await job.trigger_checkpoint()
+                checkpointed = live
+            for key in "abcdefg":
+                assert await job.query_state("totals", "total", key, consistency="checkpoint") == (
+                    checkpointed.get(key)
+                )
+    finally:
+        await job.cancel()
+
+
+async def test_a_checkpoint_query_needs_checkpoints_and_the_heap() -> None:
+    job, _, _ = await start(environment(1, "heap"))
+    try:
+        with pytest.raises(lg.ConfigurationError, match="takes no periodic checkpoints"):
+            await job.query_state("totals", "total", "a", consistency="checkpoint")
+        with pytest.raises(lg.ConfigurationError, match="consistency is 'live' or 'checkpoint'"):
+            await job.query_state("totals", "total", "a", consistency="eventually")
+    finally:
+        await job.cancel()
+    env = environment(1, "rocksdb")
+    env.enable_checkpointing(3600)
+    job, _, _ = await start(env)
+    try:
+        with pytest.raises(lg.ConfigurationError, match="'checkpoint' ones need the heap backend"):
+            await job.query_state("totals", "total", "a", consistency="checkpoint")
+    finally:
+        await job.cancel()

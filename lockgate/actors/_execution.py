@@ -128,9 +128,10 @@ class JobExecution:
         completed = await self.coordinator.trigger_savepoint(url, stop=stop)
         return completed.pointer
 
-    async def query_state(self, uid: str, state: str, key: Any) -> Any:
-        """The live value of ``state`` for ``key`` in keyed operator ``uid`` (None if it has none),
-        read from the subtask that owns the key's key group once that subtask is open.
+    async def query_state(self, uid: str, state: str, key: Any, consistency: str = "live") -> Any:
+        """The value of ``state`` for ``key`` in keyed operator ``uid`` (None if it has none), live
+        or as of the last completed checkpoint, read from the subtask that owns the key's key group
+        once that subtask is open.
 
         Raises:
             KeyError: No keyed operator ``uid``, or no state ``state`` in it; the message lists those
@@ -138,12 +139,20 @@ class JobExecution:
         """
         runner = self.runner
         key_group = key_group_for(key, self.graph.max_parallelism)
+        if consistency == "checkpoint":  # every subtask of the operator keeps its checkpoints' state now
+            for actor in runner.actors:
+                for backend in actor.keyed_backends:
+                    if backend.operator_uid == uid:
+                        backend.keep_checkpoint_views()
         keyed = set()
         for actor in runner.actors:
             for backend in actor.keyed_backends:
                 keyed.add(backend.operator_uid)
                 if backend.operator_uid == uid and key_group in backend.key_group_range:
                     await actor.opened.wait()  # its state is loaded (restored, migrated) only then
+                    if consistency == "checkpoint":
+                        latest = self.coordinator.last_completed_id
+                        return await backend.query_checkpoint(state, key, latest)
                     return backend.query_nowait(state, key)
         raise KeyError(f"job {self.job_name!r} has no keyed operator {uid!r}; it has {sorted(keyed)}")
 

@@ -109,24 +109,27 @@ class Job:
         aggregating state's result (copies). It is read from the subtask that owns the key's key
         group, between two of its steps: a query never waits for a batch to finish, nor blocks one.
 
-        ``consistency="live"`` reads the current value. (``"checkpoint"``, the value as of the last
-        completed checkpoint, is not built yet.)
+        ``consistency="live"`` reads the current value; ``"checkpoint"`` the value as of the last
+        completed checkpoint, consistent with what exactly-once sinks have shown (heap backend; the
+        first such query waits for the next checkpoint to complete).
 
         Raises:
             KeyError: No keyed operator ``uid`` or no state ``state`` (the message lists those there are).
             ConfigurationError: Another consistency, or the job has ended.
         """
-        if consistency != "live":
+        if consistency not in ("live", "checkpoint"):
+            raise ConfigurationError(f"consistency is 'live' or 'checkpoint', got {consistency!r}")
+        if consistency == "checkpoint" and self._execution.options.checkpointing.interval is None:
             raise ConfigurationError(
-                f"consistency={consistency!r}: lockgate answers 'live' queries so far "
-                "('checkpoint' is to come)"
+                f"job {self.name!r} takes no periodic checkpoints: a 'checkpoint' query would wait for "
+                "one in vain; env.enable_checkpointing(interval) first, or query 'live'"
             )
         if self.done:
             raise ConfigurationError(
                 f"job {self.name!r} has ended ({self.status.value}): read its state from its last checkpoint "
                 "or savepoint with lg.Savepoint.load(url)"
             )
-        return await self._execution.query_state(uid, state, key)
+        return await self._execution.query_state(uid, state, key, consistency)
 
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
         """Take a checkpoint now and wait until it completes; returns where it is.

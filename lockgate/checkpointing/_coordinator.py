@@ -599,6 +599,12 @@ class CheckpointCoordinator:
 
     # ---- restoring
 
+    @property
+    def last_completed_id(self) -> int:
+        """The id of this job's newest completed checkpoint (savepoints aside), 0 if none."""
+        owned = self._retained.owned
+        return owned[-1].checkpoint_id if owned else 0
+
     async def load_latest(self) -> LoadedCheckpoint | None:
         """The newest checkpoint this job can restore from, or None if it has none (see
         :meth:`RetainedCheckpoints.load_latest`).

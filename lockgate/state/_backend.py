@@ -221,11 +221,35 @@ class KeyedStateBackend(ABC):
         Raises:
             KeyError: No such state; the message lists the states there are.
         """
+        descriptor = self._queried(state)
+        return self._as_read(descriptor, self.get_nowait(state, key, namespace))
+
+    async def query_checkpoint(self, state: str, key: Any, at_least: int = 0) -> Any:
+        """:meth:`query_nowait` as of the last completed checkpoint, once this backend knows of one
+        numbered ``at_least`` or later: what the exactly-once sinks have shown. The first such query
+        starts keeping each checkpoint's state readable, so it waits for the next one to complete.
+
+        Raises:
+            KeyError: No such state.
+            ConfigurationError: The backend keeps no checkpoint's state for queries.
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__} answers 'live' queries only; 'checkpoint' ones need the heap backend"
+        )
+
+    def keep_checkpoint_views(self) -> None:  # noqa: B027 - a hook: backends that can, do
+        """From the next snapshot on, keep each checkpoint's state readable for
+        :meth:`query_checkpoint` until the next one completes."""
+
+    def _queried(self, state: str) -> StateDescriptor[Any]:
         descriptor = self.descriptors.get(state)
         if descriptor is None or descriptor.kind == TIMER_KIND:
             states = sorted(name for name, known in self.descriptors.items() if known.kind != TIMER_KIND)
             raise KeyError(f"operator {self.operator_uid!r} has no keyed state {state!r}; it has {states}")
-        stored = self.get_nowait(state, key, namespace)
+        return descriptor
+
+    def _as_read(self, descriptor: StateDescriptor[Any], stored: Any) -> Any:
+        """A stored value as a function reads it (see :meth:`query_nowait`); None for MISSING."""
         if stored is MISSING:
             return None
         ttl = descriptor.ttl

@@ -50,13 +50,17 @@ def _own_copy(value: Any) -> Any:
 class CowTable:
     """The entries ``key -> value`` of one state and namespace."""
 
-    __slots__ = ("frozen", "holds", "top", "tracks_changes")
+    __slots__ = ("frozen", "holds", "pins", "top", "tracks_changes")
 
     def __init__(self, tracks_changes: bool = False) -> None:
         self.top: dict[Any, Any] = {}
         self.frozen: tuple[dict[Any, Any], ...] = ()  # oldest first
         self.holds = 0  # snapshots that hold the frozen layers
         self.tracks_changes = tracks_changes
+        #: Views (as :meth:`freeze` returned them) kept readable for queries, oldest first: a merge
+        #: then only folds the layers of the oldest into its base layer, which leaves every view's
+        #: answers as they were (see :meth:`_merge`).
+        self.pins: list[tuple[dict[Any, Any], ...]] = []
 
     def __repr__(self) -> str:
         return f"<CowTable [{len(self.frozen) + 1} layers, {self.holds} snapshots holding]>"
@@ -110,6 +114,38 @@ class CowTable:
         which is never a change set that an incremental snapshot still reads: see the module)."""
         self.holds -= 1
         if self.holds or not self.frozen:
+            return
+        self._merge()
+
+    def unpin_before(self, view: tuple[dict[Any, Any], ...]) -> None:
+        """Stop keeping the pinned views older than ``view`` (itself pinned), and merge what that
+        lets merge."""
+        position = next(i for i, pinned in enumerate(self.pins) if pinned is view)
+        del self.pins[:position]
+        if not self.holds and self.frozen:
+            self._merge()
+
+    def _merge(self) -> None:
+        pins = self.pins
+        if pins:
+            # Only layers of the oldest pinned view fold into its base layer: each view searches its
+            # own layers newest first, so what they add to the base is hidden under themselves in
+            # every view that holds them, which every newer view does. Layers above stay.
+            oldest = {id(layer) for layer in pins[0]}
+            frozen = self.frozen
+            depth = 1
+            while depth < len(frozen) and id(frozen[depth]) in oldest:
+                depth += 1
+            if id(frozen[0]) not in oldest or depth == 1:
+                return
+            base = frozen[0]
+            for layer in frozen[1:depth]:
+                for key, value in layer.items():
+                    if value is TOMBSTONE:
+                        base.pop(key, None)
+                    else:
+                        base[key] = value
+            self.frozen = (base, *frozen[depth:])
             return
         base = self.frozen[0]
         above = self.frozen[1:] if self.tracks_changes else (*self.frozen[1:], self.top)

@@ -7,6 +7,8 @@ import pickle
 from collections.abc import AsyncIterator
 from typing import Any, Final, TypeVar
 
+import anyio
+
 from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import KeyedStateBackend, S, StateBackend
@@ -20,7 +22,7 @@ from lockgate.state._snapshot import (
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, ValueState
 from lockgate.state._timers import TimerQueue
-from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable
+from lockgate.state.heap._cow import ABSENT, TOMBSTONE, CowTable, frozen_get
 from lockgate.state.heap._snapshots import (
     DROPPED,
     ChangeSets,
@@ -75,6 +77,12 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         # Window namespaces whose tables may be empty, and those dropped since the last snapshot.
         self._maybe_empty: set[tuple[str, Any]] = set()
         self._dropped: list[tuple[str, Any]] = []
+        # Queries as of the last completed checkpoint: once asked for, each snapshot pins the views of
+        # the default namespace's tables; the completed checkpoint's views answer them.
+        self._pinned: dict[int, dict[str, tuple[dict[Any, Any], ...]]] | None = None
+        self._checkpoint_views: dict[str, tuple[dict[Any, Any], ...]] | None = None
+        self._views_id = 0  # the checkpoint whose views answer
+        self._views_ready: anyio.Event | None = None  # made by the first query: it needs a loop
 
     def __repr__(self) -> str:
         sizes = ", ".join(
@@ -176,6 +184,23 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
         return self.get_nowait(state, key, namespace)
 
+    def keep_checkpoint_views(self) -> None:
+        if self._pinned is None:
+            self._pinned = {}  # from the next snapshot on
+
+    async def query_checkpoint(self, state: str, key: Any, at_least: int = 0) -> Any:
+        descriptor = self._queried(state)
+        self.keep_checkpoint_views()
+        while self._checkpoint_views is None or self._views_id < at_least:
+            if self._views_ready is None:
+                self._views_ready = anyio.Event()
+            await self._views_ready.wait()
+        views = self._checkpoint_views
+        assert views is not None
+        layers = views.get(state)  # None: the state was registered after that checkpoint
+        value = MISSING if layers is None else frozen_get(layers, key)
+        return self._as_read(descriptor, MISSING if value is ABSENT or value is TOMBSTONE else value)
+
     async def put(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         self.put_nowait(state, key, namespace, value)
 
@@ -195,6 +220,13 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             name: [(namespace, table, table.freeze()) for namespace, table in spaces.items()]
             for name, spaces in self._tables.items()
         }
+        if self._pinned is not None and checkpoint_id:
+            pinned = self._pinned[checkpoint_id] = {}
+            for name, spaces in views.items():
+                for namespace, table, layers in spaces:
+                    if namespace is DEFAULT_NAMESPACE:
+                        table.pins.append(layers)
+                        pinned[name] = layers
         if not self.incremental:
             return _HeapSnapshotResources(self, views, self.clock())
         changes: ChangeSets = {
@@ -214,6 +246,16 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return _IncrementalHeapSnapshotResources(self, views, self.clock(), checkpoint_id)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        pinned = None if self._pinned is None else self._pinned.pop(checkpoint_id, None)
+        if pinned is not None:
+            assert self._pinned is not None
+            for name, layers in pinned.items():
+                self._tables[name][DEFAULT_NAMESPACE].unpin_before(layers)
+            self._pinned = {cid: views for cid, views in self._pinned.items() if cid > checkpoint_id}
+            self._checkpoint_views, self._views_id = pinned, checkpoint_id
+            if self._views_ready is not None:
+                self._views_ready.set()
+                self._views_ready = None  # each wait below takes a fresh one
         chain = self._written.get(checkpoint_id)
         if chain is None:
             return  # not a checkpoint this backend wrote incrementally (a savepoint, say)
