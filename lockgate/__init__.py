@@ -22,6 +22,7 @@ from lockgate.actors import GeneratedUidWarning as GeneratedUidWarning
 from lockgate.actors import Job as Job
 from lockgate.actors import JobResult as JobResult
 from lockgate.actors import JobStatus as JobStatus
+from lockgate.actors import QueryableStateClient as QueryableStateClient
 from lockgate.api import BroadcastConnectedStream as BroadcastConnectedStream
 from lockgate.api import DataStream as DataStream
 from lockgate.api import KeyedStream as KeyedStream
@@ -168,6 +169,7 @@ __all__ = [
     "PrintSink",
     "ProcessFunction",
     "QueueSource",
+    "QueryableStateClient",
     "RuntimeContext",
     "Sink",
     "SinkWriter",

@@ -69,6 +69,7 @@ class JobExecution:
         self.options = options
         self.restarts = 0
         self.restored_from: list[int | None] = []  # per restart: the checkpoint id, None from the start
+        self._restarting = False
         self._initial = restored
         # Every job has a coordinator: savepoints work without periodic checkpointing too.
         self.coordinator = CheckpointCoordinator(
@@ -128,6 +129,30 @@ class JobExecution:
         completed = await self.coordinator.trigger_savepoint(url, stop=stop)
         return completed.pointer
 
+    @property
+    def restarting(self) -> bool:
+        """Whether an attempt has failed and the next one has not been built yet (its state is
+        about to be thrown away: queries should wait or be refused)."""
+        return self._restarting or self.runner.failed
+
+    def queryable_states(self) -> dict[str, tuple[str, str]]:
+        """The keyed states of the current attempt marked ``.queryable(name)``, by public name:
+        ``(operator uid, state name)``. States are registered as their functions open, so a state
+        appears once a subtask of its operator has opened."""
+        found: dict[str, tuple[str, str]] = {}
+        for actor in self.runner.actors:
+            for backend in actor.keyed_backends:
+                for name, descriptor in backend.descriptors.items():
+                    if descriptor.queryable_as is not None:
+                        found.setdefault(descriptor.queryable_as, (backend.operator_uid, name))
+        return found
+
+    async def wait_opened(self) -> None:
+        """Wait until every subtask of the current attempt that keeps keyed state has opened."""
+        for actor in self.runner.actors:
+            if actor.keyed_backends:
+                await actor.opened.wait()
+
     async def query_state(self, uid: str, state: str, key: Any, consistency: str = "live") -> Any:
         """The value of ``state`` for ``key`` in keyed operator ``uid`` (None if it has none), live
         or as of the last completed checkpoint, read from the subtask that owns the key's key group
@@ -165,6 +190,7 @@ class JobExecution:
                 try:
                     result = await self.runner.run()
                 except (JobFailedError, CheckpointError) as failure:
+                    self._restarting = True
                     if isinstance(failure.__cause__, (IncompatibleStateError, StateMigrationError)):
                         raise  # restored state this job cannot read: every restart would fail alike
                     if not tracker.may_restart(time.monotonic()):
@@ -174,6 +200,7 @@ class JobExecution:
                             )
                         raise
                     await self._restart(failure)
+                    self._restarting = False
                     continue
                 return JobResult(
                     self.job_name,

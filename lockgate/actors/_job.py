@@ -12,6 +12,7 @@ import sniffio
 from lockgate._errors import ConfigurationError, JobCancelledError, LockgateError
 from lockgate.actors._execution import JobExecution
 from lockgate.actors._runner import JobResult
+from lockgate.actors._server import JobServer
 from lockgate.checkpointing import CheckpointStatsSnapshot
 from lockgate.mailbox import ChannelStatistics
 from lockgate.snapshots import CompletedCheckpoint
@@ -130,6 +131,22 @@ class Job:
                 "or savepoint with lg.Savepoint.load(url)"
             )
         return await self._execution.query_state(uid, state, key, consistency)
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 8081, token: str | None = None) -> JobServer:
+        """Serve the job's queryable state (states marked ``.queryable(name)``, by that name), its graph
+        and its checkpoints over HTTP/JSON, in a task of the running event loop (asyncio or trio),
+        until ``await server.aclose()``. ``port=0`` takes a free port: ``server.url`` tells it.
+
+        Routes: ``GET /api/state/{name}?key=<JSON>`` (arrays are tuples; ``key_b64=`` the base64 of a
+        pickled key, with a token only) answers ``{"key", "value"}`` or 404 for a key without a value;
+        ``GET /api/job`` and ``GET /api/checkpoints``. With ``token``, every request needs
+        ``Authorization: Bearer <token>`` (else 401).
+
+        Raises:
+            ConfigurationError: ``host`` is not loopback and there is no token, or the address cannot
+                be bound.
+        """
+        return await JobServer.start(self, self._execution, host, port, token)
 
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
         """Take a checkpoint now and wait until it completes; returns where it is.

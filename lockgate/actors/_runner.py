@@ -197,6 +197,11 @@ class JobRunner:
             raise self._failure
         return JobResult(self.job_name, time.perf_counter() - started, self.channel_statistics())
 
+    @property
+    def failed(self) -> bool:
+        """Whether the attempt has failed (its actors are ending, or have ended)."""
+        return self._failure is not None
+
     def fail(self, failure: LockgateError) -> None:
         """End the attempt with ``failure`` (the first failure wins; the others follow from it)."""
         if self._failure is None:

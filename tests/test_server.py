@@ -1,0 +1,207 @@
+"""The job server, from the outside: a real job served over HTTP on both event loops, asked through
+``lg.QueryableStateClient`` and through raw httpx."""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+import lockgate as lg
+from tests._sources import GUARD, until_or_failure
+from tests.test_queries import Totals
+from tests.test_recovery import Watch
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "s3cret-token"
+
+
+async def start(
+    key: Callable[[tuple[Any, int]], Any] = lambda record: record[0], *, checkpointing: bool = False
+) -> tuple[lg.Job, lg.QueueSource[tuple[Any, int]], Watch]:
+    env = lg.StreamEnvironment(parallelism=2, max_parallelism=16, batch_size=3)
+    if checkpointing:
+        env.enable_checkpointing(3600)
+    source: lg.QueueSource[tuple[Any, int]] = lg.QueueSource()
+    watch = Watch()
+    keyed = env.from_source(source, uid="src").key_by(key)
+    keyed.process(Totals(), uid="totals").map(watch, uid="watch").sink(lg.CollectSink(), uid="out")
+    return await env.start("served"), source, watch
+
+
+async def fed(records: list[tuple[Any, int]], **options: Any) -> AsyncIterator[tuple[lg.Job, lg.JobServer]]:
+    """A job that has processed ``records``, served on a free port; both closed after."""
+    token = options.pop("token", None)
+    job, source, watch = await start(**options)
+    try:
+        with anyio.fail_after(GUARD):
+            for record in records:
+                await source.put(record)
+            await until_or_failure(job, lambda: watch.until(len(records)))
+            server = await job.serve(port=0, token=token)
+        try:
+            yield job, server
+        finally:
+            await server.aclose()
+    finally:
+        await job.cancel()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[lg.Job, lg.JobServer]]:
+    async for pair in fed([("alice", 4), ("alice", 5), ("bob", 1)]):
+        yield pair
+
+
+async def test_a_queryable_state_answers_through_the_client_and_raw_http(
+    served: tuple[lg.Job, lg.JobServer],
+) -> None:
+    _, server = served
+    assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
+    async with lg.QueryableStateClient(server.url) as client:
+        assert await client.get("totals", "alice") == 9
+        assert await client.get("totals", "nobody") is None
+        assert await client.get_many("totals", ["bob", "alice", "nobody"]) == [1, 9, None]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/api/state/totals", params={"key": '"alice"'})
+        assert (response.status_code, response.json()) == (200, {"key": "alice", "value": 9})
+        missing = await http.get("/api/state/totals?key=%22carol%22")
+        assert missing.status_code == 404 and "no value" in missing.json()["error"]
+        described = (await http.get("/api/job")).json()
+        assert described["name"] == "served" and described["status"] == "running"
+        assert {"uid": "totals", "parallelism": 2} in described["operators"]
+        assert described["queryable_states"] == [{"name": "totals", "operator": "totals", "state": "total"}]
+        checkpoints = await http.get("/api/checkpoints")
+        assert checkpoints.json() == {"completed": 0, "failed": 0, "in_progress": 0, "history": []}
+
+
+async def test_bad_requests_are_400_with_a_message_never_a_500(served: tuple[lg.Job, lg.JobServer]) -> None:
+    _, server = served
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for path, message in [
+            ("/api/state/nope?key=1", "no queryable state 'nope'; there are ['totals']"),
+            # "amounts" is a keyed state of the same operator, but not marked queryable.
+            ("/api/state/amounts?key=%22alice%22", "no queryable state 'amounts'"),
+            ("/api/state/total?key=%22alice%22", "no queryable state 'total'"),
+            ("/api/state/totals?key=alice", "key is not JSON"),
+            ("/api/state/totals?key=%7B%7D", "cannot be a JSON object"),
+            ("/api/state/totals", "give the key"),
+            (
+                "/api/state/totals?key_b64=" + base64.urlsafe_b64encode(pickle.dumps("alice")).decode(),
+                "token",
+            ),
+        ]:
+            response = await http.get(path)
+            assert response.status_code == 400, path
+            assert message in response.json()["error"]
+            assert "Traceback" not in response.text
+        assert (await http.get("/nowhere")).status_code == 404
+        assert (await http.post("/api/job")).status_code == 405
+        # A page elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) is no loopback client.
+        assert (await http.get("/api/job", headers={"Host": "evil.example:80"})).status_code == 403
+    async with lg.QueryableStateClient(server.url) as client:
+        with pytest.raises(lg.LockgateError, match="400: no queryable state 'nope'"):
+            await client.get("nope", "alice")
+
+
+async def test_with_a_token_every_request_needs_it_and_any_address_may_be_bound() -> None:
+    async for job, server in fed([("alice", 2)], token=TOKEN):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+                response = await http.get("/api/state/totals", params={"key": '"alice"'})
+                assert response.status_code == 401 and "token" in response.json()["error"]
+                assert (await http.get("/api/job")).status_code == 401
+        async with lg.QueryableStateClient(server.url, token="wrong") as client:
+            with pytest.raises(lg.LockgateError, match="401"):
+                await client.get("totals", "alice")
+        async with lg.QueryableStateClient(server.url, token=TOKEN) as client:
+            assert await client.get("totals", "alice") == 2
+        other = await job.serve(host="0.0.0.0", port=0, token=TOKEN)
+        await other.aclose()
+
+
+async def test_beyond_loopback_without_a_token_the_server_refuses_to_start() -> None:
+    async for job, _ in fed([("alice", 2)]):
+        for host in ("0.0.0.0", "::", "192.0.2.1"):
+            with pytest.raises(lg.ConfigurationError, match="without a token"):
+                await job.serve(host=host, port=0)
+
+
+async def test_tuple_keys_travel_as_json_arrays_and_other_keys_pickled_with_a_token() -> None:
+    async for _, server in fed([("alice", 4), ("bob", 1)], key=lambda record: (record[0], len(record[0]))):
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.get("/api/state/totals", params={"key": '["alice", 5]'})
+            assert response.json() == {"key": ["alice", 5], "value": 4}
+        async with lg.QueryableStateClient(server.url) as client:
+            assert await client.get("totals", ("bob", 3)) == 1
+    async for _, server in fed([("alice", 4)], key=lambda record: record[0].encode(), token=TOKEN):
+        async with lg.QueryableStateClient(server.url, token=TOKEN) as client:
+            assert await client.get("totals", b"alice") == 4  # bytes: sent as key_b64
+            assert await client.get("totals", b"bob") is None
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as http:
+            response = await http.get("/api/state/totals", params={"key_b64": "not base64 of a pickle"})
+            assert response.status_code == 400 and "key_b64" in response.json()["error"]
+
+
+async def test_a_job_that_has_ended_answers_503() -> None:
+    async for job, server in fed([("alice", 2)]):
+        await job.cancel()
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.get("/api/state/totals", params={"key": '"alice"'})
+            assert response.status_code == 503 and "has ended" in response.json()["error"]
+            assert (await http.get("/api/job")).json()["status"] == "cancelled"
+
+
+async def test_concurrent_queries_while_checkpoints_are_taken_all_succeed_and_never_go_back() -> None:
+    records = [(key, amount) for amount in range(1, 16) for key in "abcd"]
+    job, source, watch = await start(checkpointing=True)
+    server = await job.serve(port=0)
+    seen: list[dict[str, list[int]]] = [defaultdict(list), defaultdict(list)]  # per query loop
+    done = anyio.Event()
+    checkpoints = 0
+    two_checkpoints = anyio.Event()
+
+    async def checkpoint_meanwhile() -> None:
+        nonlocal checkpoints
+        while not done.is_set():
+            await job.trigger_checkpoint()
+            checkpoints += 1
+            if checkpoints == 2:
+                two_checkpoints.set()
+
+    async def query_meanwhile(client: lg.QueryableStateClient, seen: dict[str, list[int]]) -> None:
+        while not done.is_set():
+            for key, total in zip("abcde", await client.get_many("totals", "abcde"), strict=True):
+                seen[key].append(0 if total is None else total)
+
+    try:
+        with anyio.fail_after(GUARD):
+            async with lg.QueryableStateClient(server.url) as client, anyio.create_task_group() as group:
+                group.start_soon(checkpoint_meanwhile)
+                group.start_soon(query_meanwhile, client, seen[0])
+                group.start_soon(query_meanwhile, client, seen[1])
+                for record in records:
+                    await source.put(record)
+                    await anyio.lowlevel.checkpoint()
+                await until_or_failure(job, lambda: watch.until(len(records)))
+                await two_checkpoints.wait()
+                done.set()
+            async with lg.QueryableStateClient(server.url) as client:
+                assert await client.get_many("totals", "abcde") == [120, 120, 120, 120, None]
+        assert job.checkpoint_stats.completed >= 2
+        for each in seen:
+            for key in "abcd":
+                assert each[key] and each[key] == sorted(each[key])  # never back
+    finally:
+        await server.aclose()
+        await job.cancel()
