@@ -122,6 +122,15 @@ def test_processor_fixes_renames_and_widens_a_savepoint_the_job_then_resumes_fro
     )
 
 
+def test_live_dashboard_service_answers_totals_over_http_while_the_stream_runs() -> None:
+    out = run_example("live_dashboard_service.py")
+    assert out == (
+        "After the morning: ana 19, bo 3, cy 40, dee None\n"
+        "After the afternoon: ana 20, bo 13, cy 40, dee 5\n"
+        "In process, without HTTP: ana 20\n"
+    )
+
+
 def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> None:
     import nbclient
     import nbformat
