@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import pickle
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -204,4 +204,39 @@ async def test_concurrent_queries_while_checkpoints_are_taken_all_succeed_and_ne
                 assert each[key] and each[key] == sorted(each[key])  # never back
     finally:
         await server.aclose()
+        await job.cancel()
+
+
+class Twice(lg.KeyedProcessFunction[tuple[Any, int], Any]):
+    """A second operator claiming the public name "totals" too."""
+
+    def open(self, ctx: lg.RuntimeContext) -> None:
+        self.count = ctx.get_state(lg.ValueStateDescriptor[int]("count", default=0).queryable("totals"))
+
+    def process_element(self, record: tuple[Any, int], ctx: lg.RuntimeContext) -> Iterator[Any]:
+        self.count.update_nowait(self.count.value_nowait() + 1)
+        yield record
+
+
+async def test_two_states_claiming_one_public_name_are_a_400_naming_both() -> None:
+    env = lg.StreamEnvironment(parallelism=1)
+    source: lg.QueueSource[tuple[Any, int]] = lg.QueueSource()
+    keyed = env.from_source(source, uid="src").key_by(lambda record: record[0])
+    totals = keyed.process(Totals(), uid="totals").key_by(lambda record: record[0])
+    totals.process(Twice(), uid="twice").sink(lg.CollectSink(), uid="out")
+    job = await env.start("clash")
+    try:
+        with anyio.fail_after(GUARD):
+            server = await job.serve(port=0)
+            try:
+                async with httpx.AsyncClient() as http:
+                    answer = await http.get(f"{server.url}/api/state/totals", params={"key": '"a"'})
+            finally:
+                await server.aclose()
+        assert answer.status_code == 400
+        assert (
+            "state 'total' of 'totals' and state 'count' of 'twice' are both queryable"
+            in answer.json()["error"]
+        )
+    finally:
         await job.cancel()

@@ -9,7 +9,13 @@ from typing import Any
 
 import anyio
 
-from lockgate._errors import CheckpointError, IncompatibleStateError, JobFailedError, StateMigrationError
+from lockgate._errors import (
+    CheckpointError,
+    ConfigurationError,
+    IncompatibleStateError,
+    JobFailedError,
+    StateMigrationError,
+)
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
@@ -146,6 +152,26 @@ class JobExecution:
                     if descriptor.queryable_as is not None:
                         found.setdefault(descriptor.queryable_as, (backend.operator_uid, name))
         return found
+
+    def public_state(self, public_name: str) -> tuple[str, str] | None:
+        """The ``(operator uid, state name)`` marked ``.queryable(public_name)``, None if none is.
+
+        Raises:
+            ConfigurationError: Several states claim the name; the message names them.
+        """
+        claims = {
+            (backend.operator_uid, name)
+            for actor in self.runner.actors
+            for backend in actor.keyed_backends
+            for name, descriptor in backend.descriptors.items()
+            if descriptor.queryable_as == public_name
+        }
+        if len(claims) > 1:
+            named = " and ".join(f"state {state!r} of {uid!r}" for uid, state in sorted(claims))
+            raise ConfigurationError(
+                f"{named} are both queryable as {public_name!r}: give each its own public name"
+            )
+        return next(iter(claims), None)
 
     async def wait_opened(self) -> None:
         """Wait until every subtask of the current attempt that keeps keyed state has opened."""

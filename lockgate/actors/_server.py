@@ -229,13 +229,17 @@ class JobServerApp:
         except BadRequest as exc:
             return 400, {"error": str(exc)}
         with anyio.move_on_after(QUERY_TIMEOUT):
-            states = self.execution.queryable_states()
-            if name not in states:  # states register as their functions open
-                await self.execution.wait_opened()
-                states = self.execution.queryable_states()
-            if name not in states:
-                return 400, {"error": f"no queryable state {name!r}; there are {sorted(states)}"}
-            uid, state = states[name]
+            try:
+                found = self.execution.public_state(name)
+                if found is None:  # states register as their functions open
+                    await self.execution.wait_opened()
+                    found = self.execution.public_state(name)
+            except ConfigurationError as exc:
+                return 400, {"error": str(exc)}
+            if found is None:
+                states = sorted(self.execution.queryable_states())
+                return 400, {"error": f"no queryable state {name!r}; there are {states}"}
+            uid, state = found
             try:
                 value = await self.job.query_state(uid, state, key)
             except ConfigurationError:  # the job ended while the query waited
