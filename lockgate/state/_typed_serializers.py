@@ -233,8 +233,8 @@ class _MsgspecTyped(_TypedSerializer[T]):
         # msgspec caches what it learnt of a dataclass on the class itself, in an object that does not
         # pickle: a dataclass defined in a function (pickled by value, as values in a CollectSink are)
         # would no longer pickle. The decoder keeps its own copy; the encoder needs none.
-        for record in _dataclasses_in(cls):
-            if "__msgspec_cache__" in vars(record):
+        for record in _record_types(cls):
+            if dataclasses.is_dataclass(record) and "__msgspec_cache__" in vars(record):
                 delattr(record, "__msgspec_cache__")
 
     def _write(self, value: T) -> bytes:
@@ -299,8 +299,8 @@ class MsgspecSerializer(_MsgspecTyped[T]):
     def _default(self, record: Schema, field: str) -> Any:
         import msgspec
 
-        for cls in _struct_types(self.type):
-            if cls.__qualname__ != record[1]:
+        for cls in _record_types(self.type):
+            if not issubclass(cls, msgspec.Struct) or cls.__qualname__ != record[1]:
                 continue
             for info in msgspec.structs.fields(cls):
                 if info.name == field:
@@ -311,35 +311,20 @@ class MsgspecSerializer(_MsgspecTyped[T]):
         return super()._default(record, field)
 
 
-def _struct_types(cls: Any) -> list[Any]:
-    """``cls`` and the Struct types of its fields, recursively."""
-    import msgspec
-
+def _record_types(cls: Any) -> list[Any]:
+    """``cls`` and every record type (dataclass, Struct, model) its fields name, recursively."""
     found: list[Any] = []
     pending = [cls]
     while pending:
         current = pending.pop()
         if current in found:
             continue
-        found.append(current)
-        for info in msgspec.structs.fields(current):
-            for arg in _type_args(info.type):
-                if isinstance(arg, type) and issubclass(arg, msgspec.Struct):
-                    pending.append(arg)
-    return found
-
-
-def _dataclasses_in(cls: Any) -> list[Any]:
-    """``cls`` and the dataclasses its fields name, recursively, if it is a dataclass."""
-    found: list[Any] = []
-    pending = [cls]
-    while pending:
-        current = pending.pop()
-        if current in found or not (isinstance(current, type) and dataclasses.is_dataclass(current)):
+        fields = record_fields(current) if isinstance(current, type) else None
+        if fields is None:
             continue
         found.append(current)
-        for annotation in typing.get_type_hints(current).values():
-            pending += _type_args(annotation)
+        for field in fields:
+            pending += _type_args(field[2])
     return found
 
 
