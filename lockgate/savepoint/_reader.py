@@ -45,7 +45,7 @@ from lockgate.state import (
 from lockgate.state._evolution import restore_reader
 from lockgate.state._keygroups import uncached_key_hash
 from lockgate.state._schema import to_named
-from lockgate.state._snapshot import TableEncoding, load_keyed_state, read_key_groups, table_holds_values
+from lockgate.state._snapshot import StateEncoding, load_keyed_state, read_key_groups, table_holds_values
 from lockgate.state._states import TtlValue
 from lockgate.state._timers import decode_timestamp
 
@@ -235,9 +235,7 @@ class Savepoint:
             meta = part.states.get(state)
             if meta is not None and meta.ttl is None and not windows and not part.tables.get(state):
                 # The common case: one comprehension from the stored entries to the pairs handed out.
-                decode = StateCodec(
-                    _Encoding(meta), self.clock, self._value_reader(uid, state, meta.serializer, serializer)
-                ).decoder
+                decode = self._codec(uid, state, meta, serializer).decoder
                 groups = part.entries.get(state, {})
                 return [
                     (key, decode(data))
@@ -536,6 +534,14 @@ class Savepoint:
             "what it wrote) to read it"
         )
 
+    def _codec(
+        self, uid: str, state: str, meta: StateMetaInfo, serializer: Serializer[Any] | None
+    ) -> StateCodec:
+        """The codec of a stored state whose user values ``serializer`` (or the one that wrote them)
+        reads."""
+        read = self._value_reader(uid, state, meta.serializer, serializer)
+        return StateCodec(StateEncoding(meta.kind, DEFAULT_SERIALIZER, meta.ttl), self.clock, read)
+
     def _decoded_groups(
         self,
         snapshot: KeyedStateSnapshot,
@@ -548,10 +554,7 @@ class Savepoint:
         meta = snapshot.states.get(state)
         if meta is None:
             return []
-        uid = snapshot.operator_uid
-        codec = StateCodec(
-            _Encoding(meta), self.clock, self._value_reader(uid, state, meta.serializer, serializer)
-        )
+        codec = self._codec(snapshot.operator_uid, state, meta, serializer)
         now = self.clock()
         expired = None if include_expired or meta.ttl is None else codec.prune
 
@@ -577,7 +580,7 @@ class Savepoint:
         if spaces:
             decode: Callable[[Any], Any] | None = codec.decode
             if table_holds_values(meta.serializer):  # the values themselves, unless read by another
-                encode = StateCodec(TableEncoding(meta.kind), self.clock).encode
+                encode = StateCodec(StateEncoding(meta.kind), self.clock).encode
                 decode = None if serializer is None else lambda stored: codec.decode(encode(stored))
             max_parallelism = snapshot.max_parallelism
             for namespace, table in spaces.items():
@@ -595,25 +598,6 @@ _OPERATOR_READERS = {
     "union": "read_union_state",
     "broadcast": "read_broadcast_state",
 }
-
-
-@dataclass(frozen=True)
-class _Encoding:
-    """A state's kind and TTL, as a codec takes them (its values are read by a reader of their own)."""
-
-    meta: StateMetaInfo
-
-    @property
-    def kind(self) -> str:
-        return self.meta.kind
-
-    @property
-    def serializer(self) -> Serializer[Any]:
-        return DEFAULT_SERIALIZER
-
-    @property
-    def ttl(self) -> StateTtlConfig | None:
-        return self.meta.ttl
 
 
 def _unwrapped(stored: Any) -> Any:

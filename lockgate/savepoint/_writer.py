@@ -43,7 +43,7 @@ from lockgate.state import (
     key_group_for,
 )
 from lockgate.state._evolution import restore_reader
-from lockgate.state._snapshot import Entry, encode_canonical
+from lockgate.state._snapshot import Entry, StateEncoding, encode_canonical
 from lockgate.state._states import TtlValue
 
 #: The kinds of keyed state a savepoint can be bootstrapped with.
@@ -61,13 +61,6 @@ class _Operator:
     # operator state.
     keyed: KeyedStateSnapshot | None = None
     operator: dict[int, dict[str, OperatorStateEntry]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Encoding:
-    kind: str
-    serializer: Serializer[Any]
-    ttl: StateTtlConfig | None
 
 
 class SavepointWriter:
@@ -118,7 +111,7 @@ class SavepointWriter:
         to live from the write."""
         if kind not in ("value", "list", "map"):
             raise ConfigurationError(f"kind is 'value', 'list' or 'map', got {kind!r}")
-        encoding = _Encoding(kind, serializer or DEFAULT_SERIALIZER, ttl)
+        encoding = StateEncoding(kind, serializer or DEFAULT_SERIALIZER, ttl)
 
         async def step(draft: _Draft) -> None:
             pairs = [pair async for pair in data] if isinstance(data, AsyncIterable) else data
@@ -312,7 +305,7 @@ class _Draft:
         return operator
 
     async def put_keyed(
-        self, uid: str, state: str, encoding: _Encoding, pairs: Iterable[tuple[Any, Any]]
+        self, uid: str, state: str, encoding: StateEncoding, pairs: Iterable[tuple[Any, Any]]
     ) -> None:
         operator = await self.decoded(uid, create=True)
         codec = StateCodec(encoding, self.clock)
@@ -367,8 +360,8 @@ class _Draft:
             )
         writer = serializer or DEFAULT_SERIALIZER
         read = restore_reader(uid, state, meta.serializer, writer)
-        old = StateCodec(_Encoding(meta.kind, writer, meta.ttl), self.clock, read)
-        new = StateCodec(_Encoding(meta.kind, writer, meta.ttl), self.clock)
+        old = StateCodec(StateEncoding(meta.kind, writer, meta.ttl), self.clock, read)
+        new = StateCodec(StateEncoding(meta.kind, writer, meta.ttl), self.clock)
         timed = meta.ttl is not None
         groups: dict[int, list[Entry]] = {}
         for key_group, entries in held.entries.get(state, {}).items():

@@ -37,8 +37,8 @@ from lockgate.state._snapshot import (
     PreparedKeyedState,
     SnapshotResources,
     StateCodec,
+    StateEncoding,
     StateMetaInfo,
-    TableEncoding,
     table_holds_values,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, STATE_TYPES, State
@@ -193,7 +193,7 @@ class KeyedStateBackend(ABC):
         for namespace, table in (migration.encoded or {}).items():
             spaces.setdefault(namespace, {}).update(zip(table, map(decode, table.values()), strict=True))
         if migration.values:
-            encode = StateCodec(TableEncoding(descriptor.kind), self.clock).encode
+            encode = StateCodec(StateEncoding(descriptor.kind), self.clock).encode
             for namespace, table in migration.values.items():
                 target = spaces.setdefault(namespace, {})
                 for key, value in table.items():

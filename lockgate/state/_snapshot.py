@@ -123,7 +123,7 @@ class KeyedStateSnapshot:
             meta = self.states[name]
             encode = None
             if table_holds_values(meta.serializer):
-                encode = StateCodec(TableEncoding(meta.kind), time.time).encode
+                encode = StateCodec(StateEncoding(meta.kind), time.time).encode
             groups: dict[int, list[Entry]] = {}
             max_parallelism = self.max_parallelism
             for namespace, table in spaces.items():
@@ -189,8 +189,9 @@ def load_keyed_state(file: BinaryIO) -> object:
 
 
 @dataclass(frozen=True)
-class TableEncoding:
-    """How states in ``KeyedStateSnapshot.tables`` are encoded: the default serializer, no TTL."""
+class StateEncoding:
+    """A state's kind, serializer and TTL, as a codec takes them without its descriptor. By default
+    how states in ``KeyedStateSnapshot.tables`` hold values: the default serializer, no TTL."""
 
     kind: str
     serializer: Serializer[Any] = field(default_factory=lambda: DEFAULT_SERIALIZER)
