@@ -16,22 +16,9 @@ from hypothesis import strategies as st
 import lockgate as lg
 from tests._sources import GUARD, until_or_failure
 from tests.test_recovery import Watch
+from tests.test_state_contract import Average
 
 pytestmark = pytest.mark.anyio
-
-
-class Average(lg.AggregateFunction[int, tuple[int, int], float]):
-    def create_accumulator(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def add(self, value: int, accumulator: tuple[int, int]) -> tuple[int, int]:
-        return (accumulator[0] + value, accumulator[1] + 1)
-
-    def get_result(self, accumulator: tuple[int, int]) -> float:
-        return accumulator[0] / accumulator[1]
-
-    def merge(self, a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-        return (a[0] + b[0], a[1] + b[1])
 
 
 class Totals(lg.KeyedProcessFunction[tuple[str, int], Any]):
