@@ -16,6 +16,7 @@ from lockgate._errors import JobFailedError as JobFailedError
 from lockgate._errors import KeySerializationError as KeySerializationError
 from lockgate._errors import LockgateError as LockgateError
 from lockgate._errors import StateMigrationError as StateMigrationError
+from lockgate._errors import StateNotFoundError as StateNotFoundError
 from lockgate._errors import StateSerializationError as StateSerializationError
 from lockgate._errors import StateValueTooLargeError as StateValueTooLargeError
 from lockgate.actors import GeneratedUidWarning as GeneratedUidWarning
@@ -197,6 +198,7 @@ __all__ = [
     "CheckpointStorage",
     "CorruptCheckpointError",
     "IncompatibleStateError",
+    "StateNotFoundError",
     # savepoints offline
     "Savepoint",
     "SavepointWriter",

@@ -13,6 +13,14 @@ class ConfigurationError(LockgateError):
     """A job graph or a setting is invalid; raised while the job is being built, before it runs."""
 
 
+class StateNotFoundError(LockgateError, KeyError):
+    """A query or a savepoint read names an operator or a state that is not there; the message lists
+    what there is. A ``KeyError`` too, as a failed lookup is in Python."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's quoted repr of it
+        return str(self.args[0]) if self.args else ""
+
+
 class JobFailedError(LockgateError):
     """A job failed because an operator subtask raised.
 

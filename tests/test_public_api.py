@@ -78,6 +78,7 @@ EXPECTED = {
     "RestartStrategy",
     "IncompatibleStateError",
     "StateMigrationError",
+    "StateNotFoundError",
     "Savepoint",
     "SavepointWriter",
     "Compatibility",
@@ -157,6 +158,7 @@ def test_errors_form_one_hierarchy() -> None:
         "StateSerializationError",
         "IncompatibleStateError",
         "StateMigrationError",
+        "StateNotFoundError",
     ):
         assert issubclass(getattr(lg, name), lg.LockgateError)
 

@@ -15,6 +15,7 @@ from lockgate._errors import (
     IncompatibleStateError,
     JobFailedError,
     StateMigrationError,
+    StateNotFoundError,
 )
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
@@ -185,8 +186,8 @@ class JobExecution:
         once that subtask is open.
 
         Raises:
-            KeyError: No keyed operator ``uid``, or no state ``state`` in it; the message lists those
-                there are.
+            StateNotFoundError: No keyed operator ``uid``, or no state ``state`` in it; the message
+                lists those there are.
         """
         runner = self.runner
         key_group = key_group_for(key, self.graph.max_parallelism)
@@ -205,7 +206,9 @@ class JobExecution:
                         latest = self.coordinator.last_completed_id
                         return await backend.query_checkpoint(state, key, latest)
                     return backend.query_nowait(state, key)
-        raise KeyError(f"job {self.job_name!r} has no keyed operator {uid!r}; it has {sorted(keyed)}")
+        raise StateNotFoundError(
+            f"job {self.job_name!r} has no keyed operator {uid!r}; it has {sorted(keyed)}"
+        )
 
     async def run(self) -> JobResult:
         """Run attempts until one finishes, or a failure may not restart (it is raised)."""

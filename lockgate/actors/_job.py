@@ -115,7 +115,8 @@ class Job:
         first such query waits for the next checkpoint to complete).
 
         Raises:
-            KeyError: No keyed operator ``uid`` or no state ``state`` (the message lists those there are).
+            StateNotFoundError: No keyed operator ``uid`` or no state ``state`` (the message lists
+                those there are).
             ConfigurationError: Another consistency, or the job has ended.
         """
         if consistency not in ("live", "checkpoint"):

@@ -17,7 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lockgate._errors import ConfigurationError, CorruptCheckpointError
+from lockgate._errors import ConfigurationError, CorruptCheckpointError, StateNotFoundError
 from lockgate._threads import run_sync
 from lockgate.savepoint._operator_state import decode_operator_state
 from lockgate.snapshots import (
@@ -175,11 +175,11 @@ class Savepoint:
         """The operator ``uid``.
 
         Raises:
-            KeyError: It has no such operator; the message lists those it has.
+            StateNotFoundError: It has no such operator; the message lists those it has.
         """
         info = self._operators.get(uid)
         if info is None:
-            raise KeyError(f"{self!r} has no operator {uid!r}; it has {sorted(self._operators)}")
+            raise StateNotFoundError(f"{self!r} has no operator {uid!r}; it has {sorted(self._operators)}")
         return info
 
     # ---- keyed state
@@ -203,7 +203,7 @@ class Savepoint:
         value)`` triples (the others with the window None).
 
         Raises:
-            KeyError: No such operator or state; the message lists what there is.
+            StateNotFoundError: No such operator or state; the message lists what there is.
             ConfigurationError: The state is not keyed state, or no serializer can read it.
         """
         batches = self.read_keyed_state_batches(
@@ -438,7 +438,9 @@ class Savepoint:
         for info in operator.states:
             if info.name == name:
                 return info
-        raise KeyError(f"operator {uid!r} has no state {name!r}; it has {[i.name for i in operator.states]}")
+        raise StateNotFoundError(
+            f"operator {uid!r} has no state {name!r}; it has {[i.name for i in operator.states]}"
+        )
 
     def _subtasks(self, uid: str) -> list[SubtaskStateHandles]:
         state = self._metadata.operators[uid]

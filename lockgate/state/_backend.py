@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lockgate._errors import ConfigurationError, IncompatibleStateError
+from lockgate._errors import ConfigurationError, IncompatibleStateError, StateNotFoundError
 from lockgate._threads import run_sync
 from lockgate.state._descriptors import (
     _IMMUTABLE,
@@ -219,7 +219,7 @@ class KeyedStateBackend(ABC):
         expired are left out unless the state returns them.
 
         Raises:
-            KeyError: No such state; the message lists the states there are.
+            StateNotFoundError: No such state; the message lists the states there are.
         """
         descriptor = self._queried(state)
         return self._as_read(descriptor, self.get_nowait(state, key, namespace))
@@ -230,7 +230,7 @@ class KeyedStateBackend(ABC):
         starts keeping each checkpoint's state readable, so it waits for the next one to complete.
 
         Raises:
-            KeyError: No such state.
+            StateNotFoundError: No such state.
             ConfigurationError: The backend keeps no checkpoint's state for queries.
         """
         raise ConfigurationError(
@@ -245,7 +245,9 @@ class KeyedStateBackend(ABC):
         descriptor = self.descriptors.get(state)
         if descriptor is None or descriptor.kind == TIMER_KIND:
             states = sorted(name for name, known in self.descriptors.items() if known.kind != TIMER_KIND)
-            raise KeyError(f"operator {self.operator_uid!r} has no keyed state {state!r}; it has {states}")
+            raise StateNotFoundError(
+                f"operator {self.operator_uid!r} has no keyed state {state!r}; it has {states}"
+            )
         return descriptor
 
     def _as_read(self, descriptor: StateDescriptor[Any], stored: Any) -> Any:
