@@ -135,6 +135,9 @@ class SubtaskActor:
         self._generators = [(p, op) for p, op in enumerate(operators) if op.generates_watermarks]
         #: Set once the chain is open and its restored state loaded: its state may be queried.
         self.opened = anyio.Event()
+        #: Whether its state may be queried now: opened, and not closing (the queries' hot path).
+        self.is_open = False
+        self.closed = False
 
     def __repr__(self) -> str:
         state = ("finished" if self.input_ended else "running") + self.alignment.describe()
@@ -160,6 +163,7 @@ class SubtaskActor:
                     await backend.migrate_restored_state()
                 except Exception as exc:
                     raise OperatorFailure(backend.operator_uid) from exc
+            self.is_open = True
             self.opened.set()
             await self._emit_restored_watermarks()
             await self._replay_in_flight()
@@ -485,6 +489,7 @@ class SubtaskActor:
 
     async def _close(self) -> OperatorFailure | None:
         """Close everything even if one close raises; return the first error, by its owner."""
+        self.is_open, self.closed = False, True  # its state is about to go: no query may read it
         closings: list[tuple[Any, str]] = []
         if self.source is not None:
             closings.append((self.source.reader.close, self.source.uid))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -17,15 +17,19 @@ from lockgate._errors import (
     StateMigrationError,
     StateNotFoundError,
 )
+from lockgate.actors._actor import SubtaskActor
 from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
 from lockgate.mailbox import ChannelStatistics
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CompletedCheckpoint
-from lockgate.state import key_group_for
+from lockgate.state import KeyedStateBackend, key_group_for
 
 logger = logging.getLogger("lockgate")
+
+#: What :meth:`JobExecution.query_live` returns while the subtask that would answer is not open.
+NOT_OPEN: Final = object()
 
 
 class GeneratedUidWarning(UserWarning):
@@ -78,6 +82,12 @@ class JobExecution:
         self.restored_from: list[int | None] = []  # per restart: the checkpoint id, None from the start
         self._restarting = False
         self._initial = restored
+        #: Whether :meth:`run` has returned or raised: the job has ended.
+        self.ended = False
+        # Set (and replaced) whenever an attempt ends or starts: what waiting queries look again at.
+        self._changed = anyio.Event()
+        self._routed: JobRunner | None = None
+        self._routes: dict[str, list[tuple[SubtaskActor, KeyedStateBackend]]] = {}
         # Every job has a coordinator: savepoints work without periodic checkpointing too.
         self.coordinator = CheckpointCoordinator(
             job_name,
@@ -175,40 +185,104 @@ class JobExecution:
         return next(iter(claims), None)
 
     async def wait_opened(self) -> None:
-        """Wait until every subtask of the current attempt that keeps keyed state has opened."""
+        """Wait until every subtask of the current attempt that keeps keyed state has opened, or the
+        attempt has ended."""
+        changed = self._changed
         for actor in self.runner.actors:
-            if actor.keyed_backends:
-                await actor.opened.wait()
+            if actor.keyed_backends and not actor.opened.is_set():
+                await _first_of(actor.opened, changed)
+                if changed.is_set():
+                    return
+
+    def _owners(self, uid: str) -> list[tuple[SubtaskActor, KeyedStateBackend]]:
+        """The subtask (actor and backend) of keyed operator ``uid`` that owns each key group, in the
+        current attempt: a table built at the first query of each attempt."""
+        if self._routed is not self.runner:
+            self._routed, self._routes = self.runner, {}
+        owners = self._routes.get(uid)
+        return self._route(uid) if owners is None else owners
+
+    def _route(self, uid: str) -> list[tuple[SubtaskActor, KeyedStateBackend]]:
+        runner = self.runner
+        found = [
+            (actor, backend)
+            for actor in runner.actors
+            for backend in actor.keyed_backends
+            if backend.operator_uid == uid
+        ]
+        if not found:
+            keyed = sorted({b.operator_uid for a in runner.actors for b in a.keyed_backends})
+            raise StateNotFoundError(f"job {self.job_name!r} has no keyed operator {uid!r}; it has {keyed}")
+        owners = found  # one subtask: it owns every key group
+        if len(found) > 1:
+            owners = [found[0]] * self.graph.max_parallelism
+            for actor, backend in found:
+                for key_group in backend.key_group_range:
+                    owners[key_group] = (actor, backend)
+        self._routes[uid] = owners
+        return owners
+
+    def _owner(self, uid: str, key: Any) -> tuple[SubtaskActor, KeyedStateBackend]:
+        owners = self._owners(uid)
+        if len(owners) == 1:  # one subtask owns every key group: no need to hash the key
+            return owners[0]
+        return owners[key_group_for(key, self.graph.max_parallelism)]
+
+    def query_live(self, uid: str, state: str, key: Any) -> Any:
+        """:meth:`query_state` live, without awaiting: :data:`NOT_OPEN` if the owning subtask has not
+        opened yet (then await :meth:`query_state`)."""
+        actor, backend = self._owner(uid, key)
+        if not actor.is_open:
+            return NOT_OPEN
+        try:
+            return backend.query_nowait(state, key)
+        except TypeError:  # an unhashable key, say: a key that cannot be one says so
+            key_group_for(key, self.graph.max_parallelism)
+            raise
+
+    async def _open_owner(self, uid: str, key: Any) -> KeyedStateBackend:
+        """The backend of the subtask of ``uid`` that owns ``key`` once it has opened (its state
+        restored and migrated), in this attempt or, after a failure, in the next one.
+
+        Raises:
+            ConfigurationError: The job ended first.
+        """
+        while True:
+            actor, backend = self._owner(uid, key)
+            if actor.is_open:
+                return backend
+            if self.ended:
+                raise ConfigurationError(f"job {self.job_name!r} has ended: its state is not queryable")
+            if not actor.closed:
+                await _first_of(actor.opened, self._changed)
+            elif self.restarting:  # a failed attempt's subtask: the next attempt's will answer
+                await self._changed.wait()
+            else:
+                raise ConfigurationError(
+                    f"subtask {actor.subtask_index} of {uid!r} has finished: job {self.job_name!r} is ending"
+                )
 
     async def query_state(self, uid: str, state: str, key: Any, consistency: str = "live") -> Any:
         """The value of ``state`` for ``key`` in keyed operator ``uid`` (None if it has none), live
         or as of the last completed checkpoint, read from the subtask that owns the key's key group
-        once that subtask is open.
+        once that subtask is open. Once it is, a live query runs to its end without yielding to the
+        event loop: it reads the tables as they are between two steps of the subtask.
 
         Raises:
             StateNotFoundError: No keyed operator ``uid``, or no state ``state`` in it; the message
                 lists those there are.
+            ConfigurationError: The job ended before the subtask opened.
         """
-        runner = self.runner
-        key_group = key_group_for(key, self.graph.max_parallelism)
-        if consistency == "checkpoint":  # every subtask of the operator keeps its checkpoints' state now
-            for actor in runner.actors:
-                for backend in actor.keyed_backends:
-                    if backend.operator_uid == uid:
-                        backend.keep_checkpoint_views()
-        keyed = set()
-        for actor in runner.actors:
-            for backend in actor.keyed_backends:
-                keyed.add(backend.operator_uid)
-                if backend.operator_uid == uid and key_group in backend.key_group_range:
-                    await actor.opened.wait()  # its state is loaded (restored, migrated) only then
-                    if consistency == "checkpoint":
-                        latest = self.coordinator.last_completed_id
-                        return await backend.query_checkpoint(state, key, latest)
-                    return backend.query_nowait(state, key)
-        raise StateNotFoundError(
-            f"job {self.job_name!r} has no keyed operator {uid!r}; it has {sorted(keyed)}"
-        )
+        key_group_for(key, self.graph.max_parallelism)  # a key that cannot be one is refused first
+        actor, backend = self._owner(uid, key)
+        if not actor.is_open:
+            backend = await self._open_owner(uid, key)
+        if consistency != "checkpoint":
+            return backend.query_nowait(state, key)
+        # From now on every subtask of the operator keeps its checkpoints' state.
+        for _, each in self._owners(uid):
+            each.keep_checkpoint_views()
+        return await backend.query_checkpoint(state, key, self.coordinator.last_completed_id)
 
     async def run(self) -> JobResult:
         """Run attempts until one finishes, or a failure may not restart (it is raised)."""
@@ -220,6 +294,7 @@ class JobExecution:
                     result = await self.runner.run()
                 except (JobFailedError, CheckpointError) as failure:
                     self._restarting = True
+                    self._signal_change()
                     if isinstance(failure.__cause__, (IncompatibleStateError, StateMigrationError)):
                         raise  # restored state this job cannot read: every restart would fail alike
                     if not tracker.may_restart(time.monotonic()):
@@ -230,6 +305,7 @@ class JobExecution:
                         raise
                     await self._restart(failure)
                     self._restarting = False
+                    self._signal_change()
                     continue
                 return JobResult(
                     self.job_name,
@@ -239,11 +315,17 @@ class JobExecution:
                     restored_from=tuple(self.restored_from),
                 )
         finally:
+            self.ended = True
+            self._signal_change()
             self.coordinator.close()
             for vertex in self.graph.vertices:
                 for node in vertex.operators:
                     if isinstance(node, SourceTransformation):
                         node.source.job_ended()
+
+    def _signal_change(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
     async def _restart(self, failure: Exception) -> None:
         delay = self.options.restart_strategy.delay
@@ -264,3 +346,15 @@ class JobExecution:
         except Exception as exc:
             failure.add_note(f"the job could not restart: {type(exc).__name__}: {exc}")
             raise failure from failure.__cause__
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)

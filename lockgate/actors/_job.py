@@ -10,7 +10,7 @@ import anyio
 import sniffio
 
 from lockgate._errors import ConfigurationError, JobCancelledError, LockgateError
-from lockgate.actors._execution import JobExecution
+from lockgate.actors._execution import NOT_OPEN, JobExecution
 from lockgate.actors._runner import JobResult
 from lockgate.actors._server import JobServer
 from lockgate.checkpointing import CheckpointStatsSnapshot
@@ -119,6 +119,11 @@ class Job:
                 those there are).
             ConfigurationError: Another consistency, or the job has ended.
         """
+        execution = self._execution
+        if consistency == "live" and not execution.ended:  # the hot path: no await once open
+            value = execution.query_live(uid, state, key)
+            if value is not NOT_OPEN:
+                return value
         if consistency not in ("live", "checkpoint"):
             raise ConfigurationError(f"consistency is 'live' or 'checkpoint', got {consistency!r}")
         if consistency == "checkpoint" and self._execution.options.checkpointing.interval is None:

@@ -233,6 +233,9 @@ class JobServerApp:
                 found = self.execution.public_state(name)
                 if found is None:  # states register as their functions open
                     await self.execution.wait_opened()
+                    refused = self._unavailable()  # the attempt failed, or the job ended, meanwhile
+                    if refused is not None:
+                        return refused
                     found = self.execution.public_state(name)
             except ConfigurationError as exc:
                 return 400, {"error": str(exc)}

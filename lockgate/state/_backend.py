@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
+
 from lockgate._errors import ConfigurationError, IncompatibleStateError, StateNotFoundError
 from lockgate._threads import run_sync
 from lockgate.state._descriptors import (
@@ -51,6 +53,9 @@ RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
 #: Restored plain values of states not registered yet: state name -> (meta info, namespace -> key ->
 #: stored value), as ``KeyedStateSnapshot.tables`` holds them.
 RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
+
+#: Types whose values a query returns as they are (no copy can be changed by the caller).
+_PLAIN_TYPES: frozenset[type] = frozenset(_IMMUTABLE)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,11 @@ class KeyedStateBackend(ABC):
         # the actor has migrated the pending ones (states registered later migrate at once).
         self._migrations: list[PendingMigration] = []
         self._migrated = False
+        # Queries as of the last completed checkpoint: once asked for (keeping_views), each snapshot
+        # keeps what it froze readable; the newest completed checkpoint's answers (views_id).
+        self.keeping_views = False
+        self.views_id = 0
+        self._views_ready: anyio.Event | None = None  # made by the first wait: it needs a loop
 
     def create_state(
         self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
@@ -221,8 +231,20 @@ class KeyedStateBackend(ABC):
         Raises:
             StateNotFoundError: No such state; the message lists the states there are.
         """
-        descriptor = self._queried(state)
-        return self._as_read(descriptor, self.get_nowait(state, key, namespace))
+        descriptor = self.descriptors.get(state)
+        if descriptor is None or descriptor.kind == TIMER_KIND:
+            descriptor = self._queried(state)  # raises, naming the states there are
+        stored = self.peek_nowait(state, key, namespace)
+        if stored is MISSING:
+            return None
+        if type(stored) in _PLAIN_TYPES and descriptor.ttl is None and descriptor.kind != "aggregating":
+            return stored  # the common case, without the general path's checks
+        return self._as_read(descriptor, stored)
+
+    def peek_nowait(self, state: str, key: Any, namespace: Any) -> Any:
+        """:meth:`get_nowait` without its side effects on the state's buffers (a cache filled, a
+        value copied up a layer): what a query reads between two steps of the subtask."""
+        return self.get_nowait(state, key, namespace)
 
     async def query_checkpoint(self, state: str, key: Any, at_least: int = 0) -> Any:
         """:meth:`query_nowait` as of the last completed checkpoint, once this backend knows of one
@@ -231,15 +253,31 @@ class KeyedStateBackend(ABC):
 
         Raises:
             StateNotFoundError: No such state.
-            ConfigurationError: The backend keeps no checkpoint's state for queries.
         """
-        raise ConfigurationError(
-            f"{type(self).__name__} answers 'live' queries only; 'checkpoint' ones need the heap backend"
-        )
+        descriptor = self._queried(state)
+        self.keep_checkpoint_views()
+        while self.views_id == 0 or self.views_id < at_least:
+            if self._views_ready is None:
+                self._views_ready = anyio.Event()
+            await self._views_ready.wait()
+        return self._as_read(descriptor, await self.read_checkpoint_view(state, key))
 
-    def keep_checkpoint_views(self) -> None:  # noqa: B027 - a hook: backends that can, do
+    def keep_checkpoint_views(self) -> None:
         """From the next snapshot on, keep each checkpoint's state readable for
         :meth:`query_checkpoint` until the next one completes."""
+        self.keeping_views = True
+
+    def publish_checkpoint_view(self, checkpoint_id: int) -> None:
+        """The views of checkpoint ``checkpoint_id`` answer from now on: wake the waiting queries."""
+        self.views_id = checkpoint_id
+        if self._views_ready is not None:
+            self._views_ready.set()
+            self._views_ready = None  # each wait takes a fresh one
+
+    async def read_checkpoint_view(self, state: str, key: Any) -> Any:
+        """The stored value of ``state`` for ``key`` (MISSING if none) in the views of checkpoint
+        :attr:`views_id`: a backend that keeps views overrides this."""
+        raise ConfigurationError(f"{type(self).__name__} answers 'live' queries only")
 
     def _queried(self, state: str) -> StateDescriptor[Any]:
         descriptor = self.descriptors.get(state)

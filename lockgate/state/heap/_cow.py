@@ -77,6 +77,14 @@ class CowTable:
             return self._get_frozen(key) if self.frozen else MISSING
         return MISSING if value is TOMBSTONE else value
 
+    def peek(self, key: Any) -> Any:
+        """The value of ``key`` as the table holds it (do not change it), or MISSING; unlike
+        :meth:`get` it leaves the layers as they are."""
+        value = self.top.get(key, ABSENT)
+        if value is ABSENT and self.frozen:
+            value = frozen_get(self.frozen, key)
+        return MISSING if value is ABSENT or value is TOMBSTONE else value
+
     def _get_frozen(self, key: Any) -> Any:
         value = frozen_get(self.frozen, key)
         if value is ABSENT or value is TOMBSTONE:

@@ -7,8 +7,6 @@ import pickle
 from collections.abc import AsyncIterator
 from typing import Any, Final, TypeVar
 
-import anyio
-
 from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import KeyedStateBackend, S, StateBackend
@@ -77,12 +75,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         # Window namespaces whose tables may be empty, and those dropped since the last snapshot.
         self._maybe_empty: set[tuple[str, Any]] = set()
         self._dropped: list[tuple[str, Any]] = []
-        # Queries as of the last completed checkpoint: once asked for, each snapshot pins the views of
-        # the default namespace's tables; the completed checkpoint's views answer them.
-        self._pinned: dict[int, dict[str, tuple[dict[Any, Any], ...]]] | None = None
-        self._checkpoint_views: dict[str, tuple[dict[Any, Any], ...]] | None = None
-        self._views_id = 0  # the checkpoint whose views answer
-        self._views_ready: anyio.Event | None = None  # made by the first query: it needs a loop
+        # Queries as of the last completed checkpoint: while keeping_views, each snapshot pins the
+        # views of the default namespace's tables; the completed checkpoint's views answer them.
+        self._pinned: dict[int, dict[str, tuple[dict[Any, Any], ...]]] = {}
+        self._checkpoint_views: dict[str, tuple[dict[Any, Any], ...]] = {}
 
     def __repr__(self) -> str:
         sizes = ", ".join(
@@ -143,6 +139,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         table = self._tables[state].get(namespace)
         return MISSING if table is None else table.get(key)
 
+    def peek_nowait(self, state: str, key: Any, namespace: Any) -> Any:
+        table = self._tables[state].get(namespace)
+        return MISSING if table is None else table.peek(key)
+
     def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         spaces = self._tables[state]
         table = spaces.get(namespace)
@@ -184,22 +184,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     async def get(self, state: str, key: Any, namespace: Any) -> Any:
         return self.get_nowait(state, key, namespace)
 
-    def keep_checkpoint_views(self) -> None:
-        if self._pinned is None:
-            self._pinned = {}  # from the next snapshot on
-
-    async def query_checkpoint(self, state: str, key: Any, at_least: int = 0) -> Any:
-        descriptor = self._queried(state)
-        self.keep_checkpoint_views()
-        while self._checkpoint_views is None or self._views_id < at_least:
-            if self._views_ready is None:
-                self._views_ready = anyio.Event()
-            await self._views_ready.wait()
-        views = self._checkpoint_views
-        assert views is not None
-        layers = views.get(state)  # None: the state was registered after that checkpoint
-        value = MISSING if layers is None else frozen_get(layers, key)
-        return self._as_read(descriptor, MISSING if value is ABSENT or value is TOMBSTONE else value)
+    async def read_checkpoint_view(self, state: str, key: Any) -> Any:
+        layers = self._checkpoint_views.get(state)  # None: the state was registered after that checkpoint
+        value = ABSENT if layers is None else frozen_get(layers, key)
+        return MISSING if value is ABSENT or value is TOMBSTONE else value
 
     async def put(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         self.put_nowait(state, key, namespace, value)
@@ -220,7 +208,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             name: [(namespace, table, table.freeze()) for namespace, table in spaces.items()]
             for name, spaces in self._tables.items()
         }
-        if self._pinned is not None and checkpoint_id:
+        if self.keeping_views and checkpoint_id:
             pinned = self._pinned[checkpoint_id] = {}
             for name, spaces in views.items():
                 for namespace, table, layers in spaces:
@@ -246,16 +234,13 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return _IncrementalHeapSnapshotResources(self, views, self.clock(), checkpoint_id)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        pinned = None if self._pinned is None else self._pinned.pop(checkpoint_id, None)
+        pinned = self._pinned.pop(checkpoint_id, None)
         if pinned is not None:
-            assert self._pinned is not None
             for name, layers in pinned.items():
                 self._tables[name][DEFAULT_NAMESPACE].unpin_before(layers)
             self._pinned = {cid: views for cid, views in self._pinned.items() if cid > checkpoint_id}
-            self._checkpoint_views, self._views_id = pinned, checkpoint_id
-            if self._views_ready is not None:
-                self._views_ready.set()
-                self._views_ready = None  # each wait below takes a fresh one
+            self._checkpoint_views = pinned
+            self.publish_checkpoint_view(checkpoint_id)
         chain = self._written.get(checkpoint_id)
         if chain is None:
             return  # not a checkpoint this backend wrote incrementally (a savepoint, say)

@@ -67,6 +67,7 @@ from lockgate.state.rocksdb._options import (
 from lockgate.state.rocksdb._snapshots import _IncrementalRocksDBSnapshotResources, _RocksDBSnapshotResources
 from lockgate.state.rocksdb._store import (
     _SEQUENCE_BYTES,
+    _UNKNOWN,
     _EntrySpace,
     _ListSpace,
     _MapSpace,
@@ -76,6 +77,7 @@ from lockgate.state.rocksdb._store import (
     _Table,
 )
 from lockgate.state.rocksdb._timers import RocksDBTimerQueue, restored_timers
+from lockgate.state.rocksdb._views import CheckpointView
 
 T = TypeVar("T")
 
@@ -155,6 +157,11 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         # backend is collected or at the latest when the process exits.
         self._finalizer = weakref.finalize(self, self._store.release)
         self._snapshots_taken = 0
+        # Checkpoint views for queries (see _views): kept by pending checkpoints, the one that
+        # answers, and those to discard with the next snapshot (off the event loop).
+        self._pinned: dict[int, CheckpointView] = {}
+        self._view: CheckpointView | None = None
+        self._stale_views: list[CheckpointView] = []
 
     def __repr__(self) -> str:
         store = self._store
@@ -474,6 +481,14 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         return self._space(state, namespace).read(key)
 
+    def peek_nowait(self, state: str, key: Any, namespace: Any) -> Any:
+        space = self._space(state, namespace)
+        if isinstance(space, _EntrySpace):
+            return space.read(key)  # reads only: a scan of RocksDB and of the batch's writes
+        values = space.values  # the open batch's cache, if any, else RocksDB; without filling it
+        value = _UNKNOWN if values is None else values.get(key, _UNKNOWN)
+        return space.read_direct(key) if value is _UNKNOWN else value
+
     def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         space = self._space(state, namespace)
         if isinstance(space, _EntrySpace):
@@ -599,11 +614,31 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         path = f"{store.path}.snapshot-{self._snapshots_taken}"
         Checkpoint(store.require_db()).create_checkpoint(path)
         tables, now = dict(store.tables), self.clock()
+        keep = self.keeping_views and checkpoint_id > 0
+        if keep:
+            self._pinned[checkpoint_id] = CheckpointView(path, tables)
+        discard, self._stale_views = self._stale_views, []
         if self.incremental:
-            return _IncrementalRocksDBSnapshotResources(self, tables, path, now, checkpoint_id)
-        return _RocksDBSnapshotResources(self, tables, path, now)
+            return _IncrementalRocksDBSnapshotResources(
+                self, tables, path, now, checkpoint_id, keep=keep, discard=discard
+            )
+        return _RocksDBSnapshotResources(self, tables, path, now, keep=keep, discard=discard)
+
+    async def read_checkpoint_view(self, state: str, key: Any) -> Any:
+        view = self._view
+        assert view is not None, "a view is published before queries read it"
+        space = view.space(self._store, state)
+        return MISSING if space is None else space.read(key)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        view = self._pinned.pop(checkpoint_id, None)
+        if view is not None:  # it answers from now on; the one before and older pending ones go
+            self._stale_views += [old for cid, old in self._pinned.items() if cid < checkpoint_id]
+            self._pinned = {cid: kept for cid, kept in self._pinned.items() if cid > checkpoint_id}
+            if self._view is not None:
+                self._stale_views.append(self._view)
+            self._view = view
+            self.publish_checkpoint_view(checkpoint_id)
         files = self._written.get(checkpoint_id)
         if files is None:
             return  # not a checkpoint this backend wrote incrementally (a savepoint, say)
@@ -656,8 +691,12 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if store.db is None:
             return
         self._finalizer.detach()
+        views = [*self._stale_views, *self._pinned.values(), *([self._view] if self._view else [])]
+        self._stale_views, self._pinned, self._view = [], {}, None
         db, names = store.detach()
         await run_sync(_close_and_remove, db, names, store.path)
+        for view in views:
+            await run_sync(view.discard)
 
 
 class RocksDBValueState(ValueState[T]):

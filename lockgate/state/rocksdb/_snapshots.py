@@ -34,13 +34,21 @@ from lockgate.state.rocksdb._timers import stored_timer_groups
 if TYPE_CHECKING:
     from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
     from lockgate.state.rocksdb._store import _Table
+    from lockgate.state.rocksdb._views import CheckpointView
 
 
 class _RocksDBSnapshotResources(SnapshotResources):
     """A RocksDB checkpoint of a subtask's states, read and encoded in a worker thread."""
 
     def __init__(
-        self, backend: RocksDBKeyedStateBackend, tables: dict[str, _Table], path: str, now: float
+        self,
+        backend: RocksDBKeyedStateBackend,
+        tables: dict[str, _Table],
+        path: str,
+        now: float,
+        *,
+        keep: bool = False,
+        discard: list[CheckpointView] | None = None,
     ) -> None:
         self._backend = backend
         self._tables = tables
@@ -48,6 +56,18 @@ class _RocksDBSnapshotResources(SnapshotResources):
         self._now = now
         self._unclaimed = backend.unclaimed_restored_state()
         self._native = dict(backend._native_states)
+        # Whether the checkpoint directory outlives the snapshot (a checkpoint view keeps it), and
+        # views no longer needed, closed and deleted here off the event loop.
+        self._keep = keep
+        self._discard = discard or []
+
+    def _clean_up(self) -> None:
+        """Delete the checkpoint directory unless a view keeps it, and discard the stale views."""
+        if not self._keep:
+            shutil.rmtree(self._path, ignore_errors=True)
+        discard, self._discard = self._discard, []
+        for view in discard:
+            view.discard()
 
     def materialize(self) -> KeyedStateSnapshot:
         backend = self._backend
@@ -78,7 +98,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
                 entries[name] = groups
         finally:
             checkpoint.close()
-            shutil.rmtree(self._path, ignore_errors=True)
+            self._clean_up()
         states = dict(self._native)
         states.update({name: StateMetaInfo.of(table.descriptor) for name, table in self._tables.items()})
         return backend.with_unclaimed_restored_state(
@@ -89,9 +109,8 @@ class _RocksDBSnapshotResources(SnapshotResources):
         )
 
     def release(self) -> None:
-        # Normally materialize() removed the checkpoint already, off the event loop.
-        if os.path.exists(self._path):
-            shutil.rmtree(self._path, ignore_errors=True)
+        # Normally materialize() or write_incremental() cleaned up already, off the event loop.
+        self._clean_up()
 
 
 class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, IncrementalSnapshotResources):
@@ -104,8 +123,11 @@ class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, Incrementa
         path: str,
         now: float,
         checkpoint_id: int,
+        *,
+        keep: bool = False,
+        discard: list[CheckpointView] | None = None,
     ) -> None:
-        super().__init__(backend, tables, path, now)
+        super().__init__(backend, tables, path, now, keep=keep, discard=discard)
         self._checkpoint_id = checkpoint_id
 
     async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:
@@ -122,7 +144,7 @@ class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, Incrementa
                 files[name] = handle
             private = await run_sync(_read_files, self._path, [n for n in names if not n.endswith(".sst")])
         finally:
-            await run_sync(shutil.rmtree, self._path, True)
+            await run_sync(self._clean_up)
         backend._written[self._checkpoint_id] = files
         unclaimed = backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
