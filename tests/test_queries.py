@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -229,5 +230,54 @@ async def test_a_checkpoint_query_needs_periodic_checkpoints() -> None:
             await job.query_state("totals", "total", "a", consistency="checkpoint")
         with pytest.raises(lg.ConfigurationError, match="consistency is 'live' or 'checkpoint'"):
             await job.query_state("totals", "total", "a", consistency="eventually")
+    finally:
+        await job.cancel()
+
+
+class Elements(lg.ProcessWindowFunction[Any, Any]):
+    def process(self, key: Any, context: lg.WindowContext, elements: list[Any]) -> Any:
+        yield (key, context.window.start, len(elements))
+
+
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
+@pytest.mark.parametrize("kind", ["reduce", "elements"])
+async def test_a_window_operator_answers_the_contents_of_each_open_window_of_a_key(
+    backend: str, kind: str
+) -> None:
+    env = environment(1, backend)  # one subtask: once "b" is in, so is every "a" before it
+    env.enable_checkpointing(3600)
+    strategy = lg.WatermarkStrategy.for_bounded_out_of_orderness(
+        timedelta(hours=1)  # the windows stay open
+    ).with_timestamp_assigner(lambda record: record[1])
+    source: lg.QueueSource[tuple[str, int, int]] = lg.QueueSource()
+    windowed = (
+        env.from_source(source, uid="src", watermark_strategy=strategy)
+        .key_by(lambda record: record[0])
+        .window(lg.TumblingEventTimeWindows.of(timedelta(milliseconds=10)))
+    )
+    if kind == "reduce":
+        out = windowed.reduce(lambda a, b: (a[0], max(a[1], b[1]), a[2] + b[2]), uid="w")
+    else:
+        out = windowed.process(Elements(), uid="w")
+    out.sink(lg.CollectSink(), uid="out")
+    job = await env.start("window queries")
+    records = [("a", 1, 5), ("a", 4, 6), ("a", 12, 7), ("b", 3, 1)]
+    if kind == "reduce":
+        expected = {lg.TimeWindow(0, 10): ("a", 4, 11), lg.TimeWindow(10, 20): ("a", 12, 7)}
+    else:
+        expected = {
+            lg.TimeWindow(0, 10): [(("a", 1, 5), 1), (("a", 4, 6), 4)],
+            lg.TimeWindow(10, 20): [(("a", 12, 7), 12)],
+        }
+    try:
+        with anyio.fail_after(GUARD):
+            assert await job.query_state("w", "window-contents", "a") is None  # no window yet
+            for record in records:
+                await source.put(record)
+            while await job.query_state("w", "window-contents", "b") is None:  # "b" came last
+                await anyio.lowlevel.checkpoint()
+            assert await job.query_state("w", "window-contents", "a") == expected
+            with pytest.raises(lg.ConfigurationError, match=r"kept per window .* queried live only"):
+                await job.query_state("w", "window-contents", "a", consistency="checkpoint")
     finally:
         await job.cancel()

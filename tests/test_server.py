@@ -240,3 +240,53 @@ async def test_two_states_claiming_one_public_name_are_a_400_naming_both() -> No
         )
     finally:
         await job.cancel()
+
+
+async def test_queries_during_a_restart_are_503_or_wait_and_then_read_the_restored_state() -> None:
+    env = lg.StreamEnvironment(parallelism=2, max_parallelism=16, batch_size=3)
+    env.enable_checkpointing(3600)
+    env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1, delay=0.5))
+    source: lg.QueueSource[tuple[Any, int]] = lg.QueueSource()
+    watch = Watch()
+    crashed: list[tuple[Any, int]] = []
+
+    def crash_once(record: tuple[Any, int]) -> tuple[Any, int]:
+        if record[0] == "poison" and not crashed:
+            crashed.append(record)
+            raise RuntimeError("poison")
+        return record
+
+    keyed = env.from_source(source, uid="src").map(crash_once, uid="crash").key_by(lambda r: r[0])
+    keyed.process(Totals(), uid="totals").map(watch, uid="watch").sink(lg.CollectSink(), uid="out")
+    job = await env.start("restarting")
+    server = await job.serve(port=0)
+    answers: list[tuple[int, Any]] = []
+    waited: list[Any] = []
+    try:
+        with anyio.fail_after(GUARD):
+            for record in [("alice", 4), ("alice", 5)]:
+                await source.put(record)
+            await until_or_failure(job, lambda: watch.until(2))
+            await job.trigger_checkpoint()  # alice's 9 is in it
+            await source.put(("poison", 1))
+            async with httpx.AsyncClient(base_url=server.url) as http, anyio.create_task_group() as group:
+
+                async def in_process() -> None:  # asked during the restart: waits for the next attempt
+                    waited.append(await job.query_state("totals", "total", "alice"))
+                    waited.append(job.restarts)
+
+                while not (job.restarts == 1 and answers and answers[-1][0] == 200):
+                    response = await http.get("/api/state/totals", params={"key": '"alice"'})
+                    body = response.json()
+                    answers.append((response.status_code, body.get("value", body.get("error"))))
+                    if response.status_code == 503 and not waited:
+                        waited.append("asked")
+                        group.start_soon(in_process)
+        statuses = {status for status, _ in answers}
+        assert 503 in statuses and statuses <= {200, 503}, answers
+        assert all(value == 9 for status, value in answers if status == 200)  # never a half-restored table
+        assert all("is restarting" in error for status, error in answers if status == 503)
+        assert waited == ["asked", 9, 1]
+    finally:
+        await server.aclose()
+        await job.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import anyio
@@ -88,6 +89,7 @@ class JobExecution:
         self._changed = anyio.Event()
         self._routed: JobRunner | None = None
         self._routes: dict[str, list[tuple[SubtaskActor, KeyedStateBackend]]] = {}
+        self._readers: dict[tuple[str, str], list[tuple[SubtaskActor, Callable[[Any], Any]]]] = {}
         # Every job has a coordinator: savepoints work without periodic checkpointing too.
         self.coordinator = CheckpointCoordinator(
             job_name,
@@ -198,7 +200,7 @@ class JobExecution:
         """The subtask (actor and backend) of keyed operator ``uid`` that owns each key group, in the
         current attempt: a table built at the first query of each attempt."""
         if self._routed is not self.runner:
-            self._routed, self._routes = self.runner, {}
+            self._routed, self._routes, self._readers = self.runner, {}, {}
         owners = self._routes.get(uid)
         return self._route(uid) if owners is None else owners
 
@@ -228,14 +230,36 @@ class JobExecution:
             return owners[0]
         return owners[key_group_for(key, self.graph.max_parallelism)]
 
+    def _readers_of(self, uid: str, state: str) -> list[tuple[SubtaskActor, Callable[[Any], Any]]] | None:
+        """What answers live queries of ``state`` of ``uid`` for each key group (see
+        :meth:`KeyedStateBackend.query_reader`), once every subtask of ``uid`` has opened (its
+        states are registered only then); None before."""
+        owners = self._owners(uid)
+        if not all(actor.is_open for actor, _ in owners):
+            return None
+        made: dict[int, Callable[[Any], Any]] = {}
+        for _, backend in owners:
+            if id(backend) not in made:
+                made[id(backend)] = backend.query_reader(state)
+        readers = [(actor, made[id(backend)]) for actor, backend in owners]
+        self._readers[uid, state] = readers
+        return readers
+
     def query_live(self, uid: str, state: str, key: Any) -> Any:
-        """:meth:`query_state` live, without awaiting: :data:`NOT_OPEN` if the owning subtask has not
-        opened yet (then await :meth:`query_state`)."""
-        actor, backend = self._owner(uid, key)
+        """:meth:`query_state` live, without awaiting: :data:`NOT_OPEN` if the owning subtask is not
+        open (then await :meth:`query_state`). The hot path of in-process queries."""
+        if self._routed is not self.runner:
+            self._owners(uid)  # a new attempt: new tables
+        readers = self._readers.get((uid, state)) or self._readers_of(uid, state)
+        if readers is None:
+            return NOT_OPEN
+        actor, read = (
+            readers[0] if len(readers) == 1 else readers[key_group_for(key, self.graph.max_parallelism)]
+        )
         if not actor.is_open:
             return NOT_OPEN
         try:
-            return backend.query_nowait(state, key)
+            return read(key)
         except TypeError:  # an unhashable key, say: a key that cannot be one says so
             key_group_for(key, self.graph.max_parallelism)
             raise
@@ -279,10 +303,18 @@ class JobExecution:
             backend = await self._open_owner(uid, key)
         if consistency != "checkpoint":
             return backend.query_nowait(state, key)
-        # From now on every subtask of the operator keeps its checkpoints' state.
-        for _, each in self._owners(uid):
-            each.keep_checkpoint_views()
-        return await backend.query_checkpoint(state, key, self.coordinator.last_completed_id)
+        while True:
+            # From now on every subtask of the operator keeps its checkpoints' state.
+            for _, each in self._owners(uid):
+                each.keep_checkpoint_views()
+            at_least = self.coordinator.last_completed_id
+            if 0 < at_least <= backend.views_id:  # answered at once
+                return await backend.query_checkpoint(state, key, at_least)
+            # Until a checkpoint completes; should the attempt end first, the next one answers.
+            answer = await _unless_set(self._changed, backend.query_checkpoint, state, key, at_least)
+            if answer is not NOT_OPEN:
+                return answer
+            backend = await self._open_owner(uid, key)
 
     async def run(self) -> JobResult:
         """Run attempts until one finishes, or a failure may not restart (it is raised)."""
@@ -358,3 +390,27 @@ async def _first_of(*events: anyio.Event) -> None:
 
         for event in events:
             group.start_soon(wait, event)
+
+
+async def _unless_set(event: anyio.Event, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await function(*args)``, unless ``event`` is set first: then :data:`NOT_OPEN`."""
+    outcome: list[Any] = [NOT_OPEN]
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            try:
+                outcome[0] = await function(*args)
+            except Exception as exc:  # raised below as it is, not in an exception group
+                failure.append(exc)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(run)
+        group.start_soon(watch)
+    if failure:
+        raise failure[0]
+    return outcome[0]

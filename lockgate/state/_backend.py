@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -117,6 +118,9 @@ class KeyedStateBackend(ABC):
         self._migrated = False
         # Queries as of the last completed checkpoint: once asked for (keeping_views), each snapshot
         # keeps what it froze readable; the newest completed checkpoint's answers (views_id).
+        #: States kept under other namespaces than the default (a window's contents, under each
+        #: window): a query of one answers every namespace of the key.
+        self.namespaced_states: set[str] = set()
         self.keeping_views = False
         self.views_id = 0
         self._views_ready: anyio.Event | None = None  # made by the first wait: it needs a loop
@@ -133,6 +137,8 @@ class KeyedStateBackend(ABC):
         self.register_state(descriptor)
         if STATE_TYPES[descriptor.kind] is not state_type:
             raise TypeError(f"{descriptor!r} declares {descriptor.kind} state, not {state_type.__name__}")
+        if namespaced:
+            self.namespaced_states.add(descriptor.name)
         return state_type(self, descriptor)
 
     def register_state(self, descriptor: StateDescriptor[Any]) -> None:
@@ -234,12 +240,39 @@ class KeyedStateBackend(ABC):
         descriptor = self.descriptors.get(state)
         if descriptor is None or descriptor.kind == TIMER_KIND:
             descriptor = self._queried(state)  # raises, naming the states there are
+        if state in self.namespaced_states:
+            return self._query_namespaces(descriptor, key)
         stored = self.peek_nowait(state, key, namespace)
         if stored is MISSING:
             return None
         if type(stored) in _PLAIN_TYPES and descriptor.ttl is None and descriptor.kind != "aggregating":
             return stored  # the common case, without the general path's checks
         return self._as_read(descriptor, stored)
+
+    def query_reader(self, state: str) -> Callable[[Any], Any]:
+        """A function of a key that answers as ``query_nowait(state, key)`` does, for the hot path
+        of live queries: backends specialise it where they can read a state more directly.
+
+        Raises:
+            StateNotFoundError: No such state; the message lists the states there are.
+        """
+        self._queried(state)
+        return functools.partial(self.query_nowait, state)
+
+    def _query_namespaces(self, descriptor: StateDescriptor[Any], key: Any) -> dict[Any, Any] | None:
+        """A namespaced state's values of ``key`` as a query reads them, by namespace (a window's
+        contents by window), None if it has none."""
+        found = {}
+        for namespace in self.namespaces_of(descriptor.name, key):
+            stored = self.peek_nowait(descriptor.name, key, namespace)
+            value = None if stored is MISSING else self._as_read(descriptor, stored)
+            if value is not None:
+                found[namespace] = value
+        return found or None
+
+    def namespaces_of(self, state: str, key: Any) -> Iterable[Any]:
+        """The namespaces other than the default in which ``state`` may hold a value of ``key``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list a key's namespaces")
 
     def peek_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         """:meth:`get_nowait` without its side effects on the state's buffers (a cache filled, a
@@ -255,6 +288,11 @@ class KeyedStateBackend(ABC):
             StateNotFoundError: No such state.
         """
         descriptor = self._queried(state)
+        if state in self.namespaced_states:
+            raise ConfigurationError(
+                f"state {state!r} of {self.operator_uid!r} is kept per window (namespace): it is "
+                "queried live only"
+            )
         self.keep_checkpoint_views()
         while self.views_id == 0 or self.views_id < at_least:
             if self._views_ready is None:

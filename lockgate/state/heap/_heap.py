@@ -3,13 +3,14 @@ incrementally (see :mod:`lockgate.state.heap._incremental`)."""
 
 from __future__ import annotations
 
+import copy
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
 from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate.snapshots import SharedStateHandle
-from lockgate.state._backend import KeyedStateBackend, S, StateBackend
+from lockgate.state._backend import _PLAIN_TYPES, KeyedStateBackend, S, StateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
 from lockgate.state._keygroups import KeyGroupRange
 from lockgate.state._serializers import PickleSerializer
@@ -92,7 +93,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     def create_state(
         self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
     ) -> S:
-        state = super().create_state(descriptor, state_type)
+        state = super().create_state(descriptor, state_type, namespaced=namespaced)
         if not namespaced and isinstance(descriptor, ValueStateDescriptor) and descriptor.ttl is None:
             # Without TTL a value is stored as is: the state object can reach its table directly.
             table = self._tables[descriptor.name][DEFAULT_NAMESPACE]
@@ -138,6 +139,24 @@ class HeapKeyedStateBackend(KeyedStateBackend):
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         table = self._tables[state].get(namespace)
         return MISSING if table is None else table.get(key)
+
+    def query_reader(self, state: str) -> Callable[[Any], Any]:
+        descriptor = self._queried(state)
+        if descriptor.kind != "value" or descriptor.ttl is not None or state in self.namespaced_states:
+            return super().query_reader(state)
+        # A plain value state: its default table lives as long as the state (HeapValueState holds it).
+        peek = self._tables[state][DEFAULT_NAMESPACE].peek
+
+        def read(key: Any) -> Any:
+            value = peek(key)
+            if value is MISSING:
+                return None
+            return value if type(value) in _PLAIN_TYPES else copy.deepcopy(value)
+
+        return read
+
+    def namespaces_of(self, state: str, key: Any) -> list[Any]:
+        return [namespace for namespace in self._tables[state] if namespace is not DEFAULT_NAMESPACE]
 
     def peek_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         table = self._tables[state].get(namespace)

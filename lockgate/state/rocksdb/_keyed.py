@@ -312,7 +312,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     def create_state(
         self, descriptor: StateDescriptor[Any], state_type: type[S], *, namespaced: bool = False
     ) -> S:
-        state = super().create_state(descriptor, state_type)
+        state = super().create_state(descriptor, state_type, namespaced=namespaced)
         space = self._store.tables[descriptor.name].default
         if (
             not namespaced
@@ -480,6 +480,25 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     def get_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         return self._space(state, namespace).read(key)
+
+    def namespaces_of(self, state: str, key: Any) -> list[Any]:
+        """The namespaces of ``key``'s entries in RocksDB (a scan of the entries that start with its
+        key bytes) and in the open batch's buffers."""
+        store = self._store
+        table = store.tables[state]
+        prefix = store.key_bytes(key)[:-1]  # without the default namespace's byte
+        found: dict[Any, None] = {}
+        iterator = table.cf.iter(store.read_all)
+        iterator.seek(prefix)
+        while iterator.valid():
+            raw_key: bytes = iterator.key()
+            if not raw_key.startswith(prefix):
+                break
+            found[_decode_key(raw_key, len(prefix))[0]] = None
+            iterator.next()
+        found.update(dict.fromkeys(table.extra))
+        found.pop(DEFAULT_NAMESPACE, None)
+        return list(found)
 
     def peek_nowait(self, state: str, key: Any, namespace: Any) -> Any:
         space = self._space(state, namespace)
