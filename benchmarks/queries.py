@@ -9,11 +9,16 @@ Throughput is measured from the moment the client is asking and a tenth of the r
 
 The in-process client runs in the job's event loop, as a service's code would: it asks ``--burst``
 queries and then lets the loop run other tasks once (a loop that never yields would stop the job,
-as any busy loop in an event loop does). The HTTP client runs in a process of its own, as a dashboard
-would, with ``--connections`` requests in flight: the stream's process pays for serving only.
+as any busy loop in an event loop does). ``idle_client_ratio`` is the stream's ratio beside the same
+client asking nothing: what a task that yields this often costs the stream by itself.
+
+The HTTP client runs in a process of its own, as a dashboard would, with ``--connections`` requests
+in flight: the stream's process pays for serving only. The server gives a busy stream its share of
+the loop before each answer (``STREAM_SHARE`` in ``lockgate/actors/_server.py``), so answers/s is
+what that share leaves, not what the client could ask.
 
     python benchmarks/queries.py [--n 3000000] [--rocksdb-n 600000] [--keys 100000] [--repeat 3]
-        [--burst 64] [--connections 4] [--backends heap,rocksdb]
+        [--burst 48] [--connections 4] [--backends heap,rocksdb]
 """
 
 from __future__ import annotations
@@ -78,9 +83,20 @@ class Queries:
 Client = Callable[[lg.Job, list[str], Queries, anyio.Event], Awaitable[None]]
 
 
-async def in_process(job: lg.Job, keys: list[str], seen: Queries, asking: anyio.Event, burst: int) -> None:
+async def in_process(
+    job: lg.Job, keys: list[str], seen: Queries, asking: anyio.Event, burst: int, ask: bool = True
+) -> None:
+    """Ask ``burst`` queries, let the loop run the job once, and again until the job ends. Without
+    ``ask``, the same loop and yields with a stand-in for the query: what the client's own shape
+    costs the stream."""
     clock = time.perf_counter
-    query = job.query_state
+
+    async def stand_in(uid: str, state: str, key: str) -> int:
+        if job.done:
+            raise lg.ConfigurationError("the job has ended")
+        return 0
+
+    query = job.query_state if ask else stand_in
     position = 0
     asking.set()
     while True:
@@ -190,10 +206,18 @@ def measure(
     async def in_process_client(job: lg.Job, keys: list[str], seen: Queries, asking: anyio.Event) -> None:
         await in_process(job, keys, seen, asking, burst)
 
+    async def idle_client(job: lg.Job, keys: list[str], seen: Queries, asking: anyio.Event) -> None:
+        await in_process(job, keys, seen, asking, burst, ask=False)
+
     async def http_client(job: lg.Job, keys: list[str], seen: Queries, asking: anyio.Event) -> None:
         await over_http(job, keys, seen, asking, connections)
 
-    clients: dict[str, Client | None] = {"alone": None, "in_process": in_process_client, "http": http_client}
+    clients: dict[str, Client | None] = {
+        "alone": None,
+        "idle_client": idle_client,
+        "in_process": in_process_client,
+        "http": http_client,
+    }
     rates: dict[str, list[float]] = {name: [] for name in clients}
     seen: dict[str, list[tuple[float, Queries]]] = {name: [] for name in clients}
     correct = True
@@ -204,7 +228,11 @@ def measure(
             seen[name].append((seconds, queries))
             correct = correct and count == len(records)
     alone = statistics.median(rates["alone"])
-    line: dict[str, Any] = {"n": len(records), "stream_rps": round(alone)}
+    line: dict[str, Any] = {
+        "n": len(records),
+        "stream_rps": round(alone),
+        "idle_client_ratio": round(statistics.median(rates["idle_client"]) / alone, 3),
+    }
     for name in ("in_process", "http"):
         # The client's figures of the run with the median stream rate.
         median_run = sorted(range(repeat), key=lambda i: rates[name][i])[repeat // 2]
@@ -220,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rocksdb-n", type=int, default=600_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--burst", type=int, default=64)
+    parser.add_argument("--burst", type=int, default=48)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--backends", default="heap,rocksdb")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)  # the HTTP client's process

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -290,3 +291,24 @@ async def test_queries_during_a_restart_are_503_or_wait_and_then_read_the_restor
     finally:
         await server.aclose()
         await job.cancel()
+
+
+async def long_steps(stop: anyio.Event) -> None:
+    """Steps of 10 ms of work each, as a slow batch or function would hold the loop."""
+    while not stop.is_set():
+        until = time.perf_counter() + 0.01
+        while time.perf_counter() < until:
+            pass
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_a_server_answers_beside_a_loop_busy_with_long_steps() -> None:
+    """The server lets a busy loop run before each answer: steps longer than what an answer owes
+    the loop pay for it at once."""
+    async for _, server in fed([("alice", 4)]):
+        stop = anyio.Event()
+        async with lg.QueryableStateClient(server.url) as client, anyio.create_task_group() as group:
+            group.start_soon(long_steps, stop)
+            with anyio.fail_after(GUARD):
+                assert await client.get_many("totals", ["alice"] * 8) == [4] * 8
+            stop.set()

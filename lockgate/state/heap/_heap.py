@@ -144,12 +144,15 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         descriptor = self._queried(state)
         if descriptor.kind != "value" or descriptor.ttl is not None or state in self.namespaced_states:
             return super().query_reader(state)
-        # A plain value state: its default table lives as long as the state (HeapValueState holds it).
-        peek = self._tables[state][DEFAULT_NAMESPACE].peek
+        # A plain value state: its default table lives as long as the state (HeapValueState holds
+        # it). CowTable.peek inlined: this is the whole of an in-process query's read.
+        table = self._tables[state][DEFAULT_NAMESPACE]
 
         def read(key: Any) -> Any:
-            value = peek(key)
-            if value is MISSING:
+            value = table.top.get(key, ABSENT)
+            if value is ABSENT and table.frozen:
+                value = frozen_get(table.frozen, key)
+            if value is ABSENT or value is TOMBSTONE:
                 return None
             return value if type(value) in _PLAIN_TYPES else copy.deepcopy(value)
 
