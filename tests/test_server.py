@@ -243,8 +243,13 @@ async def test_two_states_claiming_one_public_name_are_a_400_naming_both() -> No
         await job.cancel()
 
 
-async def test_queries_during_a_restart_are_503_or_wait_and_then_read_the_restored_state() -> None:
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
+async def test_queries_during_a_restart_are_503_or_wait_and_then_read_the_restored_state(
+    backend: str,
+) -> None:
     env = lg.StreamEnvironment(parallelism=2, max_parallelism=16, batch_size=3)
+    if backend == "rocksdb":
+        env.set_state_backend(lg.RocksDBStateBackend())
     env.enable_checkpointing(3600)
     env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1, delay=0.5))
     source: lg.QueueSource[tuple[Any, int]] = lg.QueueSource()
@@ -288,6 +293,18 @@ async def test_queries_during_a_restart_are_503_or_wait_and_then_read_the_restor
         assert all(value == 9 for status, value in answers if status == 200)  # never a half-restored table
         assert all("is restarting" in error for status, error in answers if status == 503)
         assert waited == ["asked", 9, 1]
+        with anyio.fail_after(GUARD):  # the new attempt keeps its checkpoints' state for queries too
+            async with anyio.create_task_group() as group:
+                checkpointed: list[Any] = []
+
+                async def ask() -> None:
+                    checkpointed.append(await job.query_state("totals", "total", "alice", "checkpoint"))
+
+                group.start_soon(ask)
+                while not checkpointed:
+                    await job.trigger_checkpoint()
+                    await anyio.lowlevel.checkpoint()
+        assert checkpointed == [9]
     finally:
         await server.aclose()
         await job.cancel()

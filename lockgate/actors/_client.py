@@ -16,6 +16,10 @@ import httpx
 
 from lockgate._errors import LockgateError
 
+#: The most requests :meth:`QueryableStateClient.get_many` has in flight: a busy job's server paces
+#: its answers anyway, and a thousand keys must not open a thousand connections.
+MAX_IN_FLIGHT = 8
+
 
 def _json_key(key: Any) -> str | None:
     """``key`` as the server's ``key=`` JSON (tuples as arrays), or None if JSON cannot carry it as
@@ -76,14 +80,16 @@ class QueryableStateClient:
 
     async def get_many(self, name: str, keys: Iterable[Any]) -> list[Any]:
         """The values of ``name`` for each of ``keys`` (None where a key has none), in the keys'
-        order, asked concurrently."""
+        order, asked concurrently (at most ``MAX_IN_FLIGHT`` requests at once)."""
         keys = list(keys)
         values: list[Any] = [None] * len(keys)
         errors: list[Exception] = []
+        limiter = anyio.CapacityLimiter(MAX_IN_FLIGHT)
 
         async def one(index: int) -> None:
             try:
-                values[index] = await self.get(name, keys[index])
+                async with limiter:
+                    values[index] = await self.get(name, keys[index])
             except Exception as exc:  # raised below as it is, not in an exception group
                 errors.append(exc)
 

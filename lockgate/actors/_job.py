@@ -110,9 +110,11 @@ class Job:
         aggregating state's result (copies). It is read from the subtask that owns the key's key
         group, between two of its steps: a query never waits for a batch to finish, nor blocks one.
 
-        ``consistency="live"`` reads the current value; ``"checkpoint"`` the value as of the last
-        completed checkpoint, consistent with what exactly-once sinks have shown (heap backend; the
-        first such query waits for the next checkpoint to complete).
+        ``consistency="live"`` reads the current value (once the subtask is open, without awaiting
+        anything); ``"checkpoint"`` the value as of the last completed checkpoint, consistent with
+        what exactly-once sinks have shown (the first such query waits for the next checkpoint to
+        complete). A query made while the job starts or restarts waits for the subtask to open. A
+        window operator's ``"window-contents"`` answers ``{window: contents}`` (live only).
 
         Raises:
             StateNotFoundError: No keyed operator ``uid`` or no state ``state`` (the message lists
