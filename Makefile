@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serializers.py
 	$(BIN)/python benchmarks/serializers.py --backend rocksdb
 	$(BIN)/python benchmarks/savepoint_read.py
+	$(BIN)/python benchmarks/queries.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,6 +19,16 @@ ALLOWED: dict[str, set[str]] = {
     "checkpointing": {"snapshots", "mailbox"},
     "eventtime": {"state", "snapshots"},
     "cli": {"savepoint", "state", "snapshots"},
+    "observe": {
+        "graph",
+        "checkpointing",
+        "mailbox",
+        "connectors",
+        "functions",
+        "eventtime",
+        "state",
+        "snapshots",
+    },
 }
 
 #: Parts nothing inside the package may import, but the top-level face.
