@@ -193,6 +193,7 @@ FACES: dict[str, set[str]] = {
         "SubtaskAcknowledgement",
     },
     "cli": {"main"},
+    "observe": set(),
     "connectors": {
         "AsyncIterableSource",
         "CollectSink",
