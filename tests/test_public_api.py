@@ -139,6 +139,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "functions",
         "graph",
         "mailbox",
+        "observe",
         "savepoint",
         "snapshots",
         "state",
@@ -193,7 +194,14 @@ FACES: dict[str, set[str]] = {
         "SubtaskAcknowledgement",
     },
     "cli": {"main"},
-    "observe": set(),
+    "observe": {
+        "JOB_METRICS",
+        "OPERATOR_METRICS",
+        "PROMETHEUS_CONTENT_TYPE",
+        "MetricsWindow",
+        "job_figures",
+        "prometheus_text",
+    },
     "connectors": {
         "AsyncIterableSource",
         "CollectSink",

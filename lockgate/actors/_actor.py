@@ -7,6 +7,7 @@ the actor.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -128,6 +129,18 @@ class SubtaskActor:
         # Event time: the inputs' combined watermark, what went down the chain, wake-ups.
         self.input_watermarks = InputWatermarks(len(mailbox.channels))
         self.watermark = MIN_WATERMARK
+        # Metrics, counted per batch (see metric_counters): records into and out of each operator
+        # of the chain, the records the source read and how long it waited for them, the watermark
+        # each operator was last given and the one last sent downstream.
+        self.records_in = [0] * len(operators)
+        self.records_out = [0] * len(operators)
+        self.source_records = 0
+        self.source_waited = 0.0  # the read under way aside
+        self._reading_since: float | None = None
+        self.operator_watermarks = [MIN_WATERMARK] * len(operators)
+        self.output_watermark = MIN_WATERMARK
+        self.started_at = time.perf_counter()
+        self.ended_at: float | None = None
         self._idle_downstream = False
         self.wakeups = Wakeups(self.post, runtime.spawn)
         for operator in operators:
@@ -142,6 +155,52 @@ class SubtaskActor:
     def __repr__(self) -> str:
         state = ("finished" if self.input_ended else "running") + self.alignment.describe()
         return f"<SubtaskActor {self.name} [subtask {self.subtask_index} | {state}]>"
+
+    def metric_counters(self, now: float) -> dict[str, dict[str, Any]]:
+        """This subtask's counters so far, by ``"<uid>[<subtask>]"`` of its source and operators:
+        records in and out, seconds busy, backpressured (waiting for room downstream) and idle
+        (waiting for input), the current input and output watermarks (None before the first).
+        Busy is the rest of the time since the subtask started: processing, and waiting for its turn
+        in the event loop it shares with the job's other subtasks."""
+        until = now if self.ended_at is None else min(now, self.ended_at)
+        channels = [channel for edge in self.output.edges for channel in edge.channels]
+        backpressured = sum(channel.blocked_seconds(until) for channel in channels)
+        reading = self._reading_since
+        idle = self.mailbox.waited_seconds(until) + self.source_waited
+        if reading is not None:
+            idle += max(0.0, until - reading)
+        busy = max(0.0, until - self.started_at - idle - backpressured)
+        times = {"busyTime": busy, "backPressuredTime": backpressured, "idleTime": idle}
+        found: dict[str, dict[str, Any]] = {}
+        index = self.subtask_index
+        source_uid = None if self.source is None else self.source.uid
+        if source_uid is not None:
+            found[f"{source_uid}[{index}]"] = {
+                "numRecordsIn": 0,
+                "numRecordsOut": self.source_records,
+                **times,
+                "currentInputWatermark": None,
+                "currentOutputWatermark": None,
+            }
+        watermarks = self.operator_watermarks
+        last = len(self.operators) - 1
+        for position, operator in enumerate(self.operators):
+            given = watermarks[position]
+            sent = self.output_watermark if position == last else watermarks[position + 1]
+            current = {
+                "currentInputWatermark": None if given == MIN_WATERMARK else given,
+                "currentOutputWatermark": None if sent == MIN_WATERMARK else sent,
+            }
+            if operator.uid == source_uid:  # the source's timestamps and watermarks: part of it
+                found[f"{source_uid}[{index}]"].update(current, currentInputWatermark=None)
+                continue
+            found[f"{operator.uid}[{index}]"] = {
+                "numRecordsIn": self.records_in[position],
+                "numRecordsOut": self.records_out[position],
+                **times,
+                **current,
+            }
+        return found
 
     def post(self, letter: Any) -> None:
         """Hand the actor a letter; a source waiting for records is woken to handle it."""
@@ -216,16 +275,21 @@ class SubtaskActor:
                     # Backpressure is felt here, where a letter can interrupt the wait, rather than
                     # halfway through emitting a batch: a checkpoint's barrier need not queue behind it.
                     await self.output.wait_for_room()
+                    self._reading_since = time.perf_counter()
                     batch = await reader.read(size)
                 except Exception as exc:
                     raise OperatorFailure(source.uid) from exc
                 finally:
                     self._read_scope = None
+                    if self._reading_since is not None:  # a read, even one a letter cut short
+                        self.source_waited += time.perf_counter() - self._reading_since
+                        self._reading_since = None
             if scope.cancelled_caught:
                 continue  # a letter came while the reader waited
             if batch is None:
                 return
             if batch:
+                self.source_records += len(batch)
                 await self.process(batch, 0)
                 if self._generators:
                     await self._poll_generators()
@@ -278,24 +342,27 @@ class SubtaskActor:
 
     async def process(self, batch: list[Any], first: int) -> None:
         """Run ``batch`` through the chain from operator ``first`` and emit what comes out."""
-        operators = self.operators
+        operators, records_in, records_out = self.operators, self.records_in, self.records_out
         for position in range(first, len(operators)):
             operator = operators[position]
+            records_in[position] += len(batch)
             try:
                 batch = await operator.process_batch(batch)
             except Exception as exc:
                 raise OperatorFailure(operator.uid) from exc
+            records_out[position] += len(batch)
             if operator.ctx.side_outputs:
-                await self._emit_side_outputs(operator)
+                await self._emit_side_outputs(position, operator)
             if not batch:
                 return
         await self.output.emit(batch)
 
-    async def _emit_side_outputs(self, operator: StreamOperator) -> None:
+    async def _emit_side_outputs(self, position: int, operator: StreamOperator) -> None:
         collected = operator.ctx.side_outputs
         pending = list(collected.items())
         collected.clear()  # the same dict: a broadcast function's second context shares it
         for tag, batch in pending:
+            self.records_out[position] += len(batch)
             if all(timestamp is None for timestamp in batch.timestamps):
                 await self.output.emit_side(operator.uid, tag, list(batch))
             else:
@@ -315,7 +382,9 @@ class SubtaskActor:
             operator = operators[position]
             if operator.generates_watermarks and watermark != MAX_WATERMARK:
                 return
+            self.operator_watermarks[position] = watermark
             await self._pass_on(position, operator, operator.on_watermark(watermark))
+        self.output_watermark = watermark
         if watermark != MAX_WATERMARK:  # the end of input, which follows it, says as much downstream
             self._idle_downstream = False
             await self.output.emit_event(Watermark(watermark))
@@ -328,8 +397,9 @@ class SubtaskActor:
         except Exception as exc:
             raise OperatorFailure(operator.uid) from exc
         if operator.ctx.side_outputs:
-            await self._emit_side_outputs(operator)
+            await self._emit_side_outputs(position, operator)
         if fired:
+            self.records_out[position] += len(fired)
             await self.process(fired, position + 1)
 
     async def _on_input_status(self, index: int, status: WatermarkStatus) -> None:
@@ -387,11 +457,13 @@ class SubtaskActor:
 
     async def process_second_input(self, batch: list[Any]) -> None:
         head = self.operators[0]
+        self.records_in[0] += len(batch)
         try:
             outputs = await head.process_batch2(batch)
         except Exception as exc:
             raise OperatorFailure(head.uid) from exc
         if outputs:
+            self.records_out[0] += len(outputs)
             await self.process(outputs, 1)
 
     # ---- letters
@@ -490,6 +562,7 @@ class SubtaskActor:
     async def _close(self) -> OperatorFailure | None:
         """Close everything even if one close raises; return the first error, by its owner."""
         self.is_open, self.closed = False, True  # its state is about to go: no query may read it
+        self.ended_at = time.perf_counter()  # its time stops counting
         closings: list[tuple[Any, str]] = []
         if self.source is not None:
             closings.append((self.source.reader.close, self.source.uid))

@@ -23,6 +23,7 @@ from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
 from lockgate.mailbox import ChannelStatistics
+from lockgate.observe import MetricsWindow, job_figures
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CompletedCheckpoint
 from lockgate.state import KeyedStateBackend, key_group_for
@@ -88,6 +89,8 @@ class JobExecution:
         # Set (and replaced) whenever an attempt ends or starts: what waiting queries look again at.
         self._changed = anyio.Event()
         self._routed: JobRunner | None = None
+        self._metered: JobRunner | None = None  # the attempt whose readings _window keeps
+        self._window: MetricsWindow | None = None
         self._routes: dict[str, list[tuple[SubtaskActor, KeyedStateBackend]]] = {}
         self._readers: dict[tuple[str, str], list[tuple[SubtaskActor, Callable[[Any], Any]]]] = {}
         # Every job has a coordinator: savepoints work without periodic checkpointing too.
@@ -116,6 +119,22 @@ class JobExecution:
     def channel_statistics(self) -> dict[str, ChannelStatistics]:
         """The statistics of every channel of the current attempt, by channel name."""
         return self.runner.channel_statistics()
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """The metrics of every operator's subtask in the current attempt, by ``"<uid>[<subtask>]"``,
+        and the job's under ``"job"`` (names and meanings as in ``lockgate.observe``)."""
+        runner = self.runner
+        if self._metered is not runner:
+            started = min((actor.started_at for actor in runner.actors), default=time.perf_counter())
+            self._metered, self._window = runner, MetricsWindow(started)
+        now = time.perf_counter()
+        counters: dict[str, dict[str, Any]] = {}
+        for actor in runner.actors:
+            counters.update(actor.metric_counters(now))
+        assert self._window is not None
+        figures: dict[str, dict[str, Any]] = self._window.figures(now, counters)
+        figures["job"] = job_figures(self.coordinator.statistics(), self.restarts)
+        return figures
 
     def checkpoint_statistics(self) -> CheckpointStatsSnapshot:
         """The statistics of every checkpoint (and savepoint) of the job so far."""

@@ -99,6 +99,21 @@ class Job:
         """Every checkpoint's id, status, durations and sizes so far, with the counts."""
         return self._execution.checkpoint_statistics()
 
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """The job's metrics now, with Flink's names: for each operator's subtask, by
+        ``"<uid>[<subtask>]"``, ``numRecordsIn``, ``numRecordsOut``, ``numRecordsInPerSecond``,
+        ``numRecordsOutPerSecond``, ``busyTimeMsPerSecond``, ``backPressuredTimeMsPerSecond``,
+        ``idleTimeMsPerSecond``, ``currentInputWatermark``, ``currentOutputWatermark`` (None before
+        the first); under ``"job"``: ``lastCheckpointDuration`` (ms), ``lastCheckpointSize``
+        (bytes), ``numberOfCompletedCheckpoints``, ``numberOfFailedCheckpoints``, ``numRestarts``.
+
+        Counts are of the current attempt (a restart counts from zero again). Figures per second are
+        over the last 10 seconds of calls (since the attempt started, for the first). Busy time is
+        what is neither idle (waiting for input) nor backpressured (waiting for room downstream):
+        processing, and waiting for a turn in the event loop the job's subtasks share.
+        """
+        return self._execution.metrics()
+
     @property
     def restarts(self) -> int:
         """How many times the job has restarted after a failure."""

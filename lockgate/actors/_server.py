@@ -26,6 +26,7 @@ import anyio.lowlevel
 import sniffio
 
 from lockgate._errors import ConfigurationError, LockgateError
+from lockgate.observe import PROMETHEUS_CONTENT_TYPE, prometheus_text
 
 if TYPE_CHECKING:
     from lockgate.actors._execution import JobExecution
@@ -134,12 +135,22 @@ def decode_key(query: dict[str, list[str]], *, trusted: bool) -> Any:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """An answer that is not JSON: its content type and bytes."""
+
+    content_type: str
+    payload: bytes
+
+
 class JobServerApp:
     """The ASGI application of a job server.
 
-    Routes (all GET, all JSON): ``/api/state/{public_name}?key=...`` (200 ``{"key", "value"}``, 404
-    for a key without a value), ``/api/job`` and ``/api/checkpoints``. Bad input is a 400 with
-    ``{"error": ...}``, a missing or wrong token 401, a job restarting or ended 503; never a traceback.
+    Routes (all GET, JSON but for ``/metrics``): ``/api/state/{public_name}?key=...`` (200
+    ``{"key", "value"}``, 404 for a key without a value), ``/api/job``, ``/api/checkpoints``,
+    ``/api/metrics`` (``Job.metrics()``) and ``/metrics`` (the same in Prometheus' text format). Bad
+    input is a 400 with ``{"error": ...}``, a missing or wrong token 401, a job restarting or ended
+    503; never a traceback.
     """
 
     def __init__(self, job: Job, execution: JobExecution, token: str | None) -> None:
@@ -160,8 +171,11 @@ class JobServerApp:
         except Exception:  # a bug of ours: logged, and a plain answer without the traceback
             logger.exception("the job server failed to answer %s", scope.get("path"))
             status, body = 500, {"error": "internal error: see the job's log"}
-        payload = json.dumps(body).encode("utf-8")
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if isinstance(body, Document):
+            content_type, payload = body.content_type, body.payload
+        else:
+            content_type, payload = "application/json", json.dumps(body).encode("utf-8")
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -217,11 +231,19 @@ class JobServerApp:
             return 200, self._job()
         if path == "/api/checkpoints":
             return 200, to_json(dataclasses.asdict(self.job.checkpoint_stats))
+        if path == "/api/metrics":
+            return 200, to_json(self.job.metrics())
+        if path == "/metrics":
+            text = prometheus_text(self.job.name, self.job.metrics())
+            return 200, Document(PROMETHEUS_CONTENT_TYPE, text)
         if path.startswith("/api/state/"):
             name = unquote(path.removeprefix("/api/state/"))
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
             return await self._state(name, query)
-        return 404, {"error": f"no route {path!r}: /api/state/<name>?key=..., /api/job, /api/checkpoints"}
+        return 404, {
+            "error": f"no route {path!r}: /api/state/<name>?key=..., /api/job, /api/checkpoints, "
+            "/api/metrics, /metrics"
+        }
 
     def _job(self) -> dict[str, Any]:
         graph = self.execution.graph

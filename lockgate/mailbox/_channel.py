@@ -8,6 +8,7 @@ Batches keep the cost of the hand-off per batch, not per record.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
@@ -44,6 +45,8 @@ class Channel:
 
     __slots__ = (
         "_batches",
+        "_blocked",
+        "_blocked_since",
         "_mailbox",
         "_max_batch",
         "_max_queued",
@@ -66,6 +69,8 @@ class Channel:
         self._batches = 0
         self._records = 0
         self._max_batch = 0
+        self._blocked = 0.0  # seconds the producer waited for room, the wait under way aside
+        self._blocked_since: float | None = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} [{len(self._queue)}/{self.capacity} queued]>"
@@ -73,10 +78,8 @@ class Channel:
     async def send(self, message: Message) -> None:
         """Append ``message``, waiting while the channel is full. A batch must not be empty."""
         queue = self._queue
-        while len(queue) >= self.capacity:
-            # One producer per channel, so one waiter at most.
-            self._space = anyio.Event()
-            await self._space.wait()
+        if len(queue) >= self.capacity:
+            await self._wait_for_space()
         queue.append(message)
         if len(queue) > self._max_queued:
             self._max_queued = len(queue)
@@ -91,10 +94,27 @@ class Channel:
             mailbox._wakeup.set()
 
     async def wait_for_room(self) -> None:
-        """Wait until the channel holds fewer than ``capacity`` messages. Cancel-safe: it changes nothing."""
-        while len(self._queue) >= self.capacity:
-            self._space = anyio.Event()
-            await self._space.wait()
+        """Wait until the channel holds fewer than ``capacity`` messages. Cancel-safe: it changes nothing
+        but :attr:`blocked_seconds`."""
+        if len(self._queue) >= self.capacity:
+            await self._wait_for_space()
+
+    def blocked_seconds(self, now: float) -> float:
+        """How long the producer has waited for room in all until ``now`` (``time.perf_counter()``),
+        a wait under way included: the channel's backpressure."""
+        since = self._blocked_since
+        return self._blocked if since is None else self._blocked + now - since
+
+    async def _wait_for_space(self) -> None:
+        started = self._blocked_since = time.perf_counter()
+        try:
+            while len(self._queue) >= self.capacity:
+                # One producer per channel, so one waiter at most.
+                self._space = anyio.Event()
+                await self._space.wait()
+        finally:
+            self._blocked_since = None
+            self._blocked += time.perf_counter() - started
 
     def overtake(self, checkpoint_id: int) -> int:
         """Put barrier ``checkpoint_id`` ahead of the batches queued behind the last barrier, at
@@ -174,6 +194,8 @@ class Mailbox:
         self._next = 0
         self._wakeup: anyio.Event | None = None
         self._mail: deque[Any] = deque()
+        self._waited = 0.0  # seconds receive() waited for anything to come, the wait under way aside
+        self._waiting_since: float | None = None
 
     def __repr__(self) -> str:
         queued = sum(len(c._queue) for c in self._channels)
@@ -203,6 +225,12 @@ class Mailbox:
         batches = (message for message in self._channels[index]._queue if isinstance(message, list))
         return list(islice(batches, count))
 
+    def waited_seconds(self, now: float) -> float:
+        """How long :meth:`receive` has waited for anything to come, in all, until ``now``
+        (``time.perf_counter()``), a wait under way included: the reader's idle time."""
+        since = self._waiting_since
+        return self._waited if since is None else self._waited + now - since
+
     def pause(self, index: int) -> None:
         """Stop reading channel ``index`` until :meth:`resume`."""
         self._paused[index] = True
@@ -230,7 +258,10 @@ class Mailbox:
                     return index, channels[index]._take()
             # Nothing runs between the scan and here (no await), so no send can be missed.
             self._wakeup = anyio.Event()
+            started = self._waiting_since = time.perf_counter()
             try:
                 await self._wakeup.wait()
             finally:
                 self._wakeup = None
+                self._waiting_since = None
+                self._waited += time.perf_counter() - started

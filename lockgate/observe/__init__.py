@@ -5,4 +5,15 @@ What is measured is counted by the runtime (:mod:`lockgate.actors`), per batch; 
 the counts are and how they are shown. It never imports the runtime.
 """
 
-__all__: list[str] = []
+from lockgate.observe._metrics import JOB_METRICS, OPERATOR_METRICS, MetricsWindow, job_figures
+from lockgate.observe._prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from lockgate.observe._prometheus import prometheus_text
+
+__all__ = [
+    "JOB_METRICS",
+    "OPERATOR_METRICS",
+    "PROMETHEUS_CONTENT_TYPE",
+    "MetricsWindow",
+    "job_figures",
+    "prometheus_text",
+]
