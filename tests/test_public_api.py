@@ -139,6 +139,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "functions",
         "graph",
         "mailbox",
+        "observe",
         "savepoint",
         "snapshots",
         "state",
@@ -193,7 +194,7 @@ FACES: dict[str, set[str]] = {
         "SubtaskAcknowledgement",
     },
     "cli": {"main"},
-    "observe": set(),
+    "observe": {"Plan", "PlanChain", "PlanEdge", "PlanOperator", "job_html"},
     "connectors": {
         "AsyncIterableSource",
         "CollectSink",

@@ -5,4 +5,7 @@ What is measured is counted by the runtime (:mod:`lockgate.actors`), per batch; 
 the counts are and how they are shown. It never imports the runtime.
 """
 
-__all__: list[str] = []
+from lockgate.observe._html import job_html
+from lockgate.observe._plan import Plan, PlanChain, PlanEdge, PlanOperator
+
+__all__ = ["Plan", "PlanChain", "PlanEdge", "PlanOperator", "job_html"]
