@@ -57,7 +57,7 @@ class Rules(lg.BroadcastProcessFunction[Any, Any, Any]):
         yield value
 
     async def process_broadcast_element(self, value: Any, ctx: Any) -> AsyncIterator[Any]:
-        return
+        return  # an async generator that yields nothing: rules change no state here
         yield
 
 
@@ -354,7 +354,7 @@ async def test_a_running_jobs_plan_equals_what_the_environment_said() -> None:
         try:
             assert job.status is lg.JobStatus.RUNNING
             assert job.plan() == before
-            assert "<td style=\"text-align: left\">running</td>" in job._repr_html_()
+            assert '<td style="text-align: left">running</td>' in job._repr_html_()
             await queue.put(1)
         finally:
             queue.close()
