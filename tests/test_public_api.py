@@ -199,7 +199,12 @@ FACES: dict[str, set[str]] = {
         "OPERATOR_METRICS",
         "PROMETHEUS_CONTENT_TYPE",
         "MetricsWindow",
+        "Plan",
+        "PlanChain",
+        "PlanEdge",
+        "PlanOperator",
         "job_figures",
+        "job_html",
         "prometheus_text",
     },
     "connectors": {

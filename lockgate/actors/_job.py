@@ -15,6 +15,7 @@ from lockgate.actors._runner import JobResult
 from lockgate.actors._server import JobServer
 from lockgate.checkpointing import CheckpointStatsSnapshot
 from lockgate.mailbox import ChannelStatistics
+from lockgate.observe import Plan, job_html
 from lockgate.snapshots import CompletedCheckpoint
 
 
@@ -118,6 +119,17 @@ class Job:
     def restarts(self) -> int:
         """How many times the job has restarted after a failure."""
         return self._execution.restarts
+
+    def plan(self) -> Plan:
+        """What the job runs: its operators, their chains and the edges between them (equal to what
+        ``env.plan()`` said before the start). In a notebook it draws itself."""
+        return Plan.from_job_graph(self._execution.graph)
+
+    def _repr_html_(self) -> str:
+        # In a notebook: name, status, restarts, checkpoint counts, the plan's picture and the history.
+        restarting = self._execution.restarting and not self.done
+        status = "restarting" if restarting else self.status.value
+        return job_html(self.name, status, self.restarts, self.plan(), self.checkpoint_stats)
 
     async def query_state(self, uid: str, state: str, key: Any, consistency: str = "live") -> Any:
         """The value of keyed state ``state`` of operator ``uid`` for ``key``, read in process while

@@ -23,6 +23,7 @@ from lockgate.actors import (
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.eventtime import WatermarkStrategy
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
+from lockgate.observe import Plan
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CheckpointStorage, load_from_pointer, storage_for
 from lockgate.state import MemoryStateBackend, StateBackend, StatePreset, check_parallelism
@@ -276,6 +277,17 @@ class StreamEnvironment:
         return {"uid": chosen, "uid_is_explicit": uid is not None, "name": name or chosen}
 
     # ---- running
+
+    def plan(self) -> Plan:
+        """What :meth:`execute` would run, built the same way, with nothing run: the operators that
+        lead to a sink, how they chain into vertices, and the edges between them. In a notebook it
+        draws itself; ``to_dot()`` and ``to_mermaid()`` give it as text.
+
+        Raises:
+            ConfigurationError: The graph is invalid (no sink, a forward edge between different
+                parallelisms ...), as :meth:`execute` would raise.
+        """
+        return Plan.from_job_graph(build_job_graph(self._transformations, self.max_parallelism))
 
     async def _execution(
         self, job_name: str, restore_from: str | os.PathLike[str] | None, allow_non_restored_state: bool

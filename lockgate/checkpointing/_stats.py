@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 
@@ -102,6 +103,54 @@ class CheckpointStatsSnapshot:
 
     def __str__(self) -> str:
         return self.table()
+
+    def _repr_html_(self, last: int | None = 20) -> str:
+        # A notebook shows the statistics as an HTML table: the text table's rows, the last ones.
+        rows = self.history if last is None else self.history[-last:]
+        summary = f"{self.completed} completed, {self.failed} failed, {self.in_progress} in progress"
+        if len(rows) < len(self.history):
+            summary += f" (the last {len(rows)} of {len(self.history)} shown)"
+        header = (
+            "id",
+            "kind",
+            "status",
+            "duration",
+            "sync",
+            "async",
+            "align",
+            "persisted",
+            "full",
+            "in-flight",
+        )
+        cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+        body = []
+        for stats in rows:
+            kind = "savepoint" if stats.savepoint else "checkpoint"
+            if stats.unaligned:
+                kind += " (unaligned)"
+            status = stats.status if stats.failure is None else f"{stats.status}: {stats.failure}"
+            values = (
+                str(stats.id),
+                kind,
+                status,
+                _milliseconds(stats.duration),
+                _milliseconds(stats.sync_duration),
+                _milliseconds(stats.async_duration),
+                _milliseconds(stats.alignment_duration),
+                _size(stats.persisted_bytes),
+                _size(stats.full_bytes),
+                _size(stats.in_flight_bytes),
+            )
+            aligned = ("left" if column in (1, 2) else "right" for column in range(len(values)))
+            row = "".join(
+                f'<td style="text-align: {side}">{html.escape(value)}</td>'
+                for side, value in zip(aligned, values, strict=True)
+            )
+            body.append(f"<tr>{row}</tr>")
+        return (
+            f'<div class="lockgate-checkpoints"><div>checkpoints: {html.escape(summary)}</div>'
+            f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        )
 
 
 def _milliseconds(seconds: float) -> str:
