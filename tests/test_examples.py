@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
@@ -165,6 +166,13 @@ def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> N
     assert literal_eval(outputs["final-sums"]) == {"pears": 17, "figs": 6, "plums": 2}
     assert outputs["background-start"] == "<Job 'live-sums' [running]>"
     assert outputs["background-feed"] == "<Job 'live-sums' [running]>"
+    plan = html.unescape(cells["plan"].outputs[0].data["text/html"])  # graphviz writes - as &#45;
+    assert "running-sum" in plan and "<svg" in plan
+    shown = [output for output in cells["live-metrics"].outputs if output.output_type == "display_data"]
+    assert shown, "the job is displayed"
+    page = shown[-1].data["text/html"]  # the last update
+    assert 'class="lockgate-metrics"' in page
+    assert "running-sum[0]" in page and "running-sum[1]" in page and "queue[0]" in page
     summary, header, row = outputs["checkpoint-stats"].splitlines()
     assert summary == "1 completed, 0 failed, 0 in progress"
     assert header.split() == [
@@ -182,7 +190,7 @@ def test_notebook_runs_top_level_await_and_a_background_job(tmp_path: Path) -> N
     assert row.split()[:3] == ["1", "checkpoint", "completed"]
     printed, final = outputs["background-wait"].split("\n", 1)
     assert printed == "<Job 'live-sums' [finished]>"
-    assert literal_eval(final) == {"figs": sum(range(0, 100, 2)), "pears": sum(range(1, 100, 2))}
+    assert literal_eval(final) == {"figs": sum(range(0, 200, 2)), "pears": sum(range(1, 200, 2))}
 
 
 def test_sessions_restores_open_sessions_and_sends_late_clicks_aside_exactly_once() -> None:

@@ -205,6 +205,7 @@ FACES: dict[str, set[str]] = {
         "PlanOperator",
         "job_figures",
         "job_html",
+        "metrics_html",
         "prometheus_text",
     },
     "connectors": {

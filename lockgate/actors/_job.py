@@ -126,10 +126,11 @@ class Job:
         return Plan.from_job_graph(self._execution.graph)
 
     def _repr_html_(self) -> str:
-        # In a notebook: name, status, restarts, checkpoint counts, the plan's picture and the history.
+        # In a notebook: name, status, restarts, checkpoint counts, the plan's picture, the metrics and
+        # the checkpoint history.
         restarting = self._execution.restarting and not self.done
         status = "restarting" if restarting else self.status.value
-        return job_html(self.name, status, self.restarts, self.plan(), self.checkpoint_stats)
+        return job_html(self.name, status, self.restarts, self.plan(), self.checkpoint_stats, self.metrics())
 
     async def query_state(self, uid: str, state: str, key: Any, consistency: str = "live") -> Any:
         """The value of keyed state ``state`` of operator ``uid`` for ``key``, read in process while

@@ -56,28 +56,18 @@ class CheckpointStatsSnapshot:
     in_progress: int
     history: list[CheckpointStats]
 
-    def table(self, last: int | None = 20) -> str:
-        """The statistics as a text table, one row per checkpoint (the ``last`` ones; None: all),
-        for notebooks and logs. Durations in milliseconds, sizes in bytes with a unit."""
+    def _rows(self, last: int | None) -> tuple[str, list[tuple[str, ...]]]:
+        """The summary line and the rows (cells as text) of the ``last`` checkpoints (None: all)."""
         rows = self.history if last is None else self.history[-last:]
-        header = (
-            "id",
-            "kind",
-            "status",
-            "duration",
-            "sync",
-            "async",
-            "align",
-            "persisted",
-            "full",
-            "in-flight",
-        )
-        lines = [header] + [
+        summary = f"{self.completed} completed, {self.failed} failed, {self.in_progress} in progress"
+        if len(rows) < len(self.history):
+            summary += f" (the last {len(rows)} of {len(self.history)} shown)"
+        return summary, [
             (
                 str(stats.id),
                 ("savepoint" if stats.savepoint else "checkpoint")
                 + (" (unaligned)" if stats.unaligned else ""),
-                stats.status if stats.failure is None else f"{stats.status}: {stats.failure}"[:60],
+                stats.status if stats.failure is None else f"{stats.status}: {stats.failure}",
                 _milliseconds(stats.duration),
                 _milliseconds(stats.sync_duration),
                 _milliseconds(stats.async_duration),
@@ -88,17 +78,20 @@ class CheckpointStatsSnapshot:
             )
             for stats in rows
         ]
-        widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+
+    def table(self, last: int | None = 20) -> str:
+        """The statistics as a text table, one row per checkpoint (the ``last`` ones; None: all),
+        for notebooks and logs. Durations in milliseconds, sizes in bytes with a unit."""
+        summary, rows = self._rows(last)
+        lines = [_HEADER] + [(*row[:2], row[2][:60], *row[3:]) for row in rows]
+        widths = [max(len(line[column]) for line in lines) for column in range(len(_HEADER))]
         text = [
             "  ".join(
-                cell.ljust(width) if column in (1, 2) else cell.rjust(width)
+                cell.ljust(width) if column in _LEFT else cell.rjust(width)
                 for column, (cell, width) in enumerate(zip(line, widths, strict=True))
             ).rstrip()
             for line in lines
         ]
-        summary = f"{self.completed} completed, {self.failed} failed, {self.in_progress} in progress"
-        if len(rows) < len(self.history):
-            summary += f" (the last {len(rows)} of {len(self.history)} shown)"
         return "\n".join([summary, *text])
 
     def __str__(self) -> str:
@@ -106,51 +99,26 @@ class CheckpointStatsSnapshot:
 
     def _repr_html_(self, last: int | None = 20) -> str:
         # A notebook shows the statistics as an HTML table: the text table's rows, the last ones.
-        rows = self.history if last is None else self.history[-last:]
-        summary = f"{self.completed} completed, {self.failed} failed, {self.in_progress} in progress"
-        if len(rows) < len(self.history):
-            summary += f" (the last {len(rows)} of {len(self.history)} shown)"
-        header = (
-            "id",
-            "kind",
-            "status",
-            "duration",
-            "sync",
-            "async",
-            "align",
-            "persisted",
-            "full",
-            "in-flight",
+        summary, rows = self._rows(last)
+        cells = "".join(f"<th>{html.escape(name)}</th>" for name in _HEADER)
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f'<td style="text-align: {"left" if column in _LEFT else "right"}">{html.escape(value)}</td>'
+                for column, value in enumerate(row)
+            )
+            + "</tr>"
+            for row in rows
         )
-        cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
-        body = []
-        for stats in rows:
-            kind = "savepoint" if stats.savepoint else "checkpoint"
-            if stats.unaligned:
-                kind += " (unaligned)"
-            status = stats.status if stats.failure is None else f"{stats.status}: {stats.failure}"
-            values = (
-                str(stats.id),
-                kind,
-                status,
-                _milliseconds(stats.duration),
-                _milliseconds(stats.sync_duration),
-                _milliseconds(stats.async_duration),
-                _milliseconds(stats.alignment_duration),
-                _size(stats.persisted_bytes),
-                _size(stats.full_bytes),
-                _size(stats.in_flight_bytes),
-            )
-            aligned = ("left" if column in (1, 2) else "right" for column in range(len(values)))
-            row = "".join(
-                f'<td style="text-align: {side}">{html.escape(value)}</td>'
-                for side, value in zip(aligned, values, strict=True)
-            )
-            body.append(f"<tr>{row}</tr>")
         return (
             f'<div class="lockgate-checkpoints"><div>checkpoints: {html.escape(summary)}</div>'
-            f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+            f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table></div>"
         )
+
+
+#: The columns of the checkpoint table, and those aligned left (the others hold numbers).
+_HEADER = ("id", "kind", "status", "duration", "sync", "async", "align", "persisted", "full", "in-flight")
+_LEFT = (1, 2)
 
 
 def _milliseconds(seconds: float) -> str:

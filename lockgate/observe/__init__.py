@@ -5,7 +5,7 @@ What is measured is counted by the runtime (:mod:`lockgate.actors`), per batch; 
 the counts are and how they are shown. It never imports the runtime.
 """
 
-from lockgate.observe._html import job_html
+from lockgate.observe._html import job_html, metrics_html
 from lockgate.observe._metrics import JOB_METRICS, OPERATOR_METRICS, MetricsWindow, job_figures
 from lockgate.observe._plan import Plan, PlanChain, PlanEdge, PlanOperator
 from lockgate.observe._prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
@@ -22,5 +22,6 @@ __all__ = [
     "PlanOperator",
     "job_figures",
     "job_html",
+    "metrics_html",
     "prometheus_text",
 ]
