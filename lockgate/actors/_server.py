@@ -1,4 +1,5 @@
-"""The job server: a running job's queryable state, graph and checkpoints over HTTP/JSON.
+"""The job server: a running job's queryable state, graph, checkpoints and metrics over HTTP/JSON,
+and a dashboard page that shows them.
 
 An ASGI application (routed here over the ASGI scope) served by hypercorn inside the caller's event
 loop, on asyncio or trio. HTTP itself is hypercorn's.
@@ -9,7 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
+import hashlib
 import hmac
+import importlib.resources
 import ipaddress
 import json
 import logging
@@ -137,20 +141,62 @@ def decode_key(query: dict[str, list[str]], *, trusted: bool) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Document:
-    """An answer that is not JSON: its content type and bytes."""
+    """An answer that is not JSON: its content type, bytes and any headers of its own."""
 
     content_type: str
     payload: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+@functools.cache
+def dashboard_document() -> Document:
+    """The dashboard page (``GET /``): ``lockgate/observe/dashboard/index.html`` with the style sheet
+    and the script of that folder inlined, so that one request loads all of it (with a token too).
+
+    Its Content-Security-Policy lets the page run exactly that script and style (by their hashes) and
+    reach nothing but this server: no other script runs in it, even if some text of the job were
+    ever taken for markup, and it loads nothing from anywhere else. It is never cached (its address
+    may hold the token) and sends no Referer.
+    """
+    folder = importlib.resources.files("lockgate.observe").joinpath("dashboard")
+    page = folder.joinpath("index.html").read_text(encoding="utf-8")
+    style = folder.joinpath("dashboard.css").read_text(encoding="utf-8")
+    script = folder.joinpath("dashboard.js").read_text(encoding="utf-8")
+    if "</" in style or "</" in script:
+        raise LockgateError("the dashboard's style and script may not contain '</' (they are inlined)")
+    page = page.replace("/*style*/", style, 1).replace("/*script*/", script, 1)
+    policy = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return Document(
+        "text/html; charset=utf-8",
+        page.encode("utf-8"),
+        (
+            (b"content-security-policy", policy.encode("ascii")),
+            (b"cache-control", b"no-store"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-content-type-options", b"nosniff"),
+        ),
+    )
 
 
 class JobServerApp:
     """The ASGI application of a job server.
 
-    Routes (all GET, JSON but for ``/metrics``): ``/api/state/{public_name}?key=...`` (200
+    Routes (all GET, JSON but for ``/metrics`` and ``/``): ``/api/state/{public_name}?key=...`` (200
     ``{"key", "value"}``, 404 for a key without a value), ``/api/job``, ``/api/checkpoints``,
-    ``/api/metrics`` (``Job.metrics()``) and ``/metrics`` (the same in Prometheus' text format). Bad
-    input is a 400 with ``{"error": ...}``, a missing or wrong token 401, a job restarting or ended
-    503; never a traceback.
+    ``/api/metrics`` (``Job.metrics()``), ``/metrics`` (the same in Prometheus' text format) and ``/``
+    (the dashboard page, which polls the JSON routes). Bad input is a 400 with ``{"error": ...}``, a
+    missing or wrong token 401, a job restarting or ended 503; never a traceback.
+
+    With a token, every request sends it as ``Authorization: Bearer <token>``; the page alone may
+    also be asked for as ``/?token=<token>`` (a browser cannot send a header when a person types an
+    address), and its script then sends the header on its own requests.
     """
 
     def __init__(self, job: Job, execution: JobExecution, token: str | None) -> None:
@@ -171,11 +217,13 @@ class JobServerApp:
         except Exception:  # a bug of ours: logged, and a plain answer without the traceback
             logger.exception("the job server failed to answer %s", scope.get("path"))
             status, body = 500, {"error": "internal error: see the job's log"}
+        extra: tuple[tuple[bytes, bytes], ...] = ()
         if isinstance(body, Document):
-            content_type, payload = body.content_type, body.payload
+            content_type, payload, extra = body.content_type, body.payload, body.headers
         else:
             content_type, payload = "application/json", json.dumps(body).encode("utf-8")
         headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
+        headers.extend(extra)
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -210,13 +258,22 @@ class JobServerApp:
     def _authorized(self, scope: Scope) -> bool:
         if self.token is None:
             return True
+        expected = self.token.encode("utf-8")
         headers = dict(scope.get("headers", []))
         given = headers.get(b"authorization", b"")
-        return hmac.compare_digest(given, b"Bearer " + self.token.encode("utf-8"))
+        if hmac.compare_digest(given, b"Bearer " + expected):
+            return True
+        if scope.get("path") != "/":  # the token in the address is taken for the page only
+            return False
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return any(hmac.compare_digest(value.encode("utf-8"), expected) for value in query.get("token", []))
 
     async def _answer(self, scope: Scope) -> tuple[int, Any]:
         if not self._authorized(scope):
-            return 401, {"error": "missing or wrong token: send 'Authorization: Bearer <token>'"}
+            return 401, {
+                "error": "missing or wrong token: send 'Authorization: Bearer <token>' "
+                "(the dashboard page: open /?token=<token>)"
+            }
         if self.token is None:
             # Without a token, only pages of this machine may ask: a page from elsewhere that
             # rebinds its DNS name to 127.0.0.1 sends its own name as Host.
@@ -227,6 +284,8 @@ class JobServerApp:
         if scope["method"] not in ("GET", "HEAD"):
             return 405, {"error": f"{scope['method']} is not allowed: every route is GET"}
         path: str = scope["path"]
+        if path == "/":
+            return 200, dashboard_document()
         if path == "/api/job":
             return 200, self._job()
         if path == "/api/checkpoints":
@@ -241,11 +300,15 @@ class JobServerApp:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
             return await self._state(name, query)
         return 404, {
-            "error": f"no route {path!r}: /api/state/<name>?key=..., /api/job, /api/checkpoints, "
-            "/api/metrics, /metrics"
+            "error": f"no route {path!r}: / (the dashboard), /api/state/<name>?key=..., /api/job, "
+            "/api/checkpoints, /api/metrics, /metrics"
         }
 
     def _job(self) -> dict[str, Any]:
+        """The job, its operators, and its graph: ``vertices`` are the chains (operators that run as
+        one actor per subtask, head first), ``edges`` join them by index with the kind of their
+        partitioning (``forward``, ``rebalance``, ``broadcast``, ``hash``), the input of the target
+        they feed and, for a side output, its tag's name."""
         graph = self.execution.graph
         return {
             "name": self.job.name,
@@ -257,6 +320,25 @@ class JobServerApp:
                 {"uid": node.uid, "parallelism": vertex.parallelism}
                 for vertex in graph.vertices
                 for node in vertex.operators
+            ],
+            "vertices": [
+                {
+                    "index": vertex.index,
+                    "parallelism": vertex.parallelism,
+                    "operators": [{"uid": node.uid, "name": node.name} for node in vertex.operators],
+                }
+                for vertex in graph.vertices
+            ],
+            "edges": [
+                {
+                    "source": edge.source.index,
+                    "target": edge.target.index,
+                    "kind": edge.partitioner.name,
+                    "input": edge.input_index,
+                    "side_output": None if edge.side_output is None else edge.side_output[1].name,
+                }
+                for vertex in graph.vertices
+                for edge in vertex.inputs
             ],
             "queryable_states": [
                 {"name": name, "operator": uid, "state": state}
