@@ -139,6 +139,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "functions",
         "graph",
         "mailbox",
+        "observe",
         "savepoint",
         "snapshots",
         "state",
@@ -193,7 +194,13 @@ FACES: dict[str, set[str]] = {
         "SubtaskAcknowledgement",
     },
     "cli": {"main"},
-    "observe": set(),
+    "observe": {
+        "LOG_FIELDS",
+        "JobLoggerAdapter",
+        "current_log_fields",
+        "job_logger",
+        "log_scope",
+    },
     "connectors": {
         "AsyncIterableSource",
         "CollectSink",

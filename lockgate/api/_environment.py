@@ -23,6 +23,7 @@ from lockgate.actors import (
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.eventtime import WatermarkStrategy
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
+from lockgate.observe import log_scope
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CheckpointStorage, load_from_pointer, storage_for
 from lockgate.state import MemoryStateBackend, StateBackend, StatePreset, check_parallelism
@@ -310,9 +311,10 @@ class StreamEnvironment:
         if restore_from is not None:
             warn_about_generated_uids(graph)
             fall_back = config.fall_back_past_damaged
-            loaded = await load_from_pointer(
-                os.fspath(restore_from), fall_back=fall_back, signing_key=self.checkpoint_signing_key
-            )
+            with log_scope(job=job_name):  # what the restore logs names the job
+                loaded = await load_from_pointer(
+                    os.fspath(restore_from), fall_back=fall_back, signing_key=self.checkpoint_signing_key
+                )
             restored = await RestoredState.load(loaded, self.state_backend)
             restored.check_against(graph.max_parallelism, graph.parallelism_of(), allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)

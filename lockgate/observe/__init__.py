@@ -5,4 +5,18 @@ What is measured is counted by the runtime (:mod:`lockgate.actors`), per batch; 
 the counts are and how they are shown. It never imports the runtime.
 """
 
-__all__: list[str] = []
+from lockgate.observe._logging import (
+    LOG_FIELDS,
+    JobLoggerAdapter,
+    current_log_fields,
+    job_logger,
+    log_scope,
+)
+
+__all__ = [
+    "LOG_FIELDS",
+    "JobLoggerAdapter",
+    "current_log_fields",
+    "job_logger",
+    "log_scope",
+]
