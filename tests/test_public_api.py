@@ -197,9 +197,11 @@ FACES: dict[str, set[str]] = {
     "observe": {
         "LOG_FIELDS",
         "JobLoggerAdapter",
+        "JobProgress",
         "current_log_fields",
         "job_logger",
         "log_scope",
+        "run_with_progress",
     },
     "connectors": {
         "AsyncIterableSource",
@@ -212,6 +214,7 @@ FACES: dict[str, set[str]] = {
         "Sink",
         "SinkWriter",
         "Source",
+        "SourceProgress",
         "SourceReader",
         "TransactionalWriter",
         "TwoPhaseCommitSink",

@@ -12,11 +12,14 @@ from lockgate.observe._logging import (
     job_logger,
     log_scope,
 )
+from lockgate.observe._progress import JobProgress, run_with_progress
 
 __all__ = [
     "LOG_FIELDS",
     "JobLoggerAdapter",
+    "JobProgress",
     "current_log_fields",
     "job_logger",
     "log_scope",
+    "run_with_progress",
 ]
