@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -23,12 +22,12 @@ from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
 from lockgate.mailbox import ChannelStatistics
-from lockgate.observe import MetricsWindow, job_figures
+from lockgate.observe import MetricsWindow, job_figures, job_logger, log_scope
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CompletedCheckpoint
 from lockgate.state import KeyedStateBackend, key_group_for
 
-logger = logging.getLogger("lockgate")
+logger = job_logger()  # each record names the job (and subtask) of the scope it is logged in
 
 #: What :meth:`JobExecution.query_live` returns while the subtask that would answer is not open.
 NOT_OPEN: Final = object()
@@ -336,7 +335,39 @@ class JobExecution:
             backend = await self._open_owner(uid, key)
 
     async def run(self) -> JobResult:
-        """Run attempts until one finishes, or a failure may not restart (it is raised)."""
+        """Run attempts until one finishes, or a failure may not restart (it is raised).
+
+        Logs the job's start and its end (how it ended) at INFO, and each restart as a warning; every
+        record lockgate logs meanwhile names the job (see :func:`lockgate.observe.log_scope`).
+        """
+        with log_scope(job=self.job_name):
+            restored = self._initial
+            origin = (
+                "" if restored is None else f", from checkpoint {restored.checkpoint_id} ({restored.pointer})"
+            )
+            subtasks = sum(vertex.parallelism for vertex in self.graph.vertices)
+            logger.info("job %r started: %d subtask(s)%s", self.job_name, subtasks, origin)
+            started = time.perf_counter()
+            outcome, why = "was cancelled", ""
+            try:
+                result = await self._run_attempts()
+                outcome = "finished"
+                return result
+            except Exception as exc:  # raised to the caller; logged as how the job ended
+                outcome, why = "failed", f" ({type(exc).__name__}: {exc})"
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                logger.info(
+                    "job %r %s after %.3f s, %d restart(s)%s",
+                    self.job_name,
+                    outcome,
+                    elapsed,
+                    self.restarts,
+                    why,
+                )
+
+    async def _run_attempts(self) -> JobResult:
         started = time.perf_counter()
         tracker = self.options.restart_strategy.tracker()
         try:

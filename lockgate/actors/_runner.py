@@ -45,6 +45,7 @@ from lockgate.graph import (
     SourceTransformation,
 )
 from lockgate.mailbox import JOB_FINISHED, Channel, ChannelStatistics, Mailbox
+from lockgate.observe import job_logger, log_scope
 from lockgate.savepoint import InFlightBatch, RestoredState
 from lockgate.snapshots import CheckpointStorage, MemoryCheckpointStorage
 from lockgate.state import KeyedStateBackend, KeyGroupRange, OperatorStateBackend, StateBackend
@@ -211,13 +212,25 @@ class JobRunner:
 
     async def _run_actor(self, actor: SubtaskActor) -> None:
         try:
-            await actor.run()
+            # What the subtask logs, and the tasks and worker threads it starts, names it.
+            with log_scope(operator_uid=actor.head_uid, subtask=actor.subtask_index):
+                await actor.run()
         except Exception as exc:
             if isinstance(exc, OperatorFailure) and exc.__cause__ is not None:
                 uid, cause = exc.operator_uid, exc.__cause__
             else:  # not a user function's error: name the chain's head
                 uid, cause = actor.head_uid, exc
-            self.fail(JobFailedError(self.job_name, uid, actor.subtask_index, actor.parallelism, cause))
+            index, parallelism = actor.subtask_index, actor.parallelism
+            job_logger(self.job_name, uid, index).info(  # uid: the operator that raised, in the chain
+                "operator %r subtask %d (of %d) raised %s: %s",
+                uid,
+                index,
+                parallelism,
+                type(cause).__name__,
+                cause,
+                exc_info=cause,
+            )
+            self.fail(JobFailedError(self.job_name, uid, index, parallelism, cause))
 
     # ---- services for the actors
 

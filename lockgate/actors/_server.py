@@ -30,7 +30,7 @@ import anyio.lowlevel
 import sniffio
 
 from lockgate._errors import ConfigurationError, LockgateError
-from lockgate.observe import PROMETHEUS_CONTENT_TYPE, prometheus_text
+from lockgate.observe import PROMETHEUS_CONTENT_TYPE, job_logger, log_scope, prometheus_text
 
 if TYPE_CHECKING:
     from lockgate.actors._execution import JobExecution
@@ -215,7 +215,9 @@ class JobServerApp:
             await self._give_way()
             status, body = await self._answer(scope)
         except Exception:  # a bug of ours: logged, and a plain answer without the traceback
-            logger.exception("the job server failed to answer %s", scope.get("path"))
+            job_logger(self.job.name, name=logger.name).exception(
+                "the job server failed to answer %s", scope.get("path")
+            )
             status, body = 500, {"error": "internal error: see the job's log"}
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if isinstance(body, Document):
@@ -471,7 +473,11 @@ class JobServer:
             finally:
                 self._stopped.set()
 
-        return spawn_detached(body, name=f"lockgate job server {self.url}")
+        async def scoped() -> None:
+            with log_scope(job=self.app.job.name):  # what the server logs names the job
+                await body()
+
+        return spawn_detached(scoped, name=f"lockgate job server {self.url}")
 
     async def aclose(self) -> None:
         """Stop serving (requests under way get a moment to finish) and wait until it has stopped."""

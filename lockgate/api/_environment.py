@@ -6,7 +6,7 @@ import itertools
 import os
 import warnings
 from collections.abc import AsyncIterable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import anyio
 import sniffio
@@ -23,7 +23,7 @@ from lockgate.actors import (
 from lockgate.connectors import AsyncIterableSource, CollectionSource, Source
 from lockgate.eventtime import WatermarkStrategy
 from lockgate.graph import SourceTransformation, Transformation, build_job_graph
-from lockgate.observe import Plan
+from lockgate.observe import Plan, log_scope, run_with_progress
 from lockgate.savepoint import RestoredState
 from lockgate.snapshots import CheckpointStorage, load_from_pointer, storage_for
 from lockgate.state import MemoryStateBackend, StateBackend, StatePreset, check_parallelism
@@ -322,9 +322,10 @@ class StreamEnvironment:
         if restore_from is not None:
             warn_about_generated_uids(graph)
             fall_back = config.fall_back_past_damaged
-            loaded = await load_from_pointer(
-                os.fspath(restore_from), fall_back=fall_back, signing_key=self.checkpoint_signing_key
-            )
+            with log_scope(job=job_name):  # what the restore logs names the job
+                loaded = await load_from_pointer(
+                    os.fspath(restore_from), fall_back=fall_back, signing_key=self.checkpoint_signing_key
+                )
             restored = await RestoredState.load(loaded, self.state_backend)
             restored.check_against(graph.max_parallelism, graph.parallelism_of(), allow_non_restored_state)
         return JobExecution(job_name, graph, options, restored)
@@ -335,6 +336,7 @@ class StreamEnvironment:
         *,
         restore_from: str | os.PathLike[str] | None = None,
         allow_non_restored_state: bool = False,
+        progress: bool | TextIO = False,
     ) -> JobResult:
         """Run the job to its end in the current task and return its result.
 
@@ -348,6 +350,14 @@ class StreamEnvironment:
                 is taken.
             allow_non_restored_state: Drop restored state of operators this job does not have,
                 instead of refusing to start.
+            progress: Show a progress bar while the job runs: how far its sources have read, with
+                records/s and the completed checkpoints in its postfix. ``from_collection`` counts
+                records, ``FileSource`` bytes, each of a known total (several sources: the sum; in
+                both units: a bar each); a source of unknown size (``QueueSource``, an async
+                iterable, a source whose ``progress()`` says None) makes it a counter. True: on
+                standard error, or as a widget in Jupyter (tqdm's auto mode); a text stream: written
+                there as text. The bar is closed however the job ends. False (the default) costs
+                nothing.
 
         Raises:
             JobFailedError: An operator raised (and the restart strategy allowed no more restarts);
@@ -357,7 +367,21 @@ class StreamEnvironment:
             CorruptCheckpointError: Every checkpoint at ``restore_from`` is damaged.
         """
         execution = await self._execution(job_name, restore_from, allow_non_restored_state)
-        return await execution.run()
+        if not progress:
+            return await execution.run()
+        sources = [
+            node.source
+            for vertex in execution.graph.vertices
+            for node in vertex.operators
+            if isinstance(node, SourceTransformation)
+        ]
+        return await run_with_progress(
+            execution.run,
+            sources,
+            lambda: execution.checkpoint_statistics().completed,
+            job_name=job_name,
+            file=None if isinstance(progress, bool) else progress,
+        )
 
     async def start(
         self,
@@ -378,6 +402,7 @@ class StreamEnvironment:
         *,
         restore_from: str | os.PathLike[str] | None = None,
         allow_non_restored_state: bool = False,
+        progress: bool | TextIO = False,
     ) -> JobResult:
         """Run the job from plain, synchronous code: starts an event loop and runs it to the end.
 
@@ -399,7 +424,10 @@ class StreamEnvironment:
 
         async def main() -> JobResult:
             return await self.execute(
-                job_name, restore_from=restore_from, allow_non_restored_state=allow_non_restored_state
+                job_name,
+                restore_from=restore_from,
+                allow_non_restored_state=allow_non_restored_state,
+                progress=progress,
             )
 
         return anyio.run(main)

@@ -8,6 +8,7 @@ from lockgate.connectors._source import (
     CollectionSource,
     QueueSource,
     Source,
+    SourceProgress,
     SourceReader,
 )
 from lockgate.connectors._transactional import CollectSink, TransactionalWriter, TwoPhaseCommitSink
@@ -23,6 +24,7 @@ __all__ = [
     "Sink",
     "SinkWriter",
     "Source",
+    "SourceProgress",
     "SourceReader",
     "TransactionalWriter",
     "TwoPhaseCommitSink",

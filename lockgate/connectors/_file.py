@@ -10,7 +10,7 @@ import anyio
 
 from lockgate._errors import ConfigurationError
 from lockgate._threads import run_sync
-from lockgate.connectors._source import Source, SourceReader
+from lockgate.connectors._source import Source, SourceProgress, SourceReader
 from lockgate.functions import RuntimeContext
 from lockgate.state import ListStateDescriptor, OperatorListState
 
@@ -44,6 +44,7 @@ class FileSource(Source):
         self.path = os.path.abspath(os.fspath(path))
         self.encoding = encoding
         self.chunk_size = chunk_size
+        self._reader: _FileReader | None = None  # the current attempt's
 
     def __repr__(self) -> str:
         return f"FileSource({self.path!r})"
@@ -56,7 +57,16 @@ class FileSource(Source):
         positions = ctx.get_list_state(ListStateDescriptor[int]("offset"))
         assert isinstance(positions, OperatorListState)
         offset = max(positions.get_nowait(), default=0) if ctx.is_restored else 0
-        return _FileReader(self, positions, offset)
+        self._reader = _FileReader(self, positions, offset, os.path.getsize(self.path))
+        return self._reader
+
+    def progress(self) -> SourceProgress | None:
+        """Bytes: the offset of the next line to emit, of the file's size when the job started reading
+        it (or more, should the file have grown since)."""
+        reader = self._reader
+        if reader is None:
+            return None
+        return SourceProgress("bytes", reader.offset, max(reader.size, reader.offset), reader.records)
 
 
 class _FileReader(SourceReader):
@@ -68,10 +78,12 @@ class _FileReader(SourceReader):
     into the attributes before the next await, so a cancellation delivered afterwards loses no bytes.
     """
 
-    def __init__(self, source: FileSource, positions: OperatorListState[int], offset: int) -> None:
+    def __init__(self, source: FileSource, positions: OperatorListState[int], offset: int, size: int) -> None:
         self._source = source
         self._positions = positions
         self._offset = offset  # byte offset of the next line to emit
+        self.size = size  # of the file when the reader was made
+        self.records = 0  # lines emitted by this reader
         self._fd: int | None = None
         self._read_at = offset  # byte offset of the next chunk to read
         self._lines: list[bytes] = []  # complete lines read ahead, without "\n"
@@ -106,8 +118,14 @@ class _FileReader(SourceReader):
         # Each line had a "\\n" after it, but for a last line without one.
         newlines = len(taken) if not (self._at_end and self._next == len(self._lines)) else len(taken) - 1
         self._offset += sum(map(len, taken)) + newlines
+        self.records += len(taken)
         encoding = self._source.encoding
         return [line.removesuffix(b"\r").decode(encoding) for line in taken]
+
+    @property
+    def offset(self) -> int:
+        """The byte offset of the next line to emit: how much of the file is read."""
+        return self._offset
 
     def snapshot_state(self, checkpoint_id: int) -> None:
         self._positions.update_nowait([self._offset])

@@ -5,7 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterable, Sequence
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -59,6 +60,24 @@ class SourceReader(ABC):
         the job that resumes from the savepoint gets it. False: that savepoint failed, the job goes on."""
 
 
+@dataclass(frozen=True)
+class SourceProgress:
+    """How far a source has read, for progress bars (``env.execute(..., progress=True)``).
+
+    Attributes:
+        unit: What ``read`` and ``total`` count: ``"records"`` or ``"bytes"``.
+        read: How much of the input the source's current readers have emitted, all subtasks together.
+            After a restart it goes back to the restored position.
+        total: The size of the whole input, or None where it is not known (an unbounded source).
+        records: How many records the current readers have emitted (equal to ``read`` for records).
+    """
+
+    unit: Literal["records", "bytes"]
+    read: int
+    total: int | None
+    records: int
+
+
 class Source(ABC):
     """Creates a reader for each subtask of a source operator.
 
@@ -81,6 +100,14 @@ class Source(ABC):
         """The job reading this source has ended for good (finished, failed or cancelled); restarts
         within the job do not count."""
 
+    def progress(self) -> SourceProgress | None:
+        """How far the readers of the job's current attempt have read, or None if the source does not
+        tell (the default). A progress bar asks a few times a second, from the job's event loop,
+        between two steps of the readers: answer from what the readers already keep (a position
+        updated once per batch), never by counting each record or touching the disk.
+        """
+        return None
+
 
 #: A collection reader's position: subtask ``s`` of ``p`` has emitted the items ``i`` with
 #: ``i % p == s`` and ``i < next``.
@@ -97,13 +124,21 @@ class CollectionSource(Source, Generic[T]):
 
     def __init__(self, items: Sequence[T]) -> None:
         self.items = items
+        self._readers: dict[int, _CollectionReader] = {}  # the current attempt's, by subtask
 
     def __repr__(self) -> str:
         return f"CollectionSource(<{len(self.items)} items>)"
 
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
         positions = ctx.get_union_list_state(ListStateDescriptor[Position]("positions"))
-        return _CollectionReader(self.items, ctx.subtask_index, ctx.parallelism, positions)
+        reader = _CollectionReader(self.items, ctx.subtask_index, ctx.parallelism, positions)
+        self._readers[ctx.subtask_index] = reader
+        return reader
+
+    def progress(self) -> SourceProgress:
+        """Records: the items passed so far (those a restored position covers included) of all."""
+        read = sum(reader.passed() for reader in self._readers.values())
+        return SourceProgress("records", read, len(self.items), read)
 
 
 class _CollectionReader(SourceReader):
@@ -125,6 +160,10 @@ class _CollectionReader(SourceReader):
         if same_shape and len(self._earlier) == parallelism:  # restored at the same parallelism
             self._next = max(p[2] for p in same_shape)
             self._earlier = []
+
+    def passed(self) -> int:
+        """How many of this subtask's items are behind its position (emitted now or before)."""
+        return len(range(self._index, min(self._next, len(self._items)), self._step))
 
     def _emitted_before(self, index: int) -> bool:
         return any(index % step == subtask and index < end for subtask, step, end in self._earlier)
@@ -356,6 +395,11 @@ class QueueSource(Source, Generic[T]):
     def job_ended(self) -> None:
         self._buffer.detach_reader()
 
+    def progress(self) -> SourceProgress:
+        """Records read so far; the size of the input is not known."""
+        read = self._buffer.read_offset
+        return SourceProgress("records", read, None, read)
+
 
 class _BufferReader(SourceReader):
     """Reads a record buffer; its position (the offset of the next record) is operator state."""
@@ -405,6 +449,7 @@ class AsyncIterableSource(Source, Generic[T]):
     def __init__(self, iterable: AsyncIterable[T], buffer_size: int = 1000) -> None:
         self.iterable = iterable
         self.buffer_size = buffer_size
+        self._reader: _AsyncIterableReader | None = None
 
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
         if ctx.attempt > 0:
@@ -413,7 +458,13 @@ class AsyncIterableSource(Source, Generic[T]):
                 "it already gave, so the job cannot restart after a failure; use a replayable source "
                 "(from_collection, FileSource, QueueSource) for a job that must survive failures"
             )
-        return _AsyncIterableReader(self.iterable, self.buffer_size)
+        self._reader = _AsyncIterableReader(self.iterable, self.buffer_size)
+        return self._reader
+
+    def progress(self) -> SourceProgress:
+        """Records read so far; the size of the input is not known."""
+        read = 0 if self._reader is None else self._reader.records_read
+        return SourceProgress("records", read, None, read)
 
 
 class _AsyncIterableReader(_BufferReader):
@@ -422,6 +473,10 @@ class _AsyncIterableReader(_BufferReader):
     def __init__(self, iterable: AsyncIterable[Any], buffer_size: int) -> None:
         super().__init__(_RecordBuffer(buffer_size))
         self._iterable = iterable
+
+    @property
+    def records_read(self) -> int:
+        return self._buffer.read_offset
 
     async def close(self) -> None:
         self._buffer.detach_reader()
