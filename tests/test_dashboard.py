@@ -160,7 +160,7 @@ async def test_the_page_is_one_document_that_loads_nothing_from_elsewhere(
     assert re.findall(r"(?i)@import|url\((?!#)", page) == []
     # What the page asks for is relative to it, so that it works under any host and port.
     asked = set(re.findall(r"getJson\(\"([^\"]+)\"\)", script))
-    assert asked == {"api/job", "api/metrics", "api/checkpoints"}
+    assert asked == {"api/job", "api/metrics", "api/checkpoints?last=40"}
     # It puts no text of the job into the page as markup.
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "document.write" not in script
 

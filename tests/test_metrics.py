@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import lockgate as lg
+import lockgate.checkpointing._coordinator as coordinator_module
 from lockgate.observe import JOB_METRICS, OPERATOR_METRICS
 from lockgate.snapshots import CheckpointLocation, StateData
 from lockgate.snapshots import StreamStateHandle as Handle
@@ -213,3 +214,31 @@ async def test_the_job_server_serves_the_metrics_as_json_and_in_prometheus_text(
         assert families["lockgate_job_numRestarts"].samples[0].value == 0
     finally:
         await server.aclose()
+
+
+async def test_a_job_keeps_the_newest_checkpoints_statistics_and_counts_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(coordinator_module, "STATS_HISTORY", 3)
+    env = lg.StreamEnvironment(parallelism=1)
+    env.enable_checkpointing(3600)
+    source: lg.QueueSource[int] = lg.QueueSource()
+    env.from_source(source, uid="src").sink(lg.CollectSink(), uid="out")
+    job = await env.start("long-lived")
+    server = await job.serve(port=0)
+    try:
+        with anyio.fail_after(GUARD):
+            for _ in range(5):
+                await job.trigger_checkpoint()
+            stats = job.checkpoint_stats
+            assert (stats.completed, stats.failed, stats.in_progress) == (5, 0, 0)
+            assert [entry.id for entry in stats.history] == [3, 4, 5]
+            assert job.metrics()["job"]["numberOfCompletedCheckpoints"] == 5
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                newest = (await http.get("/api/checkpoints", params={"last": "2"})).json()
+                assert [entry["id"] for entry in newest["history"]] == [4, 5] and newest["completed"] == 5
+                refused = await http.get("/api/checkpoints", params={"last": "all"})
+                assert refused.status_code == 400 and "last is the number" in refused.json()["error"]
+    finally:
+        await server.aclose()
+        await job.cancel()

@@ -135,9 +135,10 @@ class JobExecution:
         figures["job"] = job_figures(self.coordinator.statistics(), self.restarts)
         return figures
 
-    def checkpoint_statistics(self) -> CheckpointStatsSnapshot:
-        """The statistics of every checkpoint (and savepoint) of the job so far."""
-        return self.coordinator.statistics()
+    def checkpoint_statistics(self, last: int | None = None) -> CheckpointStatsSnapshot:
+        """The counts of every checkpoint (and savepoint) of the job so far, and the statistics of
+        the newest (the ``last`` ones; None: all the coordinator keeps)."""
+        return self.coordinator.statistics(last)
 
     async def trigger_checkpoint(self) -> CompletedCheckpoint:
         """Take a checkpoint now and wait until it completes.

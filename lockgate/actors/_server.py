@@ -189,7 +189,8 @@ class JobServerApp:
     """The ASGI application of a job server.
 
     Routes (all GET, JSON but for ``/metrics`` and ``/``): ``/api/state/{public_name}?key=...`` (200
-    ``{"key", "value"}``, 404 for a key without a value), ``/api/job``, ``/api/checkpoints``,
+    ``{"key", "value"}``, 404 for a key without a value), ``/api/job``, ``/api/checkpoints`` (the
+    counts and the history; ``?last=N``: the newest N only),
     ``/api/metrics`` (``Job.metrics()``), ``/metrics`` (the same in Prometheus' text format) and ``/``
     (the dashboard page, which polls the JSON routes). Bad input is a 400 with ``{"error": ...}``, a
     missing or wrong token 401, a job restarting or ended 503; never a traceback.
@@ -291,7 +292,12 @@ class JobServerApp:
         if path == "/api/job":
             return 200, self._job()
         if path == "/api/checkpoints":
-            return 200, to_json(dataclasses.asdict(self.job.checkpoint_stats))
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            last = query.get("last", [""])[-1]
+            if last and not last.isdigit():
+                return 400, {"error": f"last is the number of newest checkpoints to show, got {last!r}"}
+            statistics = self.execution.checkpoint_statistics(int(last) if last else None)
+            return 200, to_json(dataclasses.asdict(statistics))
         if path == "/api/metrics":
             return 200, to_json(self.job.metrics())
         if path == "/metrics":

@@ -378,7 +378,7 @@ class StreamEnvironment:
         return await run_with_progress(
             execution.run,
             sources,
-            lambda: execution.checkpoint_statistics().completed,
+            lambda: execution.checkpoint_statistics(last=0).completed,
             job_name=job_name,
             file=None if isinstance(progress, bool) else progress,
         )

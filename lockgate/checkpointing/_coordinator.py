@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -63,6 +64,10 @@ class _Pending:
         return self.result
 
 
+#: How many checkpoints' statistics a job keeps (the newest; the counts cover all).
+STATS_HISTORY: Final = 1000
+
+
 class CheckpointCoordinator:
     """Triggers, collects and completes the checkpoints of one job.
 
@@ -89,7 +94,11 @@ class CheckpointCoordinator:
         self.parallelism_of = parallelism_of
         self._next_id: int | None = None
         self._pending: dict[int, _Pending] = {}
+        # The newest STATS_HISTORY checkpoints' statistics (and every pending one's), and the counts
+        # of all: a job that checkpoints every second for weeks keeps a bounded history.
         self._stats: dict[int, CheckpointStats] = {}
+        self._completed_count = 0
+        self._failed_count = 0
         self._retained = RetainedCheckpoints(job_name, storage, config)
         self._consecutive_failures = 0
         self._last_finished = -math.inf
@@ -340,9 +349,7 @@ class CheckpointCoordinator:
             certainly_final=self._next_is_final,
         )
         self._pending[checkpoint_id] = pending
-        self._stats[checkpoint_id] = CheckpointStats(
-            checkpoint_id, "in_progress", 0.0, savepoint=pending.savepoint
-        )
+        self._record(CheckpointStats(checkpoint_id, "in_progress", 0.0, savepoint=pending.savepoint))
         group = self._group
         group.start_soon(self._watch_timeout, pending, name=f"checkpoint {checkpoint_id} timeout")
         for participant in participants:
@@ -469,7 +476,7 @@ class CheckpointCoordinator:
             await self._abort(checkpoint_id, reason, count_failure=False)
             return
         del self._pending[checkpoint_id]
-        self._stats[checkpoint_id] = self._completed_stats(pending, metadata)
+        self._record(self._completed_stats(pending, metadata))
         self._consecutive_failures = 0
         self._last_finished = time.monotonic()
         await self._retained.add(completed)  # before anyone hears of the completion
@@ -524,7 +531,7 @@ class CheckpointCoordinator:
         self, pending: _Pending, completed: CompletedCheckpoint, metadata: CheckpointMetadata
     ) -> None:
         del self._pending[pending.checkpoint_id]
-        self._stats[pending.checkpoint_id] = self._completed_stats(pending, metadata)
+        self._record(self._completed_stats(pending, metadata))
         self._last_finished = time.monotonic()
         pending.result = completed
         pending.done.set()
@@ -578,8 +585,10 @@ class CheckpointCoordinator:
         """Log a failed checkpoint and keep its statistics."""
         level = logging.INFO if quietly else logging.WARNING
         logger.log(level, "job %r: checkpoint %d failed: %s", self.job_name, checkpoint_id, reason)
-        self._stats[checkpoint_id] = CheckpointStats(
-            checkpoint_id, "failed", time.monotonic() - started, failure=reason, savepoint=savepoint
+        self._record(
+            CheckpointStats(
+                checkpoint_id, "failed", time.monotonic() - started, failure=reason, savepoint=savepoint
+            )
         )
         self._last_finished = time.monotonic()
 
@@ -616,11 +625,31 @@ class CheckpointCoordinator:
 
     # ---- statistics
 
-    def statistics(self) -> CheckpointStatsSnapshot:
-        """Every checkpoint's statistics so far."""
+    def _record(self, stats: CheckpointStats) -> None:
+        """Keep ``stats`` (a checkpoint triggered, completed or failed), count it once it has ended,
+        and forget the oldest ended ones beyond :data:`STATS_HISTORY`."""
+        before = self._stats.get(stats.id)
+        if before is None or before.status != stats.status:
+            if stats.status == "completed":
+                self._completed_count += 1
+            elif stats.status == "failed":
+                self._failed_count += 1
+        self._stats[stats.id] = stats
+        while len(self._stats) > STATS_HISTORY:
+            oldest = next(iter(self._stats))  # ids grow: the first kept is the oldest
+            if oldest in self._pending:
+                break
+            del self._stats[oldest]
+
+    def statistics(self, last: int | None = None) -> CheckpointStatsSnapshot:
+        """The counts of every checkpoint so far, and the statistics of the newest (the ``last``
+        ones; None: all kept, the newest :data:`STATS_HISTORY`), oldest first."""
         now = time.monotonic()
+        ids = sorted(self._stats)
+        if last is not None:
+            ids = ids[len(ids) - last :] if last > 0 else []
         history = []
-        for checkpoint_id in sorted(self._stats):
+        for checkpoint_id in ids:
             stats = self._stats[checkpoint_id]
             pending = self._pending.get(checkpoint_id)
             if pending is not None:
@@ -629,8 +658,8 @@ class CheckpointCoordinator:
                 )
             history.append(stats)
         return CheckpointStatsSnapshot(
-            completed=sum(s.status == "completed" for s in history),
-            failed=sum(s.status == "failed" for s in history),
-            in_progress=sum(s.status == "in_progress" for s in history),
+            completed=self._completed_count,
+            failed=self._failed_count,
+            in_progress=len(self._pending),
             history=history,
         )

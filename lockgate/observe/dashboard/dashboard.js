@@ -497,7 +497,7 @@
     const summary =
       count(checkpoints.completed) + " completed, " + count(checkpoints.failed) + " failed, " +
       count(checkpoints.in_progress) + " in progress" +
-      (history.length > HISTORY_ROWS ? "; the table shows the last " + HISTORY_ROWS + " of " + history.length : "") +
+      (history.length > HISTORY_ROWS ? "; the table shows the last " + HISTORY_ROWS : "") +
       ".";
     byId("checkpoint-summary").textContent = summary;
     drawCheckpointChart(history.slice(-HISTORY_BARS));
@@ -678,7 +678,7 @@
   async function poll() {
     let answers = null;
     try {
-      answers = await Promise.all([getJson("api/job"), getJson("api/metrics"), getJson("api/checkpoints")]);
+      answers = await Promise.all([getJson("api/job"), getJson("api/metrics"), getJson("api/checkpoints?last=40")]);
     } catch (error) {
       showFailure(error);
     }
