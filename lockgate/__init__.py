@@ -82,6 +82,7 @@ from lockgate.savepoint import SavepointWriter as SavepointWriter
 from lockgate.snapshots import CheckpointStorage as CheckpointStorage
 from lockgate.snapshots import CompletedCheckpoint as CompletedCheckpoint
 from lockgate.snapshots import FileCheckpointStorage as FileCheckpointStorage
+from lockgate.snapshots import FsspecCheckpointStorage as FsspecCheckpointStorage
 from lockgate.snapshots import MemoryCheckpointStorage as MemoryCheckpointStorage
 from lockgate.state import AggregateFunction as AggregateFunction
 from lockgate.state import AggregatingState as AggregatingState
@@ -212,6 +213,7 @@ __all__ = [
     "SerializerSnapshot",
     "field_alias",
     "FileCheckpointStorage",
+    "FsspecCheckpointStorage",
     "FsStateBackend",
     "MemoryCheckpointStorage",
     "MemoryStateBackend",

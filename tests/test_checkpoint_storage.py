@@ -597,9 +597,10 @@ def test_storage_for_turns_a_url_into_a_storage_and_keeps_a_storage(tmp_path: Pa
 
 def test_storage_for_refuses_unknown_schemes_and_other_things() -> None:
     with pytest.raises(lg.ConfigurationError) as caught:
-        storage_for("s3://bucket/ckpts")
+        storage_for("nosuch://bucket/ckpts")  # s3:// and the other fsspec schemes: test_object_storage.py
     message = str(caught.value)
-    assert "'s3://bucket/ckpts'" in message and "'s3'" in message and "supported schemes: file://" in message
+    assert "'nosuch://bucket/ckpts'" in message and "'nosuch'" in message
+    assert "supported schemes: file://" in message
     for bad in [42, None, lg.HeapStateBackend(), [b"x"]]:
         with pytest.raises(lg.ConfigurationError, match=r"a checkpoint storage is a CheckpointStorage.*got"):
             storage_for(bad)  # type: ignore[arg-type]
@@ -618,7 +619,7 @@ def test_a_registered_scheme_gives_its_storage(monkeypatch: pytest.MonkeyPatch) 
     assert isinstance(storage_for("mem://anything"), lg.MemoryCheckpointStorage)
     assert made == ["mem://anything"]
     with pytest.raises(lg.ConfigurationError, match="supported schemes: file://, mem://"):
-        storage_for("s3://bucket")
+        storage_for("nosuch://bucket")
     register_checkpoint_storage("bad", lambda url: "not a storage")  # type: ignore[arg-type, return-value]
     with pytest.raises(lg.ConfigurationError, match="returned 'not a storage', not a CheckpointStorage"):
         storage_for("bad://x")
@@ -690,8 +691,8 @@ def test_fs_state_backend_is_heap_plus_file_storage(tmp_path: Path) -> None:
     assert repr(preset) == "FsStateBackend('file:///data/ckpts', asynchronous=True)"
     assert isinstance(preset.create_keyed_backend("op", KeyGroupRange(0, 0), 1), HeapKeyedStateBackend)
     assert lg.FsStateBackend(tmp_path, asynchronous=False).asynchronous is False
-    with pytest.raises(lg.ConfigurationError, match="'s3' is not supported"):
-        lg.FsStateBackend("s3://bucket/ckpts")
+    with pytest.raises(lg.ConfigurationError, match="'nosuch' is not supported"):
+        lg.FsStateBackend("nosuch://bucket/ckpts")
     with pytest.raises(lg.ConfigurationError, match="names the host 'data'"):
         lg.FsStateBackend("file://data/ckpts")
     for bad in [lg.FileCheckpointStorage(tmp_path), 42]:
@@ -734,8 +735,8 @@ def test_set_checkpoint_storage_takes_a_storage_or_a_url(tmp_path: Path) -> None
     assert env.set_checkpoint_storage(storage).checkpoint_storage is storage
     env.set_state_backend(lg.FsStateBackend(tmp_path)).set_checkpoint_storage(storage)  # the last one wins
     assert env.checkpoint_storage is storage
-    with pytest.raises(lg.ConfigurationError, match="'hdfs' is not supported"):
-        env.set_checkpoint_storage("hdfs:///ckpts")
+    with pytest.raises(lg.ConfigurationError, match="'nosuch' is not supported"):
+        env.set_checkpoint_storage("nosuch:///ckpts")
     with pytest.raises(lg.ConfigurationError, match="a checkpoint storage is a CheckpointStorage"):
         env.set_checkpoint_storage(42)  # type: ignore[arg-type]
     assert env.checkpoint_storage is storage  # a refused setting changes nothing

@@ -1,15 +1,16 @@
 """Where checkpoints and savepoints go, and how their files are written and read back.
 
-:class:`CheckpointStorage` (in memory, in files, or any URL scheme registered with
-:func:`register_checkpoint_storage`; :func:`storage_for` opens any of them), the framed, checksummed form
-of every stored blob, the ``_metadata`` of a checkpoint (JSON), the naming and writing of a subtask's
-blobs (:class:`SubtaskStateWriter`), and loading (:func:`load_checkpoint`, :func:`load_newest`,
+:class:`CheckpointStorage` (in memory, in files, in object storage through fsspec, or any URL scheme
+registered with :func:`register_checkpoint_storage`; :func:`storage_for` opens any of them), the framed,
+checksummed form of every stored blob, the ``_metadata`` of a checkpoint (JSON), the naming and writing
+of a subtask's blobs (:class:`SubtaskStateWriter`), and loading (:func:`load_checkpoint`, :func:`load_newest`,
 :func:`load_from_pointer`). What the blobs hold is :mod:`lockgate.savepoint`'s and :mod:`lockgate.state`'s
 business: this package imports no other part of lockgate.
 """
 
 from lockgate.snapshots._blobs import SHARED_NAME, OperatorStateWriter, SubtaskStateWriter
 from lockgate.snapshots._file import FileCheckpointStorage, fsync_directory, parse_file_url
+from lockgate.snapshots._fsspec import FsspecCheckpointStorage
 from lockgate.snapshots._loading import (
     Blob,
     LoadedCheckpoint,
@@ -48,6 +49,7 @@ __all__ = [
     "CompletedCheckpoint",
     "DEFAULT_MAX_STATE_SIZE",
     "FileCheckpointStorage",
+    "FsspecCheckpointStorage",
     "LoadedCheckpoint",
     "METADATA_NAME",
     "MemoryCheckpointStorage",

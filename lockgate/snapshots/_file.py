@@ -1,6 +1,6 @@
 """Checkpoint storage in a directory of the local file system, named by a ``file:`` URL or a path.
 
-Layout under the storage's directory::
+Layout under the storage's directory (see :mod:`lockgate.snapshots._layout`)::
 
     <dir>/chk-<id>/                    one directory per checkpoint, <id> in decimal
     <dir>/chk-<id>/<name>              one file per state blob, named as the blob
@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -53,15 +52,23 @@ from lockgate.snapshots._format import (
     HEADER_SIZE,
     SIGNATURE_SIZE,
     Bytes,
+    FrameBuilder,
     Signer,
     byte_view,
     check_checksum,
     check_header,
     check_signature,
     crc32,
-    encode_header,
     frame,
     unframe,
+)
+from lockgate.snapshots._layout import (
+    CHECKPOINT_PREFIX,
+    SAVEPOINT_PREFIX,
+    SHARED_DIRECTORY,
+    SNAPSHOT_DIRECTORY,
+    check_prefix,
+    directory_pattern,
 )
 from lockgate.snapshots._storage import (
     METADATA_NAME,
@@ -80,14 +87,6 @@ from lockgate.snapshots._urls import unsupported_scheme, url_scheme
 
 T = TypeVar("T")
 
-#: The directory of the blobs that several checkpoints share.
-SHARED_DIRECTORY: Final = "shared"
-
-#: The directory name prefix of checkpoints, and of savepoints (which a savepoint storage writes).
-CHECKPOINT_PREFIX: Final = "chk-"
-SAVEPOINT_PREFIX: Final = "savepoint-"
-#: The name of one checkpoint's or savepoint's directory.
-_SNAPSHOT_DIRECTORY: Final = re.compile(r"(chk-|savepoint-)(\d+)")
 _LOCAL_HOSTS: Final = ("", "localhost")
 
 
@@ -161,14 +160,10 @@ class FileCheckpointStorage(CheckpointStorage):
     """
 
     def __init__(self, url: str | os.PathLike[str], *, prefix: str = CHECKPOINT_PREFIX) -> None:
-        if prefix not in (CHECKPOINT_PREFIX, SAVEPOINT_PREFIX):
-            raise ConfigurationError(
-                f"prefix must be {CHECKPOINT_PREFIX!r} or {SAVEPOINT_PREFIX!r}, got {prefix!r}"
-            )
+        self.prefix = check_prefix(prefix)
         self.directory = parse_file_url(url)
         self.url = self.directory.as_uri()
-        self.prefix = prefix
-        self._pattern = re.compile(re.escape(prefix) + r"(0|[1-9][0-9]*)")
+        self._pattern = directory_pattern(prefix)
         self._claimed: Path | None = None
 
     def __repr__(self) -> str:
@@ -192,7 +187,7 @@ class FileCheckpointStorage(CheckpointStorage):
         return await _in_thread(self._snapshot_here)
 
     def _snapshot_here(self) -> tuple[CheckpointStorage, CompletedCheckpoint] | None:
-        match = _SNAPSHOT_DIRECTORY.fullmatch(self.directory.name)
+        match = SNAPSHOT_DIRECTORY.fullmatch(self.directory.name)
         if match is None:
             return None
         if (self.directory / METADATA_NAME).exists():
@@ -287,40 +282,31 @@ class FileCheckpointStorage(CheckpointStorage):
     def _write_whole(self, path: Path, checkpoint_id: int, payload: memoryview) -> int:
         file = self._open_new(path, checkpoint_id)
         try:
-            checksum = crc32(payload)
-            header = encode_header(payload.nbytes, checksum, self.signing_key is not None)
+            builder = FrameBuilder(self.signing_key)
+            builder.update(payload)
+            header, signature = builder.finish()
             file.write(header)
             file.write(payload)  # as it is: no framed copy of a large payload
-            if self.signing_key is not None:
-                signer = Signer(self.signing_key)
-                signer.update(payload)
-                file.write(signer.signature(header))
+            file.write(signature)
             _close_durably(file)
         except BaseException as error:
             _abandon(file, path)
             if isinstance(error, OSError):
                 raise _write_error(path, error) from error
             raise
-        return checksum
+        return builder.checksum
 
     async def _write_stream(
         self, path: Path, checkpoint_id: int, chunks: AsyncIterable[bytes]
     ) -> tuple[int, int]:
         file = await _in_thread(self._open_new, path, checkpoint_id)
-        size = checksum = 0
-        key = self.signing_key
-        signer = None if key is None else Signer(key)
+        builder = FrameBuilder(self.signing_key)
         try:
             await run_sync(file.write, bytes(HEADER_SIZE))  # the header, once known
             async with consuming(chunks) as iterable:
                 async for chunk in iterable:
-                    view = byte_view(chunk)
-                    checksum = await run_sync(_write_chunk, file, view, checksum)
-                    if signer is not None:
-                        signer.update(view)
-                    size += view.nbytes
-            header = encode_header(size, checksum, signer is not None)
-            signature = b"" if signer is None else signer.signature(header)
+                    await run_sync(_write_chunk, file, byte_view(chunk), builder)
+            header, signature = builder.finish()
             await run_sync(_finish_stream, file, header, signature)
         except BaseException as error:
             with anyio.CancelScope(shield=True):
@@ -328,7 +314,7 @@ class FileCheckpointStorage(CheckpointStorage):
             if isinstance(error, OSError):
                 raise _write_error(path, error) from error
             raise
-        return size, checksum
+        return builder.size, builder.checksum
 
     def _open_new(self, path: Path, checkpoint_id: int) -> BinaryIO:
         """Create ``path`` for writing; it must not exist, and its checkpoint must be in progress."""
@@ -607,9 +593,9 @@ class _Payload(io.RawIOBase):
 _READ_PIECE = 1 << 20
 
 
-def _write_chunk(file: BinaryIO, chunk: Bytes, checksum: int) -> int:
+def _write_chunk(file: BinaryIO, chunk: Bytes, builder: FrameBuilder) -> None:
     file.write(chunk)
-    return crc32(chunk, checksum)
+    builder.update(chunk)
 
 
 def _finish_stream(file: BinaryIO, header: bytes, signature: bytes) -> None:

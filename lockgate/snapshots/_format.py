@@ -75,6 +75,31 @@ class Signer:
         return self._mac.digest()
 
 
+class FrameBuilder:
+    """The header and signature of a payload that is written piece by piece, in order.
+
+    Feed it every piece (:meth:`update`); then :meth:`finish` gives the header that goes before the
+    payload and the signature that goes after it (empty without a key).
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.size = 0
+        self.checksum = 0
+        self._signer = None if key is None else Signer(key)
+
+    def update(self, piece: Bytes) -> None:
+        view = byte_view(piece)
+        self.checksum = crc32(view, self.checksum)
+        if self._signer is not None:
+            self._signer.update(view)
+        self.size += view.nbytes
+
+    def finish(self) -> tuple[bytes, bytes]:
+        """The header and the signature (``b""`` unsigned) of the payload fed so far."""
+        header = encode_header(self.size, self.checksum, self._signer is not None)
+        return header, b"" if self._signer is None else self._signer.signature(header)
+
+
 def frame(payload: Bytes, key: bytes | None = None) -> tuple[bytes, int]:
     """``payload`` framed (and signed with ``key``, if given), and its CRC-32."""
     view = byte_view(payload)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from lockgate._errors import ConfigurationError
 from lockgate.snapshots._file import FileCheckpointStorage
+from lockgate.snapshots._fsspec import FSSPEC_SCHEMES, FsspecCheckpointStorage, fsspec_knows
 from lockgate.snapshots._storage import CheckpointStorage
 from lockgate.snapshots._urls import unsupported_scheme, url_scheme
 
@@ -17,7 +18,8 @@ _FACTORIES: dict[str, StorageFactory] = {"file": FileCheckpointStorage.from_url}
 
 
 def register_checkpoint_storage(scheme: str, factory: StorageFactory) -> None:
-    """Make URLs of ``scheme`` (``"s3"`` for ``s3://...``) give ``factory(url)``; replaces a registration."""
+    """Make URLs of ``scheme`` (``"s3"`` for ``s3://...``) give ``factory(url)``; replaces a registration,
+    and takes precedence over fsspec for a scheme fsspec knows."""
     if not isinstance(scheme, str) or url_scheme(f"{scheme}://x") != scheme.lower():
         raise ConfigurationError(
             f"a URL scheme is a letter, then letters, digits, '+', '-' or '.', got {scheme!r}"
@@ -30,7 +32,8 @@ def register_checkpoint_storage(scheme: str, factory: StorageFactory) -> None:
 
 
 def supported_schemes() -> list[str]:
-    """The URL schemes a storage is registered for, sorted."""
+    """The URL schemes a storage is registered for, sorted. URLs of the other schemes fsspec knows
+    (``s3://``, ``gs://``, ``memory://``, ...) give a :class:`FsspecCheckpointStorage` besides."""
     return sorted(_FACTORIES)
 
 
@@ -38,7 +41,8 @@ def storage_for(storage_or_url: CheckpointStorage | str | os.PathLike[str]) -> C
     """The checkpoint storage that ``storage_or_url`` names.
 
     A :class:`CheckpointStorage` is returned as it is; a URL string gives the storage registered for its
-    scheme (``file:///data/ckpts`` gives a :class:`FileCheckpointStorage`); a plain path, string or
+    scheme (``file:///data/ckpts`` gives a :class:`FileCheckpointStorage`, ``s3://bucket/ckpts`` and any
+    other URL fsspec knows a :class:`FsspecCheckpointStorage`); a plain path, string or
     :class:`os.PathLike`, gives a :class:`FileCheckpointStorage` of that directory.
 
     Raises:
@@ -59,6 +63,10 @@ def storage_for(storage_or_url: CheckpointStorage | str | os.PathLike[str]) -> C
     if scheme is None:
         return FileCheckpointStorage(storage_or_url)
     factory = _FACTORIES.get(scheme)
+    if factory is None and (scheme in FSSPEC_SCHEMES or fsspec_knows(scheme)):
+        # Object storage and the other file systems of fsspec, imported only now: a missing package
+        # gives an error that says what to install.
+        factory = FsspecCheckpointStorage.from_url
     if factory is None:
         raise unsupported_scheme(storage_or_url, scheme, _FACTORIES, "lockgate")
     storage = factory(storage_or_url)
