@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -44,14 +45,17 @@ MiB = 1024 * 1024
 MakeStorage = Callable[[], CheckpointStorage]
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "fsspec"])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStorage:
-    """Makes a fresh, empty storage of one kind each call (hypothesis examples need one each)."""
+    """Makes a fresh, empty storage of one kind each call (hypothesis examples need one each); the
+    fsspec one is fsspec's in-memory file system, an object store without renames, as S3 is."""
     made = iter(range(1_000_000))
 
     def make() -> CheckpointStorage:
         if request.param == "memory":
             return lg.MemoryCheckpointStorage(max_state_size=64 * MiB)
+        if request.param == "fsspec":
+            return lg.FsspecCheckpointStorage(f"memory://contract-{uuid.uuid4().hex}")
         return lg.FileCheckpointStorage(tmp_path / f"storage-{next(made)}")
 
     return make
@@ -65,8 +69,15 @@ def storage(make_storage: MakeStorage) -> CheckpointStorage:
 # ---- reaching the stored bytes, to damage them
 
 
+def object_path(storage: lg.FsspecCheckpointStorage, checkpoint_id: int, name: str) -> str:
+    return f"{storage._checkpoint_path(checkpoint_id)}/{name}"
+
+
 def stored(storage: CheckpointStorage, checkpoint_id: int, name: str) -> bytes:
     """The bytes a storage holds for a blob (or for the metadata: ``name=METADATA_NAME``)."""
+    if isinstance(storage, lg.FsspecCheckpointStorage):
+        data: bytes = storage._fs.cat_file(object_path(storage, checkpoint_id, name))
+        return data
     if isinstance(storage, lg.FileCheckpointStorage):
         return (storage.checkpoint_directory(checkpoint_id) / name).read_bytes()
     assert isinstance(storage, lg.MemoryCheckpointStorage)
@@ -77,6 +88,9 @@ def stored(storage: CheckpointStorage, checkpoint_id: int, name: str) -> bytes:
 
 
 def replace_stored(storage: CheckpointStorage, checkpoint_id: int, name: str, data: bytes) -> None:
+    if isinstance(storage, lg.FsspecCheckpointStorage):
+        storage._fs.pipe_file(object_path(storage, checkpoint_id, name), data)
+        return
     if isinstance(storage, lg.FileCheckpointStorage):
         (storage.checkpoint_directory(checkpoint_id) / name).write_bytes(data)
         return
@@ -89,7 +103,9 @@ def replace_stored(storage: CheckpointStorage, checkpoint_id: int, name: str, da
 
 
 def remove_stored(storage: CheckpointStorage, checkpoint_id: int, name: str) -> None:
-    if isinstance(storage, lg.FileCheckpointStorage):
+    if isinstance(storage, lg.FsspecCheckpointStorage):
+        storage._fs.rm_file(object_path(storage, checkpoint_id, name))
+    elif isinstance(storage, lg.FileCheckpointStorage):
         (storage.checkpoint_directory(checkpoint_id) / name).unlink()
     else:
         assert isinstance(storage, lg.MemoryCheckpointStorage)
@@ -97,6 +113,8 @@ def remove_stored(storage: CheckpointStorage, checkpoint_id: int, name: str) -> 
 
 
 def metadata_pointer(storage: CheckpointStorage, checkpoint_id: int) -> str:
+    if isinstance(storage, lg.FsspecCheckpointStorage):
+        return storage._pointer(object_path(storage, checkpoint_id, METADATA_NAME))
     if isinstance(storage, lg.FileCheckpointStorage):
         return str(storage.checkpoint_directory(checkpoint_id) / METADATA_NAME)
     return f"{storage._pointer(checkpoint_id)}/{METADATA_NAME}"  # type: ignore[attr-defined]
