@@ -326,6 +326,8 @@ FACES: dict[str, set[str]] = {
         "Message",
         "RESUME",
         "STOP",
+        "SequencedReceiver",
+        "SequencedSender",
         "Signal",
         "StampedBatch",
         "TriggerCheckpoint",

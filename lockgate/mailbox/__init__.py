@@ -1,4 +1,5 @@
-"""Channels, mailboxes, the control events that travel through channels and letters to mailboxes."""
+"""Channels, mailboxes, the control events that travel through channels and letters to mailboxes; the
+two ends of a channel across a transport that reorders and repeats (sequence numbers and credit)."""
 
 from lockgate.mailbox._channel import MAIL, Channel, ChannelStatistics, Mailbox
 from lockgate.mailbox._events import (
@@ -22,6 +23,7 @@ from lockgate.mailbox._letters import (
     Signal,
     TriggerCheckpoint,
 )
+from lockgate.mailbox._sequenced import SequencedReceiver, SequencedSender
 
 __all__ = [
     "ACTIVE",
@@ -43,6 +45,8 @@ __all__ = [
     "Message",
     "RESUME",
     "STOP",
+    "SequencedReceiver",
+    "SequencedSender",
     "Signal",
     "TriggerCheckpoint",
 ]
