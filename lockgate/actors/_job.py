@@ -169,14 +169,18 @@ class Job:
         return await self._execution.query_state(uid, state, key, consistency)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8081, token: str | None = None) -> JobServer:
-        """Serve the job's queryable state (states marked ``.queryable(name)``, by that name), its graph
-        and its checkpoints over HTTP/JSON, in a task of the running event loop (asyncio or trio),
-        until ``await server.aclose()``. ``port=0`` takes a free port: ``server.url`` tells it.
+        """Serve the job's queryable state (states marked ``.queryable(name)``, by that name), its graph,
+        checkpoints and metrics over HTTP/JSON, and a dashboard page, in a task of the running event
+        loop (asyncio or trio), until ``await server.aclose()``. ``port=0`` takes a free port:
+        ``server.url`` tells it. While the stream is busy the server paces its answers so that the
+        stream keeps most of the loop.
 
         Routes: ``GET /api/state/{name}?key=<JSON>`` (arrays are tuples; ``key_b64=`` the base64 of a
         pickled key, with a token only) answers ``{"key", "value"}`` or 404 for a key without a value;
-        ``GET /api/job`` and ``GET /api/checkpoints``. With ``token``, every request needs
-        ``Authorization: Bearer <token>`` (else 401).
+        ``GET /api/job`` (with the chains and edges), ``GET /api/checkpoints`` (``?last=N``),
+        ``GET /api/metrics``, ``GET /metrics`` (Prometheus' text format) and ``GET /`` (the dashboard).
+        With ``token``, every request needs ``Authorization: Bearer <token>`` (else 401); the
+        dashboard page alone also opens as ``/?token=<token>``.
 
         Raises:
             ConfigurationError: ``host`` is not loopback and there is no token, or the address cannot
