@@ -242,3 +242,44 @@ async def test_a_job_keeps_the_newest_checkpoints_statistics_and_counts_them_all
     finally:
         await server.aclose()
         await job.cancel()
+
+
+async def test_opentelemetry_gauges_report_the_same_figures_as_the_job() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    env = lg.StreamEnvironment(parallelism=2)
+    env.enable_checkpointing(3600)
+    env.from_collection([(f"k{i % 4}", i) for i in range(100)], uid="src").key_by(lambda r: r[0]).sum(
+        1, uid="sum"
+    ).sink(lg.CollectSink(), uid="out")
+    job = await env.start("observed")
+    try:
+        with anyio.fail_after(GUARD):
+            await job.wait()
+            async with anyio.create_task_group() as group:
+                await group.start(lg.observe.export_to_opentelemetry, job.name, job.metrics, provider)
+                collected = reader.get_metrics_data()
+                group.cancel_scope.cancel()
+        assert collected is not None
+        points = {
+            (metric.name, tuple(sorted(point.attributes.items()))): point.value
+            for resource in collected.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            for point in metric.data.data_points
+        }
+        records_in = {
+            attributes: value
+            for (name, attributes), value in points.items()
+            if name == "lockgate.operator.numrecordsin" and ("operator", "sum") in attributes
+        }
+        assert sum(records_in.values()) == 100 and len(records_in) == 2
+        assert (("job", "observed"), ("operator", "sum"), ("subtask", 0)) in records_in
+        # OpenTelemetry's instrument names are case-insensitive: its SDK reports them in lower case.
+        completed = points["lockgate.job.numberofcompletedcheckpoints", (("job", "observed"),)]
+        assert completed == job.metrics()["job"]["numberOfCompletedCheckpoints"] == 1  # the final one
+    finally:
+        provider.shutdown()

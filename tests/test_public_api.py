@@ -212,6 +212,7 @@ FACES: dict[str, set[str]] = {
         "JobLoggerAdapter",
         "JobProgress",
         "current_log_fields",
+        "export_to_opentelemetry",
         "job_logger",
         "log_scope",
         "run_with_progress",

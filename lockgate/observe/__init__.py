@@ -14,6 +14,7 @@ from lockgate.observe._logging import (
     log_scope,
 )
 from lockgate.observe._metrics import JOB_METRICS, OPERATOR_METRICS, MetricsWindow, job_figures
+from lockgate.observe._opentelemetry import export_to_opentelemetry
 from lockgate.observe._plan import Plan, PlanChain, PlanEdge, PlanOperator
 from lockgate.observe._progress import JobProgress, run_with_progress
 from lockgate.observe._prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
@@ -32,6 +33,7 @@ __all__ = [
     "PlanEdge",
     "PlanOperator",
     "current_log_fields",
+    "export_to_opentelemetry",
     "job_figures",
     "job_html",
     "job_logger",

@@ -8,6 +8,7 @@ job's own from its checkpoint statistics.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any, Final
 
@@ -50,7 +51,33 @@ JOB_METRICS: Final = (
     "numRestarts",
 )
 
+#: What each metric means, for exporters' descriptions.
+DESCRIPTIONS: Final = {
+    "numRecordsIn": "Records the operator's subtask has received",
+    "numRecordsOut": "Records the operator's subtask has emitted",
+    "numRecordsInPerSecond": "Records received per second, over the last seconds",
+    "numRecordsOutPerSecond": "Records emitted per second, over the last seconds",
+    "busyTimeMsPerSecond": "Milliseconds per second the subtask was busy",
+    "backPressuredTimeMsPerSecond": "Milliseconds per second the subtask waited for room downstream",
+    "idleTimeMsPerSecond": "Milliseconds per second the subtask waited for input",
+    "currentInputWatermark": "The operator's input watermark, in ms since the epoch",
+    "currentOutputWatermark": "The operator's output watermark, in ms since the epoch",
+    "lastCheckpointDuration": "Milliseconds the last completed checkpoint took",
+    "lastCheckpointSize": "Bytes the last completed checkpoint wrote",
+    "numberOfCompletedCheckpoints": "Checkpoints (and savepoints) completed",
+    "numberOfFailedCheckpoints": "Checkpoints (and savepoints) failed",
+    "numRestarts": "Times the job has restarted after a failure",
+}
+
+_SUBTASK_KEY: Final = re.compile(r"^(?P<uid>.*)\[(?P<subtask>\d+)\]$")
+
 Counters = dict[str, dict[str, Any]]
+
+
+def subtask_of(key: str) -> tuple[str, int] | None:
+    """The operator uid and subtask index of a metrics key ``"<uid>[<subtask>]"``; None for ``"job"``."""
+    matched = _SUBTASK_KEY.match(key)
+    return None if matched is None else (matched["uid"], int(matched["subtask"]))
 
 
 class MetricsWindow:

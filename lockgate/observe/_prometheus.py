@@ -8,7 +8,6 @@ before the first, a checkpoint duration before the first checkpoint) is left out
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,29 +15,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lockgate.observe._metrics import JOB_METRICS, OPERATOR_METRICS
+from lockgate.observe._metrics import DESCRIPTIONS, JOB_METRICS, OPERATOR_METRICS, subtask_of
 
 #: The content type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-_SUBTASK_KEY = re.compile(r"^(?P<uid>.*)\[(?P<subtask>\d+)\]$")
-
-_HELP = {
-    "numRecordsIn": "Records the operator's subtask has received",
-    "numRecordsOut": "Records the operator's subtask has emitted",
-    "numRecordsInPerSecond": "Records received per second, over the last seconds",
-    "numRecordsOutPerSecond": "Records emitted per second, over the last seconds",
-    "busyTimeMsPerSecond": "Milliseconds per second the subtask was busy",
-    "backPressuredTimeMsPerSecond": "Milliseconds per second the subtask waited for room downstream",
-    "idleTimeMsPerSecond": "Milliseconds per second the subtask waited for input",
-    "currentInputWatermark": "The operator's input watermark, in ms since the epoch",
-    "currentOutputWatermark": "The operator's output watermark, in ms since the epoch",
-    "lastCheckpointDuration": "Milliseconds the last completed checkpoint took",
-    "lastCheckpointSize": "Bytes the last completed checkpoint wrote",
-    "numberOfCompletedCheckpoints": "Checkpoints (and savepoints) completed",
-    "numberOfFailedCheckpoints": "Checkpoints (and savepoints) failed",
-    "numRestarts": "Times the job has restarted after a failure",
-}
 
 
 class _JobCollector(Collector):
@@ -49,17 +29,17 @@ class _JobCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         for name in OPERATOR_METRICS:
             family = GaugeMetricFamily(
-                f"lockgate_operator_{name}", _HELP[name], labels=["job", "operator", "subtask"]
+                f"lockgate_operator_{name}", DESCRIPTIONS[name], labels=["job", "operator", "subtask"]
             )
             for key, figures in self._metrics.items():
-                matched = _SUBTASK_KEY.match(key)
-                if matched is None or figures.get(name) is None:
+                subtask = subtask_of(key)
+                if subtask is None or figures.get(name) is None:
                     continue
-                family.add_metric([self._job, matched["uid"], matched["subtask"]], figures[name])
+                family.add_metric([self._job, subtask[0], str(subtask[1])], figures[name])
             yield family
         job = self._metrics.get("job", {})
         for name in JOB_METRICS:
-            family = GaugeMetricFamily(f"lockgate_job_{name}", _HELP[name], labels=["job"])
+            family = GaugeMetricFamily(f"lockgate_job_{name}", DESCRIPTIONS[name], labels=["job"])
             if job.get(name) is not None:
                 family.add_metric([self._job], job[name])
             yield family
