@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -28,6 +28,8 @@ from lockgate.snapshots import CompletedCheckpoint
 from lockgate.state import KeyedStateBackend, key_group_for
 
 logger = job_logger()  # each record names the job (and subtask) of the scope it is logged in
+
+T = TypeVar("T")
 
 #: What :meth:`JobExecution.query_live` returns while the subtask that would answer is not open.
 NOT_OPEN: Final = object()
@@ -132,7 +134,11 @@ class JobExecution:
             counters.update(actor.metric_counters(now))
         assert self._window is not None
         figures: dict[str, dict[str, Any]] = self._window.figures(now, counters)
-        figures["job"] = job_figures(self.coordinator.statistics(), self.restarts)
+        coordinator = self.coordinator
+        counts = coordinator.statistics(last=0)  # the counts alone: no history built
+        figures["job"] = job_figures(
+            coordinator.last_completed_statistics, counts.completed, counts.failed, self.restarts
+        )
         return figures
 
     def checkpoint_statistics(self, last: int | None = None) -> CheckpointStatsSnapshot:
@@ -244,10 +250,7 @@ class JobExecution:
         return owners
 
     def _owner(self, uid: str, key: Any) -> tuple[SubtaskActor, KeyedStateBackend]:
-        owners = self._owners(uid)
-        if len(owners) == 1:  # one subtask owns every key group: no need to hash the key
-            return owners[0]
-        return owners[key_group_for(key, self.graph.max_parallelism)]
+        return _by_key_group(self._owners(uid), key, self.graph.max_parallelism)
 
     def _readers_of(self, uid: str, state: str) -> list[tuple[SubtaskActor, Callable[[Any], Any]]] | None:
         """What answers live queries of ``state`` of ``uid`` for each key group (see
@@ -272,9 +275,7 @@ class JobExecution:
         readers = self._readers.get((uid, state)) or self._readers_of(uid, state)
         if readers is None:
             return NOT_OPEN
-        actor, read = (
-            readers[0] if len(readers) == 1 else readers[key_group_for(key, self.graph.max_parallelism)]
-        )
+        actor, read = _by_key_group(readers, key, self.graph.max_parallelism)
         if not actor.is_open:
             return NOT_OPEN
         try:
@@ -429,6 +430,12 @@ class JobExecution:
         except Exception as exc:
             failure.add_note(f"the job could not restart: {type(exc).__name__}: {exc}")
             raise failure from failure.__cause__
+
+
+def _by_key_group(table: list[T], key: Any, max_parallelism: int) -> T:
+    """The entry of ``key``'s key group in a table of one entry per key group, or of a single entry
+    (one subtask owns every key group: the key need not be hashed)."""
+    return table[0] if len(table) == 1 else table[key_group_for(key, max_parallelism)]
 
 
 async def _first_of(*events: anyio.Event) -> None:

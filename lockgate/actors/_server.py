@@ -139,6 +139,11 @@ def decode_key(query: dict[str, list[str]], *, trusted: bool) -> Any:
     )
 
 
+def _query(scope: Scope) -> dict[str, list[str]]:
+    """The request's query parameters, by name (a parameter given empty is there, as "")."""
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Document:
     """An answer that is not JSON: its content type, bytes and any headers of its own."""
@@ -268,8 +273,8 @@ class JobServerApp:
             return True
         if scope.get("path") != "/":  # the token in the address is taken for the page only
             return False
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        return any(hmac.compare_digest(value.encode("utf-8"), expected) for value in query.get("token", []))
+        tokens = _query(scope).get("token", [])
+        return any(hmac.compare_digest(value.encode("utf-8"), expected) for value in tokens)
 
     async def _answer(self, scope: Scope) -> tuple[int, Any]:
         if not self._authorized(scope):
@@ -292,8 +297,7 @@ class JobServerApp:
         if path == "/api/job":
             return 200, self._job()
         if path == "/api/checkpoints":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            last = query.get("last", [""])[-1]
+            last = _query(scope).get("last", [""])[-1]
             if last and not last.isdigit():
                 return 400, {"error": f"last is the number of newest checkpoints to show, got {last!r}"}
             statistics = self.execution.checkpoint_statistics(int(last) if last else None)
@@ -305,8 +309,7 @@ class JobServerApp:
             return 200, Document(PROMETHEUS_CONTENT_TYPE, text)
         if path.startswith("/api/state/"):
             name = unquote(path.removeprefix("/api/state/"))
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-            return await self._state(name, query)
+            return await self._state(name, _query(scope))
         return 404, {
             "error": f"no route {path!r}: / (the dashboard), /api/state/<name>?key=..., /api/job, "
             "/api/checkpoints, /api/metrics, /metrics"

@@ -99,6 +99,7 @@ class CheckpointCoordinator:
         self._stats: dict[int, CheckpointStats] = {}
         self._completed_count = 0
         self._failed_count = 0
+        self._last_completed: CheckpointStats | None = None  # the newest by id, kept or not
         self._retained = RetainedCheckpoints(job_name, storage, config)
         self._consecutive_failures = 0
         self._last_finished = -math.inf
@@ -632,6 +633,8 @@ class CheckpointCoordinator:
         if before is None or before.status != stats.status:
             if stats.status == "completed":
                 self._completed_count += 1
+                if self._last_completed is None or stats.id > self._last_completed.id:
+                    self._last_completed = stats
             elif stats.status == "failed":
                 self._failed_count += 1
         self._stats[stats.id] = stats
@@ -640,6 +643,11 @@ class CheckpointCoordinator:
             if oldest in self._pending:
                 break
             del self._stats[oldest]
+
+    @property
+    def last_completed_statistics(self) -> CheckpointStats | None:
+        """The statistics of the newest completed checkpoint or savepoint, None before the first."""
+        return self._last_completed
 
     def statistics(self, last: int | None = None) -> CheckpointStatsSnapshot:
         """The counts of every checkpoint so far, and the statistics of the newest (the ``last``

@@ -12,7 +12,7 @@ import re
 from collections import deque
 from typing import Any, Final
 
-from lockgate.checkpointing import CheckpointStatsSnapshot
+from lockgate.checkpointing import CheckpointStats
 
 #: Per-second figures are over (at most) this many seconds: those since the oldest reading kept.
 WINDOW: Final = 10.0
@@ -116,14 +116,17 @@ class MetricsWindow:
         return figures
 
 
-def job_figures(statistics: CheckpointStatsSnapshot, restarts: int) -> dict[str, Any]:
-    """The job's own metrics: the last completed checkpoint's duration (ms) and size (bytes, what it
+def job_figures(
+    last_completed: CheckpointStats | None, completed: int, failed: int, restarts: int
+) -> dict[str, Any]:
+    """The job's own metrics: the newest completed checkpoint's duration (ms) and size (bytes, what it
     wrote), how many checkpoints completed and failed, how many times the job restarted."""
-    last = next((stats for stats in reversed(statistics.history) if stats.status == "completed"), None)
     return {
-        "lastCheckpointDuration": None if last is None else round(last.duration * 1000, 3),
-        "lastCheckpointSize": None if last is None else last.persisted_bytes,
-        "numberOfCompletedCheckpoints": statistics.completed,
-        "numberOfFailedCheckpoints": statistics.failed,
+        "lastCheckpointDuration": None
+        if last_completed is None
+        else round(last_completed.duration * 1000, 3),
+        "lastCheckpointSize": None if last_completed is None else last_completed.persisted_bytes,
+        "numberOfCompletedCheckpoints": completed,
+        "numberOfFailedCheckpoints": failed,
         "numRestarts": restarts,
     }
