@@ -77,6 +77,8 @@ from lockgate.functions import RuntimeContext as RuntimeContext
 from lockgate.functions import TimerService as TimerService
 from lockgate.functions import WindowContext as WindowContext
 from lockgate.mailbox import ChannelStatistics as ChannelStatistics
+from lockgate.ray_runner import RayRunner as RayRunner
+from lockgate.ray_runner import SubtaskLostError as SubtaskLostError
 from lockgate.savepoint import Savepoint as Savepoint
 from lockgate.savepoint import SavepointWriter as SavepointWriter
 from lockgate.snapshots import CheckpointStorage as CheckpointStorage
@@ -214,6 +216,8 @@ __all__ = [
     "field_alias",
     "FileCheckpointStorage",
     "FsspecCheckpointStorage",
+    "RayRunner",
+    "SubtaskLostError",
     "FsStateBackend",
     "MemoryCheckpointStorage",
     "MemoryStateBackend",

@@ -66,6 +66,8 @@ EXPECTED = {
     "CorruptCheckpointError",
     "FileCheckpointStorage",
     "FsspecCheckpointStorage",
+    "RayRunner",
+    "SubtaskLostError",
     "FsStateBackend",
     "MemoryCheckpointStorage",
     "CheckpointConfig",
@@ -141,6 +143,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "graph",
         "mailbox",
         "observe",
+        "ray_runner",
         "savepoint",
         "snapshots",
         "state",
@@ -168,6 +171,7 @@ def test_errors_form_one_hierarchy() -> None:
 #: What each part of the package shows the other parts and tools: its face, as its __all__ says.
 FACES: dict[str, set[str]] = {
     "actors": {
+        "Attempt",
         "GeneratedUidWarning",
         "Job",
         "JobExecution",
@@ -175,6 +179,7 @@ FACES: dict[str, set[str]] = {
         "JobServer",
         "JobStatus",
         "QueryableStateClient",
+        "Runner",
         "RuntimeOptions",
         "warn_about_generated_uids",
     },
@@ -193,8 +198,10 @@ FACES: dict[str, set[str]] = {
         "CheckpointStatsSnapshot",
         "SnapshotTarget",
         "SubtaskAcknowledgement",
+        "SubtaskCoordinator",
     },
     "cli": {"main"},
+    "ray_runner": {"RayRunner", "SubtaskLostError"},
     "observe": {
         "JOB_METRICS",
         "OPERATOR_METRICS",

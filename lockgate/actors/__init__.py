@@ -3,10 +3,11 @@
 from lockgate.actors._client import QueryableStateClient
 from lockgate.actors._execution import GeneratedUidWarning, JobExecution, warn_about_generated_uids
 from lockgate.actors._job import Job, JobStatus
-from lockgate.actors._runner import JobResult, RuntimeOptions
+from lockgate.actors._runner import Attempt, JobResult, Runner, RuntimeOptions
 from lockgate.actors._server import JobServer
 
 __all__ = [
+    "Attempt",
     "GeneratedUidWarning",
     "Job",
     "JobExecution",
@@ -14,6 +15,7 @@ __all__ = [
     "JobServer",
     "JobStatus",
     "QueryableStateClient",
+    "Runner",
     "RuntimeOptions",
     "warn_about_generated_uids",
 ]

@@ -23,7 +23,7 @@ from lockgate.actors._failure import OperatorFailure
 from lockgate.actors._operators import StreamOperator
 from lockgate.actors._output import OutputRouter
 from lockgate.actors._snapshotting import SubtaskSnapshots
-from lockgate.checkpointing import CheckpointCoordinator
+from lockgate.checkpointing import SubtaskCoordinator
 from lockgate.connectors import SourceReader
 from lockgate.eventtime import MAX_WATERMARK, MIN_WATERMARK
 from lockgate.mailbox import (
@@ -58,7 +58,10 @@ class SourceTask:
 class ActorRuntime(Protocol):
     """What an actor needs from the attempt of the job that runs it."""
 
-    coordinator: CheckpointCoordinator | None
+    @property
+    def coordinator(self) -> SubtaskCoordinator | None:
+        """The job's checkpoint coordinator, as a subtask sees it (None: no checkpoints)."""
+
     mode: CheckpointingMode | None
     asynchronous: bool
     unaligned: bool  # checkpoints (never savepoints) may let barriers overtake records

@@ -18,7 +18,7 @@ from lockgate._errors import (
     StateNotFoundError,
 )
 from lockgate.actors._actor import SubtaskActor
-from lockgate.actors._runner import JobResult, JobRunner, RuntimeOptions
+from lockgate.actors._runner import Attempt, JobResult, JobRunner, RuntimeOptions
 from lockgate.checkpointing import CheckpointCoordinator, CheckpointStatsSnapshot
 from lockgate.graph import JobGraph, OperatorTransformation, SourceTransformation, Transformation
 from lockgate.mailbox import ChannelStatistics
@@ -89,8 +89,8 @@ class JobExecution:
         self.ended = False
         # Set (and replaced) whenever an attempt ends or starts: what waiting queries look again at.
         self._changed = anyio.Event()
-        self._routed: JobRunner | None = None
-        self._metered: JobRunner | None = None  # the attempt whose readings _window keeps
+        self._routed: Attempt | None = None
+        self._metered: Attempt | None = None  # the attempt whose readings _window keeps
         self._window: MetricsWindow | None = None
         self._routes: dict[str, list[tuple[SubtaskActor, KeyedStateBackend]]] = {}
         self._readers: dict[tuple[str, str], list[tuple[SubtaskActor, Callable[[Any], Any]]]] = {}
@@ -107,7 +107,17 @@ class JobExecution:
             self.coordinator.set_base(base, restored.checkpoint_id)
         self.runner = self._runner(restored)
 
-    def _runner(self, restored: RestoredState | None) -> JobRunner:
+    def _runner(self, restored: RestoredState | None) -> Attempt:
+        runner = self.options.runner
+        if runner is not None:
+            return runner.attempt(
+                self.job_name,
+                self.graph,
+                self.options,
+                restored=restored,
+                attempt=self.restarts,
+                coordinator=self.coordinator,
+            )
         return JobRunner(
             self.job_name,
             self.graph,
@@ -230,6 +240,11 @@ class JobExecution:
         return self._route(uid) if owners is None else owners
 
     def _route(self, uid: str) -> list[tuple[SubtaskActor, KeyedStateBackend]]:
+        if self.options.runner is not None:
+            raise ConfigurationError(
+                f"job {self.job_name!r} runs its subtasks on {self.options.runner!r}: queryable state is "
+                "answered by jobs whose subtasks run in this process (the default runner) only"
+            )
         runner = self.runner
         found = [
             (actor, backend)

@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup
 
 from lockgate._config import CheckpointConfig, CheckpointingMode, RestartStrategy
 from lockgate._errors import CheckpointError, JobFailedError, LockgateError
-from lockgate.actors._actor import SourceTask, SubtaskActor
+from lockgate.actors._actor import ActorRuntime, SourceTask, SubtaskActor
 from lockgate.actors._context import SubtaskContext
 from lockgate.actors._event_time import TimestampsAndWatermarksOperator
 from lockgate.actors._failure import OperatorFailure
@@ -84,6 +84,8 @@ class RuntimeOptions:
         instrumentation: Hooks for tests (see :mod:`lockgate.testing`).
         auto_watermark_interval: The most often, in ms, a subtask emits a new watermark (0: after
             every batch that advanced it).
+        runner: What runs the subtasks: None, in this process (:class:`JobRunner`); or another runner
+            (``lockgate.RayRunner``: in Ray actors).
     """
 
     batch_size: int
@@ -94,6 +96,7 @@ class RuntimeOptions:
     restart_strategy: RestartStrategy = field(default_factory=RestartStrategy.no_restart)
     instrumentation: Instrumentation | None = None
     auto_watermark_interval: int = 200
+    runner: Runner | None = None
 
     @property
     def mode(self) -> CheckpointingMode | None:
@@ -124,6 +127,43 @@ class JobResult:
     channels: dict[str, ChannelStatistics] = field(repr=False)
     restarts: int = 0
     restored_from: tuple[int | None, ...] = ()
+
+
+class Attempt(Protocol):
+    """One attempt of a job, as :class:`~lockgate.actors.JobExecution` sees it (:class:`JobRunner`
+    runs one in this process)."""
+
+    attempt: int
+
+    @property
+    def failed(self) -> bool:
+        """Whether the attempt has failed (its subtasks are ending, or have ended)."""
+
+    @property
+    def actors(self) -> list[SubtaskActor]:
+        """The subtask actors that run in this process (none if they run elsewhere)."""
+
+    def channel_statistics(self) -> dict[str, ChannelStatistics]:
+        """The statistics of every channel now, by channel name."""
+
+    async def run(self) -> JobResult:
+        """Run the subtasks to the end; raise :class:`JobFailedError` if one of them fails."""
+
+
+class Runner(Protocol):
+    """Runs attempts of a job somewhere else than in this process's event loop alone (the Ray runner)."""
+
+    def attempt(
+        self,
+        job_name: str,
+        graph: JobGraph,
+        options: RuntimeOptions,
+        *,
+        restored: RestoredState | None,
+        attempt: int,
+        coordinator: CheckpointCoordinator,
+    ) -> Attempt:
+        """An attempt of the job, ready to :meth:`Attempt.run`; a graph it cannot run fails here."""
 
 
 class JobRunner:
@@ -279,13 +319,17 @@ class JobRunner:
                 main: list[EdgeOutput] = []
                 side: dict[tuple[str, OutputTag], list[EdgeOutput]] = {}
                 for edge in vertex.outputs:
-                    output = self._edge_output(edge, edge_channels[edge][index], index)
+                    output = edge_output(self.graph, self.options, edge, edge_channels[edge][index], index)
                     if edge.side_output is None:
                         main.append(output)
                     else:
                         side.setdefault(edge.side_output, []).append(output)
                 router = OutputRouter(main, side)
-                actors.append(self._actor(vertex, index, router, inputs[vertex][index]))
+                actors.append(
+                    build_subtask(
+                        self, vertex, index, router, inputs[vertex][index], self._request_checkpoint
+                    )
+                )
         return actors
 
     def _connect(self, edge: JobEdge, target_inputs: list[list[tuple[Channel, int]]]) -> list[list[Channel]]:
@@ -304,94 +348,113 @@ class JobRunner:
             per_producer.append(channels)
         return per_producer
 
-    def _edge_output(self, edge: JobEdge, channels: list[Channel], index: int) -> EdgeOutput:
-        size = self.options.batch_size
-        partitioner = edge.partitioner
-        if isinstance(partitioner, ForwardPartitioner):
-            return ForwardOutput(channels, size)
-        if isinstance(partitioner, RebalancePartitioner):
-            return RebalanceOutput(channels, size, start=index)
-        if isinstance(partitioner, BroadcastPartitioner):
-            return BroadcastOutput(channels, size)
-        if isinstance(partitioner, KeyGroupPartitioner):
-            max_parallelism = self.graph.max_parallelism
-            target = edge.target.operators[0].uid
-            return KeyGroupOutput(channels, size, partitioner.key_selector, max_parallelism, target)
-        raise TypeError(f"unknown partitioner {partitioner!r}")
-
-    def _actor(
-        self, vertex: JobVertex, index: int, output: OutputRouter, channels: list[tuple[Channel, int]]
-    ) -> SubtaskActor:
-        max_parallelism = self.graph.max_parallelism
-        parallelism = vertex.parallelism
-        instrumentation = self.options.instrumentation
-        restored = self.restored
-        operators: list[StreamOperator] = []
-        backends: list[KeyedStateBackend] = []
-        source: SourceTask | None = None
-        in_flight: list[tuple[int, InFlightBatch]] = []
-        for node in vertex.operators:
-            if restored is not None and not isinstance(node, SourceTransformation):
-                position = len(operators)  # where in the chain the operator's channel state re-enters
-                in_flight += [(position, batch) for batch in restored.in_flight(node.uid, index)]
-            backend = None
-            if isinstance(node, OperatorTransformation) and node.spec.keyed:
-                key_groups = KeyGroupRange.for_subtask(max_parallelism, parallelism, index)
-                backend = self.options.state_backend.create_keyed_backend(
-                    node.uid, key_groups, max_parallelism
-                )
-                backends.append(backend)
-                if restored is not None:
-                    backend.restore(restored.keyed.get(node.uid, []))
-            operator_state = None
-            if restored is not None:
-                operator_state = restored.operator_state(node.uid, parallelism, index)
-            ctx = SubtaskContext(
-                node.uid,
-                node.name,
-                index,
-                parallelism,
-                max_parallelism,
-                backend,
-                OperatorStateBackend(node.uid, operator_state),
-                checkpointing_mode=self.mode,
-                attempt=self.attempt,
-                auto_watermark_interval=self.options.auto_watermark_interval,
-            )
-            if isinstance(node, SourceTransformation):
-                reader = node.source.create_reader(ctx)
-                if instrumentation is not None:
-                    reader = instrumentation.reader(
-                        self.attempt, node.uid, index, reader, self._request_checkpoint
-                    )
-                source = SourceTask(node.uid, reader, ctx)
-                if node.watermark_strategy is not None:  # the source's timestamps and watermarks
-                    operators.append(TimestampsAndWatermarksOperator(ctx, node.watermark_strategy))
-            else:
-                assert isinstance(node, OperatorTransformation)
-                operator = create_operator(node.spec, ctx)
-                if instrumentation is not None:
-                    operator = instrumentation.operator(self.attempt, operator)
-                operators.append(operator)
-        return SubtaskActor(
-            vertex.name,
-            vertex.operators[0].uid,
-            index,
-            parallelism,
-            operators,
-            output,
-            self,
-            source=source,
-            mailbox=Mailbox([channel for channel, _ in channels]),
-            channel_inputs=[input_index for _, input_index in channels],
-            batch_size=self.options.batch_size,
-            keyed_backends=backends,
-            in_flight=in_flight,
-        )
-
     def _request_checkpoint(self) -> anyio.Event:
         if self.coordinator is not None:
             return self.coordinator.request_checkpoint()
         finished = anyio.Event()
         finished.set()
         return finished
+
+
+def edge_output(
+    graph: JobGraph, options: RuntimeOptions, edge: JobEdge, channels: list[Channel], index: int
+) -> EdgeOutput:
+    """Subtask ``index``'s output along ``edge``, into ``channels`` (its channels of the edge, in
+    order of the consumer subtasks)."""
+    size = options.batch_size
+    partitioner = edge.partitioner
+    if isinstance(partitioner, ForwardPartitioner):
+        return ForwardOutput(channels, size)
+    if isinstance(partitioner, RebalancePartitioner):
+        return RebalanceOutput(channels, size, start=index)
+    if isinstance(partitioner, BroadcastPartitioner):
+        return BroadcastOutput(channels, size)
+    if isinstance(partitioner, KeyGroupPartitioner):
+        target = edge.target.operators[0].uid
+        return KeyGroupOutput(channels, size, partitioner.key_selector, graph.max_parallelism, target)
+    raise TypeError(f"unknown partitioner {partitioner!r}")
+
+
+class SubtaskRuntime(ActorRuntime, Protocol):
+    """What building a subtask needs of the attempt it runs in (the local runner, or a Ray worker's
+    host of one subtask)."""
+
+    graph: JobGraph
+    options: RuntimeOptions
+    restored: RestoredState | None
+    attempt: int
+
+
+def build_subtask(
+    runtime: SubtaskRuntime,
+    vertex: JobVertex,
+    index: int,
+    output: OutputRouter,
+    channels: list[tuple[Channel, int]],
+    request_checkpoint: Callable[[], anyio.Event],
+) -> SubtaskActor:
+    """The actor of subtask ``index`` of ``vertex``: its chain's operators (state restored), sending to
+    ``output`` and reading ``channels`` (each with the operator input it feeds), or its source.
+    ``request_checkpoint``: what a test's instrumented source reader calls to ask for a checkpoint."""
+    graph, options, restored, attempt = runtime.graph, runtime.options, runtime.restored, runtime.attempt
+    max_parallelism = graph.max_parallelism
+    parallelism = vertex.parallelism
+    instrumentation = options.instrumentation
+    operators: list[StreamOperator] = []
+    backends: list[KeyedStateBackend] = []
+    source: SourceTask | None = None
+    in_flight: list[tuple[int, InFlightBatch]] = []
+    for node in vertex.operators:
+        if restored is not None and not isinstance(node, SourceTransformation):
+            position = len(operators)  # where in the chain the operator's channel state re-enters
+            in_flight += [(position, batch) for batch in restored.in_flight(node.uid, index)]
+        backend = None
+        if isinstance(node, OperatorTransformation) and node.spec.keyed:
+            key_groups = KeyGroupRange.for_subtask(max_parallelism, parallelism, index)
+            backend = options.state_backend.create_keyed_backend(node.uid, key_groups, max_parallelism)
+            backends.append(backend)
+            if restored is not None:
+                backend.restore(restored.keyed.get(node.uid, []))
+        operator_state = None
+        if restored is not None:
+            operator_state = restored.operator_state(node.uid, parallelism, index)
+        ctx = SubtaskContext(
+            node.uid,
+            node.name,
+            index,
+            parallelism,
+            max_parallelism,
+            backend,
+            OperatorStateBackend(node.uid, operator_state),
+            checkpointing_mode=runtime.mode,
+            attempt=attempt,
+            auto_watermark_interval=options.auto_watermark_interval,
+        )
+        if isinstance(node, SourceTransformation):
+            reader = node.source.create_reader(ctx)
+            if instrumentation is not None:
+                reader = instrumentation.reader(attempt, node.uid, index, reader, request_checkpoint)
+            source = SourceTask(node.uid, reader, ctx)
+            if node.watermark_strategy is not None:  # the source's timestamps and watermarks
+                operators.append(TimestampsAndWatermarksOperator(ctx, node.watermark_strategy))
+        else:
+            assert isinstance(node, OperatorTransformation)
+            operator = create_operator(node.spec, ctx)
+            if instrumentation is not None:
+                operator = instrumentation.operator(attempt, operator)
+            operators.append(operator)
+    return SubtaskActor(
+        vertex.name,
+        vertex.operators[0].uid,
+        index,
+        parallelism,
+        operators,
+        output,
+        runtime,
+        source=source,
+        mailbox=Mailbox([channel for channel, _ in channels]),
+        channel_inputs=[input_index for _, input_index in channels],
+        batch_size=options.batch_size,
+        keyed_backends=backends,
+        in_flight=in_flight,
+    )

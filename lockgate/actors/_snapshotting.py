@@ -19,7 +19,7 @@ from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.actors._channel_state import ChannelStateRecording, completed_recording
 from lockgate.actors._failure import OperatorFailure
-from lockgate.checkpointing import CheckpointCoordinator, SnapshotTarget, SubtaskAcknowledgement
+from lockgate.checkpointing import SnapshotTarget, SubtaskAcknowledgement, SubtaskCoordinator
 from lockgate.mailbox import Barrier
 from lockgate.savepoint import encode_channel_state, encode_operator_state
 from lockgate.snapshots import StreamStateHandle, SubtaskStateHandles, SubtaskStateWriter
@@ -151,7 +151,7 @@ class SubtaskSnapshots:
         return captures
 
     async def _persist(
-        self, coordinator: CheckpointCoordinator, part: _Part, in_flight: _ChannelStateUpload | None = None
+        self, coordinator: SubtaskCoordinator, part: _Part, in_flight: _ChannelStateUpload | None = None
     ) -> None:
         """The asynchronous part: write every operator's captured state, acknowledge the checkpoint (an
         unaligned one's once its channel state, ``in_flight``, is stored too).
@@ -219,7 +219,7 @@ class SubtaskSnapshots:
         return states
 
     async def _store_channel_state(
-        self, coordinator: CheckpointCoordinator, part: _Part, upload: _ChannelStateUpload
+        self, coordinator: SubtaskCoordinator, part: _Part, upload: _ChannelStateUpload
     ) -> None:
         """Wait for an unaligned checkpoint's channel state to be complete and write it, as a blob of
         the chain's first operator (none if nothing was in flight)."""

@@ -17,6 +17,7 @@ from lockgate.actors import (
     Job,
     JobExecution,
     JobResult,
+    Runner,
     RuntimeOptions,
     warn_about_generated_uids,
 )
@@ -43,7 +44,9 @@ class StreamEnvironment:
             It is fixed for the life of the job's state, so choose it with room to grow.
         batch_size: The most records in a batch handed from one actor to another.
         channel_capacity: The most batches queued in one channel before its producer waits; with
-            ``batch_size`` it bounds the memory of each channel.
+            ``batch_size`` it bounds the memory of each channel. (Between Ray actors: the most frames.)
+        runner: What runs the subtasks: None (the default), this process's event loop; a
+            :class:`~lockgate.ray_runner.RayRunner`, Ray actors in other processes and machines.
     """
 
     def __init__(
@@ -53,8 +56,11 @@ class StreamEnvironment:
         *,
         batch_size: int = 1000,
         channel_capacity: int = 8,
+        runner: Runner | None = None,
     ) -> None:
         check_parallelism(parallelism, max_parallelism)
+        if runner is not None and not callable(getattr(runner, "attempt", None)):
+            raise ConfigurationError(f"runner is a runner such as lg.RayRunner(), or None, got {runner!r}")
         for name, value in (("batch_size", batch_size), ("channel_capacity", channel_capacity)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
@@ -62,6 +68,8 @@ class StreamEnvironment:
         self.max_parallelism = max_parallelism
         self.batch_size = batch_size
         self.channel_capacity = channel_capacity
+        #: What runs the subtasks: None, this process's event loop; ``lg.RayRunner()``, Ray actors.
+        self.runner = runner
         default = MemoryStateBackend()
         self.state_backend: StateBackend = default
         #: Where checkpoints go; set by :meth:`set_checkpoint_storage` or by a preset state backend.
@@ -317,6 +325,7 @@ class StreamEnvironment:
             restart_strategy=self.restart_strategy,
             instrumentation=self._instrumentation,
             auto_watermark_interval=self.config.auto_watermark_interval_millis,
+            runner=self.runner,
         )
         restored = None
         if restore_from is not None:

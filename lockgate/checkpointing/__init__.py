@@ -10,6 +10,7 @@ from lockgate.checkpointing._participants import (
     CheckpointParticipant,
     SnapshotTarget,
     SubtaskAcknowledgement,
+    SubtaskCoordinator,
 )
 from lockgate.checkpointing._stats import CheckpointStats, CheckpointStatsSnapshot
 
@@ -20,4 +21,5 @@ __all__ = [
     "CheckpointStatsSnapshot",
     "SnapshotTarget",
     "SubtaskAcknowledgement",
+    "SubtaskCoordinator",
 ]

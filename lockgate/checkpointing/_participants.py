@@ -19,6 +19,33 @@ class CheckpointParticipant(Protocol):
         """Hand the subtask a letter (see :mod:`lockgate.mailbox`)."""
 
 
+class SubtaskCoordinator(Protocol):
+    """The coordinator as a subtask sees it: the coordinator itself in its process, or its stand-in
+    in a process that runs subtasks for a driver elsewhere (the Ray runner)."""
+
+    def target(self, checkpoint_id: int) -> SnapshotTarget | None:
+        """Where checkpoint ``checkpoint_id`` goes, or None if it is not in progress."""
+
+    async def acknowledge(
+        self, checkpoint_id: int, key: tuple[str, int], ack: SubtaskAcknowledgement
+    ) -> bool:
+        """Subtask ``key`` has persisted its part; whether the acknowledgement counts."""
+
+    async def decline(
+        self,
+        checkpoint_id: int,
+        key: tuple[str, int],
+        reason: str,
+        *,
+        counts: bool = True,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Subtask ``key`` cannot take part in the checkpoint."""
+
+    def source_finished(self, key: tuple[str, int]) -> None:
+        """Source subtask ``key`` has read all its input."""
+
+
 @dataclass
 class SnapshotTarget:
     """Where a subtask writes its part of a checkpoint; ``canonical``: in the savepoint format, with

@@ -19,6 +19,7 @@ from abc import abstractmethod
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from lockgate._config import CheckpointingMode
+from lockgate._driver import driver_link, driver_process, resident_token
 from lockgate.connectors._sink import Sink, SinkWriter
 from lockgate.functions import RuntimeContext
 from lockgate.state import ListStateDescriptor, OperatorListState
@@ -170,10 +171,6 @@ class TransactionalWriter(SinkWriter, Generic[TXN]):
             await self._sink.abort(transaction)
 
 
-#: Names this process's CollectSink transactions: ``<process>-<transaction>``.
-_PROCESS = uuid.uuid4().hex
-
-
 class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
     """Collects records in :attr:`results`, a list shared by all subtasks of the sink.
 
@@ -186,6 +183,10 @@ class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
     wrote (resumed from a savepoint after a stop, say) does not add that snapshot's pending records
     again: they were committed into the other process's sink when the snapshot completed (or were lost
     with that process); the new sink holds what came after the snapshot.
+
+    On the Ray runner the sink's subtasks run in other processes; what they commit (or, without
+    exactly-once, append) is sent to this object in the job's driver process, in order, so
+    :attr:`results` fills there as it does locally.
     """
 
     #: Every transaction committed by any CollectSink of this process, by id: a job restored from a
@@ -197,17 +198,23 @@ class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
 
     def __init__(self) -> None:
         self.results: list[T] = []
+        self._token = resident_token(self)  # how its copies in other processes reach it
 
     def __repr__(self) -> str:
         return f"<CollectSink [{len(self.results)} results]>"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy sent to a worker process adds nothing to its own list: its results come back here.
+        return {**self.__dict__, "results": []}
+
     def create_writer(self, ctx: RuntimeContext) -> SinkWriter:
         if ctx.checkpointing_mode is CheckpointingMode.EXACTLY_ONCE:
             return super().create_writer(ctx)
-        return _ExtendWriter(self.results)
+        return _ExtendWriter(self)
 
     async def begin_transaction(self) -> tuple[str, list[Any]]:
-        return (f"{_PROCESS}-{uuid.uuid4().hex}", [])
+        # Named by the driver's process: the one whose results the transaction belongs to.
+        return (f"{driver_process()}-{uuid.uuid4().hex}", [])
 
     async def write(self, transaction: tuple[str, list[Any]], records: list[Any]) -> None:
         transaction[1].extend(records)
@@ -217,20 +224,34 @@ class CollectSink(TwoPhaseCommitSink[tuple[str, list[Any]]], Generic[T]):
 
     async def commit(self, transaction: tuple[str, list[Any]]) -> None:
         name, records = transaction
+        link = driver_link()
+        if link is not None:  # a copy in a worker: the driver's sink commits it
+            link.send(self._token, "_commit_here", name, records)
+        else:
+            self._commit_here(name, records)
+
+    def _commit_here(self, name: str, records: list[Any]) -> None:
         process, _, _ = name.rpartition("-")
-        if process and process != _PROCESS:
+        if process and process != driver_process():
             return  # another process's: committed into its own sink (see the class docstring)
         if name not in self._committed:
             self._committed.add(name)
             self.results.extend(records)
+
+    def _extend_here(self, records: list[Any]) -> None:
+        self.results.extend(records)
 
     async def abort(self, transaction: tuple[str, list[Any]]) -> None:
         """Nothing to do: an aborted transaction's records are simply never added."""
 
 
 class _ExtendWriter(SinkWriter):
-    def __init__(self, results: list[Any]) -> None:
-        self._results = results
+    def __init__(self, sink: CollectSink[Any]) -> None:
+        self._sink = sink
+        self._link = driver_link()
 
     async def write(self, records: list[Any]) -> None:
-        self._results.extend(records)
+        if self._link is None:
+            self._sink.results.extend(records)
+        else:  # a copy in a worker: the driver's sink appends them
+            self._link.send(self._sink._token, "_extend_here", records)

@@ -20,6 +20,9 @@ class EndOfInput(ControlEvent):
     def __repr__(self) -> str:
         return "END_OF_INPUT"
 
+    def __reduce__(self) -> str:
+        return "END_OF_INPUT"  # the one instance, in another process too: it is compared by identity
+
 
 END_OF_INPUT: Final = EndOfInput()
 
@@ -89,6 +92,9 @@ class WatermarkStatus(ControlEvent):
 
     def __repr__(self) -> str:
         return "IDLE" if self.idle else "ACTIVE"
+
+    def __reduce__(self) -> str:
+        return "IDLE" if self.idle else "ACTIVE"  # one instance each, compared by identity
 
 
 IDLE: Final = WatermarkStatus(True)

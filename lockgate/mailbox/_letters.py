@@ -39,7 +39,8 @@ class AlignmentTimedOut:
 
 
 class Signal:
-    """A letter that carries nothing but its name."""
+    """A letter that carries nothing but its name; there is one of each, compared by identity (in
+    another process too: it unpickles as the module's own)."""
 
     __slots__ = ("name",)
 
@@ -47,6 +48,9 @@ class Signal:
         self.name = name
 
     def __repr__(self) -> str:
+        return self.name
+
+    def __reduce__(self) -> str:
         return self.name
 
 

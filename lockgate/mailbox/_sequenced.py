@@ -51,9 +51,27 @@ class SequencedSender:
     async def number(self) -> int:
         """The number of the next message, once the receiver has granted room for it (waits until
         then: this is the channel's backpressure)."""
+        await self.wait_for_room()
+        return self.take_number()
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the receiver has granted room for the next message."""
+        return self._next < self._granted
+
+    async def wait_for_room(self) -> None:
+        """Wait until the receiver has granted room for the next message (cancel-safe; one waiter)."""
         while self._next >= self._granted:
             self._room = anyio.Event()
             await self._room.wait()
+
+    def take_number(self, *, beyond_room: bool = False) -> int:
+        """The number of the next message, now: there must be room for it, unless ``beyond_room``
+        (a priority message, such as an unaligned barrier, which must not wait behind the
+        backpressure it overtakes; the receiver takes it as such, and later messages wait for the
+        room it used)."""
+        if not (beyond_room or self._next < self._granted):
+            raise ValueError(f"no room granted for message {self._next} (up to {self._granted})")
         number = self._next
         self._next += 1
         return number
@@ -88,16 +106,17 @@ class SequencedReceiver(Generic[M]):
     def __repr__(self) -> str:
         return f"<SequencedReceiver [next {self._next}, {len(self._early)} early, taken {self._taken}]>"
 
-    def accept(self, number: int, message: M) -> list[M]:
+    def accept(self, number: int, message: M, *, beyond_room: bool = False) -> list[M]:
         """Take message ``number`` as it arrived; return the messages now in order, oldest first
-        (none if it came early, or was a repeat).
+        (none if it came early, or was a repeat). ``beyond_room``: the sender sent it as a priority
+        message, without waiting for room (:meth:`SequencedSender.take_number`).
 
         Raises:
             ValueError: The sender sent beyond the room granted to it (a bug in the sender).
         """
         if number < self._next or number in self._early:
             return []  # a repeat of one handed on or held already
-        if number >= self._taken + self.capacity:
+        if number >= self._taken + self.capacity and not beyond_room:
             raise ValueError(
                 f"message {number} is beyond the room granted (up to {self._taken + self.capacity}): "
                 "the sender did not wait for credit"

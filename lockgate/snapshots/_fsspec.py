@@ -152,6 +152,9 @@ class FsspecCheckpointStorage(CheckpointStorage):
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options)
         self._fs, self._root = _open_file_system(self.url, self.storage_options)
+        protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
+        if "memory" in protocols:  # fsspec's memory:// lives in this process alone
+            self.outlives_process = False
         self._pattern = directory_pattern(prefix)
         self._only: str | None = None  # set: the storage reads this one checkpoint's place only
 
