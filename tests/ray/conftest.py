@@ -51,6 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(problem)
 
 
+# As the launcher does (see there), for a run under a bare `unshare --net`; it must come before the
+# first `import ray`, which reads it, and this file is imported before the test modules.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def worker_python_path() -> str:
     """PYTHONPATH for Ray's worker processes.
 
@@ -71,15 +76,16 @@ def ray_session() -> Iterator[Any]:
     assert problem is None, problem
     import ray  # here, not at the top: the namespace check above must come first
 
+    # No _node_ip_address="127.0.0.1": ray.init replaces a loopback address there with the one Ray
+    # finds itself. The launcher's RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes that 127.0.0.1.
     context = ray.init(
         num_cpus=CPUS,
         include_dashboard=False,
         log_to_driver=False,
-        # Harmless inside the namespace (its only address anyway); it saves Ray a lookup.
-        _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": {"PYTHONPATH": worker_python_path()}},
     )
     try:
+        assert context.address_info["node_ip_address"] == "127.0.0.1", context.address_info
         yield context
     finally:
         ray.shutdown()

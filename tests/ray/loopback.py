@@ -5,8 +5,9 @@ starts (Ray's gcs_server, raylet, agents, workers) can reach or listen on any ad
 
 As root the namespace comes from ``unshare --net``; otherwise (or if that is refused) from a user
 namespace, ``unshare --user --map-root-user --net``. Inside, this script brings ``lo`` up, checks that
-``lo`` is the only interface, sets ``RAY_AUTH_MODE=disabled`` unless the caller set it, and replaces
-itself with the command, so the exit status is the command's.
+``lo`` is the only interface, sets ``RAY_AUTH_MODE=disabled`` and ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+(Ray's node address is then 127.0.0.1) unless the caller set them, and replaces itself with the command,
+so the exit status is the command's.
 
 If no namespace can be made, it says why on stderr and exits with ``NO_NAMESPACE`` (77), a status
 the command's own failures are unlikely to share, so a caller can tell "could not isolate" apart.
@@ -64,6 +65,10 @@ def run_inside(command: list[str]) -> None:
     # Ray's token auth guards a cluster from other users of the same network. Here nobody else can
     # reach it, and leaving it on writes ~/.ray/auth_token and logs a warning in every run.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Otherwise Ray takes the node's address from the hostname when it finds no route out, and where
+    # /etc/hosts maps the hostname to a real address (as Docker does), that address is not in this
+    # namespace and ray.init waits forever for its GCS. Off, Ray uses 127.0.0.1 (its macOS default).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         os.execvp(command[0], command)
     except OSError as error:
