@@ -25,7 +25,8 @@ RAY_TESTS = Path(__file__).resolve().parent
 REPOSITORY = RAY_TESTS.parent.parent
 
 #: Logical CPUs of the test cluster. Logical only: Ray never pins or measures them. Four lets four
-#: actors that each ask for ``num_cpus=1`` (a job of parallelism 4) be placed at once.
+#: actors that each ask for ``num_cpus=1`` (a job of parallelism 4) be placed at once; actors that ask
+#: for nothing hold no CPU once placed. It costs no extra processes: Ray still prestarts two workers.
 CPUS = 4
 
 
