@@ -29,14 +29,14 @@ typecheck: $(STAMP)
 
 pytest: pytest-main pytest-ray
 
-# A bare `pytest` collects the main suite only (tests/conftest.py ignores tests/ray).
+# A bare `pytest` collects the main suite only (tests/conftest.py ignores tests/on_ray).
 pytest-main: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The Ray tests, in a network namespace with only loopback (tests/ray/loopback.py). Where none can be
+# The Ray tests, in a network namespace with only loopback (tests/on_ray/loopback.py). Where none can be
 # made the launcher says why and exits 77, and this fails: a skip would hide that CI lost them.
 pytest-ray: $(STAMP)
-	$(BIN)/python tests/ray/loopback.py $(BIN)/python -m pytest -q tests/ray
+	$(BIN)/python tests/on_ray/loopback.py $(BIN)/python -m pytest -q tests/on_ray
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/keyed_sum.py --variant a

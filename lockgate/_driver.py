@@ -34,6 +34,10 @@ class DriverLink(Protocol):
         """Have the driver call (and await, if it is a coroutine function) ``method(*args)`` on the
         object registered as ``token``, and return what it returned (or raise what it raised)."""
 
+    async def kill_self(self) -> None:
+        """Have the driver kill this process's part of the job as a lost process would die (fault
+        injection in tests); never returns."""
+
 
 _link: DriverLink | None = None
 

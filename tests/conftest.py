@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 # The Ray tests need a loopback-only network namespace and run on their own, through
-# tests/ray/loopback.py (see tests/ray/conftest.py). Ignored here rather than with --ignore in the
+# tests/on_ray/loopback.py (see tests/on_ray/conftest.py). Ignored here rather than with --ignore in the
 # Makefile, so a bare `pytest` from the repository root runs the main suite as `make` does; an explicit
-# `pytest tests/ray` still collects them.
-collect_ignore = ["ray"]
+# `pytest tests/on_ray` still collects them.
+collect_ignore = ["on_ray"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

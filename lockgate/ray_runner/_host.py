@@ -357,6 +357,12 @@ class _Link:
     async def call(self, token: str, method: str, *args: Any) -> Any:
         return await self._host.call(token, method, *args)
 
+    async def kill_self(self) -> None:
+        actor = self._host.actor
+        assert actor is not None
+        await self._host.call_driver("kill", actor.key)
+        await anyio.sleep_forever()  # the driver has killed this actor: nothing is left to run
+
 
 def _granter(name: str, producer: Any) -> Callable[[int], None]:
     def grant(up_to: int) -> None:

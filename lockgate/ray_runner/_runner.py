@@ -170,6 +170,7 @@ class RayAttempt:
         self._scope: anyio.CancelScope | None = None
         self._finished = 0
         self._participants: list[_RemoteSubtask] = []
+        self._hosts: dict[tuple[str, int], Any] = {}
         self._storages: dict[int, CheckpointStorage] = {}
         self._token = resident_token(self)
         workers = replace(
@@ -237,6 +238,9 @@ class RayAttempt:
         ]
         hosts = {
             (position, index): host_class.options(**actor_options).remote() for position, _, index in subtasks
+        }
+        self._hosts = {
+            (vertex.operators[0].uid, index): hosts[position, index] for position, vertex, index in subtasks
         }
         try:
             async with anyio.create_task_group() as background:
@@ -409,6 +413,10 @@ class RayAttempt:
 
     async def request_checkpoint(self) -> None:
         await self.coordinator.request_checkpoint().wait()
+
+    def kill(self, key: tuple[str, int]) -> None:
+        """Kill the actor of subtask ``key`` (fault injection: ``Crash(kill=True)``)."""
+        _ray().kill(self._hosts[key], no_restart=True)
 
 
 async def _invoke(token: str, method: str, args: tuple[Any, ...]) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from lockgate._driver import driver_link, resident_token
 from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.actors._operators import StreamOperator
 from lockgate.api import StreamEnvironment
@@ -27,10 +28,13 @@ class Crash:
 
     The records before it in the same batch are processed (their state changes stay), and the operator
     raises :class:`InjectedFailure` instead of returning their outputs: a crash in the middle of work.
+    With ``kill`` (jobs on ``RayRunner`` only), the subtask's Ray actor is killed there instead
+    (``ray.kill``, as a lost process): nothing of it gets to say goodbye.
     """
 
     uid: str
     at_record: int
+    kill: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.uid, str) or not isinstance(self.at_record, int) or self.at_record < 1:
@@ -88,7 +92,11 @@ class FaultInjector:
 
     schedule: FailureSchedule
     fired: list[Crash] = field(default_factory=list)
-    _counts: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    _counts: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Copies in the Ray workers of a job count and report here, in the driver's process.
+        self._token = resident_token(self)
 
     def _crash_for(self, attempt: int, uid: str) -> Crash | None:
         crashes = self.schedule.crashes
@@ -96,14 +104,40 @@ class FaultInjector:
             return crashes[attempt]
         return None
 
-    def _counter(self, attempt: int, uid: str) -> list[int]:
-        return self._counts.setdefault((attempt, uid), [0])
+    async def count(self, attempt: int, uid: str, records: int) -> int:
+        """Count ``records`` more of ``uid``'s in ``attempt``, over all its subtasks wherever they run;
+        return the count before them."""
+        link = driver_link()
+        if link is None:
+            return self._count_here(attempt, uid, records)
+        with anyio.CancelScope(shield=True):  # a source's read must stay cancel-safe: finish the count
+            seen: int = await link.call(self._token, "_count_here", attempt, uid, records)
+        return seen
+
+    def _count_here(self, attempt: int, uid: str, records: int) -> int:
+        seen = self._counts.get((attempt, uid), 0)
+        self._counts[attempt, uid] = seen + records
+        return seen
+
+    async def crash(self, crash: Crash) -> InjectedFailure:
+        """Record that ``crash`` fires, and the error to raise for it (a killed actor raises nothing)."""
+        link = driver_link()
+        if link is None:
+            self._fired_here(crash)
+        else:
+            link.send(self._token, "_fired_here", crash)
+            if crash.kill:
+                await link.kill_self()
+        return InjectedFailure(f"injected crash of {crash.uid!r} at its record {crash.at_record}")
+
+    def _fired_here(self, crash: Crash) -> None:
+        self.fired.append(crash)
 
     def operator(self, attempt: int, operator: StreamOperator) -> StreamOperator:
         crash = self._crash_for(attempt, operator.uid)
         if crash is None:
             return operator
-        return _CrashingOperator(operator, crash, self._counter(attempt, operator.uid), self.fired)
+        return _CrashingOperator(operator, crash, self, attempt)
 
     def reader(
         self,
@@ -117,45 +151,43 @@ class FaultInjector:
         every = self.schedule.checkpoint_every if subtask_index == 0 else None
         if crash is None and every is None:
             return reader
-        return _InstrumentedReader(
-            reader, crash, self._counter(attempt, uid), self.fired, every, request_checkpoint
-        )
+        return _InstrumentedReader(reader, uid, crash, self, attempt, every, request_checkpoint)
 
 
 def inject_failures(env: StreamEnvironment, schedule: FailureSchedule) -> FaultInjector:
     """Apply ``schedule`` to the jobs ``env`` runs from now on; returns the injector (see ``fired``)."""
     if not isinstance(schedule, FailureSchedule):
         raise ConfigurationError(f"inject_failures() takes a FailureSchedule, got {schedule!r}")
+    killing = [crash for crash in schedule.crashes if crash.kill]
+    if killing and env.runner is None:
+        raise ConfigurationError(
+            f"{killing[0]!r} kills a Ray actor: it needs a job on lg.RayRunner (a job of this process is "
+            "killed by killing the process)"
+        )
     injector = FaultInjector(schedule)
     env._instrumentation = injector
     return injector
 
 
-def _crash(crash: Crash, fired: list[Crash]) -> InjectedFailure:
-    fired.append(crash)
-    return InjectedFailure(f"injected crash of {crash.uid!r} at its record {crash.at_record}")
-
-
 class _CrashingOperator(StreamOperator):
     """Runs ``inner`` until its crash's record comes, then raises in its place."""
 
-    def __init__(self, inner: StreamOperator, crash: Crash, counter: list[int], fired: list[Crash]) -> None:
+    def __init__(self, inner: StreamOperator, crash: Crash, injector: FaultInjector, attempt: int) -> None:
         super().__init__(inner.ctx)
         self._inner = inner
         self.generates_watermarks = inner.generates_watermarks
         self._crash = crash
-        self._counter = counter
-        self._fired = fired
+        self._injector = injector
+        self._attempt = attempt
 
     async def _count(self, batch: list[Any], process: Callable[[list[Any]], Any]) -> list[Any]:
-        seen = self._counter[0]
-        self._counter[0] = seen + len(batch)
+        seen = await self._injector.count(self._attempt, self.uid, len(batch))
         at = self._crash.at_record
         if seen < at <= seen + len(batch):
             before = batch[: at - seen - 1]
             if before:
                 await process(before)
-            raise _crash(self._crash, self._fired)
+            raise await self._injector.crash(self._crash)
         result: list[Any] = await process(batch)
         return result
 
@@ -205,16 +237,18 @@ class _InstrumentedReader(SourceReader):
     def __init__(
         self,
         inner: SourceReader,
+        uid: str,
         crash: Crash | None,
-        counter: list[int],
-        fired: list[Crash],
+        injector: FaultInjector,
+        attempt: int,
         checkpoint_every: int | None,
         request_checkpoint: Callable[[], anyio.Event],
     ) -> None:
         self._inner = inner
+        self._uid = uid
         self._crash = crash
-        self._counter = counter
-        self._fired = fired
+        self._injector = injector
+        self._attempt = attempt
         self._every = checkpoint_every
         self._request_checkpoint = request_checkpoint
         self._read = 0
@@ -231,10 +265,11 @@ class _InstrumentedReader(SourceReader):
         batch = await self._inner.read(max_records)
         if not batch:
             return batch
-        seen = self._counter[0]
-        self._counter[0] = seen + len(batch)
-        if self._crash is not None and seen < self._crash.at_record <= seen + len(batch):
-            raise _crash(self._crash, self._fired)
+        crash = self._crash
+        if crash is not None:
+            seen = await self._injector.count(self._attempt, self._uid, len(batch))
+            if seen < crash.at_record <= seen + len(batch):
+                raise await self._injector.crash(crash)
         if self._every is not None:
             before, self._read = self._read, self._read + len(batch)
             if before // self._every != self._read // self._every:

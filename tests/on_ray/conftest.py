@@ -3,7 +3,7 @@ sole interface is loopback, so that no test can send a packet to, or listen on, 
 
 Run them through the launcher (``make pytest`` does)::
 
-    python tests/ray/loopback.py python -m pytest -q tests/ray
+    python tests/on_ray/loopback.py python -m pytest -q tests/on_ray
 
 The main suite does not collect this directory (``collect_ignore`` in ``tests/conftest.py``). Outside
 such a namespace the session stops before any test runs, with the reason; it does not skip, because a
@@ -41,7 +41,7 @@ def outside_loopback_namespace() -> str | None:
     return (
         f"the Ray tests run only in a network namespace with loopback alone, and this one has {names}.\n"
         "Start them through the launcher, which makes one:\n"
-        "    python tests/ray/loopback.py python -m pytest tests/ray\n"
+        "    python tests/on_ray/loopback.py python -m pytest tests/on_ray\n"
         "(or `make pytest`). They are not skipped, so that a run without them never looks like a pass."
     )
 
@@ -62,8 +62,8 @@ def worker_python_path() -> str:
 
     Actors and tasks defined in test modules are pickled by reference (module and name), so a worker
     must import the same modules the driver imported. Ray adds only the driver's working directory to
-    workers' ``sys.path``; pytest imports ``tests/ray/test_*.py`` as top-level modules from
-    ``tests/ray``, and the driver's ``lockgate`` is this checkout (pytest's ``pythonpath = ["."]``),
+    workers' ``sys.path``; pytest imports ``tests/on_ray/test_*.py`` as top-level modules from
+    ``tests/on_ray``, and the driver's ``lockgate`` is this checkout (pytest's ``pythonpath = ["."]``),
     whereas a worker left alone would import the installed one, which may be another checkout."""
     inherited = os.environ.get("PYTHONPATH", "")
     return os.pathsep.join(filter(None, [str(REPOSITORY), str(RAY_TESTS), inherited]))

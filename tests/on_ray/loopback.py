@@ -1,7 +1,7 @@
 """Run a command inside a fresh network namespace that has only the loopback interface, so nothing it
 starts (Ray's gcs_server, raylet, agents, workers) can reach or listen on any address but 127.0.0.1.
 
-    python tests/ray/loopback.py [--] COMMAND [ARG ...]
+    python tests/on_ray/loopback.py [--] COMMAND [ARG ...]
 
 As root the namespace comes from ``unshare --net``; otherwise (or if that is refused) from a user
 namespace, ``unshare --user --map-root-user --net``. Inside, this script brings ``lo`` up, checks that

@@ -7,7 +7,7 @@ can show that the listing did include the cluster and is not vacuously clean.
 The check itself is shown to catch what it is for: fed listings with a wildcard listener, a connection
 to an outside address and the IPv6 wildcard, it reports exactly those. A function defined in this module
 runs inside an actor, and workers import the same ``lockgate`` as the tests; both need the workers'
-import path set up by ``tests/ray/conftest.py``.
+import path set up by ``tests/on_ray/conftest.py``.
 """
 
 from __future__ import annotations
