@@ -77,17 +77,19 @@ class HostPlan:
 
 @dataclass(frozen=True)
 class HostOutcome:
-    """How a host's subtask ended: ``failure`` None if it finished; else the uid of the operator that
-    failed and its error pickled (or, if that cannot be pickled, a description of it)."""
+    """How a host's subtask ended: ``failure`` None if it finished (or was ``stopped``); else the uid
+    of the operator that failed and its error pickled (or, if that cannot be pickled, a description
+    of it)."""
 
     failure: tuple[str, bytes] | None = None
+    stopped: bool = False
 
 
 class _Coordinator:
     """The coordinator as the host's subtask sees it: targets the driver sent, acknowledgements and
     declines sent to the driver."""
 
-    def __init__(self, host: SubtaskHost) -> None:
+    def __init__(self, host: HostedSubtask) -> None:
         self._host = host
         self.targets: dict[int, SnapshotTarget | None] = {}
 
@@ -116,10 +118,76 @@ class _Coordinator:
 
 
 class SubtaskHost:
-    """Hosts one subtask of one attempt of a job in a Ray actor (an async actor: every method runs on
-    the actor's event loop)."""
+    """A Ray actor (an async one: every method runs on the actor's event loop) that hosts one subtask
+    at a time: the subtask of one attempt, built by :meth:`build` and run by :meth:`run`.
+
+    A host outlives its attempts: the runner reuses it for later attempts and jobs (a new Ray worker
+    process takes seconds to start and import). Every call names the attempt it belongs to (the
+    attempt's token): calls of an attempt that has ended, still on their way, are dropped.
+    """
 
     def __init__(self) -> None:
+        self._current: HostedSubtask | None = None
+
+    def _of(self, attempt: str) -> HostedSubtask | None:
+        current = self._current
+        return current if current is not None and current.token == attempt else None
+
+    async def build(self, attempt: str, shared: bytes, number: int, plan: HostPlan) -> None:
+        """Build the subtask ``plan`` names for attempt ``attempt`` (its ``number``-th of the job) from
+        the attempt's ``shared`` part, in place of whatever this host held before."""
+        current = self._current
+        if current is not None:
+            await current.stop()
+        self._current = HostedSubtask(attempt)
+        await self._current.build(shared, number, plan)
+
+    async def run(self, attempt: str) -> HostOutcome:
+        """Run the subtask to its end (or until :meth:`stop`); how it ended."""
+        current = self._of(attempt)
+        if current is None:
+            return HostOutcome(stopped=True)
+        return await current.run()
+
+    async def stop(self, attempt: str) -> None:
+        """End the subtask now, if it still runs: the attempt is over."""
+        current = self._of(attempt)
+        if current is not None:
+            await current.stop()
+
+    async def events(self, attempt: str) -> tuple[list[tuple[Any, ...]], bool]:
+        """What the subtask has to tell the driver (see :meth:`HostedSubtask.events`)."""
+        current = self._of(attempt)
+        if current is None:
+            return [], True
+        return await current.events()
+
+    async def letter(self, attempt: str, number: int, letter: Any, target: SnapshotTarget | None) -> None:
+        current = self._of(attempt)
+        if current is not None:
+            current.letter(number, letter, target)
+
+    async def reply(self, attempt: str, request: int, ok: bool, value: Any) -> None:
+        current = self._of(attempt)
+        if current is not None:
+            current.reply(request, ok, value)
+
+    async def push(self, attempt: str, channel: str, number: int, data: bytes, priority: bool) -> None:
+        current = self._of(attempt)
+        if current is not None:
+            current.push(channel, number, data, priority)
+
+    async def grant(self, attempt: str, channel: str, up_to: int) -> None:
+        current = self._of(attempt)
+        if current is not None:
+            current.grant(channel, up_to)
+
+
+class HostedSubtask:
+    """One subtask of one attempt, in a host: its actor, its channels, and its talk with the driver."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
         self.actor: SubtaskActor | None = None
         self._events: list[tuple[Any, ...]] = []
         self._event_ready: anyio.Event | None = None
@@ -132,6 +200,7 @@ class SubtaskHost:
         self._outputs: dict[str, RemoteOutputChannel] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._failure: BaseException | None = None
+        self._stopping = False
         self._coordinator = _Coordinator(self)
 
     # ---- what the subtask's runtime is (see lockgate.actors._runner.SubtaskRuntime)
@@ -167,6 +236,7 @@ class SubtaskHost:
     async def build(self, shared: bytes, attempt: int, plan: HostPlan) -> None:
         """Build the subtask ``plan`` names from the attempt's ``shared`` part (the job graph, the
         runtime options and the restored state, pickled once for every host)."""
+        self._stopped = anyio.Event()
         self._plan = plan
         install_driver_link(_Link(self, plan))
         graph, options, restored = pickle.loads(shared)
@@ -178,7 +248,7 @@ class SubtaskHost:
         vertex = graph.vertices[plan.vertex]
         channels: list[tuple[Channel, int]] = []
         for name, input_index, producer in plan.inputs:
-            channel = RemoteInputChannel(plan.capacity, name, _granter(name, producer))
+            channel = RemoteInputChannel(plan.capacity, name, _granter(self.token, name, producer))
             self._inputs[name] = channel
             channels.append((channel, input_index))
         main: list[EdgeOutput] = []
@@ -199,7 +269,7 @@ class SubtaskHost:
         )
 
     async def run(self) -> HostOutcome:
-        """Run the subtask to its end; how it ended."""
+        """Run the subtask to its end, or until :meth:`stop`; how it ended."""
         actor = self.actor
         assert actor is not None
         failure: BaseException | None = None
@@ -207,6 +277,8 @@ class SubtaskHost:
             with log_scope(operator_uid=actor.head_uid, subtask=actor.subtask_index):
                 async with anyio.create_task_group() as group:
                     self._group = group
+                    if self._stopping:
+                        group.cancel_scope.cancel()
                     group.start_soon(self._send_lingering_frames)
                     try:
                         await actor.run()
@@ -216,6 +288,9 @@ class SubtaskHost:
         finally:
             self._ended = True
             self._wake_poll()
+            self._stopped.set()
+        if self._stopping:
+            return HostOutcome(stopped=True)
         failure = failure or self._failure
         if failure is None:
             return HostOutcome()
@@ -224,6 +299,18 @@ class SubtaskHost:
         else:
             uid, cause = actor.head_uid, failure
         return HostOutcome((uid, _pickled_error(cause)))
+
+    async def stop(self) -> None:
+        """End the subtask now if it runs (its operators close), and wait until it has."""
+        self._stopping = True
+        # The driver answers this attempt no more: a call waiting for it (a shielded one too) fails.
+        waiting, self._waiting = self._waiting, {}
+        for done, slot in waiting.values():
+            slot.append((False, LockgateError("the attempt ended before the driver answered")))
+            done.set()
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
+            await self._stopped.wait()
 
     async def events(self) -> tuple[list[tuple[Any, ...]], bool]:
         """What the host has to tell the driver, once there is something (or the subtask has ended),
@@ -234,7 +321,7 @@ class SubtaskHost:
         events, self._events = self._events, []
         return events, self._ended and not self._events
 
-    async def letter(self, number: int, letter: Any, target: SnapshotTarget | None) -> None:
+    def letter(self, number: int, letter: Any, target: SnapshotTarget | None) -> None:
         """The coordinator's letter number ``number`` (with, for a trigger, where the checkpoint goes)."""
         self._letters[number] = (letter, target)
         actor = self.actor
@@ -246,7 +333,7 @@ class SubtaskHost:
                 self._coordinator.targets[target.location.checkpoint_id] = target
             actor.post(letter)
 
-    async def reply(self, request: int, ok: bool, value: Any) -> None:
+    def reply(self, request: int, ok: bool, value: Any) -> None:
         """The driver's answer to request ``request``: its value, or (not ``ok``) the error it raised."""
         waiting = self._waiting.pop(request, None)
         if waiting is not None:
@@ -256,7 +343,7 @@ class SubtaskHost:
 
     # ---- the peers' calls
 
-    async def push(self, channel: str, number: int, data: bytes, priority: bool) -> None:
+    def push(self, channel: str, number: int, data: bytes, priority: bool) -> None:
         """Frame ``number`` of input channel ``channel``."""
         into = self._inputs[channel]
         try:
@@ -269,7 +356,7 @@ class SubtaskHost:
         except Exception as exc:
             self._fail(exc)
 
-    async def grant(self, channel: str, up_to: int) -> None:
+    def grant(self, channel: str, up_to: int) -> None:
         """Room on output channel ``channel`` up to, not including, frame ``up_to``."""
         self._outputs[channel].grant(up_to)
 
@@ -288,6 +375,8 @@ class SubtaskHost:
         self._wake_poll()
 
     async def call(self, token: str, method: str, *args: Any) -> Any:
+        if self._stopping:
+            raise LockgateError("the attempt has ended: the driver answers it no more")
         request = next(self._requests)
         done, slot = anyio.Event(), list[tuple[bool, Any]]()
         self._waiting[request] = (done, slot)
@@ -318,7 +407,7 @@ class SubtaskHost:
 
         def push(number: int, messages: list[Any], priority: bool) -> None:
             targets = {cid: coordinator.targets.get(cid) for cid in barrier_ids(messages)}
-            peer.push.remote(name, number, encode_frame((messages, targets), name), priority)
+            peer.push.remote(self.token, name, number, encode_frame((messages, targets), name), priority)
 
         return push
 
@@ -347,7 +436,7 @@ class SubtaskHost:
 class _Link:
     """The driver link of a process that hosts a subtask (see :mod:`lockgate._driver`)."""
 
-    def __init__(self, host: SubtaskHost, plan: HostPlan) -> None:
+    def __init__(self, host: HostedSubtask, plan: HostPlan) -> None:
         self._host = host
         self.driver_process = plan.driver_process
 
@@ -364,9 +453,9 @@ class _Link:
         await anyio.sleep_forever()  # the driver has killed this actor: nothing is left to run
 
 
-def _granter(name: str, producer: Any) -> Callable[[int], None]:
+def _granter(attempt: str, name: str, producer: Any) -> Callable[[int], None]:
     def grant(up_to: int) -> None:
-        producer.grant.remote(name, up_to)
+        producer.grant.remote(attempt, name, up_to)
 
     return grant
 

@@ -112,6 +112,42 @@ class RayRunner:
 
 _host_actor: Any = None
 
+#: Seconds the hosts of an attempt that ends have to end their subtasks before they are killed.
+STOP_TIMEOUT = 10.0
+#: The most idle hosts kept for later attempts and jobs, per kind of actor.
+MAX_IDLE_HOSTS = 32
+
+
+class _HostPool:
+    """The hosts (Ray actors) of this driver that no attempt uses now, by the options they were made
+    with: a new one takes a Ray worker process, which takes seconds to start and import lockgate, so
+    restarts and later jobs reuse them."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[tuple[str, Any], ...], list[Any]] = {}
+        self._ray_job: Any = None
+
+    def take(self, options: dict[str, Any], count: int) -> list[Any]:
+        """``count`` hosts made with ``options``: idle ones first, new ones for the rest."""
+        ray = _ray()
+        ray_job = ray.get_runtime_context().get_job_id()
+        if ray_job != self._ray_job:  # Ray was shut down and started again: the old hosts are gone
+            self._idle.clear()
+            self._ray_job = ray_job
+        idle = self._idle.setdefault(tuple(sorted(options.items())), [])
+        taken = [idle.pop() for _ in range(min(count, len(idle)))]
+        host_class = _host_class()
+        return taken + [host_class.options(**options).remote() for _ in range(count - len(taken))]
+
+    def give_back(self, options: dict[str, Any], hosts: list[Any]) -> None:
+        idle = self._idle.setdefault(tuple(sorted(options.items())), [])
+        idle.extend(hosts)
+        while len(idle) > MAX_IDLE_HOSTS:
+            _ray().kill(idle.pop(0), no_restart=True)
+
+
+_POOL = _HostPool()
+
 
 def _ray() -> Any:
     try:
@@ -144,7 +180,7 @@ class _RemoteSubtask:
         target = None
         if isinstance(letter, TriggerCheckpoint):
             target = self._attempt.target_for_workers(letter.checkpoint_id)
-        self._host.letter.remote(next(self._numbers), letter, target)
+        self._host.letter.remote(self._attempt.token, next(self._numbers), letter, target)
 
 
 class RayAttempt:
@@ -172,7 +208,9 @@ class RayAttempt:
         self._participants: list[_RemoteSubtask] = []
         self._hosts: dict[tuple[str, int], Any] = {}
         self._storages: dict[int, CheckpointStorage] = {}
-        self._token = resident_token(self)
+        #: The attempt's token: the hosts' calls name it, and the driver's objects know it by it.
+        self.token = self._token = resident_token(self)
+        self._broken: set[Any] = set()  # hosts not to use again: dead, or left half-built
         workers = replace(
             options, runner=None, checkpoint_storage=self._for_workers(options.checkpoint_storage)
         )
@@ -223,22 +261,19 @@ class RayAttempt:
         return found
 
     async def run(self) -> JobResult:
-        """Create, build and run an actor per subtask; serve them until all have ended or one failed."""
+        """Build and run a host per subtask; serve them until all have ended or one failed."""
         started = time.perf_counter()
         await self.runner.start_ray()
-        ray = _ray()
         actor_options: dict[str, Any] = {"max_restarts": 0, "max_task_retries": 0}
         if self.runner.num_cpus is not None:
             actor_options["num_cpus"] = self.runner.num_cpus
-        host_class = _host_class()
         subtasks = [
             (position, vertex, index)
             for position, vertex in enumerate(self.graph.vertices)
             for index in range(vertex.parallelism)
         ]
-        hosts = {
-            (position, index): host_class.options(**actor_options).remote() for position, _, index in subtasks
-        }
+        taken = _POOL.take(actor_options, len(subtasks))
+        hosts = {(position, index): host for (position, _, index), host in zip(subtasks, taken, strict=True)}
         self._hosts = {
             (vertex.operators[0].uid, index): hosts[position, index] for position, vertex, index in subtasks
         }
@@ -259,19 +294,19 @@ class RayAttempt:
                         self.fail(exc)
                     async with anyio.create_task_group() as serving:
                         for position, vertex, index in subtasks:
+                            host = hosts[position, index]
                             serving.start_soon(
                                 self._serve,
                                 vertex.operators[0].uid,
                                 index,
                                 vertex.parallelism,
-                                hosts[position, index],
+                                host,
                                 background,
                             )
                 background.cancel_scope.cancel()
         finally:
-            for host in hosts.values():
-                ray.kill(host, no_restart=True)
             with anyio.CancelScope(shield=True):
+                await self._release(actor_options, list(hosts.values()))
                 if self._failure is None:
                     await self.coordinator.detach("the job finished first", quietly=True)
                 else:
@@ -279,6 +314,24 @@ class RayAttempt:
         if self._failure is not None:
             raise self._failure
         return JobResult(self.job_name, time.perf_counter() - started, {})
+
+    async def _release(self, actor_options: dict[str, Any], hosts: list[Any]) -> None:
+        """End every host's subtask and give the hosts back to the pool; kill those that are broken or
+        do not end their subtask within :data:`STOP_TIMEOUT` seconds (a function that blocks, say)."""
+        ray = _ray()
+        live = [host for host in hosts if host not in self._broken]
+        stopped: list[Any] = []
+        with anyio.move_on_after(STOP_TIMEOUT):
+            for host, call in [(host, host.stop.remote(self.token)) for host in live]:
+                try:
+                    await await_ref(call)
+                except ray.exceptions.RayError:
+                    continue  # it died meanwhile
+                stopped.append(host)
+        for host in hosts:
+            if host not in stopped:
+                ray.kill(host, no_restart=True)
+        _POOL.give_back(actor_options, stopped)
 
     def _plans(self, hosts: dict[tuple[int, int], Any]) -> dict[tuple[int, int], HostPlan]:
         vertices = self.graph.vertices
@@ -317,26 +370,31 @@ class RayAttempt:
         ray = _ray()
         plans = self._plans(hosts)
         shared = ray.put(self._shared)
-        calls = {key: host.build.remote(shared, self.attempt, plans[key]) for key, host in hosts.items()}
+        calls = {
+            key: host.build.remote(self.token, shared, self.attempt, plans[key])
+            for key, host in hosts.items()
+        }
         for (position, index), call in calls.items():
             vertex = self.graph.vertices[position]
             try:
                 await await_ref(call)
             except Exception as exc:
+                self._broken.add(hosts[position, index])
                 self._fail_with(vertex.operators[0].uid, index, vertex.parallelism, exc)
                 return
 
     async def _serve(self, uid: str, index: int, parallelism: int, host: Any, background: Any) -> None:
         ray = _ray()
-        run = host.run.remote()
+        run = host.run.remote(self.token)
         try:
             ended = False
             while not ended:
-                events, ended = await await_ref(host.events.remote())
+                events, ended = await await_ref(host.events.remote(self.token))
                 for event in events:
                     await self._handle(host, event, background)
             outcome: HostOutcome = await await_ref(run)
         except ray.exceptions.RayError as exc:
+            self._broken.add(host)
             self._fail_with(uid, index, parallelism, exc)
             return
         if outcome.failure is not None:
@@ -376,13 +434,12 @@ class RayAttempt:
         _, request, token, method, args = event
         background.start_soon(self._answer, host, request, token, method, args)
 
-    @staticmethod
-    async def _answer(host: Any, request: int, token: str, method: str, args: tuple[Any, ...]) -> None:
+    async def _answer(self, host: Any, request: int, token: str, method: str, args: tuple[Any, ...]) -> None:
         try:
             value, ok = await _invoke(token, method, args), True
         except Exception as exc:
             value, ok = exc, False
-        host.reply.remote(request, ok, value)
+        host.reply.remote(self.token, request, ok, value)
 
     # ---- what the hosts call (through the long poll)
 
@@ -416,7 +473,9 @@ class RayAttempt:
 
     def kill(self, key: tuple[str, int]) -> None:
         """Kill the actor of subtask ``key`` (fault injection: ``Crash(kill=True)``)."""
-        _ray().kill(self._hosts[key], no_restart=True)
+        host = self._hosts[key]
+        self._broken.add(host)
+        _ray().kill(host, no_restart=True)
 
 
 async def _invoke(token: str, method: str, args: tuple[Any, ...]) -> Any:
