@@ -19,15 +19,18 @@ def failure_schedules(
     max_record: int = 50,
     max_crashes: int = 3,
     max_checkpoint_every: int = 20,
+    kills: bool = False,
 ) -> st.SearchStrategy[FailureSchedule]:
     """Schedules of up to ``max_crashes`` crashes of the operators ``uids``, each at a record from 1 to
     ``max_record``, with a checkpoint asked for every 1 to ``max_checkpoint_every`` source records.
+    With ``kills`` (jobs on ``RayRunner``), each crash raises or kills its subtask's actor.
 
     Hypothesis shrinks a failing schedule towards fewer crashes, earlier records and the first uid.
     """
     if not uids or not all(isinstance(uid, str) for uid in uids):
         raise ConfigurationError(f"failure_schedules() takes a non-empty list of operator uids, got {uids!r}")
-    crashes = st.builds(Crash, st.sampled_from(list(uids)), st.integers(1, max_record))
+    kill = st.booleans() if kills else st.just(False)
+    crashes = st.builds(Crash, st.sampled_from(list(uids)), st.integers(1, max_record), kill)
     return st.builds(
         FailureSchedule,
         st.lists(crashes, max_size=max_crashes).map(tuple),

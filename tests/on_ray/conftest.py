@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ import pytest
 
 RAY_TESTS = Path(__file__).resolve().parent
 REPOSITORY = RAY_TESTS.parent.parent
+#: The main suite's folder: the Ray tests run some of its pipelines (``from test_exactly_once import
+#: ...``), here and in the workers.
+MAIN_TESTS = RAY_TESTS.parent
+sys.path.insert(0, str(MAIN_TESTS))
 
 #: Logical CPUs of the test cluster. Logical only: Ray never pins or measures them. Four lets four
 #: actors that each ask for ``num_cpus=1`` (a job of parallelism 4) be placed at once; actors that ask
@@ -66,7 +71,7 @@ def worker_python_path() -> str:
     ``tests/on_ray``, and the driver's ``lockgate`` is this checkout (pytest's ``pythonpath = ["."]``),
     whereas a worker left alone would import the installed one, which may be another checkout."""
     inherited = os.environ.get("PYTHONPATH", "")
-    return os.pathsep.join(filter(None, [str(REPOSITORY), str(RAY_TESTS), inherited]))
+    return os.pathsep.join(filter(None, [str(REPOSITORY), str(RAY_TESTS), str(MAIN_TESTS), inherited]))
 
 
 @pytest.fixture(scope="session")
