@@ -136,12 +136,9 @@ class JobExecution:
         and the job's under ``"job"`` (names and meanings as in ``lockgate.observe``)."""
         runner = self.runner
         if self._metered is not runner:
-            started = min((actor.started_at for actor in runner.actors), default=time.perf_counter())
-            self._metered, self._window = runner, MetricsWindow(started)
+            self._metered, self._window = runner, MetricsWindow(runner.started_at)
         now = time.perf_counter()
-        counters: dict[str, dict[str, Any]] = {}
-        for actor in runner.actors:
-            counters.update(actor.metric_counters(now))
+        counters = runner.metric_counters(now)
         assert self._window is not None
         figures: dict[str, dict[str, Any]] = self._window.figures(now, counters)
         coordinator = self.coordinator

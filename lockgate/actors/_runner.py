@@ -146,6 +146,14 @@ class Attempt(Protocol):
     def channel_statistics(self) -> dict[str, ChannelStatistics]:
         """The statistics of every channel now, by channel name."""
 
+    @property
+    def started_at(self) -> float:
+        """When the attempt's subtasks started counting (``time.perf_counter()``)."""
+
+    def metric_counters(self, now: float) -> dict[str, dict[str, Any]]:
+        """Every subtask's counters (see :meth:`SubtaskActor.metric_counters`), by
+        ``"<uid>[<subtask>]"``: as of ``now``, or as the subtasks last reported them."""
+
     async def run(self) -> JobResult:
         """Run the subtasks to the end; raise :class:`JobFailedError` if one of them fails."""
 
@@ -209,6 +217,18 @@ class JobRunner:
     def channel_statistics(self) -> dict[str, ChannelStatistics]:
         """The statistics of every channel now, by channel name."""
         return {name: channel.statistics() for name, channel in self.channels.items()}
+
+    @property
+    def started_at(self) -> float:
+        """When the first of the attempt's actors was made (``time.perf_counter()``)."""
+        return min((actor.started_at for actor in self.actors), default=time.perf_counter())
+
+    def metric_counters(self, now: float) -> dict[str, dict[str, Any]]:
+        """Every subtask's counters as of ``now``, by ``"<uid>[<subtask>]"``."""
+        counters: dict[str, dict[str, Any]] = {}
+        for actor in self.actors:
+            counters.update(actor.metric_counters(now))
+        return counters
 
     async def run(self) -> JobResult:
         """Run every actor to the end; raise :class:`JobFailedError` if one of them fails."""

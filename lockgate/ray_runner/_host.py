@@ -45,6 +45,9 @@ from lockgate.ray_runner._channels import (
 )
 from lockgate.savepoint import RestoredState
 
+#: Seconds between two reports of a subtask's metric counters to the driver.
+METRICS_INTERVAL = 1.0
+
 
 @dataclass(frozen=True)
 class HostPlan:
@@ -280,6 +283,7 @@ class HostedSubtask:
                     if self._stopping:
                         group.cancel_scope.cancel()
                     group.start_soon(self._send_lingering_frames)
+                    group.start_soon(self._report_metrics, actor)
                     try:
                         await actor.run()
                     except Exception as exc:
@@ -421,6 +425,12 @@ class HostedSubtask:
             since = time.monotonic() - linger
             for output in outputs:
                 output.flush_if_waited(since)
+
+    async def _report_metrics(self, actor: SubtaskActor) -> None:
+        while True:
+            await anyio.sleep(METRICS_INTERVAL)
+            # Its clock is this process's; the driver takes rates over its own.
+            self.tell_driver("metrics", actor.key, actor.metric_counters(time.perf_counter()))
 
     def _request_checkpoint(self) -> anyio.Event:
         finished = anyio.Event()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import os
 import pickle
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -53,8 +55,8 @@ class RayRunner:
 
     Args:
         address: The Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts a Ray on this
-            machine if none runs, so one machine's cores are used. If this process has initialised Ray
-            already, that Ray is used as it is.
+            machine, listening on 127.0.0.1 only, so one machine's cores are used. If this process has
+            initialised Ray already, that Ray is used as it is.
         num_cpus: CPUs each subtask's actor reserves (None: Ray's default for actors, which lets more
             actors than cores run).
         frame_records: A frame of a channel is sent once it holds this many records (a call between
@@ -102,15 +104,29 @@ class RayRunner:
         return RayAttempt(self, job_name, graph, options, restored, attempt, coordinator)
 
     async def start_ray(self) -> None:
-        """Connect to Ray (start it here, without an address) unless this process has already."""
+        """Connect to Ray (start it here, on 127.0.0.1, without an address) unless this process has
+        already."""
+        if self.address is None and "ray" not in sys.modules:
+            # A Ray started for one machine's cores listens on loopback only, not on the machine's
+            # network address (Ray reads this before it is first imported; a cluster needs the latter).
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
         ray = _ray()
         if ray.is_initialized():
             return
-        options = {"address": self.address, "log_to_driver": False, **self.init_options}
+        if self.address is None and os.environ.get(LOOPBACK_ONLY) != "0":
+            logger.warning(
+                "starting a local Ray that listens on this machine's network address: Ray was imported "
+                "before RayRunner could ask it for 127.0.0.1 only (set %s=0 before importing ray)",
+                LOOPBACK_ONLY,
+            )
+        options = {"address": self.address, "include_dashboard": False, **self.init_options}
         await anyio.to_thread.run_sync(lambda: ray.init(**options))
 
 
 _host_actor: Any = None
+
+#: The variable that makes a Ray started here listen on 127.0.0.1 alone ("0").
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 #: Seconds the hosts of an attempt that ends have to end their subtasks before they are killed.
 STOP_TIMEOUT = 10.0
@@ -207,6 +223,8 @@ class RayAttempt:
         self._finished = 0
         self._participants: list[_RemoteSubtask] = []
         self._hosts: dict[tuple[str, int], Any] = {}
+        self._counters: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+        self._started_at = time.perf_counter()
         self._storages: dict[int, CheckpointStorage] = {}
         #: The attempt's token: the hosts' calls name it, and the driver's objects know it by it.
         self.token = self._token = resident_token(self)
@@ -238,6 +256,21 @@ class RayAttempt:
     def channel_statistics(self) -> dict[str, ChannelStatistics]:
         """Kept in the actors: none here."""
         return {}
+
+    @property
+    def started_at(self) -> float:
+        return self._started_at
+
+    def metric_counters(self, now: float) -> dict[str, dict[str, Any]]:
+        """As the subtasks last reported them (each does every :data:`METRICS_INTERVAL` seconds)."""
+        counters: dict[str, dict[str, Any]] = {}
+        for reported in self._counters.values():
+            counters.update(reported)
+        return counters
+
+    def metrics(self, key: tuple[str, int], counters: dict[str, dict[str, Any]]) -> None:
+        """Subtask ``key``'s counters now (it sends them every :data:`METRICS_INTERVAL` seconds)."""
+        self._counters[key] = counters
 
     def fail(self, failure: LockgateError) -> None:
         """End the attempt with ``failure`` (the first failure wins)."""
