@@ -103,13 +103,17 @@ class RayRunner:
     ) -> RayAttempt:
         return RayAttempt(self, job_name, graph, options, restored, attempt, coordinator)
 
+    def _ask_for_loopback(self) -> None:
+        """Without an address, have the Ray this runner starts listen on loopback only, not on the
+        machine's network address (Ray reads this when it is first imported; a cluster needs the
+        latter, so an address leaves it alone)."""
+        if self.address is None and "ray" not in sys.modules:
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
+
     async def start_ray(self) -> None:
         """Connect to Ray (start it here, on 127.0.0.1, without an address) unless this process has
         already."""
-        if self.address is None and "ray" not in sys.modules:
-            # A Ray started for one machine's cores listens on loopback only, not on the machine's
-            # network address (Ray reads this before it is first imported; a cluster needs the latter).
-            os.environ.setdefault(LOOPBACK_ONLY, "0")
+        self._ask_for_loopback()
         ray = _ray()
         if ray.is_initialized():
             return
