@@ -1,6 +1,7 @@
 """Scaling on Ray: W1 (the keyed sum, heap, fast form) and a CPU-heavy map (about 20 µs of Python work
 per record) at parallelism 1, 2 and 4 on a local Ray, against the in-process runner at parallelism 1,
-interleaved in one run; the line reports each speed-up (in-process seconds over Ray seconds, medians).
+interleaved in one run; the line reports each speed-up (in-process seconds over Ray seconds, medians),
+and what a small job takes once the workers are up (``small_job_s``: the fixed cost of a job on Ray).
 
 Both jobs read from a source that makes its records (so no job ships a list of millions of records to
 its workers) and end in a sink that counts, each subtask sending its count to the driver at its end.
@@ -9,7 +10,7 @@ itself again inside one (``tests/on_ray/loopback.py``). The first Ray job at the
 warms the pool of workers, untimed (``startup_s`` says what it took): a new worker process takes
 seconds to start, and the runner keeps its workers for later jobs.
 
-    python benchmarks/scaling.py [--n 2000000] [--keys 100000] [--heavy-n 100000] [--work-us 20]
+    python benchmarks/scaling.py [--n 2000000] [--keys 100000] [--heavy-n 300000] [--work-us 20]
         [--parallelism 1 2 4] [--repeat 3]
 """
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2_000_000, help="W1's records")
     parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--heavy-n", type=int, default=100_000, help="the CPU-heavy map's records")
+    parser.add_argument("--heavy-n", type=int, default=300_000, help="the CPU-heavy map's records")
     parser.add_argument("--work-us", type=float, default=20.0)
     parser.add_argument("--parallelism", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeat", type=int, default=3)
@@ -150,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=max(args.parallelism) * 2, include_dashboard=False, log_to_driver=False)
     load = os.getloadavg()
     started = time.perf_counter()
-    run("heavy", args, max(args.parallelism), lg.RayRunner())  # warms the pool of workers
+    small = argparse.Namespace(**{**vars(args), "n": 10_000})
+    run("W1", small, max(args.parallelism), lg.RayRunner())  # warms the pool: the most workers any job uses
     startup = time.perf_counter() - started
+    begun = time.perf_counter()
+    run("W1", small, max(args.parallelism), lg.RayRunner())
+    overhead = time.perf_counter() - begun
     line: dict[str, Any] = {"benchmark": "scaling", "cores": os.cpu_count(), "load_before": round(load[0], 2)}
     correct = True
     for job, n in (("W1", args.n), ("heavy", args.heavy_n)):
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     line["heavy"]["work_us"] = args.work_us
     line["startup_s"] = round(startup, 2)
+    line["small_job_s"] = round(overhead, 3)  # 10 k records of W1 at the highest parallelism, warm
     line["correct"] = correct
     print(json.dumps(line), flush=True)
     ray.shutdown()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import lockgate as lg
 from lockgate.mailbox import END_OF_INPUT, Barrier, Mailbox, Watermark
 from lockgate.ray_runner._channels import (
+    INLINE_BYTES,
     FrameError,
     RemoteInputChannel,
     RemoteOutputChannel,
@@ -45,11 +46,12 @@ class Transport:
         self.receiver: RemoteInputChannel | None = None
         self.sender: RemoteOutputChannel | None = None
 
-    def push(self, number: int, messages: list[Any], priority: bool) -> None:
+    def push(self, number: int, messages: list[Any], priority: bool) -> int:
         data = encode_frame((list(messages), {}), "test")
         self.in_flight.append(("frame", (number, data, priority)))
         if self.rng.random() < self.repeat:
             self.in_flight.append(("frame", (number, data, priority)))
+        return len(data)
 
     def grant(self, up_to: int) -> None:
         self.in_flight.append(("grant", up_to))
@@ -158,7 +160,12 @@ async def test_the_channel_test_catches_a_consumer_that_grants_too_early() -> No
 
 async def test_an_unaligned_barrier_goes_beyond_the_room_and_overtakes_what_is_queued() -> None:
     pushed: deque[tuple[int, list[Any], bool]] = deque()
-    sender = RemoteOutputChannel("a[0]->b[0]", 2, 1, lambda n, m, p: pushed.append((n, list(m), p)))
+
+    def push(number: int, messages: list[Any], priority: bool) -> int:
+        pushed.append((number, list(messages), priority))
+        return 1
+
+    sender = RemoteOutputChannel("a[0]->b[0]", 2, 1, push)
     receiver = RemoteInputChannel(2, "a[0]->b[0]", lambda up_to: None)
     Mailbox([receiver])
     await sender.send([1])
@@ -173,6 +180,23 @@ async def test_an_unaligned_barrier_goes_beyond_the_room_and_overtakes_what_is_q
             receiver.deliver(decode_frame(ready, "test")[0])
     # The barrier is ahead of everything queued; it counts the batches it overtook, [3] included.
     assert list(receiver._queue) == [Barrier(7, 3), [1], [2], [3]]
+
+
+async def test_frames_shrink_to_fit_in_a_call_and_grow_back() -> None:
+    sizes: list[int] = []
+
+    def push(number: int, messages: list[Any], priority: bool) -> int:
+        size = len(encode_frame((messages, {}), "test"))
+        sizes.append(size)
+        return size
+
+    sender = RemoteOutputChannel("a[0]->b[0]", 1000, 64, push)
+    for n in range(100):  # about 10 kB a record: 64 of them would go through Ray's object store
+        await sender.send([f"{n:05}" + "x" * 10_000])
+    assert sizes[0] > INLINE_BYTES and all(size < INLINE_BYTES for size in sizes[1:])
+    for _ in range(200):
+        await sender.send([1])  # small records again: frames grow back to 64 records
+    assert sender._frame_records == 64
 
 
 class Defined:

@@ -96,23 +96,32 @@ def decode_frame(data: bytes, channel: str) -> Frame:
     return frame
 
 
+#: Ray passes a call's arguments up to this size (``max_direct_call_object_size``) in the call itself,
+#: from worker to worker; larger ones go through its object store, a slower path.
+INLINE_BYTES = 100 * 1024
+
+
 class RemoteOutputChannel:
     """The producer's end of a channel to a subtask in another Ray actor; an edge output sends into it
     as into a local :class:`Channel`.
 
+    Frames hold up to ``frame_records`` records, fewer if that many would not fit in a call
+    (:data:`INLINE_BYTES`): the channel learns from the size of the frames it sends.
+
     Args:
         name: The channel's name (``"<uid>[<i>]-><uid>[<j>]"``).
         capacity: How many frames the consumer holds: the room it grants at the start.
-        frame_records: A frame is sent once it holds this many records.
-        push: Sends frame number n: ``push(n, messages, priority)``.
+        frame_records: The most records a frame holds; it is sent once it holds this many.
+        push: Sends frame number n and returns its size in bytes: ``push(n, messages, priority)``.
     """
 
     def __init__(
-        self, name: str, capacity: int, frame_records: int, push: Callable[[int, list[Any], bool], None]
+        self, name: str, capacity: int, frame_records: int, push: Callable[[int, list[Any], bool], int]
     ) -> None:
         self.name = name
         self.capacity = capacity
-        self._frame_records = frame_records
+        self._most_records = frame_records
+        self._frame_records = frame_records  # what fits in a call, as far as the channel knows
         self._push = push
         self._sender = SequencedSender(capacity)
         self._buffer: list[Any] = []
@@ -174,11 +183,22 @@ class RemoteOutputChannel:
             self._blocked += time.perf_counter() - started
 
     def _send_now(self, overtake: int | None = None) -> None:
-        messages, self._buffer, self._records = self._buffer, [], 0
+        messages, records, self._buffer, self._records = self._buffer, self._records, [], 0
         if overtake is not None:
             messages.append(Overtake(overtake))
         number = self._sender.take_number(beyond_room=overtake is not None)
-        self._push(number, messages, overtake is not None)
+        size = self._push(number, messages, overtake is not None)
+        if records:
+            self._fit(records, size)
+
+    def _fit(self, records: int, size: int) -> None:
+        """Aim the next frames at three quarters of :data:`INLINE_BYTES`, from a frame of ``records``
+        records that took ``size`` bytes."""
+        target = INLINE_BYTES * 3 // 4
+        if size > INLINE_BYTES:
+            self._frame_records = max(1, records * target // size)
+        elif size < target // 2 and records >= self._frame_records:  # a full frame, well under
+            self._frame_records = min(self._most_records, self._frame_records * 2)
 
     def grant(self, up_to: int) -> None:
         """The consumer grants room up to, not including, frame ``up_to``."""

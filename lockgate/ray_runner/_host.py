@@ -153,10 +153,11 @@ class SubtaskHost:
         return await current.run()
 
     async def stop(self, attempt: str) -> None:
-        """End the subtask now, if it still runs: the attempt is over."""
+        """End the subtask now, if it still runs, and let it go: the attempt is over."""
         current = self._of(attempt)
         if current is not None:
             await current.stop()
+            self._current = None  # what it held (the graph, restored state) goes with it
 
     async def events(self, attempt: str) -> tuple[list[tuple[Any, ...]], bool]:
         """What the subtask has to tell the driver (see :meth:`HostedSubtask.events`)."""
@@ -406,12 +407,14 @@ class HostedSubtask:
         if self._group is not None:
             self._group.cancel_scope.cancel()
 
-    def _pusher(self, name: str, peer: Any) -> Callable[[int, list[Any], bool], None]:
+    def _pusher(self, name: str, peer: Any) -> Callable[[int, list[Any], bool], int]:
         coordinator = self._coordinator
 
-        def push(number: int, messages: list[Any], priority: bool) -> None:
+        def push(number: int, messages: list[Any], priority: bool) -> int:
             targets = {cid: coordinator.targets.get(cid) for cid in barrier_ids(messages)}
-            peer.push.remote(self.token, name, number, encode_frame((messages, targets), name), priority)
+            data = encode_frame((messages, targets), name)
+            peer.push.remote(self.token, name, number, data, priority)
+            return len(data)
 
         return push
 
