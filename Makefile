@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serializers.py --backend rocksdb
 	$(BIN)/python benchmarks/savepoint_read.py
 	$(BIN)/python benchmarks/queries.py
+	$(BIN)/python benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -44,7 +44,7 @@ class StreamEnvironment:
             It is fixed for the life of the job's state, so choose it with room to grow.
         batch_size: The most records in a batch handed from one actor to another.
         channel_capacity: The most batches queued in one channel before its producer waits; with
-            ``batch_size`` it bounds the memory of each channel. (Between Ray actors: the most frames.)
+            ``batch_size`` it bounds the memory of each channel (between Ray actors too, in frames).
         runner: What runs the subtasks: None (the default), this process's event loop; a
             :class:`~lockgate.ray_runner.RayRunner`, Ray actors in other processes and machines.
     """

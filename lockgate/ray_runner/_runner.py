@@ -221,7 +221,10 @@ class RayAttempt:
         self.graph = graph
         self.attempt = attempt
         self.coordinator = coordinator
-        self.channel_capacity = options.channel_capacity
+        # As many records in flight on a channel as in-process (capacity batches), in frames: at least two,
+        # so one can travel while the other is taken.
+        in_flight = options.channel_capacity * options.batch_size
+        self.channel_frames = max(2, -(-in_flight // runner.frame_records))
         self._failure: LockgateError | None = None
         self._scope: anyio.CancelScope | None = None
         self._finished = 0
@@ -387,7 +390,6 @@ class RayAttempt:
                         channels.append((name, hosts[target, j]))
                         inputs[target, j].append((name, edge.input_index, hosts[position, i]))
                     outputs[position, i].append(channels)
-        capacity = max(2, self.channel_capacity)  # in frames
         return {
             key: HostPlan(
                 key[0],
@@ -396,7 +398,7 @@ class RayAttempt:
                 outputs[key],
                 PROCESS_ID,
                 self._token,
-                capacity,
+                self.channel_frames,
                 self.runner.frame_records,
                 self.runner.linger,
             )

@@ -242,3 +242,22 @@ async def test_queryable_state_is_refused_on_ray_saying_why() -> None:
             await job_handle.query_state("tally", "count", "a")
     finally:
         await job_handle.wait()
+
+
+async def test_a_cancelled_job_ends_its_subtasks_and_its_workers_serve_the_next_job() -> None:
+    # Small batches and frames: what is queued when the job is cancelled is processed quickly.
+    env = lg.StreamEnvironment(parallelism=2, batch_size=10, runner=lg.RayRunner(frame_records=10))
+    items = [("k", n) for n in range(100_000)]
+    tally(env.from_collection(items, uid="src").map(slow, uid="slow"), lg.CollectSink(), 2)
+    env.enable_checkpointing(3600)
+    with anyio.fail_after(GUARD):
+        running = await env.start("cancelled")
+        await running.trigger_checkpoint()  # its subtasks run
+        await running.cancel()
+    assert running.status is lg.JobStatus.CANCELLED
+    again = lg.StreamEnvironment(parallelism=2, runner=lg.RayRunner())
+    sink: lg.CollectSink[Any] = lg.CollectSink()
+    tally(again.from_collection(items[:100], uid="src"), sink, 2)
+    with anyio.fail_after(GUARD):
+        await again.execute("next")
+    assert Counter(sink.results) == expected(items[:100])
