@@ -11,6 +11,7 @@ may run these calls in any order: frames and letters carry numbers and are put b
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import pickle
 import time
@@ -86,6 +87,7 @@ class HostOutcome:
 
     failure: tuple[str, bytes] | None = None
     stopped: bool = False
+    background: bool = False  # the failure came from a task beside the subtask (a checkpoint's writing)
 
 
 class _Coordinator:
@@ -205,6 +207,7 @@ class HostedSubtask:
         self._group: anyio.abc.TaskGroup | None = None
         self._failure: BaseException | None = None
         self._stopping = False
+        self._background_failed = False
         self._coordinator = _Coordinator(self)
 
     # ---- what the subtask's runtime is (see lockgate.actors._runner.SubtaskRuntime)
@@ -230,6 +233,7 @@ class HostedSubtask:
         try:
             await function(*args)
         except Exception as exc:
+            self._background_failed = True  # the driver fails the attempt with it as the local runner does
             self._fail(exc)
 
     def actor_finished(self, actor: SubtaskActor) -> None:
@@ -303,7 +307,8 @@ class HostedSubtask:
             uid, cause = failure.operator_uid, failure.__cause__
         else:
             uid, cause = actor.head_uid, failure
-        return HostOutcome((uid, _pickled_error(cause)))
+        background = self._background_failed and failure is self._failure
+        return HostOutcome((uid, _pickled_error(cause)), background=background)
 
     async def stop(self) -> None:
         """End the subtask now if it runs (its operators close), and wait until it has."""
@@ -316,6 +321,10 @@ class HostedSubtask:
         if self._group is not None:
             self._group.cancel_scope.cancel()
             await self._stopped.wait()
+        elif self.actor is not None:  # built, never run: its state goes all the same
+            for backend in self.actor.keyed_backends:
+                with contextlib.suppress(Exception):  # nothing may stop the host from serving again
+                    await backend.dispose()
 
     async def events(self) -> tuple[list[tuple[Any, ...]], bool]:
         """What the host has to tell the driver, once there is something (or the subtask has ended),

@@ -26,7 +26,7 @@ import anyio
 import cloudpickle
 
 from lockgate._driver import PROCESS_ID, resident, resident_token
-from lockgate._errors import ConfigurationError, JobFailedError, LockgateError
+from lockgate._errors import CheckpointError, ConfigurationError, JobFailedError, LockgateError
 from lockgate.actors import JobResult, RuntimeOptions
 from lockgate.actors._actor import SubtaskActor
 from lockgate.checkpointing import CheckpointCoordinator, SnapshotTarget, SubtaskAcknowledgement
@@ -439,6 +439,13 @@ class RayAttempt:
         if outcome.failure is not None:
             failed_uid, error = outcome.failure
             cause = pickle.loads(error)
+            if outcome.background:  # as the local runner's background tasks fail an attempt
+                self.fail(
+                    cause
+                    if isinstance(cause, LockgateError)
+                    else CheckpointError(f"{type(cause).__name__}: {cause}")
+                )
+                return
             job_logger(self.job_name, failed_uid, index).info(
                 "operator %r subtask %d (of %d) raised %s: %s",
                 failed_uid,
