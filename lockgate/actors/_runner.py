@@ -280,17 +280,7 @@ class JobRunner:
                 uid, cause = exc.operator_uid, exc.__cause__
             else:  # not a user function's error: name the chain's head
                 uid, cause = actor.head_uid, exc
-            index, parallelism = actor.subtask_index, actor.parallelism
-            job_logger(self.job_name, uid, index).info(  # uid: the operator that raised, in the chain
-                "operator %r subtask %d (of %d) raised %s: %s",
-                uid,
-                index,
-                parallelism,
-                type(cause).__name__,
-                cause,
-                exc_info=cause,
-            )
-            self.fail(JobFailedError(self.job_name, uid, index, parallelism, cause))
+            self.fail(subtask_failure(self.job_name, uid, actor.subtask_index, actor.parallelism, cause))
 
     # ---- services for the actors
 
@@ -305,9 +295,7 @@ class JobRunner:
         except Exception as exc:
             if isinstance(exc, OperatorFailure) and exc.__cause__ is not None:
                 exc = exc.__cause__  # type: ignore[assignment]
-            self.fail(
-                exc if isinstance(exc, LockgateError) else CheckpointError(f"{type(exc).__name__}: {exc}")
-            )
+            self.fail(background_failure(exc))
 
     def actor_finished(self, actor: SubtaskActor) -> None:
         """``actor`` has finished its input. Without checkpointing, once all have, every actor is told
@@ -478,3 +466,27 @@ def build_subtask(
         keyed_backends=backends,
         in_flight=in_flight,
     )
+
+
+def subtask_failure(
+    job_name: str, uid: str, index: int, parallelism: int, cause: BaseException
+) -> JobFailedError:
+    """The failure of an attempt whose subtask ``index`` raised ``cause`` in operator ``uid`` (the one
+    that raised, in the chain), logged with its traceback."""
+    job_logger(job_name, uid, index).info(
+        "operator %r subtask %d (of %d) raised %s: %s",
+        uid,
+        index,
+        parallelism,
+        type(cause).__name__,
+        cause,
+        exc_info=cause,
+    )
+    return JobFailedError(job_name, uid, index, parallelism, cause)
+
+
+def background_failure(error: BaseException) -> LockgateError:
+    """The failure of an attempt whose task beside the subtasks (a checkpoint's writing) raised
+    ``error``: a lockgate error as it is (a state that cannot be serialised fails the job), any other
+    as a failed checkpoint (the job restarts)."""
+    return error if isinstance(error, LockgateError) else CheckpointError(f"{type(error).__name__}: {error}")

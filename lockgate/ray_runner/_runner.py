@@ -26,13 +26,13 @@ import anyio
 import cloudpickle
 
 from lockgate._driver import PROCESS_ID, resident, resident_token
-from lockgate._errors import CheckpointError, ConfigurationError, JobFailedError, LockgateError
+from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.actors import JobResult, RuntimeOptions
 from lockgate.actors._actor import SubtaskActor
+from lockgate.actors._runner import background_failure, subtask_failure
 from lockgate.checkpointing import CheckpointCoordinator, SnapshotTarget, SubtaskAcknowledgement
 from lockgate.graph import ForwardPartitioner, JobGraph, SourceTransformation
 from lockgate.mailbox import JOB_FINISHED, ChannelStatistics, TriggerCheckpoint
-from lockgate.observe import job_logger
 from lockgate.ray_runner._bridge import await_ref
 from lockgate.ray_runner._host import HostOutcome, HostPlan, SubtaskHost
 from lockgate.ray_runner._storage import reachable_from_workers
@@ -439,23 +439,10 @@ class RayAttempt:
         if outcome.failure is not None:
             failed_uid, error = outcome.failure
             cause = pickle.loads(error)
-            if outcome.background:  # as the local runner's background tasks fail an attempt
-                self.fail(
-                    cause
-                    if isinstance(cause, LockgateError)
-                    else CheckpointError(f"{type(cause).__name__}: {cause}")
-                )
-                return
-            job_logger(self.job_name, failed_uid, index).info(
-                "operator %r subtask %d (of %d) raised %s: %s",
-                failed_uid,
-                index,
-                parallelism,
-                type(cause).__name__,
-                cause,
-                exc_info=cause,
-            )
-            self.fail(JobFailedError(self.job_name, failed_uid, index, parallelism, cause))
+            if outcome.background:
+                self.fail(background_failure(cause))
+            else:
+                self.fail(subtask_failure(self.job_name, failed_uid, index, parallelism, cause))
 
     def _fail_with(self, uid: str, index: int, parallelism: int, error: Exception) -> None:
         ray = _ray()
@@ -467,10 +454,7 @@ class RayAttempt:
             cause = getattr(error, "cause", None) or error
         else:
             cause = error
-        job_logger(self.job_name, uid, index).info(
-            "subtask %d (of %d) of %r failed: %s: %s", index, parallelism, uid, type(cause).__name__, cause
-        )
-        self.fail(JobFailedError(self.job_name, uid, index, parallelism, cause))
+        self.fail(subtask_failure(self.job_name, uid, index, parallelism, cause))
 
     async def _handle(self, host: Any, event: tuple[Any, ...], background: Any) -> None:
         if event[0] == "send":  # in order: the next event waits until this one is done
