@@ -173,6 +173,7 @@ async def test_operator_list_state_is_exactly_once_on_ray(
     items=records,
     parallelism=parallelisms,
     storage=st.sampled_from(["memory://", "s3://"]),
+    backend=st.sampled_from(["heap", "rocksdb"]),  # RocksDB: incremental, uploads shared by reference
     schedule=failure_schedules(
         ["src", "double", "sum", "out"], max_record=40, max_checkpoint_every=8, kills=True
     ),
@@ -182,6 +183,7 @@ async def test_checkpoints_in_object_storage_are_exactly_once_on_ray(
     items: list[Record],
     parallelism: int,
     storage: str,
+    backend: str,
     schedule: FailureSchedule,
 ) -> None:
     place = f"{BUCKET}/{uuid.uuid4().hex}"
@@ -190,7 +192,9 @@ async def test_checkpoints_in_object_storage_are_exactly_once_on_ray(
         make: Callable[[], Any] = lambda: lg.FsspecCheckpointStorage(f"s3://{place}", **options)  # noqa: E731
     else:
         make = lambda: lg.FsspecCheckpointStorage(f"memory://{place}")  # noqa: E731
-    await assert_exactly_once(running_sums(items, 1), schedule, environment=on_ray(parallelism, "heap", make))
+    await assert_exactly_once(
+        running_sums(items, 1), schedule, environment=on_ray(parallelism, backend, make)
+    )
 
 
 @EXAMPLES
