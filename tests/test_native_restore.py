@@ -6,6 +6,7 @@ at any parallelism and into either backend."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +158,27 @@ async def test_state_no_function_registers_after_a_native_restore_is_kept_in_lat
     out, _ = await run(["k0"], 1, "heap", tmp_path, restore_from=pointer)
     # "seen" was neither lost nor changed by the run that did not declare it: 4 counts, then this one.
     assert out == Counter({("k0", 9, 5): 1})
+
+
+async def test_a_prepared_restore_sent_to_another_process_carries_its_files(tmp_path: Path) -> None:
+    """A restore prepared in the driver travels to Ray workers pickled: the copy writes the files into a
+    directory of its own, so it does not depend on the driver's (deleted when the original goes)."""
+    import pickle
+
+    from lockgate.savepoint import RestoredState
+    from lockgate.snapshots import load_from_pointer
+    from lockgate.state.rocksdb._native import NativeRocksDBState
+
+    keys = ["a", "b", "a", "c"]
+    _, pointer = await run(keys, 1, "rocksdb", tmp_path)
+    restored = await RestoredState.load(await load_from_pointer(pointer), lg.RocksDBStateBackend())
+    (original,) = restored.keyed["count"]
+    assert isinstance(original, NativeRocksDBState)
+    expected = original.resolve()
+    data = pickle.dumps(original)
+    original.discard()  # as the driver's copy goes once the restored state is dropped
+    copy = pickle.loads(data)
+    assert copy.directory != original.directory
+    assert copy.resolve() == expected
+    copy.discard()
+    assert not os.path.exists(copy.directory)  # noqa: ASYNC240 - a check, not I/O the loop waits on

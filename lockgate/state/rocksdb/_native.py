@@ -111,6 +111,15 @@ class NativeRocksDBState(PreparedKeyedState):
         where = f"key groups {self.key_group_range.start}..{self.key_group_range.end} at {self.directory}"
         return f"<NativeRocksDBState {self.operator_uid!r} {where}>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Sent to another process (a Ray worker, perhaps on another machine), it carries its files, which
+        # are written into a directory of that process's own: this one goes when this object does.
+        files = {}
+        for name in os.listdir(self.directory):
+            with open(os.path.join(self.directory, name), "rb") as file:
+                files[name] = file.read()
+        return _with_files, (self.manifest, files)
+
     def resolve(self) -> KeyedStateSnapshot:
         """Every entry as stored (the bytes a state's codec wrote: nothing is decoded)."""
         entries: dict[str, dict[int, list[Entry]]] = {}
@@ -124,3 +133,15 @@ class NativeRocksDBState(PreparedKeyedState):
 
     def discard(self) -> None:
         self._finalizer()
+
+
+def _with_files(manifest: RocksDBManifest, files: dict[str, bytes]) -> NativeRocksDBState:
+    """A :class:`NativeRocksDBState` of ``manifest`` whose ``files`` are written into a new directory."""
+    directory = tempfile.mkdtemp(prefix="lockgate-rocksdb-restore-")
+    try:
+        for name, data in files.items():
+            _write_file(os.path.join(directory, name), data)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return NativeRocksDBState(manifest, directory)
