@@ -232,7 +232,7 @@ class RayAttempt:
         self._hosts: dict[tuple[str, int], Any] = {}
         self._counters: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
         self._started_at = time.perf_counter()
-        self._storages: dict[int, CheckpointStorage] = {}
+        self._storages: dict[int, tuple[CheckpointStorage, CheckpointStorage]] = {}
         #: The attempt's token: the hosts' calls name it, and the driver's objects know it by it.
         self.token = self._token = resident_token(self)
         self._broken: set[Any] = set()  # hosts not to use again: dead, or left half-built
@@ -295,10 +295,9 @@ class RayAttempt:
 
     def _for_workers(self, storage: CheckpointStorage) -> CheckpointStorage:
         found = self._storages.get(id(storage))
-        if found is None:
-            found = self._storages[id(storage)] = reachable_from_workers(storage)
-            self._storages[id(found)] = found  # keeps the storage's id from being reused meanwhile
-        return found
+        if found is None:  # kept with the storage: its id is not reused while the attempt lasts
+            found = self._storages[id(storage)] = (storage, reachable_from_workers(storage))
+        return found[1]
 
     async def run(self) -> JobResult:
         """Build and run a host per subtask; serve them until all have ended or one failed."""
@@ -413,14 +412,16 @@ class RayAttempt:
             key: host.build.remote(self.token, shared, self.attempt, plans[key])
             for key, host in hosts.items()
         }
-        for (position, index), call in calls.items():
+        failed: tuple[str, int, int, Exception] | None = None
+        for (position, index), call in calls.items():  # every one, so that no error goes unseen
             vertex = self.graph.vertices[position]
             try:
                 await await_ref(call)
             except Exception as exc:
                 self._broken.add(hosts[position, index])
-                self._fail_with(vertex.operators[0].uid, index, vertex.parallelism, exc)
-                return
+                failed = failed or (vertex.operators[0].uid, index, vertex.parallelism, exc)
+        if failed is not None:
+            self._fail_with(*failed)
 
     async def _serve(self, uid: str, index: int, parallelism: int, host: Any, background: Any) -> None:
         ray = _ray()

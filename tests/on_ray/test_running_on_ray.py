@@ -18,6 +18,7 @@ from test_savepoints import Tally, expected, tally
 from test_windows import assigner_of, assigners, job
 
 import lockgate as lg
+from lockgate.connectors import CollectionSource
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
 from tests._sources import GUARD, PausingSource
 
@@ -261,3 +262,21 @@ async def test_a_cancelled_job_ends_its_subtasks_and_its_workers_serve_the_next_
     with anyio.fail_after(GUARD):
         await again.execute("next")
     assert Counter(sink.results) == expected(items[:100])
+
+
+class NoReader(lg.Source):
+    """A source whose subtask 1 cannot make its reader."""
+
+    def create_reader(self, ctx: lg.RuntimeContext) -> lg.SourceReader:
+        if ctx.subtask_index == 1:
+            raise Refused("no reader for subtask 1")
+        return CollectionSource([1, 2]).create_reader(ctx)
+
+
+async def test_a_subtask_that_cannot_be_built_fails_the_job_with_its_error() -> None:
+    env = lg.StreamEnvironment(parallelism=2, runner=lg.RayRunner())
+    env.from_source(NoReader(), uid="src").sink(lg.CollectSink(), uid="out")
+    with anyio.fail_after(GUARD), pytest.raises(lg.JobFailedError) as failed:
+        await env.execute("unbuildable")
+    assert failed.value.operator_uid == "src" and failed.value.subtask_index == 1
+    assert isinstance(failed.value.__cause__, Refused)
