@@ -157,7 +157,8 @@ async def test_a_savepoint_moves_from_the_local_runner_to_ray_and_back(tmp_path:
         remote = environment(3, lg.RayRunner(frame_records=5))
         tally(remote.from_collection(items, uid="src", parallelism=3).map(slow, uid="slow"), second, 3)
         running = await remote.start("on ray", restore_from=savepoint)
-        await running.trigger_checkpoint()  # it runs, well before its end (the map is slow)
+        while not second.results:  # until a checkpoint has committed some of its records
+            await running.trigger_checkpoint()  # well before its end: the map is slow
         savepoint = await running.stop_with_savepoint(tmp_path.as_uri())
 
         back = environment(1, None)
