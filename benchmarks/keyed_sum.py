@@ -11,7 +11,10 @@ baseline, and the line adds ``heap_rps`` and ``vs_heap``: RocksDB records/s over
 the same run.
 
     python benchmarks/keyed_sum.py --variant a [--backend heap|rocksdb] [--n 2000000] [--keys 100000]
-        [--repeat 5]
+        [--repeat 5] [--memory-budget BYTES]
+
+``--memory-budget`` sets the RocksDB backend's ``memory_budget`` (64 MiB by default); with many keys
+(``--keys 10000000 --n 20000000``) and a small one the working set does not fit in memory.
 """
 
 from __future__ import annotations
@@ -104,12 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--memory-budget", type=int, default=64 << 20, help="the RocksDB backend's memory_budget in bytes"
+    )
     args = parser.parse_args(argv)
     n, k = args.n, args.keys
     records = [(f"k{i % k}", i) for i in range(n)]
     watch = [j for j in {0, 1, k // 2, k - 1} if j < n]
     if args.backend == "rocksdb":
-        return rocksdb_main(records, args.variant, n, k, args.repeat, watch)
+        return rocksdb_main(records, args.variant, n, k, args.repeat, watch, args.memory_budget)
 
     # Correctness first, in a run of its own: the timed runs' sink only counts.
     final = FinalSums()
@@ -138,17 +144,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rocksdb_main(
-    records: list[tuple[str, int]], variant: str, n: int, k: int, repeat: int, watch: list[int]
+    records: list[tuple[str, int]],
+    variant: str,
+    n: int,
+    k: int,
+    repeat: int,
+    watch: list[int],
+    memory_budget: int,
 ) -> int:
     """The RocksDB line: the baseline, the heap engine and the RocksDB engine, interleaved."""
     final = FinalSums()
-    run_engine(records, variant, final, RocksDBStateBackend())
+    run_engine(records, variant, final, RocksDBStateBackend(memory_budget=memory_budget))
     timings = compare_many(
         repeat,
         {
             "baseline": lambda: plain_loop(records),
             "heap": lambda: run_engine(records, variant, CountSink()),
-            "rocksdb": lambda: run_engine(records, variant, CountSink(), RocksDBStateBackend()),
+            "rocksdb": lambda: run_engine(
+                records, variant, CountSink(), RocksDBStateBackend(memory_budget=memory_budget)
+            ),
         },
     )
     baseline_s, state = timings["baseline"]
@@ -166,6 +180,7 @@ def rocksdb_main(
             "backend": "rocksdb",
             "n": n,
             "keys": k,
+            "memory_budget": memory_budget,
             "engine_rps": round(n / engine_s),
             "baseline_rps": round(n / baseline_s),
             "ratio": round(baseline_s / engine_s, 4),
