@@ -62,12 +62,12 @@ from lockgate.state.rocksdb._options import (
     _KEY_CACHE_BUDGET_PER_ENTRY,
     _MAX_MEMTABLE,
     _MIB,
+    _VALUE_CACHE_SHARE,
     _memory_split,
 )
 from lockgate.state.rocksdb._snapshots import _IncrementalRocksDBSnapshotResources, _RocksDBSnapshotResources
 from lockgate.state.rocksdb._store import (
     _SEQUENCE_BYTES,
-    _UNKNOWN,
     _EntrySpace,
     _ListSpace,
     _MapSpace,
@@ -126,7 +126,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self.memory_budget = memory_budget
         self.max_value_size = max_value_size
         self.native_metrics_enabled = native_metrics
-        cache_capacity, write_buffer_capacity = _memory_split(memory_budget)
+        # The value caches take a share of the budget (see _store._Space); RocksDB the rest.
+        value_cache_limit = int(memory_budget * _VALUE_CACHE_SHARE)
+        cache_capacity, write_buffer_capacity = _memory_split(memory_budget - value_cache_limit)
         key_cache_limit = max(4096, memory_budget // _KEY_CACHE_BUDGET_PER_ENTRY)
         self._block_cache = Cache(cache_capacity)  # LRU, shared by every column family
         self._block_cache_capacity = cache_capacity
@@ -151,7 +153,13 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             shutil.rmtree(self.working_dir, ignore_errors=True)
             raise
         self._store = _Store(
-            operator_uid, max_parallelism, max_value_size, key_cache_limit, self.working_dir, db
+            operator_uid,
+            max_parallelism,
+            max_value_size,
+            key_cache_limit,
+            self.working_dir,
+            db,
+            value_cache_limit,
         )
         # Should dispose() never be called (the subtask never ran), the directory still goes, when the
         # backend is collected or at the latest when the process exits.
@@ -286,6 +294,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         descriptor = migration.descriptor
         store = self._store
         table = store.tables[descriptor.name]
+        if isinstance(table.default, _Space):
+            table.default.drop()  # every entry is read and rewritten in RocksDB
         old, new = StateCodec(descriptor, self.clock, migration.read), table.codec
         decode: Callable[[bytes], Any] = old.decode_element if table.per_entry else old.decode
         encode: Callable[[Any], bytes] = new.encode_element if table.per_entry else new.encode
@@ -348,6 +358,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         the key group is the one the entry is filed under, and each key group is one WriteBatch."""
         store = self._store
         table = store.tables[descriptor.name]
+        if isinstance(table.default, _Space):
+            table.default.drop()  # restored entries are written to RocksDB directly
         handle, stored, limit = table.handle, store.stored, store.max_value_size
         db = store.require_db()
         namespaces: dict[Any, bytes] = {}
@@ -504,9 +516,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         space = self._space(state, namespace)
         if isinstance(space, _EntrySpace):
             return space.read(key)  # reads only: a scan of RocksDB and of the batch's writes
-        values = space.values  # the open batch's cache, if any, else RocksDB; without filling it
-        value = _UNKNOWN if values is None else values.get(key, _UNKNOWN)
-        return space.read_direct(key) if value is _UNKNOWN else value
+        return space.peek(key)  # the cache, else RocksDB; without filling the cache
 
     def put_nowait(self, state: str, key: Any, namespace: Any, value: Any) -> None:
         space = self._space(state, namespace)
@@ -537,12 +547,13 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if isinstance(space, _EntrySpace):
             return [space.read(key) for key in keys]
         values = space.values
-        if values is None:
-            return space.fetch(keys)
         unknown = [key for key in dict.fromkeys(keys) if key not in values]
+        if not space.in_batch:
+            found = dict(zip(unknown, space.fetch(unknown), strict=True)) if unknown else {}
+            return [found[key] if key in found else space.peek(key) for key in keys]
         if unknown:
-            values.update(zip(unknown, space.fetch(unknown), strict=True))
-        return [values[key] for key in keys]
+            space.keep(unknown, space.fetch(unknown))
+        return [space.read(key) for key in keys]
 
     async def put_many(self, state: str, items: Iterable[tuple[Any, Any]], namespace: Any) -> None:
         """Set many values; outside a batch with one atomic ``WriteBatch``. Every value is serialised
@@ -554,18 +565,15 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return
         encode, check = space.encode_checked, space.check
         pending = [(key, value, check(key, encode(key, value))) for key, value in items]
-        writes = space.writes
-        if writes is not None:
-            values = space.values
-            assert values is not None
-            for key, value, data in pending:
-                writes[key] = data
-                values[key] = value
+        if space.in_batch:
+            for key, value, _ in pending:
+                space.put(key, value)
             return
         store = self._store
         batch = WriteBatch(raw_mode=True)
         handle = space.table.handle
         for key, _, data in pending:
+            space.forget(key)
             batch.put(space.key_bytes(key), store.stored(key, data), handle)
         store.require_db().write(batch, store.write_options)
 
@@ -580,8 +588,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             async for item in _whole_values(space):
                 yield item
             return
-        buffered = dict(space.writes) if space.writes else {}
-        cached = dict(space.values) if buffered and space.values is not None else {}
+        # What the cache holds that RocksDB does not yet (RocksDB never holds part of a batch).
+        unwritten = {key: space.peek(key) for key in space.dirty}
         ns_bytes, decode_raw = space.ns_bytes, space.decode_raw
         count = 0
         for item in space.cf.items(read_opt=self._store.read_all):
@@ -595,15 +603,15 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 key = stored_key
             elif key is _DATACLASS:
                 raise RuntimeError(f"state {state!r}: an entry's key cannot be decoded; the data is damaged")
-            if buffered and key in buffered:
+            if unwritten and key in unwritten:
                 continue
             yield key, decode_raw(raw_value)
             count += 1
             if count % 1024 == 0:
                 await anyio.lowlevel.checkpoint()  # a long iteration leaves the loop room
-        for key, data in buffered.items():
-            if data is not None:
-                yield key, cached[key]
+        for key, value in unwritten.items():
+            if value is not MISSING:
+                yield key, value
 
     async def prepare_batch(self, keys: Sequence[Any]) -> None:
         """Open a batch over ``keys`` (see the package's documentation); a previous batch that did not
@@ -629,6 +637,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         store = self._store
         if store.in_batch:
             store.commit()
+        store.flush()  # the value caches' writes: the checkpoint holds every write before the barrier
         self._snapshots_taken += 1
         path = f"{store.path}.snapshot-{self._snapshots_taken}"
         Checkpoint(store.require_db()).create_checkpoint(path)
@@ -676,6 +685,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             "write_buffer_usage": self._write_buffer_manager.get_usage(),
             "key_cache_entries": len(self._store.keys),
             "key_cache_limit": self._store.key_cache_limit,
+            "value_cache_limit": self._store.value_cache_limit,
+            "value_cache_usage": self._store.value_cache_usage(),
         }
 
     def rocksdb_property(self, name: str, state: str | None = None) -> int | None:
@@ -683,6 +694,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         (the ``rocksdb.`` prefix is optional), of a state's column family or of the database."""
         store = self._store
         db = store.require_db()
+        if not store.in_batch:  # (RocksDB never holds part of a batch)
+            store.flush()  # so that RocksDB's figures count the cache's writes
         source: Any = db if state is None else self._space(state, DEFAULT_NAMESPACE).cf
         prefixed = name if name.startswith("rocksdb.") else f"rocksdb.{name}"
         value: int | None = source.property_int_value(prefixed)
@@ -694,6 +707,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return None
         store = self._store
         store.require_db()
+        if not store.in_batch:
+            store.flush()
         states = {
             name: {
                 prop: table.cf.property_int_value(f"rocksdb.{prop}")

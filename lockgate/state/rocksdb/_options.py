@@ -14,6 +14,10 @@ MAX_VALUE_SIZE_LIMIT: Final = (1 << 32) - 1
 # (an entry takes about 85 bytes besides the key object itself).
 _KEY_CACHE_BUDGET_PER_ENTRY = 512
 
+# The share of the memory budget that the value caches of a subtask's states take (see _store._Space):
+# decoded values of recent keys, which spare RocksDB a read and a write per record while they fit.
+_VALUE_CACHE_SHARE = 0.375
+
 # The memtable of a point-lookup column family: a hash table of linked lists keyed by the first
 # bytes of the key (which hold the key group and, for usual keys, the whole key), updated in place.
 _HASH_PREFIX_LEN = 64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
@@ -138,73 +140,166 @@ class _Namespace:
         return StateSerializationError(self.store.operator_uid, self.table.name, key, reason)
 
 
-class _Space(_Namespace):
-    """The entries of one state and namespace, one RocksDB entry per key, with their buffers while a
-    batch is open.
+class _Encoded:
+    """A value the value cache holds as its serialised bytes (written at ``update``), not decoded: a
+    value of a type it does not keep as an object, after the batch that wrote it."""
 
-    Outside a batch ``values`` and ``writes`` are None and every access goes to RocksDB. Inside one,
-    ``values`` maps keys to deserialised values (MISSING if absent) and ``writes`` maps keys to the
-    bytes to store (None to delete).
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+#: Types whose values the value cache keeps as objects across batches: immutable, and pickled back
+#: to an equal object of the same type, so handing out the cached object is handing out a copy.
+_KEPT_TYPES: Final = frozenset({int, float, bool, str, bytes, type(None)})
+#: The largest such object kept (``sys.getsizeof``); a larger one is kept as its bytes.
+_MAX_KEPT_OBJECT: Final = 96
+#: What one entry of the value cache is charged beyond its key object and any bytes it holds: its
+#: slots in the cache's dict and set (values, dirty keys) and a small value object (112 bytes measured
+#: for an int with tracemalloc).
+_CACHE_ENTRY_BYTES: Final = 128
+
+
+class _Space(_Namespace):
+    """The entries of one state and namespace, one RocksDB entry per key, and their value cache.
+
+    ``values`` maps keys to their current values: the object (MISSING if absent), or an
+    :class:`_Encoded` with its bytes; ``dirty`` holds the keys whose value RocksDB does not have yet.
+    :meth:`flush` writes them. Inside a batch reads and writes go to the cache; a read it cannot
+    answer fetches the batch's keys with one multi-get.
+
+    A *persistent* space (the default namespace of a value state without TTL stored with pickle)
+    keeps its cache across batches, bounded by the store's value cache budget: plain immutable
+    values as objects, others as the bytes written at ``update`` (decoded afresh at each batch's
+    first read, as a read of RocksDB would). Its writes reach RocksDB when the cache evicts, at a
+    snapshot's synchronous part, or before anything reads the column family directly. Other spaces
+    flush and empty their cache at each batch's end. Outside a batch writes go to RocksDB at once.
     """
 
-    __slots__ = ("decode_raw", "encode", "loaded", "values", "writes")
+    __slots__ = (
+        "charge",
+        "decode_raw",
+        "dirty",
+        "encode",
+        "held",
+        "in_batch",
+        "loaded",
+        "persistent",
+        "values",
+    )
 
     def __init__(self, store: _Store, table: _Table, namespace: Any) -> None:
         super().__init__(store, table, namespace)
         self.encode = table.encode
         self.decode_raw = table.decode_raw
-        self.values: dict[Any, Any] | None = None
-        self.writes: dict[Any, bytes | None] | None = None
+        self.values: dict[Any, Any] = {}
+        self.dirty: set[Any] = set()
+        # Keys whose cached object goes at the batch's end (a mutable value, or a large one): their
+        # bytes if written in the batch (kept as an _Encoded), else None (dropped).
+        self.held: dict[Any, bytes | None] = {}
+        self.in_batch = False
         self.loaded = False
+        #: The bytes the cache is charged for (see ``_Store.trim``).
+        self.charge = 0
+        self.persistent = (
+            self.is_default
+            and table.encode_slow is not None  # pickle: decode_raw reads bytes without a trailer
+            and store.max_value_size >= 4 * _MAX_KEPT_OBJECT  # a kept object is never too large
+            and store.value_cache_limit > 0
+        )
 
     def open(self) -> None:
-        self.values = {}
-        self.writes = {}
+        self.in_batch = True
         self.loaded = False
 
     def close(self) -> None:
-        self.values = self.writes = None
+        """End the batch (its writes flushed, if not persistent): objects kept for it only go (their
+        written bytes stay); a space that is not persistent empties its cache."""
+        self.in_batch = False
         self.loaded = False
+        held = self.held
+        if not self.persistent:
+            self.values.clear()
+            self.dirty.clear()
+            held.clear()
+            self.charge = 0
+            return
+        if held:
+            values = self.values
+            for key, data in held.items():
+                if data is None:
+                    if values.pop(key, _UNKNOWN) is not _UNKNOWN:
+                        self.charge -= self.charge_of(key, None)
+                else:
+                    values[key] = _Encoded(data)
+                    self.charge += len(data)
+            held.clear()
+
+    def charge_of(self, key: Any, value: Any) -> int:
+        """What the value cache charges for ``key``'s entry holding ``value``."""
+        charge = _CACHE_ENTRY_BYTES + sys.getsizeof(key)
+        return charge + len(value.data) if type(value) is _Encoded else charge
 
     # ---- reads
 
     def read(self, key: Any) -> Any:
-        """The value of ``key`` (MISSING if absent), from the batch cache or from RocksDB."""
-        values = self.values
-        if values is None:
+        """The value of ``key`` (MISSING if absent), from the cache or from RocksDB; inside a batch a
+        read the cache cannot answer fills it."""
+        value = self.values.get(key, _UNKNOWN)
+        if value is _UNKNOWN or type(value) is _Encoded:
+            return self.miss(key) if self.in_batch else self.peek(key)
+        return value
+
+    def peek(self, key: Any) -> Any:
+        """The value of ``key`` (MISSING if absent) without filling the cache: what a query reads."""
+        value = self.values.get(key, _UNKNOWN)
+        if value is _UNKNOWN:
             return self.read_direct(key)
-        value = values.get(key, _UNKNOWN)
-        return self.miss(key) if value is _UNKNOWN else value
+        if type(value) is _Encoded:
+            return self.decode_raw(value.data)  # a copy of its own, as RocksDB's would be
+        return value
 
     def read_direct(self, key: Any) -> Any:
         raw = self.cf.get(self.key_bytes(key))
         return MISSING if raw is None else self.decode_raw(raw)
 
     def miss(self, key: Any) -> Any:
-        """A read of a key the batch cache does not hold: fetch the whole batch's keys once (one
-        multi-get), then, for a key outside the batch, the key alone."""
+        """A read in a batch that the cache cannot answer: the first fetches every key of the batch
+        the cache does not hold (one multi-get), then a key outside the batch is read alone."""
         values = self.values
-        assert values is not None
+        value = values.get(key, _UNKNOWN)
         if not self.loaded:
             self.loaded = True
-            if values:  # not the keys written already
-                keys = [k for k in self.store.batch_keys if k not in values]
-                values.update(zip(keys, self.fetch(keys), strict=True))
-            else:
-                keys = self.store.batch_keys
-                values = self.values = dict(zip(keys, self.fetch(keys), strict=True))
-            value = values.get(key, _UNKNOWN)
-            if value is not _UNKNOWN:
-                return value
-        value = values[key] = self.read_direct(key)
-        return value
+            keys = [k for k in self.store.batch_keys if k not in values]
+            if keys:
+                self.keep(keys, self.fetch(keys))
+                value = values.get(key, _UNKNOWN)
+        if value is _UNKNOWN:
+            self.keep([key], [self.read_direct(key)])
+        elif type(value) is _Encoded:
+            data = value.data
+            values[key] = self.decode_raw(data)
+            self.held[key] = data  # back to its bytes at the batch's end
+            self.charge -= len(data)
+        return values[key]
+
+    def keep(self, keys: list[Any], found: list[Any]) -> None:
+        """Cache the values ``found`` in RocksDB for ``keys`` (none of them cached)."""
+        values, held, charge, persistent = self.values, self.held, 0, self.persistent
+        for key, value in zip(keys, found, strict=True):
+            values[key] = value
+            charge += _CACHE_ENTRY_BYTES + sys.getsizeof(key)
+            if not persistent or not (
+                value is MISSING or (type(value) in _KEPT_TYPES and sys.getsizeof(value) <= _MAX_KEPT_OBJECT)
+            ):
+                held[key] = None
+        self.charge += charge
 
     def fetch(self, keys: Sequence[Any]) -> list[Any]:
         """The values of ``keys`` in RocksDB (MISSING where absent), with one multi-get."""
         store = self.store
-        if keys is store.batch_keys and self.is_default:
-            key_bytes = store.batch_key_bytes()
-        elif self.is_default:
+        if self.is_default:
             key_bytes = [store.key_bytes(key) for key in keys]
         else:
             key_bytes = [self.key_bytes(key) for key in keys]
@@ -232,30 +327,121 @@ class _Space(_Namespace):
             return self.encode_again(key, value, error)
 
     def put(self, key: Any, value: Any) -> None:
+        if (
+            self.in_batch
+            and self.persistent
+            and type(value) in _KEPT_TYPES
+            and sys.getsizeof(value) <= _MAX_KEPT_OBJECT
+        ):
+            # The hot path: the object is cached and pickled when the cache writes it.
+            values = self.values
+            if key not in values:
+                self.charge += _CACHE_ENTRY_BYTES + sys.getsizeof(key)
+            else:
+                self.replacing(key)
+            values[key] = value
+            self.dirty.add(key)
+            return
         try:
             data = self.encode(value)
         except Exception as error:
             data = self.encode_again(key, value, error)
         if len(data) > self.limit:
             self.check(key, data)
-        writes = self.writes
-        if writes is None:
+        if not self.in_batch:
+            self.forget(key)
             self.put_direct(key, data)
+            return
+        if key not in self.values:
+            self.charge += _CACHE_ENTRY_BYTES + sys.getsizeof(key)
         else:
-            writes[key] = data
-            self.values[key] = value  # type: ignore[index]
+            self.replacing(key)
+        self.values[key] = value
+        self.held[key] = data
+        self.dirty.add(key)
+
+    def replacing(self, key: Any) -> None:
+        """``key``'s cached entry is about to hold a new object: what it held goes."""
+        previous = self.values[key]
+        if type(previous) is _Encoded:
+            self.charge -= len(previous.data)
+        elif self.held:
+            self.held.pop(key, None)
+
+    def forget(self, key: Any) -> None:
+        """Drop ``key`` from the cache (a write outside a batch goes to RocksDB)."""
+        value = self.values.pop(key, _UNKNOWN)
+        if value is not _UNKNOWN:
+            self.charge -= self.charge_of(key, value)
+            self.dirty.discard(key)
+            self.held.pop(key, None)
 
     def put_direct(self, key: Any, data: bytes) -> None:
         store = self.store
         self.cf.put(self.key_bytes(key), store.stored(key, data), store.write_options)
 
     def delete(self, key: Any) -> None:
-        writes = self.writes
-        if writes is None:
+        if not self.in_batch:
+            self.forget(key)
             self.cf.delete(self.key_bytes(key), self.store.write_options)
+            return
+        values = self.values
+        if key not in values:
+            self.charge += _CACHE_ENTRY_BYTES + sys.getsizeof(key)
         else:
-            writes[key] = None
-            self.values[key] = MISSING  # type: ignore[index]
+            self.replacing(key)
+        values[key] = MISSING
+        self.dirty.add(key)
+
+    # ---- the cache
+
+    def flush(self, batch: WriteBatch | None = None) -> None:
+        """Write the dirty entries: into ``batch``, or with a WriteBatch of their own."""
+        dirty = self.dirty
+        if not dirty:
+            return
+        own = batch is None
+        if batch is None:
+            batch = WriteBatch(raw_mode=True)
+        put, delete, handle = batch.put, batch.delete, self.table.handle
+        values, held, encode, stored = self.values, self.held, self.encode, self.store.stored
+        key_bytes_of = self.store.key_bytes if self.is_default else self.key_bytes
+        for key in dirty:
+            value = values[key]
+            if value is MISSING:
+                delete(key_bytes_of(key), handle)
+                continue
+            if type(value) is _Encoded:
+                data = value.data
+            else:
+                written = held.get(key)
+                data = encode(value) if written is None else written  # kept objects always pickle
+            if type(key) is str and data[-1:] == b".":  # the usual case, inline
+                put(key_bytes_of(key), data, handle)
+            else:
+                put(key_bytes_of(key), stored(key, data), handle)
+        dirty.clear()
+        if own:
+            self.store.require_db().write(batch, self.store.write_options)
+
+    def evict(self, share: float) -> None:
+        """Drop the oldest ``share`` of the cache's entries (their writes flushed first)."""
+        values = self.values
+        count = int(len(values) * share) + 1
+        charge = 0
+        held = self.held
+        for key in list(itertools.islice(values, count)):
+            if key in held:
+                continue  # in use by the open batch
+            charge += self.charge_of(key, values.pop(key))
+        self.charge -= charge
+
+    def drop(self) -> None:
+        """Empty the cache, writing what it holds first (RocksDB is about to be changed or read
+        directly)."""
+        self.flush()
+        self.values.clear()
+        self.held.clear()
 
 
 #: How many entries a scan reads from RocksDB at once.
@@ -551,6 +737,7 @@ class _Store:
         key_cache_limit: int,
         path: str,
         db: Rdict,
+        value_cache_limit: int = 0,
     ) -> None:
         self.operator_uid = operator_uid
         self.max_parallelism = max_parallelism
@@ -569,8 +756,9 @@ class _Store:
         self.keys: dict[Any, bytes] = {}
         self.key_cache_limit = key_cache_limit
         self.batch_keys: list[Any] = []
-        self._batch_key_bytes: list[bytes] | None = None
         self.in_batch = False
+        #: The bytes of memory budget the value caches of all states may take (see ``_Space``).
+        self.value_cache_limit = value_cache_limit
 
     def require_db(self) -> Rdict:
         db = self.db
@@ -616,59 +804,61 @@ class _Store:
             self.commit()
         self.require_db()
         self.batch_keys = list(dict.fromkeys(keys))
-        self._batch_key_bytes = None
         self.in_batch = True
         for table in self.tables.values():
             table.default.open()
 
     def commit(self) -> None:
-        """Write the open batch's buffered writes with one atomic WriteBatch, and close the batch."""
+        """End the open batch: the writes of spaces that keep no cache across batches, with one
+        WriteBatch; then, if the value cache is over its budget, it writes and evicts."""
         batch = WriteBatch(raw_mode=True)
-        put, delete, stored = batch.put, batch.delete, self.stored
         try:
             for table in self.tables.values():
-                handle = table.handle
                 for space in (table.default, *table.extra.values()):
                     if isinstance(space, _EntrySpace):
                         space.commit(batch)
-                        continue
-                    writes = space.writes
-                    if not writes:
-                        continue
-                    if space.is_default:
-                        known = dict(zip(self.batch_keys, self.batch_key_bytes(), strict=True)).get
-                        key_bytes_of = self.key_bytes
-                        for key, data in writes.items():
-                            key_bytes = known(key) or key_bytes_of(key)
-                            if data is None:
-                                delete(key_bytes, handle)
-                            elif type(key) is str and data[-1:] == b".":  # the usual case, inline
-                                put(key_bytes, data, handle)
-                            else:
-                                put(key_bytes, stored(key, data), handle)
-                    else:
-                        for key, data in writes.items():
-                            if data is None:
-                                delete(space.key_bytes(key), handle)
-                            else:
-                                put(space.key_bytes(key), stored(key, data), handle)
+                    elif not space.persistent:
+                        space.flush(batch)
         finally:
             self.close_batch()
         if len(batch):
             self.require_db().write(batch, self.write_options)
+        self.trim()
 
-    def batch_key_bytes(self) -> list[bytes]:
-        """The RocksDB keys of the batch's keys in the default namespace, in order (computed once)."""
-        key_bytes = self._batch_key_bytes
-        if key_bytes is None:
-            cached, key_bytes_of = self.keys.get, self.key_bytes
-            key_bytes = self._batch_key_bytes = [cached(key) or key_bytes_of(key) for key in self.batch_keys]
-        return key_bytes
+    def value_spaces(self) -> list[_Space]:
+        """The spaces whose value cache lives across batches."""
+        return [
+            space
+            for table in self.tables.values()
+            if isinstance(space := table.default, _Space) and space.persistent
+        ]
+
+    def value_cache_usage(self) -> int:
+        """The bytes the value caches are charged for."""
+        return sum(space.charge for space in self.value_spaces())
+
+    def trim(self) -> None:
+        """Keep the value caches within their budget: past it, write their dirty entries and evict
+        the oldest quarter of each (oldest by first caching: cheaper than an LRU on every access)."""
+        spaces = self.value_spaces()
+        if sum(space.charge for space in spaces) <= self.value_cache_limit:
+            return
+        self.flush()
+        for space in spaces:
+            space.evict(0.25)
+
+    def flush(self) -> None:
+        """Write every value cache's dirty entries, with one WriteBatch: RocksDB then holds every
+        write made so far (what a snapshot and a direct read of RocksDB need)."""
+        batch = WriteBatch(raw_mode=True)
+        for space in self.value_spaces():
+            space.flush(batch)
+        if len(batch):
+            self.require_db().write(batch, self.write_options)
 
     def close_batch(self) -> None:
         self.in_batch = False
         self.batch_keys = []
-        self._batch_key_bytes = None
         for table in self.tables.values():
             table.default.close()
             table.extra.clear()
@@ -682,6 +872,11 @@ class _Store:
         self.close_batch()
         closed = _ClosedFamily(self.operator_uid)
         for table in self.tables.values():
+            space = table.default
+            if isinstance(space, _Space):  # the cache's unwritten writes go with the database
+                space.values.clear()
+                space.dirty.clear()
+                space.charge = 0
             # Column family handles must go before their database closes: rocksdict stalls for a
             # second dropping one of a closed database. State objects in users' hands keep only the space.
             table.cf = table.handle = closed
