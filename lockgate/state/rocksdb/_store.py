@@ -839,13 +839,17 @@ class _Store:
 
     def trim(self) -> None:
         """Keep the value caches within their budget: past it, write their dirty entries and evict
-        the oldest quarter of each (oldest by first caching: cheaper than an LRU on every access)."""
+        the oldest quarter of each until within it (oldest by first caching: cheaper than an LRU on every
+        access)."""
         spaces = self.value_spaces()
         if sum(space.charge for space in spaces) <= self.value_cache_limit:
             return
         self.flush()
-        for space in spaces:
-            space.evict(0.25)
+        while sum(space.charge for space in spaces) > self.value_cache_limit and any(
+            space.values for space in spaces
+        ):
+            for space in spaces:
+                space.evict(0.25)
 
     def flush(self) -> None:
         """Write every value cache's dirty entries, with one WriteBatch: RocksDB then holds every
