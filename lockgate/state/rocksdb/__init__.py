@@ -30,6 +30,13 @@ Batches
     read inside a batch are the cache's objects: as on the heap, a value changed in place without
     ``update`` is seen by later reads of the same batch; unlike the heap, it is not stored.
 
+    A value state without TTL stored with pickle keeps that cache across batches (the value cache,
+    ``_store._Space``): plain immutable values (int, float, bool, str, bytes, None, small) as objects,
+    others as the bytes written at ``update``, decoded afresh at each batch's first read. Its writes
+    reach RocksDB, with one ``WriteBatch``, when it goes over its budget and evicts its oldest entries,
+    and in every snapshot's synchronous part, so checkpoints and savepoints hold every write before the
+    barrier. Queries read it without filling it.
+
     If a function raises in the middle of a batch, ``finish_batch`` is not called. The buffered writes
     then stay visible to reads through this backend, and are written (all at once, never half) when
     the next batch is announced, as the heap backend would have kept them; :meth:`dispose` drops them
@@ -42,6 +49,8 @@ Memory
     cache, the index and filter blocks and the memtables together (Flink's managed-memory scheme; see
     :func:`_memory_split`). On the Python side, a cache of the RocksDB keys of recent keys (one entry,
     about 85 bytes plus the key object, per 512 bytes of budget) and the per-batch cache come on top.
+    The value caches take 3/8 of ``memory_budget`` (RocksDB the rest), charged per entry (128 bytes,
+    the key object, any bytes held).
     A state's memtable holds at most 2 MiB, whatever the budget: a checkpoint flushes it while the
     stream waits, so its size bounds that pause.
 
