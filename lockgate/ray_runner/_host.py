@@ -17,7 +17,7 @@ import pickle
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -35,7 +35,7 @@ from lockgate.actors._runner import build_subtask, edge_output
 from lockgate.checkpointing import SnapshotTarget, SubtaskAcknowledgement
 from lockgate.functions import OutputTag
 from lockgate.graph import JobGraph
-from lockgate.mailbox import Channel
+from lockgate.mailbox import Channel, ChannelStatistics
 from lockgate.observe import log_scope
 from lockgate.ray_runner._channels import (
     RemoteInputChannel,
@@ -88,6 +88,7 @@ class HostOutcome:
     failure: tuple[str, bytes] | None = None
     stopped: bool = False
     background: bool = False  # the failure came from a task beside the subtask (a checkpoint's writing)
+    channels: dict[str, ChannelStatistics] = field(default_factory=dict)  # its inputs', at the end
 
 
 class _Coordinator:
@@ -302,7 +303,7 @@ class HostedSubtask:
             return HostOutcome(stopped=True)
         failure = failure or self._failure
         if failure is None:
-            return HostOutcome()
+            return HostOutcome(channels=self.channel_statistics())
         if isinstance(failure, OperatorFailure) and failure.__cause__ is not None:
             uid, cause = failure.operator_uid, failure.__cause__
         else:
@@ -442,7 +443,12 @@ class HostedSubtask:
         while True:
             await anyio.sleep(METRICS_INTERVAL)
             # Its clock is this process's; the driver takes rates over its own.
-            self.tell_driver("metrics", actor.key, actor.metric_counters(time.perf_counter()))
+            counters = actor.metric_counters(time.perf_counter())
+            self.tell_driver("metrics", actor.key, counters, self.channel_statistics())
+
+    def channel_statistics(self) -> dict[str, ChannelStatistics]:
+        """The statistics of the subtask's input channels (what came through them), by name."""
+        return {name: channel.statistics() for name, channel in self._inputs.items()}
 
     def _request_checkpoint(self) -> anyio.Event:
         finished = anyio.Event()

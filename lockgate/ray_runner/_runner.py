@@ -231,6 +231,7 @@ class RayAttempt:
         self._participants: list[_RemoteSubtask] = []
         self._hosts: dict[tuple[str, int], Any] = {}
         self._counters: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+        self._channels: dict[str, ChannelStatistics] = {}
         self._started_at = time.perf_counter()
         self._storages: dict[int, tuple[CheckpointStorage, CheckpointStorage]] = {}
         #: The attempt's token: the hosts' calls name it, and the driver's objects know it by it.
@@ -261,8 +262,9 @@ class RayAttempt:
         return self._failure is not None
 
     def channel_statistics(self) -> dict[str, ChannelStatistics]:
-        """Kept in the actors: none here."""
-        return {}
+        """Every channel's statistics as their consumers last reported them (every
+        :data:`METRICS_INTERVAL` seconds, and at their end), by name."""
+        return dict(self._channels)
 
     @property
     def started_at(self) -> float:
@@ -275,9 +277,16 @@ class RayAttempt:
             counters.update(reported)
         return counters
 
-    def metrics(self, key: tuple[str, int], counters: dict[str, dict[str, Any]]) -> None:
-        """Subtask ``key``'s counters now (it sends them every :data:`METRICS_INTERVAL` seconds)."""
+    def metrics(
+        self,
+        key: tuple[str, int],
+        counters: dict[str, dict[str, Any]],
+        channels: dict[str, ChannelStatistics],
+    ) -> None:
+        """Subtask ``key``'s counters and its input channels' statistics now (it sends them every
+        :data:`METRICS_INTERVAL` seconds)."""
         self._counters[key] = counters
+        self._channels.update(channels)
 
     def fail(self, failure: LockgateError) -> None:
         """End the attempt with ``failure`` (the first failure wins)."""
@@ -352,7 +361,7 @@ class RayAttempt:
                     await self.coordinator.detach("the job attempt failed")
         if self._failure is not None:
             raise self._failure
-        return JobResult(self.job_name, time.perf_counter() - started, {})
+        return JobResult(self.job_name, time.perf_counter() - started, self.channel_statistics())
 
     async def _release(self, actor_options: dict[str, Any], hosts: list[Any]) -> None:
         """End every host's subtask and give the hosts back to the pool; kill those that are broken or
@@ -437,6 +446,7 @@ class RayAttempt:
             self._broken.add(host)
             self._fail_with(uid, index, parallelism, exc)
             return
+        self._channels.update(outcome.channels)
         if outcome.failure is not None:
             failed_uid, error = outcome.failure
             cause = pickle.loads(error)

@@ -70,15 +70,24 @@ async def test_a_job_on_ray_gives_what_it_gives_locally(
 ) -> None:
     local = lg.StreamEnvironment(parallelism=parallelism, batch_size=batch_size)
     local_totals, local_long = split_and_count(lines, local)
-    await local.execute("local")
+    local_result = await local.execute("local")
     remote = lg.StreamEnvironment(
         parallelism=parallelism, batch_size=batch_size, runner=lg.RayRunner(frame_records=3)
     )
     totals, long = split_and_count(lines, remote)
     with anyio.fail_after(GUARD):
-        await remote.execute("on ray")
+        result = await remote.execute("on ray")
     assert last_per_key(totals.results) == last_per_key(local_totals.results)
     assert Counter(long.results) == Counter(local_long.results)
+    assert records_into(result.channels) == records_into(local_result.channels)
+
+
+def records_into(channels: dict[str, Any]) -> Counter[str]:
+    """How many records came through the channels into each operator (``"<uid>[i]-><uid>[j]"``)."""
+    into: Counter[str] = Counter()
+    for name, statistics in channels.items():
+        into[name.split("->")[1].split("[")[0]] += statistics.records_sent
+    return into
 
 
 @EXAMPLES
