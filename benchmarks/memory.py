@@ -15,6 +15,9 @@ else the peak so far stands) and reads its RSS: ``growth_mb`` is the peak RSS (`
 - **rocksdb**: with ``memory_budget`` set to ``--budget-mb``, for each of ``--rocksdb-keys`` (1 M and
   10 M): the growth against ``budget_mb + 50`` (goal: within it, whatever the state size), with
   the seconds the fill took. RocksDB's files go to a temporary directory, removed afterwards.
+  ``anon_growth_mb`` is the highest anonymous RSS seen (sampled every 0.1 s) over the one at the
+  start: native and Python memory; ``file_rss_mb`` the highest file-backed RSS, whole (mostly the
+  code of lockgate's and RocksDB's libraries, already mapped at the start).
 
     python benchmarks/memory.py [--heap-keys 1000000] [--rocksdb-keys 1000000,10000000]
         [--budget-mb 16] [--quick]
@@ -84,14 +87,20 @@ class _Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _sample(self) -> None:
+        self.anon = max(self.anon, _status_kib("RssAnon") or 0)
+        self.file = max(self.file, _status_kib("RssFile") or 0)
+
     def _run(self) -> None:
+        self._sample()
         while not self._stop.wait(0.1):
-            self.anon = max(self.anon, _status_kib("RssAnon") or 0)
-            self.file = max(self.file, _status_kib("RssFile") or 0)
+            self._sample()
 
     def stop(self) -> tuple[float, float]:
+        """The highest RssAnon and RssFile seen, in MiB (a sample misses peaks shorter than 0.1 s)."""
         self._stop.set()
         self._thread.join()
+        self._sample()
         return self.anon / 1024, self.file / 1024
 
 
