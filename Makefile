@@ -58,6 +58,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/savepoint_read.py
 	$(BIN)/python benchmarks/queries.py
 	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/compare.py
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
