@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
-from lockgate.state._keygroups import stable_key_hash
+from lockgate.state._keygroups import uncached_key_hash
 from lockgate.state._snapshot import (
     Entry,
     IncrementalKeyedState,
@@ -92,7 +92,7 @@ class _HeapSnapshotResources(SnapshotResources):
                         stored = prune(stored, now)
                         if stored is MISSING:
                             continue
-                    groups[stable_key_hash(key) % max_parallelism].append(
+                    groups[uncached_key_hash(key) % max_parallelism].append(
                         (key, namespace, _encoded(encode, stored, backend.operator_uid, name, key))
                     )
             entries[name] = dict(groups)
@@ -209,7 +209,7 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
                 for key, stored in items.items():
                     if prune is not None:
                         stored = prune(stored, now)
-                    groups[stable_key_hash(key) % max_parallelism].append(
+                    groups[uncached_key_hash(key) % max_parallelism].append(
                         (key, namespace, _encoded(encode, stored, self._backend.operator_uid, name, key))
                     )
             entries[name] = dict(groups)
@@ -276,7 +276,7 @@ def _timer_groups(timers: Iterable[tuple[int, Any, Any]], max_parallelism: int) 
     """Timers as snapshot entries, ``(key, namespace, timestamp bytes)``, by the key group of the key."""
     groups: defaultdict[int, list[Entry]] = defaultdict(list)
     for timestamp, key, namespace in timers:
-        groups[stable_key_hash(key) % max_parallelism].append((key, namespace, encode_timestamp(timestamp)))
+        groups[uncached_key_hash(key) % max_parallelism].append((key, namespace, encode_timestamp(timestamp)))
     return dict(groups)
 
 
