@@ -109,16 +109,8 @@ class JobExecution:
 
     def _runner(self, restored: RestoredState | None) -> Attempt:
         runner = self.options.runner
-        if runner is not None:
-            return runner.attempt(
-                self.job_name,
-                self.graph,
-                self.options,
-                restored=restored,
-                attempt=self.restarts,
-                coordinator=self.coordinator,
-            )
-        return JobRunner(
+        make: Callable[..., Attempt] = JobRunner if runner is None else runner.attempt
+        return make(
             self.job_name,
             self.graph,
             self.options,

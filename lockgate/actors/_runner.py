@@ -249,11 +249,7 @@ class JobRunner:
         finally:
             self._background = None
             if self.coordinator is not None:
-                with anyio.CancelScope(shield=True):
-                    if self._failure is None:
-                        await self.coordinator.detach("the job finished first", quietly=True)
-                    else:
-                        await self.coordinator.detach("the job attempt failed")
+                await detach_coordinator(self.coordinator, failed=self._failure is not None)
         if self._failure is not None:
             raise self._failure
         return JobResult(self.job_name, time.perf_counter() - started, self.channel_statistics())
@@ -490,3 +486,14 @@ def background_failure(error: BaseException) -> LockgateError:
     ``error``: a lockgate error as it is (a state that cannot be serialised fails the job), any other
     as a failed checkpoint (the job restarts)."""
     return error if isinstance(error, LockgateError) else CheckpointError(f"{type(error).__name__}: {error}")
+
+
+async def detach_coordinator(coordinator: CheckpointCoordinator, *, failed: bool) -> None:
+    """An attempt has ended (``failed``, or its subtasks finished): the checkpoints still in progress
+    are aborted, quietly if the job simply finished first. Shielded: it runs while the attempt's
+    tasks are being cancelled."""
+    with anyio.CancelScope(shield=True):
+        if failed:
+            await coordinator.detach("the job attempt failed")
+        else:
+            await coordinator.detach("the job finished first", quietly=True)

@@ -29,7 +29,7 @@ from lockgate._driver import PROCESS_ID, resident, resident_token
 from lockgate._errors import ConfigurationError, LockgateError
 from lockgate.actors import JobResult, RuntimeOptions
 from lockgate.actors._actor import SubtaskActor
-from lockgate.actors._runner import background_failure, subtask_failure
+from lockgate.actors._runner import background_failure, detach_coordinator, subtask_failure
 from lockgate.checkpointing import CheckpointCoordinator, SnapshotTarget, SubtaskAcknowledgement
 from lockgate.graph import ForwardPartitioner, JobGraph, SourceTransformation
 from lockgate.mailbox import JOB_FINISHED, ChannelStatistics, TriggerCheckpoint
@@ -355,10 +355,7 @@ class RayAttempt:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release(actor_options, list(hosts.values()))
-                if self._failure is None:
-                    await self.coordinator.detach("the job finished first", quietly=True)
-                else:
-                    await self.coordinator.detach("the job attempt failed")
+            await detach_coordinator(self.coordinator, failed=self._failure is not None)
         if self._failure is not None:
             raise self._failure
         return JobResult(self.job_name, time.perf_counter() - started, self.channel_statistics())
