@@ -260,7 +260,8 @@ async def test_processing_time_timers_due_while_the_job_was_down_fire_right_afte
     class Later(lg.KeyedProcessFunction[Any, Any]):
         def process_element(self, value: Any, ctx: lg.RuntimeContext) -> Any:
             service = ctx.timer_service()
-            service.register_processing_time_timer(service.current_processing_time() + 200)
+            # A second: time enough for the stop-with-savepoint on a busy machine (200 ms was not).
+            service.register_processing_time_timer(service.current_processing_time() + 1000)
             return [("seen", value)]
 
         def on_timer(self, timestamp: int, ctx: lg.RuntimeContext) -> Any:
@@ -289,7 +290,7 @@ async def test_processing_time_timers_due_while_the_job_was_down_fire_right_afte
         await seen.arrived.wait()
         savepoint = await job.stop_with_savepoint((tmp_path / "sp").as_uri())
     assert before.results == [("seen", "k")]  # the timer was pending when the job stopped
-    await anyio.sleep(0.3)  # the job is down while the timer comes due (time passing, not waiting on it)
+    await anyio.sleep(1.0)  # the job is down while the timer comes due (time passing, not waiting on it)
     source = lg.QueueSource()
     fired = Arrivals(1)
     env, after = build(source, fired)
