@@ -268,3 +268,12 @@ def test_a_ray_the_runner_starts_asks_for_loopback_only() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "127.0.0.1"
+
+
+async def test_a_source_fed_in_this_process_is_refused_at_the_start_saying_why() -> None:
+    """A QueueSource's copy in a Ray worker would never see what the application puts: refused, before
+    Ray is started."""
+    env = lg.StreamEnvironment(runner=lg.RayRunner())
+    env.from_source(lg.QueueSource(), uid="queue").sink(lg.CollectSink(), uid="out")
+    with pytest.raises(lg.ConfigurationError, match=r"source\(s\) \['queue'\] read what this process hands"):
+        await env.start("fed here")

@@ -83,9 +83,13 @@ class Source(ABC):
 
     Attributes:
         fixed_parallelism: The only parallelism the source supports, or None if any will do.
+        reads_in_this_process: Whether its records come from objects of the process that built the
+            job (a queue the application feeds, an async iterable): such a source cannot run in another
+            process, and the Ray runner refuses it.
     """
 
     fixed_parallelism: int | None = None
+    reads_in_this_process: bool = False
 
     @abstractmethod
     def create_reader(self, ctx: RuntimeContext) -> SourceReader:
@@ -334,6 +338,7 @@ class QueueSource(Source, Generic[T]):
     """
 
     fixed_parallelism = 1
+    reads_in_this_process = True
 
     def __init__(self, maxsize: int = 1000) -> None:
         self._buffer = _RecordBuffer(maxsize)
@@ -445,6 +450,7 @@ class AsyncIterableSource(Source, Generic[T]):
     """
 
     fixed_parallelism = 1
+    reads_in_this_process = True
 
     def __init__(self, iterable: AsyncIterable[T], buffer_size: int = 1000) -> None:
         self.iterable = iterable

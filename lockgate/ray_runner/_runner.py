@@ -237,6 +237,19 @@ class RayAttempt:
         #: The attempt's token: the hosts' calls name it, and the driver's objects know it by it.
         self.token = self._token = resident_token(self)
         self._broken: set[Any] = set()  # hosts not to use again: dead, or left half-built
+        here = [
+            node.uid
+            for vertex in graph.vertices
+            for node in vertex.operators
+            if isinstance(node, SourceTransformation) and node.source.reads_in_this_process
+        ]
+        if here:
+            raise ConfigurationError(
+                f"job {job_name!r} cannot run on {runner!r}: source(s) {here} read what this process hands "
+                "them (a QueueSource is fed by put(), an async iterable lives here), which a Ray worker "
+                "cannot reach; use from_collection, a FileSource, or a Source whose reader gets its "
+                "records where the workers run"
+            )
         workers = replace(
             options, runner=None, checkpoint_storage=self._for_workers(options.checkpoint_storage)
         )
