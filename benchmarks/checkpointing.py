@@ -14,7 +14,7 @@ adds a ``note`` when a run completed fewer than 3 (raise ``--n`` then), and says
 triggered than the run's length had room for: a checkpoint stalled and held back the next ones.
 
     python benchmarks/checkpointing.py [--backend heap|heap-incremental|rocksdb|rocksdb-full]
-        [--variant a|b] [--n 2000000]
+        [--variant a|b|b-map] [--n 2000000]
         [--keys 100000] [--repeat 5] [--interval 1.0]
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 from _common import CountSink, compare, report
-from keyed_sum import AwaitingSum, FastSum, FinalSums, expected_sum
+from keyed_sum import VARIANTS, FinalSums, expected_sum, summed
 
 import lockgate as lg
 from lockgate.state import RocksDBStateBackend
@@ -62,8 +62,7 @@ def run_engine(
         env.set_checkpoint_storage(checkpoints)
         env.enable_checkpointing(interval)
     keyed = env.from_collection(records, uid="source").key_by(lambda r: r[0])
-    sums = keyed.process(AwaitingSum(), uid="sum") if variant == "a" else keyed.map(FastSum(), uid="sum")
-    sums.sink(sink, uid="count")
+    summed(keyed, variant).sink(sink, uid="count")
 
     async def main() -> Any:
         job = await env.start(f"W2{variant}")
@@ -76,7 +75,7 @@ def run_engine(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["heap", *BACKENDS], default="heap")
-    parser.add_argument("--variant", choices=["a", "b"], default="a")
+    parser.add_argument("--variant", choices=VARIANTS, default="a")
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)

@@ -1,4 +1,5 @@
-"""W1 keyed-sum side by side in one sitting: the plain loop, lockgate W1a, W1b, W1b on RocksDB, Bytewax.
+"""W1 keyed-sum side by side in one sitting: the plain loop, lockgate W1a, W1b (``map_with_state``), W1b
+on RocksDB, the earlier fast form (``lockgate_w1b_map``: a MapFunction with ``value_nowait``), Bytewax.
 
 Every round runs each system once, in the same order, and the line reports the median of the
 ``--repeat`` rounds (with the slowest and fastest run as the spread) and each system's ratio to the
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     check("lockgate_w1a", "a", None)
     check("lockgate_w1b", "b", None)
     check("lockgate_w1b_rocksdb", "b", RocksDBStateBackend)
+    check("lockgate_w1b_map", "b-map", None)
 
     counts: dict[str, int] = {}
 
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "lockgate_w1a": lambda: timed_run(engine("lockgate_w1a", "a", None)),
         "lockgate_w1b": lambda: timed_run(engine("lockgate_w1b", "b", None)),
         "lockgate_w1b_rocksdb": lambda: timed_run(engine("lockgate_w1b_rocksdb", "b", RocksDBStateBackend)),
+        "lockgate_w1b_map": lambda: timed_run(engine("lockgate_w1b_map", "b-map", None)),
     }
     if bytewax_python is not None:
         python = bytewax_python

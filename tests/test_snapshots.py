@@ -320,6 +320,39 @@ async def test_writes_while_the_asynchronous_part_runs_do_not_reach_the_snapshot
         await backend.dispose()
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("incremental", [False, True])
+async def test_a_batch_that_changes_values_in_place_after_a_snapshot_does_not_reach_it(
+    backend_name: str, incremental: bool
+) -> None:
+    """``map_batch_nowait`` (map_with_state's loop) reads values a snapshot froze: it must take its own
+    copy before the step changes it, as ``value_nowait`` does."""
+    make = BACKENDS[backend_name]
+    backend = (make(incremental=incremental) if backend_name == "heap" else make()).create_keyed_backend(
+        "op", ALL_KEY_GROUPS, MAX_P
+    )
+    descriptor = lgs.ValueStateDescriptor("v", default=[])
+
+    def append(record: int, seen: list[int]) -> tuple[int, list[int]]:
+        seen.append(record)
+        return len(seen), seen
+
+    try:
+        state = backend.create_state(descriptor, lgs.ValueState)
+        keys = list(range(50))
+        assert state.map_batch_nowait(keys, keys, append) == [1] * 50
+        resources = backend.snapshot_sync()
+        assert state.map_batch_nowait(keys, [-key for key in keys], append) == [2] * 50
+        snapshot = resources.materialize()
+        resources.release()
+        assert contents(snapshot, {"v": descriptor}) == {("v", key): [key] for key in keys}
+        backend.current_key = 7
+        assert state.value_nowait() == [7, -7]
+    finally:
+        await backend.dispose()
+
+
 def test_a_heap_snapshot_holds_plain_states_whole_and_encodes_the_others() -> None:
     """States of the default serializer without TTL are kept as their values (pickled in one call);
     the rest entry by entry. Both restore alike, and values only cloudpickle can write survive."""

@@ -129,6 +129,44 @@ async def test_value_state_matches_the_model(backend_name: str, ttl: Any, ops: l
         await backend.dispose()  # RocksDB: close and remove its working directory
 
 
+@pytest.mark.parametrize("backend_name", ["heap", "rocksdb"])  # the backends with synchronous access
+@SETTINGS
+@given(
+    ttl=ttl_configs,
+    batches=st.lists(st.tuples(st.lists(st.tuples(keys, values), max_size=8), advance), max_size=6),
+)
+async def test_a_batch_run_by_the_state_equals_reading_and_updating_record_by_record(
+    backend_name: str, ttl: Any, batches: list[Any]
+) -> None:
+    """``ValueState.map_batch_nowait`` (map_with_state's loop; the heap runs it on its table directly)
+    against ``value_nowait`` and ``update_nowait`` per record on a backend of the same kind."""
+    clock = Clock()
+    batched, stepped = keyed_backend(backend_name, clock), keyed_backend(backend_name, clock)
+
+    def step(record: Any, value: Any) -> tuple[Any, Any]:
+        return (value, record), record  # outputs what was stored; stores the record (None clears)
+
+    try:
+        descriptor = lgs.ValueStateDescriptor("v", default="dflt", ttl=ttl)
+        fast = batched.create_state(descriptor, lgs.ValueState)
+        slow = stepped.create_state(descriptor, lgs.ValueState)
+        for batch, advance_by in batches:
+            clock.now += advance_by
+            expected = []
+            for key, record in batch:
+                stepped.current_key = key
+                output, value = step(record, slow.value_nowait())
+                slow.update_nowait(value)
+                expected.append(output)
+            assert fast.map_batch_nowait([key for key, _ in batch], [r for _, r in batch], step) == expected
+        for key in ["a", "b", 3]:
+            batched.current_key = stepped.current_key = key
+            assert fast.value_nowait() == slow.value_nowait()
+    finally:
+        await batched.dispose()
+        await stepped.dispose()
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @SETTINGS
 @given(

@@ -1,5 +1,5 @@
 """The operators of keyed streams: each sets the current key before each record, so keyed state is
-the record's key's; keyed map, keyed process and reduce."""
+the record's key's; keyed map, keyed process, map with state and reduce (a map with state)."""
 
 from __future__ import annotations
 
@@ -19,18 +19,21 @@ from lockgate.actors._stream_operator import (
     outputs_of,
 )
 from lockgate.eventtime import TimeDomain
-from lockgate.graph import KeyedMapSpec, KeyedProcessSpec, ReduceSpec
+from lockgate.graph import KeyedMapSpec, KeyedMapWithStateSpec, KeyedProcessSpec, ReduceSpec
 from lockgate.mailbox import StampedBatch
-from lockgate.state import KeyedStateBackend, TimerQueue, ValueStateDescriptor, stable_key_hash
+from lockgate.state import (
+    CANONICAL_KEY_TYPES,
+    KeyedStateBackend,
+    TimerQueue,
+    ValueStateDescriptor,
+    check_key,
+)
 
-# Keys of these types always serialise canonically; others are checked once per distinct key.
-_PLAIN_KEY_TYPES = frozenset({str, int, bytes, float, bool, type(None)})
 
-
-def _keys_of(key_selector: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
-    """The keys of a batch's records, each checked to have a canonical form: a key that cannot be
-    stored, checkpointed or moved to another subtask fails here, at its first record, whatever the
-    parallelism and backend."""
+def _keys_of(key_selector: Callable[[Any], Any], batch: list[Any], check: bool = True) -> list[Any]:
+    """The keys of a batch's records, each checked (unless ``check`` is False: then whoever stores them
+    does) to have a canonical form: a key that cannot be stored, checkpointed or moved to another
+    subtask fails here, at its first record, whatever the parallelism and backend."""
     try:
         keys = list(map(key_selector, batch))
     except Exception as exc:
@@ -43,9 +46,9 @@ def _keys_of(key_selector: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
                 )
                 break
         raise
-    if not _PLAIN_KEY_TYPES.issuperset(map(type, keys)):
+    if check and not CANONICAL_KEY_TYPES.issuperset(map(type, keys)):
         for key in keys:
-            stable_key_hash(key)  # cached; raises KeySerializationError naming the type
+            check_key(key)  # raises KeySerializationError naming the type
     return keys
 
 
@@ -197,36 +200,111 @@ def _keyed_process_operator(spec: KeyedProcessSpec, ctx: SubtaskContext) -> Keye
     return KeyedProcessOperator(ctx, _copy_per_subtask(spec.function, ctx.operator_uid), spec.key_selector)
 
 
-class ReduceOperator(StreamOperator):
-    """Keeps ``reduce(previous, value)`` per key and emits it after every record, as Flink does."""
+class KeyedMapWithStateOperator(StreamOperator):
+    """Runs ``output, new_value = fn(record, value)`` with each record's key's value state. With a
+    plain ``def`` on a backend with synchronous access, the state object runs the whole batch
+    (:meth:`ValueState.map_batch_nowait`: on the heap, the table's dict without a call per access);
+    otherwise each record awaits its state and, for an ``async def``, the function."""
 
-    def __init__(self, ctx: SubtaskContext, fn: Callable[[Any, Any], Any], key_selector: Any) -> None:
+    def __init__(
+        self,
+        ctx: SubtaskContext,
+        fn: Callable[[Any, Any], Any],
+        key_selector: Callable[[Any], Any],
+        descriptor: ValueStateDescriptor[Any],
+    ) -> None:
         super().__init__(ctx)
+        backend = ctx.keyed_backend
+        assert backend is not None
         self._fn = fn
         self._async = call_form(fn) is CallForm.ASYNC
+        self._nowait = backend.supports_nowait and not self._async
         self._key_selector = key_selector
-        self._state = ctx.get_state(ValueStateDescriptor[Any]("reduce"))
+        self._state = ctx.get_state(descriptor)
+        # A backend that fetches a batch's state at once needs its keys checked first; otherwise the
+        # state checks each key as it first stores it (ValueState.map_batch_nowait), not every record.
+        self._prepares = type(backend).prepare_batch is not KeyedStateBackend.prepare_batch
 
     async def process_batch(self, batch: list[Any]) -> list[Any]:
         backend = self.ctx.keyed_backend
         assert backend is not None
-        state, fn = self._state, self._fn
-        keys = _keys_of(self._key_selector, batch)
+        keys = _keys_of(self._key_selector, batch, check=self._prepares or not self._nowait)
         await backend.prepare_batch(keys)
-        out: list[Any] = []
-        for key, value in zip(keys, batch, strict=True):
-            backend.current_key = key
-            previous = await state.value()
-            if previous is not None:
-                value = await fn(previous, value) if self._async else fn(previous, value)
-            await state.update(value)
-            out.append(value)
+        try:
+            if self._nowait:
+                out = self._state.map_batch_nowait(keys, batch, self._fn)
+            else:
+                out = await self._map_awaiting(keys, batch, backend)
+        except (TypeError, ValueError) as exc:
+            if _failed_unpacking(exc):
+                exc.add_note(
+                    f"the function of map_with_state operator {self.uid!r} returns a pair "
+                    "(output, new_value) for each record; a new value of None clears the key's state"
+                )
+            raise
         await backend.finish_batch()
         if type(batch) is StampedBatch:
             return StampedBatch(out, batch.timestamps)
         return out
 
+    async def _map_awaiting(self, keys: list[Any], batch: list[Any], backend: KeyedStateBackend) -> list[Any]:
+        state, fn = self._state, self._fn
+        out: list[Any] = []
+        for key, record in zip(keys, batch, strict=True):
+            backend.current_key = key
+            result = fn(record, await state.value())
+            output, value = await result if self._async else result
+            await state.update(value)
+            out.append(output)
+        return out
+
+
+# What CPython says when a value is not a pair: the start of its messages for unpacking.
+_UNPACKING_MESSAGES = (
+    "cannot unpack non-iterable",
+    "too many values to unpack",
+    "not enough values to unpack",
+)
+
+
+def _failed_unpacking(exc: Exception) -> bool:
+    """Whether ``exc`` was raised by unpacking a result in the runtime's loop, not inside the function."""
+    traceback = exc.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return (
+        traceback is not None
+        and traceback.tb_frame.f_code.co_name in ("map_batch_nowait", "_map_awaiting")
+        and str(exc).startswith(_UNPACKING_MESSAGES)
+    )
+
+
+@operator_for(KeyedMapWithStateSpec)
+def _keyed_map_with_state_operator(
+    spec: KeyedMapWithStateSpec, ctx: SubtaskContext
+) -> KeyedMapWithStateOperator:
+    return KeyedMapWithStateOperator(ctx, spec.function, spec.key_selector, spec.state)
+
+
+def _reduce_step(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``reduce(fn)`` as a map with state: Flink's reduce keeps ``fn(previous, record)`` per key
+    (the first record as it is) and emits it after every record."""
+    if call_form(fn) is CallForm.ASYNC:
+
+        async def reduce_awaiting(record: Any, previous: Any) -> tuple[Any, Any]:
+            value = record if previous is None else await fn(previous, record)
+            return value, value
+
+        return reduce_awaiting
+
+    def reduce(record: Any, previous: Any) -> tuple[Any, Any]:
+        value = record if previous is None else fn(previous, record)
+        return value, value
+
+    return reduce
+
 
 @operator_for(ReduceSpec)
-def _reduce_operator(spec: ReduceSpec, ctx: SubtaskContext) -> ReduceOperator:
-    return ReduceOperator(ctx, spec.function, spec.key_selector)
+def _reduce_operator(spec: ReduceSpec, ctx: SubtaskContext) -> KeyedMapWithStateOperator:
+    descriptor = ValueStateDescriptor[Any]("reduce")  # its name in savepoints
+    return KeyedMapWithStateOperator(ctx, _reduce_step(spec.function), spec.key_selector, descriptor)

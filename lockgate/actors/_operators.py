@@ -8,7 +8,7 @@ from its spec. A new built-in kind is a spec (in :mod:`lockgate.graph`) and an o
 - ``_stream_operator``: :class:`StreamOperator`, the base, and the call forms of user functions;
 - ``_registry``: :func:`operator_for` and :func:`create_operator`;
 - ``_function_operators``: map, filter, flat map, process and broadcast process;
-- ``_keyed_operators``: keyed map, keyed process and reduce;
+- ``_keyed_operators``: keyed map, keyed process, map with state and reduce;
 - ``_event_time``: timestamps and watermarks (``assign_timestamps_and_watermarks``);
 - ``_window_operator``: keyed windows;
 - ``_sink_operator``: sinks.
@@ -21,8 +21,8 @@ from lockgate.actors._function_operators import FlatMapOperator as FlatMapOperat
 from lockgate.actors._function_operators import MapOperator as MapOperator
 from lockgate.actors._function_operators import ProcessOperator as ProcessOperator
 from lockgate.actors._keyed_operators import KeyedMapOperator as KeyedMapOperator
+from lockgate.actors._keyed_operators import KeyedMapWithStateOperator as KeyedMapWithStateOperator
 from lockgate.actors._keyed_operators import KeyedProcessOperator as KeyedProcessOperator
-from lockgate.actors._keyed_operators import ReduceOperator as ReduceOperator
 from lockgate.actors._registry import create_operator as create_operator
 from lockgate.actors._registry import operator_for as operator_for
 from lockgate.actors._sink_operator import SinkOperator as SinkOperator

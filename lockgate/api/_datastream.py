@@ -31,6 +31,7 @@ from lockgate.graph import (
     FlatMapSpec,
     ForwardPartitioner,
     KeyedMapSpec,
+    KeyedMapWithStateSpec,
     KeyedProcessSpec,
     KeyGroupPartitioner,
     KeySelector,
@@ -48,6 +49,7 @@ from lockgate.graph import (
     Transformation,
     UnionTransformation,
 )
+from lockgate.state import ValueStateDescriptor
 
 if TYPE_CHECKING:
     from lockgate.api._environment import StreamEnvironment
@@ -329,6 +331,34 @@ class KeyedStream(DataStream):
         if not isinstance(fn, MapFunction):
             _require_function("map", fn, "map(lambda r: r * 2)")
         spec = KeyedMapSpec(fn, self.key_selector)
+        return self._apply(spec, uid, name, parallelism)
+
+    def map_with_state(
+        self,
+        fn: Callable[[Any, Any], Any],
+        *,
+        state: ValueStateDescriptor[Any] | None = None,
+        uid: str | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Each record becomes an output of ``output, new_value = fn(record, value)``, where ``value``
+        is the record's key's value state (the descriptor's default while the key has none) and
+        ``new_value`` its next value (None clears it). ``state`` names the state (in savepoints, for
+        queries, with its serializer and TTL); by default ``ValueStateDescriptor("state")``.
+
+        The fastest keyed form: the runtime reads and writes the state around each call, so ``fn`` is
+        one plain call per record (a running sum: ``lambda r, total: ((r[0], total + r[1]),
+        total + r[1])`` with ``state=lg.ValueStateDescriptor("total", default=0)``). ``fn`` may be an
+        ``async def``."""
+        _require_function("map_with_state", fn, "map_with_state(lambda r, seen: (r, (seen or 0) + 1))")
+        if state is None:
+            state = ValueStateDescriptor[Any]("state")
+        elif not isinstance(state, ValueStateDescriptor):
+            raise ConfigurationError(
+                f"map_with_state() keeps a value state: state= takes a ValueStateDescriptor, got {state!r}"
+            )
+        spec = KeyedMapWithStateSpec(fn, self.key_selector, state)
         return self._apply(spec, uid, name, parallelism)
 
     def reduce(

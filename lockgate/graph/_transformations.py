@@ -16,7 +16,7 @@ from lockgate.functions import (
     ProcessFunction,
     ProcessWindowFunction,
 )
-from lockgate.state import AggregateFunction
+from lockgate.state import AggregateFunction, ValueStateDescriptor
 
 KeySelector = Callable[[Any], Any]
 
@@ -136,6 +136,18 @@ class KeyedMapSpec(OperatorSpec):
     function: Callable[[Any], Any] | MapFunction[Any, Any]
     key_selector: KeySelector
     kind: ClassVar[str] = "keyed_map"
+    keyed: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class KeyedMapWithStateSpec(OperatorSpec):
+    """A map whose function takes and gives its record's key's value state:
+    ``output, new_value = function(record, value)``."""
+
+    function: Callable[[Any, Any], Any]
+    key_selector: KeySelector
+    state: ValueStateDescriptor[Any]
+    kind: ClassVar[str] = "map_with_state"
     keyed: ClassVar[bool] = True
 
 

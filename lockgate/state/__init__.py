@@ -12,8 +12,10 @@ from lockgate.state._descriptors import (
     ValueStateDescriptor,
 )
 from lockgate.state._keygroups import (
+    CANONICAL_KEY_TYPES,
     UPPER_BOUND_MAX_PARALLELISM,
     KeyGroupRange,
+    check_key,
     check_parallelism,
     key_group_for,
     key_group_owners,
@@ -69,6 +71,8 @@ from lockgate.state.heap import HeapKeyedStateBackend, HeapStateBackend
 from lockgate.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend, RocksDBValueState
 
 __all__ = [
+    "CANONICAL_KEY_TYPES",
+    "check_key",
     "AggregateFunction",
     "AggregatingState",
     "AggregatingStateDescriptor",

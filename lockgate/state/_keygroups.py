@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from lockgate._errors import ConfigurationError
 from lockgate.state._serialization import canonical_key_bytes
@@ -51,6 +51,18 @@ def stable_key_hash(key: Any) -> int:
         return _cached_key_hash(key)
     except TypeError:  # unhashable, so not cacheable: encode it, which names what is wrong
         return uncached_key_hash(key)
+
+
+#: Types whose values always have a canonical form: a key of one needs no check.
+CANONICAL_KEY_TYPES: Final = frozenset({str, int, bytes, float, bool, type(None)})
+
+
+def check_key(key: Any) -> None:
+    """Raise :class:`~lockgate.KeySerializationError` unless ``key`` can be stored, checkpointed and
+    moved to another subtask (it has canonical bytes); cached for keys of other types than
+    :data:`CANONICAL_KEY_TYPES`."""
+    if type(key) not in CANONICAL_KEY_TYPES:
+        stable_key_hash(key)
 
 
 def key_group_for(key: Any, max_parallelism: int) -> int:

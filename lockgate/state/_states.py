@@ -11,7 +11,7 @@ A backend whose live objects are shared with a snapshot must hand out copies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -24,6 +24,7 @@ from lockgate.state._descriptors import (
     StateTtlConfig,
     ValueStateDescriptor,
 )
+from lockgate.state._keygroups import check_key
 
 if TYPE_CHECKING:
     from lockgate.state._backend import KeyedStateBackend
@@ -206,6 +207,28 @@ class ValueState(_SingleValueState[T]):
     def update_nowait(self, value: T | None) -> None:
         """:meth:`update` without an await (local backends only)."""
         self._apply_nowait(self._updated(value))
+
+    def map_batch_nowait(
+        self,
+        keys: Sequence[Any],
+        records: Sequence[Any],
+        step: Callable[[Any, T], tuple[Any, T | None]],
+    ) -> list[Any]:
+        """The outputs of ``output, new_value = step(record, value)`` for each record in order, with
+        ``value`` its key's :meth:`value` and ``new_value`` stored as by :meth:`update` (local backends
+        only). The runtime's loop for functions that take and give the state (``map_with_state``,
+        ``reduce``); backends may run it without the calls per record. ``keys`` need not be checked
+        (:func:`check_key`): each key is, at the latest when it is first stored."""
+        backend = self._backend
+        out: list[Any] = []
+        append = out.append
+        for key, record in zip(keys, records, strict=True):
+            check_key(key)
+            backend.current_key = key
+            output, value = step(record, self.value_nowait())
+            self.update_nowait(value)
+            append(output)
+        return out
 
 
 class ReducingState(_SingleValueState[T]):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from lockgate._errors import CheckpointError, ConfigurationError
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import _PLAIN_TYPES, KeyedStateBackend, S, StateBackend
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
-from lockgate.state._keygroups import KeyGroupRange
+from lockgate.state._keygroups import CANONICAL_KEY_TYPES, KeyGroupRange, check_key
 from lockgate.state._serializers import PickleSerializer
 from lockgate.state._snapshot import (
     Entry,
@@ -336,6 +336,42 @@ class HeapValueState(ValueState[T]):
 
     def clear_nowait(self) -> None:
         self._table.delete(self._backend.current_key)
+
+    def map_batch_nowait(
+        self,
+        keys: Sequence[Any],
+        records: Sequence[Any],
+        step: Callable[[Any, T], tuple[Any, T | None]],
+    ) -> list[Any]:
+        # value_nowait and update_nowait inline, without setting the current key: the step sees only
+        # the record and the value. The top layer stays the same dict for the whole batch (snapshots
+        # freeze it between batches); reads of frozen keys and deletes go through the table.
+        table = self._table
+        top = table.top
+        get = top.get
+        fresh_default = self._descriptor.fresh_default
+        out: list[Any] = []
+        append = out.append
+        key: Any = None
+        try:
+            for key, record in zip(keys, records, strict=True):
+                value = get(key, ABSENT)
+                if value is ABSENT or value is TOMBSTONE:
+                    if type(key) not in CANONICAL_KEY_TYPES:  # keys the table holds were checked
+                        check_key(key)
+                    value = table.get(key)
+                    if value is MISSING:
+                        value = fresh_default()
+                output, value = step(record, value)
+                if value is None:
+                    table.delete(key)
+                else:
+                    top[key] = value
+                append(output)
+        except TypeError:
+            check_key(key)  # an unhashable key fails its lookup before its check: say what is wrong
+            raise
+        return out
 
 
 class HeapStateBackend(StateBackend):
