@@ -4,59 +4,67 @@ CPython hands the GIL to a waiting thread only when the thread holding it keeps 
 interval (5 ms) or blocks. An event loop busy with records gives the GIL up at every iteration, in a
 select() that does not block, and takes it straight back: a waiting worker thread is woken each time,
 finds the GIL taken again, and never waits long enough to demand it (the convoy effect). A checkpoint's
-file writes then wait until the stream goes idle, or forever.
+file writes then wait until the stream goes idle, or forever; a short one (a file created, written,
+synced, renamed: a few system calls, each giving the GIL up and needing it back) takes a switch
+interval per system call, and the result waits again for the busy loop to pick it up.
 
-:func:`run_sync` runs a function in a worker thread as :func:`anyio.to_thread.run_sync` does and, while
-it runs, briefly blocks the event loop every few milliseconds, so the worker takes the GIL and keeps it
-for up to a switch interval: about half the CPU for the worker while it has work, none once it is done.
-When the loop is idle anyway, the worker runs at once and the nudges cost nothing noticeable.
+:func:`run_sync` hands a function to a worker thread and first waits for it in the loop's own thread,
+the GIL released, for up to :data:`_WAIT_AT_ONCE`: most work handed to a thread is that short, and then
+it costs what the system calls cost, not a few switch intervals and loop iterations each. Work that
+takes longer goes on in the worker while the loop goes back to its tasks; meanwhile the loop briefly
+blocks every few milliseconds, so the worker takes the GIL and keeps it for up to a switch interval:
+about half the CPU for the worker while it has work, none once it is done.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import anyio
 import anyio.to_thread
 
 T = TypeVar("T")
 
-#: How often the loop steps aside for a worker thread, and for how long it blocks to do so: often at
-#: first (most work handed to a thread is short: a file created, written, synced or renamed, each
-#: system call giving the GIL up and needing it back), then less, for long work such as encoding state.
-_NUDGE_FIRST = 0.001
-_NUDGE_FIRST_COUNT = 10
+#: How long the loop waits for a worker thread's work before it goes back to its tasks: above what
+#: a few system calls on a local disk take (0.2-0.6 ms), short beside a batch of records.
+_WAIT_AT_ONCE: Final = 0.002
+
+#: While longer work runs, how often the loop steps aside for the worker thread, and for how long it
+#: blocks to do so.
 _NUDGE_EVERY = 0.004
 _NUDGE_FOR = 0.0002
+
+_workers = concurrent.futures.ThreadPoolExecutor(max_workers=40, thread_name_prefix="lockgate-worker")
 
 
 async def run_sync(function: Callable[..., T], *args: object) -> T:
     """``function(*args)`` in a worker thread, which gets the GIL even if the event loop never idles.
 
     Not cancellable once started: a cancelled caller waits for the function to return, as with
-    :func:`anyio.to_thread.run_sync`.
+    :func:`anyio.to_thread.run_sync`. Work that ends within :data:`_WAIT_AT_ONCE` returns without
+    letting other tasks run meanwhile, as a plain function call would.
     """
-    failure: Exception | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(_step_aside, name="let a worker thread run")
-        try:
-            result = await anyio.to_thread.run_sync(function, *args)
-        except Exception as exc:  # raised below, outside the group, so it is not wrapped
-            failure = exc
-        group.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    return result
+    context = contextvars.copy_context()  # the caller's context variables (its log scope) go along
+    future = _workers.submit(context.run, function, *args)
+    done, _ = concurrent.futures.wait((future,), timeout=_WAIT_AT_ONCE)  # the GIL released
+    if not done:
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as group:
+                group.start_soon(_step_aside, name="let a worker thread run")
+                await anyio.to_thread.run_sync(concurrent.futures.wait, (future,))
+                group.cancel_scope.cancel()
+        await anyio.lowlevel.checkpoint()  # a cancellation that came meanwhile, now that it is done
+    return future.result()
 
 
 async def _step_aside() -> None:
     interval = min(_NUDGE_EVERY, sys.getswitchinterval())
-    nudges = 0
     while True:
-        nudges += 1
-        await anyio.sleep(_NUDGE_FIRST if nudges <= _NUDGE_FIRST_COUNT else interval)
+        await anyio.sleep(interval)
         # A real block of the thread, not an await: the worker, woken by the GIL's release, takes it.
         time.sleep(_NUDGE_FOR)  # noqa: ASYNC251 - blocking is the point (see above)

@@ -85,11 +85,17 @@ async def test_a_short_job_ends_with_a_final_checkpoint_and_commits_only_when_it
         await job.wait()
     final = complete_checkpoints(root)
     assert len(final) == 1  # retained = 1: the final checkpoint, taken after every end of input
-    assert job.checkpoint_stats.history[-1].status == "completed"
+    # The final checkpoint completed last. Unaligned, the one triggered at the sources' end may turn
+    # out final while the one triggered at the subtasks' end is on its way: that one is given up.
+    history = job.checkpoint_stats.history
+    last = max(stats.id for stats in history if stats.status == "completed")
+    assert all("was the job's final one" in (stats.failure or "") for stats in history if stats.id > last)
     assert Counter(eval(line) for line in committed_lines(out)) == expected_sums(ITEMS)
     # Every commit came after a checkpoint had completed; the last ones after the final checkpoint.
     assert sink.commits and all(completed for completed in sink.commits)
-    assert sink.commits[-1] == final
+    # (An older checkpoint that completes its metadata just after the final one is listed until it
+    # is given up as subsumed: the last commit may see it beside the final one.)
+    assert final[-1] in sink.commits[-1]
 
     # A restore from the final checkpoint commits again what it covers (nothing new) and replays nothing.
     env = environment(root, unaligned=unaligned, backend=backend)

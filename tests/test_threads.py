@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
+import threading
 import time
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from lockgate._threads import run_sync
@@ -40,3 +43,27 @@ async def test_run_sync_returns_the_result_and_raises_the_error() -> None:
     assert await run_sync(sum, [1, 2, 3]) == 6
     with pytest.raises(ZeroDivisionError):
         await run_sync(divmod, 1, 0)
+
+
+async def test_the_worker_sees_the_callers_context_variables() -> None:
+    # The runtime's log scope is a context variable: a worker's log records must carry it too.
+    scope: contextvars.ContextVar[str] = contextvars.ContextVar("scope", default="none")
+    scope.set("subtask 3")
+    assert await run_sync(scope.get) == "subtask 3"
+
+
+async def test_a_cancelled_caller_waits_for_the_function_to_return() -> None:
+    started, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait()
+        returned.set()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_sync, slow)
+            await anyio.to_thread.run_sync(started.wait)  # it runs, and the loop went on meanwhile
+            scope.cancel()
+            release.set()
+    assert scope.cancelled_caught and returned.is_set()

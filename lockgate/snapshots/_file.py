@@ -25,8 +25,9 @@ again after the rename. A crash at any point leaves either a complete checkpoint
 never a ``_metadata`` that points at missing data.
 
 All file I/O runs in worker threads (:func:`lockgate._threads.run_sync`, which lets them run even while
-the event loop is busy), so the event loop never waits for the disk; this works on asyncio and on trio
-alike (aiofiles is asyncio only).
+the event loop is busy): the event loop waits for the disk at most a couple of milliseconds per step,
+the time a local file takes to be written and synced, and goes on with its tasks while slower steps
+finish; this works on asyncio and on trio alike (aiofiles is asyncio only).
 """
 
 from __future__ import annotations
