@@ -19,6 +19,7 @@ about half the CPU for the worker while it has work, none once it is done.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import sys
 import time
@@ -26,7 +27,8 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 import anyio
-import anyio.to_thread
+import anyio.lowlevel
+import sniffio
 
 T = TypeVar("T")
 
@@ -56,10 +58,44 @@ async def run_sync(function: Callable[..., T], *args: object) -> T:
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
                 group.start_soon(_step_aside, name="let a worker thread run")
-                await anyio.to_thread.run_sync(concurrent.futures.wait, (future,))
+                await await_future(future)
                 group.cancel_scope.cancel()
         await anyio.lowlevel.checkpoint()  # a cancellation that came meanwhile, now that it is done
     return future.result()
+
+
+async def await_future(future: concurrent.futures.Future[T]) -> T:
+    """The result of ``future`` (of a thread pool, of Ray), awaited on asyncio or trio: its callback
+    wakes the loop in the loop's own thread-safe way; no thread waits. Cancelling the wait leaves
+    the work running."""
+    if not future.done():
+        done = anyio.Event()
+        wake = _waker(done)
+
+        def woken(_: object) -> None:
+            # The loop may have ended meanwhile (trio's RunFinishedError is one): nobody waits then.
+            with contextlib.suppress(RuntimeError):
+                wake()
+
+        future.add_done_callback(woken)
+        await done.wait()
+    return future.result()
+
+
+def _waker(event: anyio.Event) -> Callable[[], object]:
+    """A function any thread may call that sets ``event`` in the current loop's thread."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        return lambda: loop.call_soon_threadsafe(event.set)
+    if library == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        return lambda: token.run_sync_soon(event.set)
+    raise RuntimeError(f"lockgate runs on asyncio or trio, not on {library}")
 
 
 async def _step_aside() -> None:
