@@ -24,7 +24,7 @@ import contextvars
 import sys
 import time
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -58,7 +58,7 @@ async def run_sync(function: Callable[..., T], *args: object) -> T:
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
                 group.start_soon(_step_aside, name="let a worker thread run")
-                await await_future(future)
+                await _until_done(future)  # its error is raised below, outside the group
                 group.cancel_scope.cancel()
         await anyio.lowlevel.checkpoint()  # a cancellation that came meanwhile, now that it is done
     return future.result()
@@ -68,18 +68,23 @@ async def await_future(future: concurrent.futures.Future[T]) -> T:
     """The result of ``future`` (of a thread pool, of Ray), awaited on asyncio or trio: its callback
     wakes the loop in the loop's own thread-safe way; no thread waits. Cancelling the wait leaves
     the work running."""
-    if not future.done():
-        done = anyio.Event()
-        wake = _waker(done)
-
-        def woken(_: object) -> None:
-            # The loop may have ended meanwhile (trio's RunFinishedError is one): nobody waits then.
-            with contextlib.suppress(RuntimeError):
-                wake()
-
-        future.add_done_callback(woken)
-        await done.wait()
+    await _until_done(future)
     return future.result()
+
+
+async def _until_done(future: concurrent.futures.Future[Any]) -> None:
+    if future.done():
+        return
+    done = anyio.Event()
+    wake = _waker(done)
+
+    def woken(_: object) -> None:
+        # The loop may have ended meanwhile (trio's RunFinishedError is one): nobody waits then.
+        with contextlib.suppress(RuntimeError):
+            wake()
+
+    future.add_done_callback(woken)
+    await done.wait()
 
 
 def _waker(event: anyio.Event) -> Callable[[], object]:

@@ -67,3 +67,20 @@ async def test_a_cancelled_caller_waits_for_the_function_to_return() -> None:
             scope.cancel()
             release.set()
     assert scope.cancelled_caught and returned.is_set()
+
+
+async def test_an_error_of_work_longer_than_the_wait_at_once_is_raised_as_it_is() -> None:
+    # Past the first wait the loop goes on meanwhile; the error must still come out unwrapped.
+    release = threading.Event()
+
+    def slow_failure() -> None:
+        release.wait()
+        raise ZeroDivisionError("late")
+
+    async def let_go() -> None:
+        release.set()  # runs once run_sync waits no more at once: the loop is blocked until then
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(let_go)
+        with pytest.raises(ZeroDivisionError, match="late"):
+            await run_sync(slow_failure)
