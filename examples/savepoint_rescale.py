@@ -103,6 +103,7 @@ async def main() -> None:
         print(f"First run (parallelism 2, heap): {len(first)} of {len(VIEWS)} views counted, then stopped.")
         print(f"Savepoint: {savepoint}")
         print("\n".join(f"  {name}" for name in files_in(savepoint)))
+        print("  (state blobs under the storage's inline threshold, 20 KiB by default, are in _metadata)")
         second = await second_run(savepoint)
     print(f"Second run (parallelism 3, RocksDB): restored, counted the other {len(second)} views.")
 

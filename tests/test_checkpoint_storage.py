@@ -48,15 +48,17 @@ MakeStorage = Callable[[], CheckpointStorage]
 @pytest.fixture(params=["memory", "file", "fsspec"])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStorage:
     """Makes a fresh, empty storage of one kind each call (hypothesis examples need one each); the
-    fsspec one is fsspec's in-memory file system, an object store without renames, as S3 is."""
+    fsspec one is fsspec's in-memory file system, an object store without renames, as S3 is. Every
+    blob goes to a file of its own (``inline_threshold=0``): the contract is about those; inline
+    blobs have tests of their own (``test_inline_state.py``)."""
     made = iter(range(1_000_000))
 
     def make() -> CheckpointStorage:
         if request.param == "memory":
-            return lg.MemoryCheckpointStorage(max_state_size=64 * MiB)
+            return lg.MemoryCheckpointStorage(max_state_size=64 * MiB, inline_threshold=0)
         if request.param == "fsspec":
-            return lg.FsspecCheckpointStorage(f"memory://contract-{uuid.uuid4().hex}")
-        return lg.FileCheckpointStorage(tmp_path / f"storage-{next(made)}")
+            return lg.FsspecCheckpointStorage(f"memory://contract-{uuid.uuid4().hex}", inline_threshold=0)
+        return lg.FileCheckpointStorage(tmp_path / f"storage-{next(made)}", inline_threshold=0)
 
     return make
 
@@ -412,7 +414,7 @@ async def test_discarding_removes_a_checkpoint_complete_or_not(storage: Checkpoi
 async def test_metadata_appears_whole_by_rename_after_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage = lg.FileCheckpointStorage(tmp_path / "ckpts")
+    storage = lg.FileCheckpointStorage(tmp_path / "ckpts", inline_threshold=0)
     location = await storage.create_checkpoint_location(1)
     target = storage.checkpoint_directory(1) / METADATA_NAME
     synced: set[int] = set()  # inode numbers
@@ -444,7 +446,7 @@ async def test_metadata_appears_whole_by_rename_after_fsync(
 async def test_a_failed_metadata_write_leaves_the_checkpoint_incomplete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage = lg.FileCheckpointStorage(tmp_path / "ckpts")
+    storage = lg.FileCheckpointStorage(tmp_path / "ckpts", inline_threshold=0)
     location = await storage.create_checkpoint_location(1)
     await storage.write_state(location, "state", b"x")
 

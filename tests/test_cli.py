@@ -121,13 +121,18 @@ class Taken:
     savepoint: Path
 
 
-async def take(directory: Path, backend: str) -> Taken:
+async def take(directory: Path, variant: str) -> Taken:
     """Run the job: half the records, a checkpoint, the rest, another (incremental) checkpoint and a
-    savepoint."""
+    savepoint. ``variant``: ``heap`` or ``rocksdb``, every state blob in a file of its own; ``inline``:
+    heap, the storage's default inline threshold (this job's small state is kept in ``_metadata``)."""
     env = lg.StreamEnvironment(parallelism=2, max_parallelism=16, batch_size=4)
-    incremental = lg.RocksDBStateBackend(incremental=True) if backend == "rocksdb" else None
+    incremental = lg.RocksDBStateBackend(incremental=True) if variant == "rocksdb" else None
     env.set_state_backend(incremental or lg.HeapStateBackend(incremental=True))
-    env.set_checkpoint_storage((directory / "checkpoints").as_uri())
+    checkpoints = (directory / "checkpoints").as_uri()
+    if variant == "inline":
+        env.set_checkpoint_storage(checkpoints)
+    else:
+        env.set_checkpoint_storage(lg.FileCheckpointStorage(checkpoints, inline_threshold=0))
     env.enable_checkpointing(3600)
     records: lg.QueueSource[tuple[str, int]] = lg.QueueSource()
     rules: lg.QueueSource[int] = lg.QueueSource()
@@ -139,7 +144,7 @@ async def take(directory: Path, backend: str) -> Taken:
     kept.process(Buffer(), uid="buffer").map(watch, uid="watch").sink(lg.CollectSink(), uid="out")
     half = len(ITEMS) // 2
     with anyio.fail_after(GUARD):
-        job = await env.start(f"cli-{backend}")
+        job = await env.start(f"cli-{variant}")
         for rule in RULES:
             await rules.put(rule)
         for item in ITEMS[:half]:
@@ -163,13 +168,20 @@ def local(url: str) -> Path:
 def taken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every snapshot the tests read, by name: ``heap-checkpoint``, ``rocksdb-savepoint``, ..."""
     found = {}
-    for backend in ("heap", "rocksdb"):
-        run = anyio.run(take, tmp_path_factory.mktemp(backend), backend)
-        found[f"{backend}-checkpoint"], found[f"{backend}-savepoint"] = run.checkpoint, run.savepoint
+    for variant in ("heap", "rocksdb", "inline"):
+        run = anyio.run(take, tmp_path_factory.mktemp(variant), variant)
+        found[f"{variant}-checkpoint"], found[f"{variant}-savepoint"] = run.checkpoint, run.savepoint
     return found
 
 
-SNAPSHOTS = ["heap-checkpoint", "heap-savepoint", "rocksdb-checkpoint", "rocksdb-savepoint"]
+SNAPSHOTS = [
+    "heap-checkpoint",
+    "heap-savepoint",
+    "rocksdb-checkpoint",
+    "rocksdb-savepoint",
+    "inline-checkpoint",
+    "inline-savepoint",
+]
 
 
 def cli(*args: str | Path) -> Result:
@@ -434,7 +446,7 @@ def test_the_metadata_file_itself_names_its_savepoint(taken: dict[str, Path]) ->
 
 def named_files(snapshot: Path) -> list[Path]:
     """Every file the snapshot's ``_metadata`` names, ``_metadata`` first, read with the standard
-    library as docs/savepoint-format.md describes."""
+    library as docs/savepoint-format.md describes (a handle with ``inline`` bytes names no file)."""
     framed = (snapshot / "_metadata").read_bytes()
     payload = framed[20:]
     assert zlib.crc32(payload) == int.from_bytes(framed[16:20], "big")
@@ -444,7 +456,9 @@ def named_files(snapshot: Path) -> list[Path]:
     for operator in metadata["operators"].values():
         for subtask in operator["subtasks"].values():
             files += [
-                snapshot / subtask[kind]["name"] for kind in ("keyed", "operator", "channel") if subtask[kind]
+                snapshot / subtask[kind]["name"]
+                for kind in ("keyed", "operator", "channel")
+                if subtask[kind] and "inline" not in subtask[kind]
             ]
             shared |= {handle["name"] for handle in subtask["shared"]}
     return files + [snapshot.parent / "shared" / name for name in sorted(shared)]

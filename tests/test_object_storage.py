@@ -247,7 +247,8 @@ async def test_retention_keeps_the_newest_checkpoints_and_the_shared_blobs_they_
 
 
 async def run_to_a_checkpoint(url: str, records: list[Record]) -> lg.CollectSink[Any]:
-    env = lg.StreamEnvironment().set_checkpoint_storage(url)
+    """A job that takes one checkpoint into ``url``, every state blob in an object of its own."""
+    env = lg.StreamEnvironment().set_checkpoint_storage(lg.FsspecCheckpointStorage(url, inline_threshold=0))
     env.enable_checkpointing(3600)
     queue = lg.QueueSource[Record]()
     sink = lg.CollectSink[Any]()
@@ -273,7 +274,7 @@ async def resume(restore_from: str, records: list[Record]) -> list[Any]:
 async def test_a_checkpoint_without_metadata_is_skipped_on_restore(place: Callable[[], str]) -> None:
     url = place()
     await run_to_a_checkpoint(url, [("a", 1), ("a", 2)])
-    storage = storage_for(url)
+    storage = lg.FsspecCheckpointStorage(url, inline_threshold=0)
     [complete] = await storage.completed_checkpoints()
     # A newer checkpoint whose objects were written, but not its metadata (the job died first).
     newer = await storage.create_checkpoint_location(complete.checkpoint_id + 1)
@@ -306,7 +307,7 @@ async def test_a_damaged_object_is_refused_naming_it(place: Callable[[], str]) -
 @given(payload=st.binary(min_size=1, max_size=200), data=st.data())
 async def test_any_single_damaged_byte_of_an_object_is_detected(payload: bytes, data: st.DataObject) -> None:
     url = f"memory://lockgate-tests/{uuid.uuid4().hex}"
-    storage = lg.FsspecCheckpointStorage(url)
+    storage = lg.FsspecCheckpointStorage(url, inline_threshold=0)
     location = await storage.create_checkpoint_location(1)
     handle = await storage.write_state(location, "blob", payload)
     await storage.write_metadata(location, b"{}")
@@ -324,7 +325,7 @@ async def test_object_storage_counts_stream_writes_and_discards_as_the_file_stor
     place: Callable[[], str],
 ) -> None:
     url = place()
-    storage = storage_for(url)
+    storage = lg.FsspecCheckpointStorage(url, inline_threshold=0)
 
     async def chunks() -> Any:
         for piece in [b"ab", b"", b"cde"]:

@@ -223,7 +223,7 @@ async def test_a_frame_that_cannot_be_pickled_names_its_channel() -> None:
 
 
 async def test_storage_that_lives_in_one_process_is_reached_through_the_driver() -> None:
-    memory = lg.MemoryCheckpointStorage()
+    memory = lg.MemoryCheckpointStorage(inline_threshold=0)  # every blob stored in the driver's memory
     files = lg.FileCheckpointStorage("file:///tmp/lockgate-test-unused")
     assert reachable_from_workers(files) is files
     proxy = reachable_from_workers(memory)

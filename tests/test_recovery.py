@@ -157,7 +157,7 @@ async def checkpoints_midway(
     """Job 1: the running sums of ``items`` with file checkpoints under ``root``, one taken when the source
     has emitted exactly ``at[i]`` items; all of them retained; then the job is cancelled."""
     env = checkpointing_env()
-    env.set_checkpoint_storage(root.as_uri())
+    env.set_checkpoint_storage(lg.FileCheckpointStorage(root, inline_threshold=0))  # state files to damage
     env.checkpoint_config.retained = len(at)
     source = PausingSource(items, at)
     running_sums(env.from_source(source, uid="src"), sink if sink is not None else lg.CollectSink())
@@ -393,7 +393,7 @@ async def test_a_newer_checkpoint_that_completes_first_subsumes_the_older_one() 
 async def test_file_checkpoints_are_directories_with_metadata_and_checksummed_state(tmp_path: Path) -> None:
     queue: lg.QueueSource[Record] = lg.QueueSource()
     env = checkpointing_env()
-    env.set_checkpoint_storage(tmp_path.as_uri())
+    env.set_checkpoint_storage(lg.FileCheckpointStorage(tmp_path, inline_threshold=0))  # every blob a file
     watch = Watch()
     running_sums(env.from_source(queue, uid="src"), lg.CollectSink(), watch=watch)
     with anyio.fail_after(GUARD):
@@ -494,7 +494,9 @@ async def test_a_restart_falls_back_past_a_damaged_checkpoint(
     caplog.set_level(logging.WARNING, logger="lockgate")
     queue: lg.QueueSource[Record] = lg.QueueSource()
     env = checkpointing_env()
-    env.set_checkpoint_storage(tmp_path.as_uri())
+    env.set_checkpoint_storage(
+        lg.FileCheckpointStorage(tmp_path, inline_threshold=0)
+    )  # state files to damage
     env.checkpoint_config.retained = 2
     env.checkpoint_config.fall_back_past_damaged = True  # safe here: nothing between the two
     env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1))
@@ -527,7 +529,9 @@ async def test_a_damaged_newest_checkpoint_is_refused_unless_a_fall_back_that_re
 ) -> None:
     queue: lg.QueueSource[Record] = lg.QueueSource()
     env = checkpointing_env()
-    env.set_checkpoint_storage(tmp_path.as_uri())
+    env.set_checkpoint_storage(
+        lg.FileCheckpointStorage(tmp_path, inline_threshold=0)
+    )  # state files to damage
     env.checkpoint_config.retained = 2
     env.checkpoint_config.fall_back_past_damaged = fall_back
     env.set_restart_strategy(lg.RestartStrategy.fixed_delay(attempts=1))

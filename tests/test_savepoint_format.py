@@ -9,6 +9,7 @@ If this test needs something the document does not say, the document is incomple
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -286,11 +287,15 @@ def build(env: lg.StreamEnvironment, queue: lg.QueueSource[Any], seen: Seen) -> 
     return sink
 
 
-async def take_savepoint(root: Path, backend: str) -> tuple[str, list[Any], float, float]:
+async def take_savepoint(
+    root: Path, backend: str, inline_threshold: int = 0
+) -> tuple[str, list[Any], float, float]:
     """Run the job over RECORDS, stop it with a savepoint under ``root``; the savepoint's URL, what the
-    sink committed, and the times before the first record and after the savepoint."""
+    sink committed, and the times before the first record and after the savepoint. The savepoint keeps
+    blobs smaller than ``inline_threshold`` in its ``_metadata`` (as the job's checkpoint storage does)."""
     env = lg.StreamEnvironment(parallelism=2, max_parallelism=MAX_PARALLELISM)
     env.enable_checkpointing(3600)
+    env.set_checkpoint_storage(lg.MemoryCheckpointStorage(inline_threshold=inline_threshold))
     if backend == "rocksdb":
         env.set_state_backend(lg.RocksDBStateBackend())
     queue: lg.QueueSource[Any] = lg.QueueSource()
@@ -307,14 +312,20 @@ async def take_savepoint(root: Path, backend: str) -> tuple[str, list[Any], floa
     return url, list(sink.results), before, after
 
 
+@pytest.mark.parametrize("inline_threshold", [0, 20 * 1024], ids=["files", "inline"])
 @pytest.mark.parametrize("backend", ["heap", "rocksdb"])
-async def test_a_savepoint_reads_back_with_only_the_document(tmp_path: Path, backend: str) -> None:
-    url, committed, before, after = await take_savepoint(tmp_path, backend)
-    check_savepoint(tmp_path, url, committed, before, after)
+async def test_a_savepoint_reads_back_with_only_the_document(
+    tmp_path: Path, backend: str, inline_threshold: int
+) -> None:
+    url, committed, before, after = await take_savepoint(tmp_path, backend, inline_threshold)
+    inline = check_savepoint(tmp_path, url, committed, before, after)
+    # Every blob of this small savepoint is below 20 KiB: all of them inline, or none.
+    assert inline == (["keyed"] * 2 + ["operator"] * 3 if inline_threshold else [])
 
 
-def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: float, after: float) -> None:
-    """Read the savepoint under ``tmp_path`` as the document says, and check it holds what the job did."""
+def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: float, after: float) -> list[str]:
+    """Read the savepoint under ``tmp_path`` as the document says, and check it holds what the job did;
+    the kinds of the blobs kept inline in ``_metadata``, sorted."""
     # What the job computed: the sink saw every running total.
     totals: dict[Any, int] = {}
     for key, amount in RECORDS:
@@ -324,14 +335,14 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
         key=repr,
     )
 
-    # The directory: savepoint-<id>/ with _metadata and one file per handle, nothing else.
+    # The directory: savepoint-<id>/ with _metadata and one file per handle that is not inline, nothing else.
     [directory] = tmp_path.iterdir()
     match = re.fullmatch(r"savepoint-(0|[1-9][0-9]*)", directory.name)
     assert match is not None
     assert url == directory.as_uri()
     metadata = read_metadata(unframe((directory / "_metadata").read_bytes()))
     assert metadata.format == "lockgate-metadata"
-    assert (metadata.version, metadata.kind) == (2, "savepoint")
+    assert (metadata.version, metadata.kind) == (3, "savepoint")
     assert metadata.checkpoint_id == int(match[1])
     assert (metadata.job_name, metadata.max_parallelism) == ("savepoint-format", MAX_PARALLELISM)
     assert before - 1 <= metadata.timestamp <= after
@@ -339,6 +350,7 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
     assert set(metadata.operators) == {"src", "totals", "seen", "out"}  # every operator, state or not
     parallelism = {"src": 1, "totals": 2, "seen": 2, "out": 2}
     handles: dict[str, Any] = {}
+    inline: list[str] = []
     for uid, operator in metadata.operators.items():
         assert operator.uid == uid
         assert operator.parallelism == parallelism[uid]
@@ -351,10 +363,18 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
                 if handle is not None:
                     assert BLOB_NAME.fullmatch(handle.name) and handle.name.endswith(f"-{kind}")
                     assert handle.checkpoint_id == metadata.checkpoint_id
-                    handles[handle.name] = handle
+                    if hasattr(handle, "inline"):
+                        inline.append(kind)
+                    else:
+                        handles[handle.name] = handle
     assert sorted(path.name for path in directory.iterdir()) == sorted([*handles, "_metadata"])
 
     def payload(handle: Any) -> bytes:
+        if hasattr(handle, "inline"):  # in _metadata, base64: its size and CRC-32 checked as a file's
+            data = base64.b64decode(handle.inline, validate=True)
+            if len(data) != handle.size or zlib.crc32(data) != handle.checksum:
+                raise Damaged("inline")
+            return data
         return unframe((directory / handle.name).read_bytes(), handle.size, handle.checksum)
 
     # Keyed state: every state in entries, filed under the key group of its key, in the writer's range.
@@ -416,6 +436,7 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
         assert sink_state.states and all(
             e.mode in ("split", "union", "broadcast") for e in sink_state.states.values()
         )
+    return sorted(inline)
 
 
 def test_key_group_ranges_cover_every_key_group_once_at_every_parallelism() -> None:

@@ -5,7 +5,9 @@ copied file by file."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,9 +182,18 @@ async def test_a_raised_max_parallelism_lets_a_job_run_wider_than_the_old_one(tm
     assert restored == {key: {"count": 2} for key in set(keys)}
 
 
-def files_of(pointer: str) -> dict[str, bytes]:
+def blobs_of(pointer: str) -> dict[str, bytes]:
+    """Every state blob of a savepoint by name, as stored: a file's bytes (its frame too), an inline
+    blob's bytes in ``_metadata`` (read as ``docs/savepoint-format.md`` says)."""
     root = Path(pointer.removeprefix("file://"))
-    return {path.name: path.read_bytes() for path in root.iterdir() if path.name != "_metadata"}
+    metadata = json.loads((root / "_metadata").read_bytes()[20:])
+    blobs = {path.name: path.read_bytes() for path in root.iterdir() if path.name != "_metadata"}
+    for operator in metadata["operators"].values():
+        for subtask in operator["subtasks"].values():
+            for handle in (subtask["keyed"], subtask["operator"]):
+                if handle is not None and "inline" in handle:
+                    blobs[handle["name"]] = base64.b64decode(handle["inline"])
+    return blobs
 
 
 async def test_changes_to_an_existing_savepoint_restore_as_written_and_untouched_operators_are_copied(
@@ -209,8 +220,8 @@ async def test_changes_to_an_existing_savepoint_restore_as_written_and_untouched
     assert await changed.read_union_state("extra", "tags") == ["x", "y"]
     restored = await restore(written, "counter", {"count": "value"}, ["a", "b", "c"], 3, 8)
     assert restored == {"b": {"count": 200}, "c": {"count": 300}}
-    # The source's files are copied as they were, byte for byte: nothing was decoded.
-    before, after = files_of(pointer), files_of(written)
+    # The source's blobs (small: inline) are copied as they were, byte for byte: nothing was decoded.
+    before, after = blobs_of(pointer), blobs_of(written)
     copied = [name for name in before if name.startswith("src-")]
     assert copied and all(after[name] == before[name] for name in copied)
 

@@ -212,6 +212,7 @@ def damage_a_file(directory: Path, prefix: str) -> Path:
 async def test_a_damaged_savepoint_is_refused_naming_the_file(tmp_path: Path) -> None:
     items = [("a", n) for n in range(6)]
     env = environment(1, 16, "heap")
+    env.set_checkpoint_storage(lg.MemoryCheckpointStorage(inline_threshold=0))  # the savepoint's too
     source = PausingSource(items, (3,))
     tally(env.from_source(source, uid="src"), lg.CollectSink(), 1)
     savepoint = Path((await stop_at(env, source, 3, tmp_path.as_uri())).removeprefix("file://"))

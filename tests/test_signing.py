@@ -59,9 +59,18 @@ def environment(key: bytes | None, backend: str = "heap") -> lg.StreamEnvironmen
     return env
 
 
-async def take(tmp_path: Path, key: bytes | None, save: str = "savepoint", backend: str = "heap") -> str:
+async def take(
+    tmp_path: Path,
+    key: bytes | None,
+    save: str = "savepoint",
+    backend: str = "heap",
+    inline_threshold: int = 0,
+) -> str:
+    """Run the job and take a savepoint or a checkpoint; its URL. Blobs smaller than
+    ``inline_threshold`` are kept in ``_metadata`` (0: every state blob is a file of its own)."""
     env = environment(key, backend)
-    env.set_checkpoint_storage((tmp_path / "checkpoints").as_uri())
+    checkpoints = (tmp_path / "checkpoints").as_uri()
+    env.set_checkpoint_storage(lg.FileCheckpointStorage(checkpoints, inline_threshold=inline_threshold))
     source: lg.QueueSource[str] = lg.QueueSource()
     watch = Watch()
     keyed = env.from_source(source, uid="src").key_by(lambda k: k)

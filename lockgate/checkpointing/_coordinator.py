@@ -373,6 +373,7 @@ class CheckpointCoordinator:
         place = storage_for(url)
         if self.storage.signing_key is not None:  # savepoints are signed like the job's checkpoints
             place.signing_key = self.storage.signing_key
+        place.inline_threshold = self.storage.inline_threshold  # and keep small state inline as they do
         storage = place.savepoints()
         if storage is None:
             raise ConfigurationError(

@@ -2,7 +2,8 @@
 
 A check reads ``_metadata`` and every file it names (state files and the shared files of incremental
 checkpoints) through the storage, which verifies each frame: magic, version, flags, length, the size
-and CRC-32 its handle records, and the CRC-32 of the payload (``docs/savepoint-format.md``). Nothing
+and CRC-32 its handle records, and the CRC-32 of the payload (``docs/savepoint-format.md``); the state
+kept inline in ``_metadata`` is checked against its handle's size and CRC-32 too. Nothing
 is unpickled, so verifying runs no code from the files, whoever wrote them.
 """
 
@@ -19,6 +20,7 @@ from lockgate.snapshots import (
     StreamStateHandle,
     checkpoints_at,
     read_checkpoint_metadata,
+    read_inline,
 )
 
 
@@ -108,7 +110,15 @@ async def _check(
     snapshot: CheckedSnapshot,
     checked: dict[str, Damage | None],
 ) -> None:
-    """Read one file (unless it was read already) and note what its check found."""
+    """Read one file (unless it was read already) and note what its check found. An inline blob is
+    no file: it is in ``_metadata``, already checked; its bytes are checked against its handle, and
+    noted only if damaged."""
+    if isinstance(handle, StreamStateHandle) and handle.inline is not None:
+        try:
+            read_inline(handle)
+        except CorruptCheckpointError as exc:
+            _note(snapshot, checked, handle.pointer, Damage(exc.path, exc.reason))
+        return
     shared = isinstance(handle, SharedStateHandle)
     known = f"shared/{handle.name}" if shared else f"{snapshot.pointer}/{handle.name}"
     if known in checked:

@@ -20,6 +20,7 @@ from lockgate.snapshots import (
     SharedStateHandle,
     StateData,
     StreamStateHandle,
+    read_inline,
 )
 
 
@@ -32,12 +33,18 @@ class DriverStorage(CheckpointStorage):
         self._name = repr(storage)
         self._storage: CheckpointStorage | None = storage  # in the driver's process only
         self._token = resident_token(storage)
+        self.inline_threshold = storage.inline_threshold  # small blobs go inline here, with no call
 
     def __repr__(self) -> str:
         return f"DriverStorage({self._name})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_name": self._name, "_storage": None, "_token": self._token}
+        return {
+            "_name": self._name,
+            "_storage": None,
+            "_token": self._token,
+            "inline_threshold": self.inline_threshold,
+        }
 
     async def _call(self, method: str, *args: Any) -> Any:
         if self._storage is not None:  # in the driver itself
@@ -54,10 +61,15 @@ class DriverStorage(CheckpointStorage):
     async def write_state(
         self, location: CheckpointLocation, name: str, data: StateData
     ) -> StreamStateHandle:
+        inline = self.inline_handle(location, name, data)
+        if inline is not None:
+            return inline
         handle: StreamStateHandle = await self._call("write_state", location, name, await _whole(data))
         return handle
 
     async def read_state(self, handle: StreamStateHandle) -> bytes:
+        if handle.inline is not None:
+            return read_inline(handle)
         data: bytes = await self._call("read_state", handle)
         return data
 

@@ -32,6 +32,7 @@ from lockgate.snapshots._registry import (
 )
 from lockgate.snapshots._shared import SharedStateRegistry
 from lockgate.snapshots._storage import (
+    DEFAULT_INLINE_THRESHOLD,
     METADATA_NAME,
     CheckpointLocation,
     CheckpointStorage,
@@ -39,6 +40,7 @@ from lockgate.snapshots._storage import (
     SharedStateHandle,
     StateData,
     StreamStateHandle,
+    read_inline,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "CheckpointMetadata",
     "CheckpointStorage",
     "CompletedCheckpoint",
+    "DEFAULT_INLINE_THRESHOLD",
     "DEFAULT_MAX_STATE_SIZE",
     "FileCheckpointStorage",
     "FsspecCheckpointStorage",
@@ -68,6 +71,7 @@ __all__ = [
     "load_checkpoint",
     "load_from_pointer",
     "read_checkpoint_metadata",
+    "read_inline",
     "load_newest",
     "parse_file_url",
     "register_checkpoint_storage",

@@ -72,6 +72,7 @@ from lockgate.snapshots._layout import (
     directory_pattern,
 )
 from lockgate.snapshots._storage import (
+    DEFAULT_INLINE_THRESHOLD,
     METADATA_NAME,
     CheckpointLocation,
     CheckpointStorage,
@@ -80,9 +81,11 @@ from lockgate.snapshots._storage import (
     StateData,
     StreamStateHandle,
     check_checkpoint_id,
+    check_inline_threshold,
     check_state_data,
     check_state_name,
     consuming,
+    read_inline,
 )
 from lockgate.snapshots._urls import unsupported_scheme, url_scheme
 
@@ -151,6 +154,9 @@ class FileCheckpointStorage(CheckpointStorage):
             the first checkpoint.
         prefix: The name of each checkpoint's directory before its id: ``chk-``, or ``savepoint-`` for
             the storage that savepoints are written to.
+        inline_threshold: A state blob of fewer bytes is kept in the checkpoint's ``_metadata``, not in
+            a file of its own (default 20 KiB, at most 1 MiB; 0: every blob is a file). Small state
+            then costs no file to write and sync (see :attr:`CheckpointStorage.inline_threshold`).
 
     Attributes:
         url: The normalised ``file:`` URL of the directory (a plain path given is turned into one).
@@ -160,8 +166,15 @@ class FileCheckpointStorage(CheckpointStorage):
         ConfigurationError: The URL is not a usable file URL; the message says why.
     """
 
-    def __init__(self, url: str | os.PathLike[str], *, prefix: str = CHECKPOINT_PREFIX) -> None:
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        prefix: str = CHECKPOINT_PREFIX,
+        inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
+    ) -> None:
         self.prefix = check_prefix(prefix)
+        self.inline_threshold = check_inline_threshold(inline_threshold)
         self.directory = parse_file_url(url)
         self.url = self.directory.as_uri()
         self._pattern = directory_pattern(prefix)
@@ -180,7 +193,9 @@ class FileCheckpointStorage(CheckpointStorage):
         return self.directory / f"{self.prefix}{check_checkpoint_id(checkpoint_id)}"
 
     def savepoints(self) -> FileCheckpointStorage:
-        savepoints = FileCheckpointStorage(self.directory, prefix=SAVEPOINT_PREFIX)
+        savepoints = FileCheckpointStorage(
+            self.directory, prefix=SAVEPOINT_PREFIX, inline_threshold=self.inline_threshold
+        )
         savepoints.signing_key = self.signing_key
         return savepoints
 
@@ -269,6 +284,9 @@ class FileCheckpointStorage(CheckpointStorage):
     async def write_state(
         self, location: CheckpointLocation, name: str, data: StateData
     ) -> StreamStateHandle:
+        inline = self.inline_handle(location, name, data)
+        if inline is not None:
+            return inline
         check_state_name(name)
         check_state_data(data)
         path = self.checkpoint_directory(location.checkpoint_id) / name
@@ -366,11 +384,15 @@ class FileCheckpointStorage(CheckpointStorage):
     # ---- reading
 
     async def read_state(self, handle: StreamStateHandle) -> bytes:
+        if handle.inline is not None:
+            return read_inline(handle)
         check_state_name(handle.name)  # a handle read from a tampered metadata must not leave the directory
         path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
         return await _in_thread(_read_framed, path, handle.size, handle.checksum, self.signing_key)
 
     async def open_state(self, handle: StreamStateHandle) -> BinaryIO:
+        if handle.inline is not None:
+            return io.BytesIO(read_inline(handle))
         check_state_name(handle.name)
         path = self.checkpoint_directory(handle.checkpoint_id) / handle.name
         return await _in_thread(_open_framed, path, handle.size, handle.checksum, self.signing_key)

@@ -41,6 +41,7 @@ from lockgate.snapshots._layout import (
     directory_pattern,
 )
 from lockgate.snapshots._storage import (
+    DEFAULT_INLINE_THRESHOLD,
     METADATA_NAME,
     CheckpointLocation,
     CheckpointStorage,
@@ -49,9 +50,11 @@ from lockgate.snapshots._storage import (
     StateData,
     StreamStateHandle,
     check_checkpoint_id,
+    check_inline_threshold,
     check_state_data,
     check_state_name,
     consuming,
+    read_inline,
 )
 from lockgate.snapshots._urls import url_scheme
 
@@ -128,6 +131,9 @@ class FsspecCheckpointStorage(CheckpointStorage):
             ``memory://checkpoints`` (this process's memory: for tests).
         prefix: The name of each checkpoint's place before its id: ``chk-``, or ``savepoint-`` for the
             storage savepoints are written to.
+        inline_threshold: A state blob of fewer bytes is kept in the checkpoint's ``_metadata``, not in
+            an object of its own (default 20 KiB, at most 1 MiB; 0: every blob is an object). Small
+            state then costs no request (see :attr:`CheckpointStorage.inline_threshold`).
         **storage_options: Passed to the fsspec file system, e.g. for S3 ``endpoint_url=...``,
             ``key=...``, ``secret=...``. Without them, fsspec's configuration and the environment apply
             (for S3 the usual AWS variables, ``AWS_ENDPOINT_URL`` among them, and ``~/.aws``).
@@ -143,8 +149,16 @@ class FsspecCheckpointStorage(CheckpointStorage):
             message says what to install).
     """
 
-    def __init__(self, url: str, *, prefix: str = CHECKPOINT_PREFIX, **storage_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = CHECKPOINT_PREFIX,
+        inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
+        **storage_options: Any,
+    ) -> None:
         self.prefix = check_prefix(prefix)
+        self.inline_threshold = check_inline_threshold(inline_threshold)
         if not isinstance(url, str) or url_scheme(url) is None:
             raise ConfigurationError(
                 f"FsspecCheckpointStorage takes a URL such as 's3://bucket/checkpoints', got {url!r}"
@@ -223,6 +237,9 @@ class FsspecCheckpointStorage(CheckpointStorage):
     async def write_state(
         self, location: CheckpointLocation, name: str, data: StateData
     ) -> StreamStateHandle:
+        inline = self.inline_handle(location, name, data)
+        if inline is not None:
+            return inline
         check_state_name(name)
         check_state_data(data)
         directory = self._checkpoint_path(location.checkpoint_id)
@@ -315,6 +332,8 @@ class FsspecCheckpointStorage(CheckpointStorage):
     # ---- reading
 
     async def read_state(self, handle: StreamStateHandle) -> bytes:
+        if handle.inline is not None:
+            return read_inline(handle)
         check_state_name(handle.name)  # a handle read from a tampered metadata must not leave the root
         path = f"{self._checkpoint_path(handle.checkpoint_id)}/{handle.name}"
         return await run_sync(self._read_framed, path, handle.size, handle.checksum)

@@ -17,6 +17,7 @@ from typing import Final
 from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
 from lockgate.snapshots._format import byte_view, crc32, frame, unframe
 from lockgate.snapshots._storage import (
+    DEFAULT_INLINE_THRESHOLD,
     METADATA_NAME,
     CheckpointLocation,
     CheckpointStorage,
@@ -25,9 +26,11 @@ from lockgate.snapshots._storage import (
     StateData,
     StreamStateHandle,
     check_checkpoint_id,
+    check_inline_threshold,
     check_state_data,
     check_state_name,
     consuming,
+    read_inline,
 )
 
 DEFAULT_MAX_STATE_SIZE: Final = 5 * 1024 * 1024
@@ -47,6 +50,8 @@ class MemoryCheckpointStorage(CheckpointStorage):
     Args:
         max_state_size: The largest state blob in bytes (default 5 MiB). A larger one fails its
             checkpoint with a :class:`CheckpointError` naming it; metadata is not limited.
+        inline_threshold: A state blob of fewer bytes is kept in the checkpoint's metadata, as file
+            storage keeps it (default 20 KiB, at most 1 MiB; 0: never).
 
     Blobs are referenced as ``memory:<storage>/chk-<id>/<name>``, shared ones as
     ``memory:<storage>/shared/<name>``.
@@ -54,12 +59,18 @@ class MemoryCheckpointStorage(CheckpointStorage):
 
     outlives_process = False
 
-    def __init__(self, max_state_size: int = DEFAULT_MAX_STATE_SIZE) -> None:
+    def __init__(
+        self,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        *,
+        inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
+    ) -> None:
         if not isinstance(max_state_size, int) or isinstance(max_state_size, bool) or max_state_size < 1:
             raise ConfigurationError(
                 f"max_state_size is the largest state blob in bytes, a positive int, got {max_state_size!r}"
             )
         self.max_state_size = max_state_size
+        self.inline_threshold = check_inline_threshold(inline_threshold)
         self._prefix = f"memory:{next(_instances)}"
         self._checkpoints: dict[int, _Checkpoint] = {}
         self._shared: dict[str, bytes] = {}  # name -> framed bytes
@@ -95,6 +106,11 @@ class MemoryCheckpointStorage(CheckpointStorage):
     async def write_state(
         self, location: CheckpointLocation, name: str, data: StateData
     ) -> StreamStateHandle:
+        if isinstance(data, bytes | bytearray | memoryview):  # the limit holds for inline blobs too
+            self._check_size(location.checkpoint_id, name, byte_view(data).nbytes)
+        inline = self.inline_handle(location, name, data)
+        if inline is not None:
+            return inline
         check_state_name(name)
         check_state_data(data)
         checkpoint = self._in_progress(location)
@@ -146,6 +162,8 @@ class MemoryCheckpointStorage(CheckpointStorage):
             )
 
     async def read_state(self, handle: StreamStateHandle) -> bytes:
+        if handle.inline is not None:
+            return read_inline(handle)
         check_state_name(handle.name)
         pointer = self._pointer(handle.checkpoint_id, handle.name)
         checkpoint = self._checkpoints.get(handle.checkpoint_id)

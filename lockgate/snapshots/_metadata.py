@@ -11,6 +11,8 @@ run code, whoever wrote the directory. A reader checks every field's type and re
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -23,8 +25,12 @@ from lockgate.snapshots._storage import (
 
 T = TypeVar("T")
 
-#: The version of the metadata layout; a reader refuses any other. Version 1 was a pickle.
-METADATA_VERSION: Final = 2
+#: The version of the metadata layout that is written. Version 1 was a pickle; version 3 added inline
+#: handles (a state blob's bytes in the metadata itself).
+METADATA_VERSION: Final = 3
+
+#: The versions a reader takes: 2 is 3 without inline handles.
+READABLE_VERSIONS: Final = (2, 3)
 
 #: What the metadata's ``format`` field says.
 METADATA_FORMAT: Final = "lockgate-metadata"
@@ -69,6 +75,8 @@ class CheckpointMetadata:
         operators: The state of every operator, by uid.
         kind: ``"checkpoint"``, or ``"savepoint"`` (every keyed state in the canonical, entry by entry
             form; see ``docs/savepoint-format.md``).
+        version: The metadata version it was read as (:data:`METADATA_VERSION` when made here);
+            :meth:`to_bytes` always writes :data:`METADATA_VERSION`.
     """
 
     checkpoint_id: int
@@ -83,7 +91,7 @@ class CheckpointMetadata:
         """The metadata as stored, JSON (the storage frames it with a checksum)."""
         document = {
             "format": METADATA_FORMAT,
-            "version": self.version,
+            "version": METADATA_VERSION,  # whatever version it was read as: it may hold inline handles
             "checkpoint_id": self.checkpoint_id,
             "job_name": self.job_name,
             "max_parallelism": self.max_parallelism,
@@ -120,16 +128,16 @@ class CheckpointMetadata:
             if not isinstance(document, dict) or document.get("format") != METADATA_FORMAT:
                 raise _Invalid(f"it is not {METADATA_FORMAT} JSON")
             version = _field(document, "version", int)
-            if version != METADATA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise _Invalid(
-                    f"metadata version {version} is not supported (this lockgate reads version "
-                    f"{METADATA_VERSION})"
+                    f"metadata version {version} is not supported (this lockgate reads versions "
+                    f"{', '.join(map(str, READABLE_VERSIONS))})"
                 )
             operators = {}
             for uid, state in _field(document, "operators", dict).items():
                 parallelism = _field(state, "parallelism", int)
                 subtasks = {
-                    _index(index): _subtask_from_json(handles)
+                    _index(index): _subtask_from_json(handles, version)
                     for index, handles in _field(state, "subtasks", dict).items()
                 }
                 operators[uid] = OperatorCheckpointState(uid, parallelism, subtasks)
@@ -180,26 +188,45 @@ def _index(text: str) -> int:
 
 
 def _handle_to_json(handle: StreamStateHandle | None) -> dict[str, Any] | None:
+    """A state handle as the metadata stores it; an inline one with its bytes in base64 (``inline``)."""
     if handle is None:
         return None
-    return {
+    document: dict[str, Any] = {
         "checkpoint_id": handle.checkpoint_id,
         "name": handle.name,
         "pointer": handle.pointer,
         "size": handle.size,
         "checksum": handle.checksum,
     }
+    if handle.inline is not None:
+        document["inline"] = base64.b64encode(handle.inline).decode("ascii")
+    return document
 
 
-def _handle_from_json(document: Any) -> StreamStateHandle | None:
+def _handle_from_json(document: Any, version: int = METADATA_VERSION) -> StreamStateHandle | None:
+    """A state handle read from metadata of ``version``; the bytes of an inline one decoded (not yet
+    checked against its size and checksum: reading it does that).
+
+    Raises:
+        ValueError: The document does not have the shape of a handle.
+    """
     if document is None:
         return None
+    inline = None
+    if isinstance(document, dict) and "inline" in document:
+        if version < 3:
+            raise _Invalid(f"an inline handle in metadata version {version} (inline handles are version 3)")
+        try:
+            inline = base64.b64decode(_field(document, "inline", str), validate=True)
+        except binascii.Error as exc:
+            raise _Invalid(f"an inline handle's bytes are not base64 ({exc})") from exc
     return StreamStateHandle(
         _field(document, "checkpoint_id", int),
         _field(document, "name", str),
         _field(document, "pointer", str),
         _field(document, "size", int),
         _field(document, "checksum", int),
+        inline,
     )
 
 
@@ -215,7 +242,7 @@ def _subtask_to_json(handles: SubtaskStateHandles) -> dict[str, Any]:
     }
 
 
-def _subtask_from_json(document: Any) -> SubtaskStateHandles:
+def _subtask_from_json(document: Any, version: int) -> SubtaskStateHandles:
     if not isinstance(document, dict):
         raise _Invalid("a subtask's handles are not an object")
     shared = tuple(
@@ -228,8 +255,8 @@ def _subtask_from_json(document: Any) -> SubtaskStateHandles:
         for entry in _field(document, "shared", list)
     )
     return SubtaskStateHandles(
-        _handle_from_json(document.get("keyed")),
-        _handle_from_json(document.get("operator")),
+        _handle_from_json(document.get("keyed"), version),
+        _handle_from_json(document.get("operator"), version),
         shared,
-        _handle_from_json(document.get("channel")),
+        _handle_from_json(document.get("channel"), version),
     )

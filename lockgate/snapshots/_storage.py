@@ -29,10 +29,11 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
-from lockgate._errors import CheckpointError, CorruptCheckpointError
+from lockgate._errors import CheckpointError, ConfigurationError, CorruptCheckpointError
+from lockgate.snapshots._format import byte_view, crc32
 
 #: What :meth:`CheckpointStorage.write_state` takes: the blob's bytes, or an async iterable of chunks.
 StateData = bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -41,6 +42,14 @@ StateData = bytes | bytearray | memoryview | AsyncIterable[bytes]
 METADATA_NAME: Final = "_metadata"
 
 _STATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+#: The default :attr:`CheckpointStorage.inline_threshold`: a state blob smaller than this is kept in the
+#: checkpoint's metadata instead of a file of its own (Flink's ``state.storage.fs.memory-threshold``).
+DEFAULT_INLINE_THRESHOLD: Final = 20 * 1024
+
+#: The largest inline threshold a storage takes: every inline blob is in ``_metadata``, which is read
+#: whole, so it must stay small.
+MAX_INLINE_THRESHOLD: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +73,19 @@ class StreamStateHandle:
     A storage resolves a handle by ``checkpoint_id`` and ``name`` under its own root, so a checkpoint
     directory can be moved or copied as a whole; ``pointer`` records where the blob was written.
 
+    An *inline* handle is the exception: a blob smaller than its storage's ``inline_threshold`` is
+    written nowhere, and its handle carries its payload (``inline``) into the checkpoint's metadata,
+    which stores it (Flink's ``ByteStreamStateHandle``). It has no file to read or delete; every
+    storage's :meth:`CheckpointStorage.read_state` hands its bytes back (:func:`read_inline`).
+
     Attributes:
         checkpoint_id: The checkpoint the blob belongs to.
         name: The blob's name within its checkpoint (its file name, for file storage).
-        pointer: The blob's file path, or its ``memory:`` reference.
+        pointer: The blob's file path, or its ``memory:`` reference; for an inline blob, where its bytes
+            are kept: ``<checkpoint>/_metadata#<name>``.
         size: The payload size in bytes (the stored file is a 20-byte header longer).
         checksum: The CRC-32 of the payload; a read checks the stored blob against it.
+        inline: The payload itself, for an inline blob; None for a blob in a file of its own.
     """
 
     checkpoint_id: int
@@ -77,6 +93,7 @@ class StreamStateHandle:
     pointer: str
     size: int
     checksum: int
+    inline: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +143,16 @@ class CheckpointStorage(ABC):
     #: blobs behind that a later job deletes (see the checkpoint coordinator).
     outlives_process: bool = True
     #: With a key, every file written is signed (HMAC-SHA256), and a file read must carry a signature
-    #: the key gives, or it is refused before a byte of it is returned (see ``_format``).
+    #: the key gives, or it is refused before a byte of it is returned (see ``_format``). Inline blobs
+    #: are in ``_metadata``, so its signature covers them.
     signing_key: bytes | None = None
+    #: A state blob of fewer bytes than this, given whole to :meth:`write_state`, is not written: its
+    #: handle carries it, and the checkpoint's metadata stores it (see :class:`StreamStateHandle`).
+    #: This saves a file, and its write and sync, per small state (source positions, small operator
+    #: state, few records in flight). 0 turns it off. Shared blobs are never inline. Storages take it
+    #: as the ``inline_threshold`` argument (default :data:`DEFAULT_INLINE_THRESHOLD`); this base and
+    #: storages made without it keep every blob in a file.
+    inline_threshold: int = 0
 
     def savepoints(self) -> CheckpointStorage | None:
         """The storage of the same place that holds savepoints (``savepoint-<id>``) instead of
@@ -156,11 +181,30 @@ class CheckpointStorage(ABC):
                 or the location cannot be created.
         """
 
+    def inline_handle(
+        self, location: CheckpointLocation, name: str, data: StateData
+    ) -> StreamStateHandle | None:
+        """The handle that carries ``data`` itself if it is small enough to go inline (whole bytes of
+        fewer than :attr:`inline_threshold`); None if it goes to a file. Implementations of
+        :meth:`write_state` call this first: an inline blob touches no storage."""
+        if not self.inline_threshold or not isinstance(data, bytes | bytearray | memoryview):
+            return None
+        view = byte_view(data)
+        if view.nbytes >= self.inline_threshold:
+            return None
+        check_state_name(name)
+        payload = bytes(view)
+        pointer = f"{location.pointer.rstrip('/')}/{METADATA_NAME}#{name}"
+        return StreamStateHandle(location.checkpoint_id, name, pointer, len(payload), crc32(payload), payload)
+
     @abstractmethod
     async def write_state(
         self, location: CheckpointLocation, name: str, data: StateData
     ) -> StreamStateHandle:
         """Persist one named state blob of a checkpoint in progress and return its handle.
+
+        A blob smaller than :attr:`inline_threshold` is not persisted here: its handle holds it
+        (:meth:`inline_handle`), and the checkpoint's metadata will.
 
         Args:
             location: From :meth:`create_checkpoint_location`.
@@ -175,7 +219,8 @@ class CheckpointStorage(ABC):
 
     @abstractmethod
     async def read_state(self, handle: StreamStateHandle) -> bytes:
-        """The payload ``handle`` points to, once its checksum, size and header are verified.
+        """The payload ``handle`` points to, once its checksum, size and header are verified; an inline
+        handle's own bytes, checked against its size and checksum (:func:`read_inline`).
 
         Raises:
             CorruptCheckpointError: The blob is missing or damaged; the error names it.
@@ -272,6 +317,43 @@ class CheckpointStorage(ABC):
     async def shared_names(self) -> set[str]:
         """The names of every blob in the shared area."""
         return set()
+
+
+def read_inline(handle: StreamStateHandle) -> bytes:
+    """The payload an inline handle carries, once its size and CRC-32 match the handle's.
+
+    Raises:
+        CorruptCheckpointError: They do not (the metadata was damaged, or changed by hand).
+    """
+    payload = handle.inline
+    if payload is None:
+        raise CorruptCheckpointError(handle.pointer, "it is not an inline blob")
+    if len(payload) != handle.size:
+        raise CorruptCheckpointError(
+            handle.pointer, f"the inline blob holds {len(payload)} bytes, its handle records {handle.size}"
+        )
+    checksum = crc32(payload)
+    if checksum != handle.checksum:
+        raise CorruptCheckpointError(
+            handle.pointer,
+            f"checksum mismatch: the inline blob's CRC-32 is {checksum:#010x}, its handle records "
+            f"{handle.checksum:#010x}",
+        )
+    return payload
+
+
+def check_inline_threshold(threshold: object) -> int:
+    """``threshold`` if it is a usable :attr:`CheckpointStorage.inline_threshold`; a clear error otherwise."""
+    if (
+        not isinstance(threshold, int)
+        or isinstance(threshold, bool)
+        or not 0 <= threshold <= MAX_INLINE_THRESHOLD
+    ):
+        raise ConfigurationError(
+            "inline_threshold is the size in bytes below which a state blob is kept in the checkpoint's "
+            f"metadata instead of a file, an int from 0 (never) to {MAX_INLINE_THRESHOLD}, got {threshold!r}"
+        )
+    return threshold
 
 
 def check_checkpoint_id(checkpoint_id: object) -> int:
