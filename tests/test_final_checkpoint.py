@@ -86,10 +86,13 @@ async def test_a_short_job_ends_with_a_final_checkpoint_and_commits_only_when_it
     final = complete_checkpoints(root)
     assert len(final) == 1  # retained = 1: the final checkpoint, taken after every end of input
     # The final checkpoint completed last. Unaligned, the one triggered at the sources' end may turn
-    # out final while the one triggered at the subtasks' end is on its way: that one is given up.
+    # out final while the one triggered at the subtasks' end is on its way: that one is given up as
+    # moot, because the final one completed or because the job then finished.
     history = job.checkpoint_stats.history
     last = max(stats.id for stats in history if stats.status == "completed")
-    assert all("was the job's final one" in (stats.failure or "") for stats in history if stats.id > last)
+    moot = ("was the job's final one", "the job finished first")
+    later = [stats for stats in history if stats.id > last]
+    assert all(any(reason in (stats.failure or "") for reason in moot) for stats in later), history
     assert Counter(eval(line) for line in committed_lines(out)) == expected_sums(ITEMS)
     # Every commit came after a checkpoint had completed; the last ones after the final checkpoint.
     assert sink.commits and all(completed for completed in sink.commits)
