@@ -16,16 +16,18 @@ from __future__ import annotations
 import pickle
 import time
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO, Final, Protocol
 
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle, StreamStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
-from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
-from lockgate.state._serializers import DEFAULT_SERIALIZER, Serializer, SerializerSnapshot
+from lockgate.state._keygroups import KeyGroupRange, key_groups_of
+from lockgate.state._serializers import DEFAULT_SERIALIZER, PICKLE_PROTOCOL, Serializer, SerializerSnapshot
 from lockgate.state._states import MISSING, TtlValue
 
 #: (key, namespace, encoded value) of one stored entry.
@@ -108,51 +110,70 @@ class KeyedStateSnapshot:
         encoded = sum(len(group) for groups in self.entries.values() for group in groups.values())
         return encoded + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
 
-    def canonical(self) -> KeyedStateSnapshot:
-        """The same state with every state in ``entries``: the backend-independent savepoint form."""
-        if not self.tables:
-            return self
-        return KeyedStateSnapshot(
-            self.operator_uid, self.max_parallelism, self.key_group_range, self.states, self.grouped_entries()
-        )
-
     def grouped_entries(self) -> dict[str, dict[int, list[Entry]]]:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
         for name, spaces in self.tables.items():
-            meta = self.states[name]
-            encode = None
-            if table_holds_values(meta.serializer):
-                encode = StateCodec(StateEncoding(meta.kind), time.time).encode
-            groups: dict[int, list[Entry]] = {}
-            max_parallelism = self.max_parallelism
-            for namespace, table in spaces.items():
-                for key, stored in table.items():
-                    # Uncached: a whole table would only churn the hash cache the partitioners rely on.
-                    key_group = uncached_key_hash(key) % max_parallelism
-                    data = stored if encode is None else encode(stored)
-                    groups.setdefault(key_group, []).append((key, namespace, data))
+            groups = self._encoded_entries(name, spaces)
             for key_group, group in self.entries.get(name, {}).items():  # a state held in both forms
                 groups.setdefault(key_group, []).extend(group)
             grouped[name] = groups
         return grouped
+
+    def _encoded_entries(self, name: str, spaces: dict[Any, dict[Any, Any]]) -> dict[int, list[Entry]]:
+        """The tables of state ``name`` (``self.tables[name]``) as entries by key group: every key
+        hashed and every value encoded in C-level loops."""
+        meta = self.states[name]
+        max_parallelism = self.max_parallelism
+        groups: defaultdict[int, list[Entry]] = defaultdict(list)
+        for namespace, table in spaces.items():
+            keys = list(table)
+            values: Iterator[Any] | list[bytes] = iter(table.values())
+            if table_holds_values(meta.serializer):
+                values = encode_values(table, meta.kind, self.operator_uid, name)
+            for key, key_group, data in zip(keys, key_groups_of(keys, max_parallelism), values, strict=True):
+                groups[key_group].append((key, namespace, data))
+        return dict(groups)
+
+
+def encode_values(table: dict[Any, Any], kind: str, operator_uid: str, state: str) -> list[bytes]:
+    """The bytes of each stored value of ``table`` (a state of the default serializer without TTL),
+    in order: a plain value by one C-level loop of ``pickle.dumps``; what plain pickle refuses, and
+    lists and maps, through the state's codec.
+
+    Raises:
+        StateSerializationError: A value cannot be written at all; it names the state and the key.
+    """
+    if kind not in ("list", "map"):
+        try:
+            return list(map(_PICKLE_VALUE, table.values()))
+        except Exception:  # the codec's loop below falls back to cloudpickle, or names the key
+            pass
+    encode = StateCodec(StateEncoding(kind), time.time).encode
+    return list(encode_table(table, encode, operator_uid, state).values())
+
+
+_PICKLE_VALUE: Final = partial(pickle.dumps, protocol=PICKLE_PROTOCOL)
 
 
 def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     """A snapshot as a savepoint's keyed state file holds it: the snapshot without its entries
     (``chunked``), then one pickle per key group holding entries, ``(key group, {state: entries})``, in
     ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`)."""
-    canonical = snapshot.canonical()
-    by_group: dict[int, dict[str, list[Entry]]] = {}
-    for name, groups in canonical.entries.items():
+    by_group: defaultdict[int, dict[str, list[Entry]]] = defaultdict(dict)
+    for name, spaces in snapshot.tables.items():
+        for key_group, entries in snapshot._encoded_entries(name, spaces).items():
+            by_group[key_group][name] = entries
+    for name, groups in snapshot.entries.items():
         for key_group, group in groups.items():
             if group:
-                by_group.setdefault(key_group, {})[name] = group
+                held = by_group[key_group].get(name)
+                by_group[key_group][name] = group if held is None else held + group
     header = KeyedStateSnapshot(
-        canonical.operator_uid,
-        canonical.max_parallelism,
-        canonical.key_group_range,
-        canonical.states,
+        snapshot.operator_uid,
+        snapshot.max_parallelism,
+        snapshot.key_group_range,
+        snapshot.states,
         {},
         chunked=True,
     )
