@@ -1,9 +1,11 @@
-"""A savepoint's keyed state file, key group by key group: written at one parallelism and restored at
+"""A savepoint's keyed state file, key group by key group (metadata version 3: each state's tables of
+value bytes by namespace and key, timers as entries): written at one parallelism and restored at
 another, on either backend, every key comes back in the subtask that owns it, and nowhere else."""
 
 from __future__ import annotations
 
 import io
+import pickle
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate import state as lgs
-from lockgate.state._snapshot import load_keyed_state
+from lockgate.state._snapshot import KeyedStateSnapshot, load_keyed_state, read_key_groups
 from tests._sources import GUARD, PausingSource
 
 pytestmark = pytest.mark.anyio
@@ -163,6 +165,52 @@ async def test_every_key_comes_back_in_its_owner_at_any_parallelism(
             }
     finally:
         await disposed(readers)
+
+
+async def test_a_key_group_holds_each_state_s_tables_and_the_timers_entries() -> None:
+    backend = backend_of("heap", 1, 0)
+    await fill(backend, ["a", "b", 7])
+    stream = io.BytesIO(savepoint_file(backend))
+    header = pickle.load(stream)
+    assert header.chunked and header.entries == {} and header.tables == {}
+    for key_group, held in iter(lambda: _next_chunk(stream), None):
+        for name, form in held.items():
+            if name.startswith("_timers/"):
+                assert type(form) is list and all(type(entry) is tuple for entry in form)
+            else:
+                assert type(form) is dict and all(type(table) is dict and table for table in form.values())
+                for namespace, table in form.items():
+                    assert namespace in (None, WINDOW) and set(map(type, table.values())) == {bytes}
+                    assert {lgs.key_group_for(key, MAX_PARALLELISM) for key in table} == {key_group}
+
+
+def _next_chunk(stream: io.BytesIO) -> Any:
+    try:
+        return pickle.load(stream)
+    except EOFError:
+        return None
+
+
+async def test_a_savepoint_file_written_with_lists_of_entries_reads_as_one_written_with_tables() -> None:
+    """Metadata version 2 held every state of a key group as a list of entries: still read."""
+    backend = backend_of("heap", 1, 0)
+    await fill(backend, ["a", "b", 7, ("t", 1)])
+    tables = savepoint_file(backend)
+    stream = io.BytesIO(tables)
+    header = pickle.load(stream)
+    lists = pickle.dumps(header, protocol=5) + b"".join(
+        pickle.dumps(chunk, protocol=5) for chunk in read_key_groups(stream)
+    )
+    old, new = load_keyed_state(io.BytesIO(lists)), load_keyed_state(io.BytesIO(tables))
+    assert isinstance(old, KeyedStateSnapshot) and isinstance(new, KeyedStateSnapshot)
+    assert _sorted_entries(old) == _sorted_entries(new) and _sorted_entries(new)["plain"]
+
+
+def _sorted_entries(snapshot: KeyedStateSnapshot) -> dict[str, dict[int, list[Any]]]:
+    return {
+        name: {key_group: sorted(group, key=repr) for key_group, group in groups.items()}
+        for name, groups in snapshot.entries.items()
+    }
 
 
 async def test_a_value_only_cloudpickle_writes_is_saved_and_one_nothing_writes_is_named() -> None:
