@@ -35,6 +35,7 @@ from lockgate.state import (
     stable_key_hash,
     subtask_for_key_group,
 )
+from lockgate.state._keygroups import _fmix32, _fmix32_all, key_groups_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -549,3 +550,28 @@ def test_the_intersection_of_two_ranges_holds_exactly_their_common_key_groups(
     common = first.intersection(second)
     assert list(common) == [group for group in first if group in second]
     assert len(common) == len(set(first) & set(second))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Many keys at once: a snapshot's pass over a whole state
+
+
+@given(
+    st.lists(keys, max_size=30)
+    | st.lists(st.text(), max_size=30),  # mixed types, and str only (its own path)
+    st.integers(1, UPPER_BOUND_MAX_PARALLELISM),
+)
+@example(["\ud800", "x\udfff", ""], 7)  # lone surrogates: str keys encode with surrogatepass
+def test_the_key_groups_of_many_keys_are_each_key_s_own(many: list[Any], max_parallelism: int) -> None:
+    assert key_groups_of(many, max_parallelism) == [key_group_for(key, max_parallelism) for key in many]
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=50))
+def test_every_32_bit_hash_is_finalised_as_one_at_a_time(hashes: list[int]) -> None:
+    """The finaliser run on all hashes at once (64-bit lanes of one int) gives each hash's own."""
+    assert list(_fmix32_all(hashes)) == [_fmix32(h) for h in hashes]
+
+
+def test_many_keys_of_an_unsupported_type_are_refused() -> None:
+    with pytest.raises(lg.KeySerializationError):
+        key_groups_of(["a", object()], 128)

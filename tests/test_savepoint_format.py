@@ -203,9 +203,16 @@ def load_keyed(data: bytes) -> tuple[Any, dict[str, dict[int, list[Any]]]]:
         key_group, states = DocumentedUnpickler(stream).load()
         assert key_group > previous and states  # ascending, each once, never empty
         previous = key_group
-        for name, group in states.items():
-            assert group
-            entries[name][key_group] = group
+        for name, held in states.items():
+            assert held
+            if snapshot.states[name].kind == "timers":  # a list of entries
+                entries[name][key_group] = held
+                continue
+            # Every other state: {namespace: {key: value_bytes}}.
+            assert type(held) is dict and all(type(table) is dict and table for table in held.values())
+            entries[name][key_group] = [
+                (key, namespace, data) for namespace, table in held.items() for key, data in table.items()
+            ]
     return snapshot, entries
 
 
@@ -342,7 +349,7 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
     assert url == directory.as_uri()
     metadata = read_metadata(unframe((directory / "_metadata").read_bytes()))
     assert metadata.format == "lockgate-metadata"
-    assert (metadata.version, metadata.kind) == (3, "savepoint")
+    assert (metadata.version, metadata.kind) == (4, "savepoint")
     assert metadata.checkpoint_id == int(match[1])
     assert (metadata.job_name, metadata.max_parallelism) == ("savepoint-format", MAX_PARALLELISM)
     assert before - 1 <= metadata.timestamp <= after

@@ -25,12 +25,14 @@ from lockgate.snapshots._storage import (
 
 T = TypeVar("T")
 
-#: The version of the metadata layout that is written. Version 1 was a pickle; version 3 added inline
-#: handles (a state blob's bytes in the metadata itself).
-METADATA_VERSION: Final = 3
+#: The version of the metadata layout that is written, and of the state files' layout it covers. Version
+#: 1 was a pickle; version 3 added inline handles (a state blob's bytes in the metadata itself); version
+#: 4 holds a savepoint's keyed entries as tables by namespace where 2 and 3 held lists of entries (see
+#: docs/savepoint-format.md).
+METADATA_VERSION: Final = 4
 
-#: The versions a reader takes: 2 is 3 without inline handles.
-READABLE_VERSIONS: Final = (2, 3)
+#: The versions a reader takes: 2 is 3 without inline handles, 3 is 4 with lists of entries.
+READABLE_VERSIONS: Final = (2, 3, 4)
 
 #: What the metadata's ``format`` field says.
 METADATA_FORMAT: Final = "lockgate-metadata"

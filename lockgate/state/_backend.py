@@ -32,7 +32,7 @@ from lockgate.state._descriptors import (
     StateTtlConfig,
 )
 from lockgate.state._evolution import Reader, restore_reader
-from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
+from lockgate.state._keygroups import KeyGroupRange, key_groups_of
 from lockgate.state._snapshot import (
     Entry,
     KeyedStateManifest,
@@ -487,10 +487,11 @@ class KeyedStateBackend(ABC):
                     if whole:
                         picked = dict(table)  # this backend's own: the snapshot stays as it was
                     else:
+                        key_groups = key_groups_of(list(table), max_parallelism)
                         picked = {
                             key: value
-                            for key, value in table.items()
-                            if uncached_key_hash(key) % max_parallelism in own
+                            for (key, value), key_group in zip(table.items(), key_groups, strict=True)
+                            if key_group in own
                         }
                     if namespace in held:
                         held[namespace].update(picked)

@@ -6,10 +6,14 @@ contiguous ranges with Flink's formula, so that rescaling moves whole key groups
 
 from __future__ import annotations
 
+import array
+import struct
+import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
 from typing import Any, Final
 
 from lockgate._errors import ConfigurationError
@@ -63,6 +67,53 @@ def check_key(key: Any) -> None:
     :data:`CANONICAL_KEY_TYPES`."""
     if type(key) not in CANONICAL_KEY_TYPES:
         stable_key_hash(key)
+
+
+def key_groups_of(keys: Sequence[Any], max_parallelism: int) -> list[int]:
+    """The key group of each of ``keys`` (as :func:`key_group_for` gives it), for passes over a whole
+    state: the canonical bytes of str keys, their CRC-32 and the finaliser run in C-level loops, about
+    twice as fast as a call per key.
+
+    Raises:
+        KeySerializationError: A key of an unsupported type.
+    """
+    if set(map(type, keys)) <= _STR:
+        # crc32(b"S" + u32(len) + data) continues the CRC of the prefix, which depends on the length only.
+        data = list(map(str.encode, keys, repeat("utf-8"), repeat("surrogatepass")))
+        lengths = list(map(len, data))
+        prefixes = {n: zlib.crc32(b"S" + _LENGTH.pack(n)) for n in set(lengths)}
+        crcs = list(map(zlib.crc32, data, map(prefixes.__getitem__, lengths)))
+    else:
+        crcs = list(map(zlib.crc32, map(canonical_key_bytes, keys)))
+    return list(map(max_parallelism.__rmod__, _fmix32_all(crcs)))
+
+
+_LENGTH = struct.Struct(">I")
+_STR = {str}
+
+
+def _fmix32_all(hashes: list[int]) -> array.array[int]:
+    """:func:`_fmix32` of each of ``hashes`` (32-bit), computed on all at once: each is a 64-bit lane
+    of one big int, whose multiplications and shifts are C loops. A lane's upper half takes the
+    carries of its own products and what shifts bring in from the lane above; masking clears it after
+    each step, so no lane ever affects another."""
+    count = len(hashes)
+    if not count:
+        return array.array("Q")
+    lanes = int.from_bytes(array.array("Q", hashes).tobytes(), sys.byteorder)
+    mask = int.from_bytes(_LOW_HALVES * count, sys.byteorder)
+    h = lanes
+    h = (h ^ (h >> 16)) & mask
+    h = (h * 0x85EBCA6B) & mask
+    h = (h ^ (h >> 13)) & mask
+    h = (h * 0xC2B2AE35) & mask
+    h = (h ^ (h >> 16)) & mask
+    mixed = array.array("Q")
+    mixed.frombytes(h.to_bytes(8 * count, sys.byteorder))
+    return mixed
+
+
+_LOW_HALVES = (0xFFFFFFFF).to_bytes(8, sys.byteorder)
 
 
 def key_group_for(key: Any, max_parallelism: int) -> int:

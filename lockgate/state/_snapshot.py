@@ -16,17 +16,22 @@ from __future__ import annotations
 import pickle
 import time
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, BinaryIO, Final, Protocol
 
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle, StreamStateHandle
 from lockgate.state._descriptors import StateDescriptor, StateTtlConfig
-from lockgate.state._keygroups import KeyGroupRange, uncached_key_hash
-from lockgate.state._serializers import DEFAULT_SERIALIZER, Serializer, SerializerSnapshot
+from lockgate.state._keygroups import KeyGroupRange, key_groups_of
+from lockgate.state._serializers import DEFAULT_SERIALIZER, PICKLE_PROTOCOL, Serializer, SerializerSnapshot
 from lockgate.state._states import MISSING, TtlValue
+from lockgate.state._timers import TIMER_KIND
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
@@ -108,51 +113,84 @@ class KeyedStateSnapshot:
         encoded = sum(len(group) for groups in self.entries.values() for group in groups.values())
         return encoded + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
 
-    def canonical(self) -> KeyedStateSnapshot:
-        """The same state with every state in ``entries``: the backend-independent savepoint form."""
-        if not self.tables:
-            return self
-        return KeyedStateSnapshot(
-            self.operator_uid, self.max_parallelism, self.key_group_range, self.states, self.grouped_entries()
-        )
-
     def grouped_entries(self) -> dict[str, dict[int, list[Entry]]]:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
         for name, spaces in self.tables.items():
-            meta = self.states[name]
-            encode = None
-            if table_holds_values(meta.serializer):
-                encode = StateCodec(StateEncoding(meta.kind), time.time).encode
             groups: dict[int, list[Entry]] = {}
-            max_parallelism = self.max_parallelism
-            for namespace, table in spaces.items():
-                for key, stored in table.items():
-                    # Uncached: a whole table would only churn the hash cache the partitioners rely on.
-                    key_group = uncached_key_hash(key) % max_parallelism
-                    data = stored if encode is None else encode(stored)
-                    groups.setdefault(key_group, []).append((key, namespace, data))
+            for namespace, by_group in self._encoded_tables(name, spaces):
+                for key_group, table in by_group.items():
+                    groups.setdefault(key_group, []).extend(zip(table, repeat(namespace), table.values()))
             for key_group, group in self.entries.get(name, {}).items():  # a state held in both forms
                 groups.setdefault(key_group, []).extend(group)
             grouped[name] = groups
         return grouped
 
+    def _encoded_tables(
+        self, name: str, spaces: dict[Any, dict[Any, Any]]
+    ) -> Iterator[tuple[Any, dict[int, dict[Any, bytes]]]]:
+        """The tables of state ``name`` (``self.tables[name]``) split by key group, each namespace's
+        ``{key group: {key: value bytes}}``: every key hashed and every value encoded in C-level
+        loops, no tuple made per entry."""
+        meta = self.states[name]
+        max_parallelism = self.max_parallelism
+        for namespace, table in spaces.items():
+            keys = list(table)
+            values: Iterator[Any] | list[bytes] = iter(table.values())
+            if table_holds_values(meta.serializer):
+                values = encode_values(table, meta.kind, self.operator_uid, name)
+            by_group: defaultdict[int, dict[Any, bytes]] = defaultdict(dict)
+            for key, key_group, data in zip(keys, key_groups_of(keys, max_parallelism), values, strict=True):
+                by_group[key_group][key] = data
+            yield namespace, by_group
+
+
+def encode_values(table: dict[Any, Any], kind: str, operator_uid: str, state: str) -> list[bytes]:
+    """The bytes of each stored value of ``table`` (a state of the default serializer without TTL),
+    in order: a plain value by one C-level loop of ``pickle.dumps``; what plain pickle refuses, and
+    lists and maps, through the state's codec.
+
+    Raises:
+        StateSerializationError: A value cannot be written at all; it names the state and the key.
+    """
+    if kind not in ("list", "map"):
+        try:
+            return list(map(_PICKLE_VALUE, table.values()))
+        except Exception:  # the codec's loop below falls back to cloudpickle, or names the key
+            pass
+    encode = StateCodec(StateEncoding(kind), time.time).encode
+    return list(encode_table(table, encode, operator_uid, state).values())
+
+
+_PICKLE_VALUE: Final = partial(pickle.dumps, protocol=PICKLE_PROTOCOL)
+
 
 def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     """A snapshot as a savepoint's keyed state file holds it: the snapshot without its entries
-    (``chunked``), then one pickle per key group holding entries, ``(key group, {state: entries})``, in
-    ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`)."""
-    canonical = snapshot.canonical()
-    by_group: dict[int, dict[str, list[Entry]]] = {}
-    for name, groups in canonical.entries.items():
+    (``chunked``), then one pickle per key group holding entries, ``(key group, {state: held})``, in
+    ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`).
+    ``held`` is ``{namespace: {key: value bytes}}``; a timers state's, which may hold several entries
+    of one key and namespace, is the list of its entries."""
+    by_group: defaultdict[int, dict[str, Any]] = defaultdict(dict)
+    for name, spaces in snapshot.tables.items():
+        for namespace, tables in snapshot._encoded_tables(name, spaces):
+            for key_group, table in tables.items():
+                by_group[key_group].setdefault(name, {})[namespace] = table
+    for name, groups in snapshot.entries.items():
+        timers = snapshot.states[name].kind == TIMER_KIND
         for key_group, group in groups.items():
-            if group:
-                by_group.setdefault(key_group, {})[name] = group
+            if not group:
+                continue
+            held = by_group[key_group].get(name)
+            if timers:
+                by_group[key_group][name] = group if held is None else held + group
+            else:
+                by_group[key_group][name] = _tables_of(group, held or {})
     header = KeyedStateSnapshot(
-        canonical.operator_uid,
-        canonical.max_parallelism,
-        canonical.key_group_range,
-        canonical.states,
+        snapshot.operator_uid,
+        snapshot.max_parallelism,
+        snapshot.key_group_range,
+        snapshot.states,
         {},
         chunked=True,
     )
@@ -162,15 +200,42 @@ def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     )
 
 
+def _tables_of(entries: list[Entry], tables: dict[Any, dict[Any, bytes]]) -> dict[Any, dict[Any, bytes]]:
+    """``entries`` added to ``tables``, ``{namespace: {key: value bytes}}``."""
+    namespaces = set(map(_NAMESPACE, entries))
+    if len(namespaces) == 1:  # the usual case, one namespace: C-level loops
+        table = tables.setdefault(namespaces.pop(), {})
+        table.update(zip(map(_KEY, entries), map(_VALUE, entries), strict=True))
+        return tables
+    for key, namespace, data in entries:
+        tables.setdefault(namespace, {})[key] = data
+    return tables
+
+
+_KEY, _NAMESPACE, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
 def read_key_groups(file: BinaryIO) -> Iterator[tuple[int, dict[str, list[Entry]]]]:
     """The key groups that follow a chunked snapshot in ``file`` (positioned after the snapshot), one
     at a time: ``(key group, {state: entries})``."""
     while True:
         try:
-            chunk = pickle.load(file)
+            key_group, held = pickle.load(file)
         except EOFError:
             return
-        yield chunk
+        yield key_group, {name: _entries_of(states) for name, states in held.items()}
+
+
+def _entries_of(held: list[Entry] | dict[Any, dict[Any, bytes]]) -> list[Entry]:
+    """A state's entries in one key group, from what a savepoint's key group holds of it: a timers
+    state's list (and every state's, in a savepoint written before tables), or its tables."""
+    if isinstance(held, list):
+        return held
+    return list(
+        chain.from_iterable(
+            zip(table, repeat(namespace), table.values()) for namespace, table in held.items()
+        )
+    )
 
 
 def load_keyed_state(file: BinaryIO) -> object:

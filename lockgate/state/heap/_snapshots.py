@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lockgate._errors import StateSerializationError
 from lockgate._threads import run_sync
-from lockgate.state._keygroups import uncached_key_hash
+from lockgate.state._keygroups import key_groups_of
 from lockgate.state._snapshot import (
     Entry,
     IncrementalKeyedState,
@@ -85,17 +85,16 @@ class _HeapSnapshotResources(SnapshotResources):
                 continue
             codec = self._codecs[name]
             encode, prune, now = codec.encode, codec.prune if codec.ttl is not None else None, self._now
-            groups: defaultdict[int, list[Entry]] = defaultdict(list)
+            alive: dict[Any, dict[Any, Any]] = {}
             for namespace, _, layers in spaces:
+                table = alive[namespace] = {}
                 for key, stored in frozen_items(layers):
                     if prune is not None:
                         stored = prune(stored, now)
                         if stored is MISSING:
                             continue
-                    groups[uncached_key_hash(key) % max_parallelism].append(
-                        (key, namespace, _encoded(encode, stored, backend.operator_uid, name, key))
-                    )
-            entries[name] = dict(groups)
+                    table[key] = stored
+            entries[name] = _entry_groups(alive, encode, max_parallelism, backend.operator_uid, name)
         return backend.with_unclaimed_restored_state(
             KeyedStateSnapshot(
                 backend.operator_uid, max_parallelism, backend.key_group_range, self._metas, entries, tables
@@ -203,16 +202,14 @@ class _IncrementalHeapSnapshotResources(_HeapSnapshotResources, IncrementalSnaps
             if whole:
                 tables[name] = {namespace: self._table(name, items) for namespace, items in changed.items()}
                 continue
-            groups: defaultdict[int, list[Entry]] = defaultdict(list)
-            encode, now = codec.encode, self._now
-            for namespace, items in changed.items():
-                for key, stored in items.items():
-                    if prune is not None:
-                        stored = prune(stored, now)
-                    groups[uncached_key_hash(key) % max_parallelism].append(
-                        (key, namespace, _encoded(encode, stored, self._backend.operator_uid, name, key))
-                    )
-            entries[name] = dict(groups)
+            if prune is not None:
+                changed = {
+                    namespace: {key: prune(stored, self._now) for key, stored in items.items()}
+                    for namespace, items in changed.items()
+                }
+            entries[name] = _entry_groups(
+                changed, codec.encode, max_parallelism, self._backend.operator_uid, name
+            )
         for changes in change_sets:  # namespaces dropped since, and not back: replaced by nothing
             for (name, namespace), keys in changes.items():
                 if keys is not DROPPED or name not in self._metas:
@@ -272,11 +269,32 @@ def _encoded(encode: Callable[[Any], bytes], stored: Any, operator_uid: str, sta
         raise StateSerializationError(operator_uid, state, key, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _entry_groups(
+    spaces: dict[Any, dict[Any, Any]],
+    encode: Callable[[Any], bytes],
+    max_parallelism: int,
+    operator_uid: str,
+    state: str,
+) -> dict[int, list[Entry]]:
+    """The stored values of ``spaces`` (``{namespace: {key: stored}}``) as snapshot entries, each
+    encoded, by the key group of its key."""
+    groups: defaultdict[int, list[Entry]] = defaultdict(list)
+    for namespace, table in spaces.items():
+        keys = list(table)
+        for key, key_group, stored in zip(
+            keys, key_groups_of(keys, max_parallelism), table.values(), strict=True
+        ):
+            groups[key_group].append((key, namespace, _encoded(encode, stored, operator_uid, state, key)))
+    return dict(groups)
+
+
 def _timer_groups(timers: Iterable[tuple[int, Any, Any]], max_parallelism: int) -> dict[int, list[Entry]]:
     """Timers as snapshot entries, ``(key, namespace, timestamp bytes)``, by the key group of the key."""
+    timers = list(timers)
     groups: defaultdict[int, list[Entry]] = defaultdict(list)
-    for timestamp, key, namespace in timers:
-        groups[uncached_key_hash(key) % max_parallelism].append((key, namespace, encode_timestamp(timestamp)))
+    key_groups = key_groups_of([key for _, key, _ in timers], max_parallelism)
+    for (timestamp, key, namespace), key_group in zip(timers, key_groups, strict=True):
+        groups[key_group].append((key, namespace, encode_timestamp(timestamp)))
     return dict(groups)
 
 
