@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 from rocksdict import (
+    BlockBasedIndexType,
     BlockBasedOptions,
     Cache,
     Checkpoint,
@@ -204,6 +205,13 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         table.set_block_cache(self._block_cache)  # one cache for every column family
         table.set_cache_index_and_filter_blocks(True)  # so they count against the budget too
         table.set_bloom_filter(10, False)
+        # Index and filter in 4 KiB partitions, only their small top level pinned: a lookup loads a
+        # partition, not a whole SST file's index and filter (megabytes once the state outgrows the
+        # cache, which then churned: 2 M keys with a 16 MiB budget read 23 k random keys/s, 42 k so).
+        table.set_index_type(BlockBasedIndexType.two_level_index_search())
+        table.set_partition_filters(True)
+        table.set_metadata_block_size(4096)
+        table.set_pin_top_level_index_and_filter(True)
         return table
 
     def _options_for_state(self, kind: str) -> Options:
