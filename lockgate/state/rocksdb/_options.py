@@ -23,10 +23,11 @@ _VALUE_CACHE_SHARE = 0.375
 _HASH_PREFIX_LEN = 64
 # Flink's split of the managed memory: the share of it that memtables may take.
 _WRITE_BUFFER_RATIO = 0.5
-# The largest memtable of a state. A checkpoint flushes the memtables in its synchronous part, so their
-# size bounds the pause: 2 MiB of changed entries flush in about 20 ms (W2: a 10 MiB memtable of
-# 100 k hot keys paused the stream 140-200 ms per checkpoint). RocksDB flushes fuller ones on its own
-# threads meanwhile, at some cost to throughput (W1b about 10 % slower).
+# The largest memtable of a state. A RocksDB checkpoint flushes the memtables, holding the GIL: 2 MiB
+# of changed entries flush in about 20 ms (W2: a 10 MiB memtable of 100 k hot keys paused the stream
+# 140-200 ms per checkpoint); an actor's snapshot lets RocksDB flush them in its own threads first.
+# RocksDB flushes fuller ones on its own threads meanwhile, at some cost to throughput (W1b about 10 %
+# slower).
 _MAX_MEMTABLE = 2 * _MIB
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+import anyio
+import anyio.lowlevel
 from rocksdict import Rdict
 
 from lockgate._threads import run_sync
@@ -16,6 +18,8 @@ from lockgate.state._snapshot import (
     IncrementalKeyedState,
     IncrementalSnapshotResources,
     KeyedStateSnapshot,
+    KeyedStateWriter,
+    PersistedKeyedState,
     SharedStateWriter,
     SnapshotResources,
     StateCodec,
@@ -33,12 +37,21 @@ from lockgate.state.rocksdb._timers import stored_timer_groups
 
 if TYPE_CHECKING:
     from lockgate.state.rocksdb._keyed import RocksDBKeyedStateBackend
-    from lockgate.state.rocksdb._store import _Table
+    from lockgate.state.rocksdb._store import _HeldBack, _Table
     from lockgate.state.rocksdb._views import CheckpointView
 
 
+#: How often, and how many times at most, a snapshot looks whether RocksDB has flushed its memtables
+#: before it takes its checkpoint (which would flush what remains while the actor waits).
+_FLUSH_POLL_SECONDS: Final = 0.002
+_FLUSH_POLLS: Final = 500
+
+
 class _RocksDBSnapshotResources(SnapshotResources):
-    """A RocksDB checkpoint of a subtask's states, read and encoded in a worker thread."""
+    """A RocksDB checkpoint of a subtask's states, read and encoded in a worker thread.
+
+    With writes held back (``held_back``, see ``_Store.hold_back``), the checkpoint is taken by
+    :meth:`write`, once they are written."""
 
     def __init__(
         self,
@@ -46,6 +59,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
         tables: dict[str, _Table],
         path: str,
         now: float,
+        held_back: _HeldBack | None = None,
         *,
         keep: bool = False,
         discard: list[CheckpointView] | None = None,
@@ -54,12 +68,44 @@ class _RocksDBSnapshotResources(SnapshotResources):
         self._tables = tables
         self._path = path
         self._now = now
+        self._held_back = held_back
         self._unclaimed = backend.unclaimed_restored_state()
         self._native = dict(backend._native_states)
         # Whether the checkpoint directory outlives the snapshot (a checkpoint view keeps it), and
         # views no longer needed, closed and deleted here off the event loop.
         self._keep = keep
         self._discard = discard or []
+
+    async def _take_checkpoint(self) -> None:
+        """Write the held-back entries a step at a time, the actor's batches in between (an earlier
+        snapshot's first); let RocksDB flush its memtables in its own threads; then take the
+        checkpoint, which has next to nothing left to flush (it runs on the event loop, holding the
+        GIL)."""
+        held_back = self._held_back
+        if held_back is None:
+            return
+        store = self._backend._store
+        while held_back in store.held_back:
+            if store.write_step():
+                await anyio.lowlevel.checkpoint()
+            elif store.held_back[0] is not held_back:
+                store.take_checkpoint()  # an earlier barrier's, written: checkpoints go in their order
+            else:
+                store.flush_memtables()
+                for _ in range(_FLUSH_POLLS):
+                    await anyio.sleep(_FLUSH_POLL_SECONDS)
+                    if not store.held_back or store.held_back[0] is not held_back or not store.flushing():
+                        break
+                store.settle(held_back)
+        if not held_back.checkpoint_taken:
+            raise RuntimeError(
+                f"the RocksDB state of operator {self._backend.operator_uid!r} was disposed before "
+                "its snapshot was taken"
+            )
+
+    async def write(self, writer: KeyedStateWriter) -> PersistedKeyedState:
+        await self._take_checkpoint()
+        return await super().write(writer)
 
     def _clean_up(self) -> None:
         """Delete the checkpoint directory unless a view keeps it, and discard the stale views."""
@@ -70,6 +116,7 @@ class _RocksDBSnapshotResources(SnapshotResources):
             view.discard()
 
     def materialize(self) -> KeyedStateSnapshot:
+        assert self._held_back is None or self._held_back.checkpoint_taken, "written by write() only"
         backend = self._backend
         entries: dict[str, dict[int, list[Entry]]] = {}
         checkpoint = _open_read_only(self._path, [*self._tables, *self._native])
@@ -109,6 +156,8 @@ class _RocksDBSnapshotResources(SnapshotResources):
         )
 
     def release(self) -> None:
+        if self._held_back is not None:  # if never written: the held-back entries still go to RocksDB
+            self._backend._store.settle(self._held_back)
         # Normally materialize() or write_incremental() cleaned up already, off the event loop.
         self._clean_up()
 
@@ -123,11 +172,12 @@ class _IncrementalRocksDBSnapshotResources(_RocksDBSnapshotResources, Incrementa
         path: str,
         now: float,
         checkpoint_id: int,
+        held_back: _HeldBack | None = None,
         *,
         keep: bool = False,
         discard: list[CheckpointView] | None = None,
     ) -> None:
-        super().__init__(backend, tables, path, now, keep=keep, discard=discard)
+        super().__init__(backend, tables, path, now, held_back, keep=keep, discard=discard)
         self._checkpoint_id = checkpoint_id
 
     async def write_incremental(self, writer: SharedStateWriter) -> IncrementalKeyedState:

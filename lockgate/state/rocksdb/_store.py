@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from lockgate._errors import StateSerializationError, StateValueTooLargeError
 from lockgate.state._descriptors import StateDescriptor
@@ -165,15 +165,17 @@ class _Space(_Namespace):
     """The entries of one state and namespace, one RocksDB entry per key, and their value cache.
 
     ``values`` maps keys to their current values: the object (MISSING if absent), or an
-    :class:`_Encoded` with its bytes; ``dirty`` holds the keys whose value RocksDB does not have yet.
-    :meth:`flush` writes them. Inside a batch reads and writes go to the cache; a read it cannot
-    answer fetches the batch's keys with one multi-get.
+    :class:`_Encoded` with its bytes; ``dirty`` maps the keys whose value RocksDB does not have yet to
+    what to write (MISSING, an :class:`_Encoded`, or a kept object, pickled when written), so writing
+    them looks nothing up. :meth:`flush` writes them. Inside a batch reads and writes go to the
+    cache; a read it cannot answer fetches the batch's keys with one multi-get.
 
     A *persistent* space (the default namespace of a value state without TTL stored with pickle)
     keeps its cache across batches, bounded by the store's value cache budget: plain immutable
     values as objects, others as the bytes written at ``update`` (decoded afresh at each batch's
-    first read, as a read of RocksDB would). Its writes reach RocksDB when the cache evicts, at a
-    snapshot's synchronous part, or before anything reads the column family directly. Other spaces
+    first read, as a read of RocksDB would). Its writes reach RocksDB when the cache evicts, after
+    a snapshot's barrier (in steps, see :meth:`_Store.hold_back`), or before anything reads the
+    column family directly. Other spaces
     flush and empty their cache at each batch's end. Outside a batch writes go to RocksDB at once.
     """
 
@@ -194,7 +196,7 @@ class _Space(_Namespace):
         self.encode = table.encode
         self.decode_raw = table.decode_raw
         self.values: dict[Any, Any] = {}
-        self.dirty: set[Any] = set()
+        self.dirty: dict[Any, Any] = {}
         # Keys whose cached object goes at the batch's end (a mutable value, or a large one): their
         # bytes if written in the batch (kept as an _Encoded), else None (dropped).
         self.held: dict[Any, bytes | None] = {}
@@ -340,7 +342,7 @@ class _Space(_Namespace):
             else:
                 self.replacing(key)
             values[key] = value
-            self.dirty.add(key)
+            self.dirty[key] = value
             return
         try:
             data = self.encode(value)
@@ -349,6 +351,7 @@ class _Space(_Namespace):
         if len(data) > self.limit:
             self.check(key, data)
         if not self.in_batch:
+            self.store.settle()
             self.forget(key)
             self.put_direct(key, data)
             return
@@ -358,7 +361,7 @@ class _Space(_Namespace):
             self.replacing(key)
         self.values[key] = value
         self.held[key] = data
-        self.dirty.add(key)
+        self.dirty[key] = _Encoded(data)
 
     def replacing(self, key: Any) -> None:
         """``key``'s cached entry is about to hold a new object: what it held goes."""
@@ -373,7 +376,7 @@ class _Space(_Namespace):
         value = self.values.pop(key, _UNKNOWN)
         if value is not _UNKNOWN:
             self.charge -= self.charge_of(key, value)
-            self.dirty.discard(key)
+            self.dirty.pop(key, None)
             self.held.pop(key, None)
 
     def put_direct(self, key: Any, data: bytes) -> None:
@@ -382,6 +385,7 @@ class _Space(_Namespace):
 
     def delete(self, key: Any) -> None:
         if not self.in_batch:
+            self.store.settle()
             self.forget(key)
             self.cf.delete(self.key_bytes(key), self.store.write_options)
             return
@@ -391,7 +395,7 @@ class _Space(_Namespace):
         else:
             self.replacing(key)
         values[key] = MISSING
-        self.dirty.add(key)
+        self.dirty[key] = MISSING
 
     # ---- the cache
 
@@ -403,26 +407,31 @@ class _Space(_Namespace):
         own = batch is None
         if batch is None:
             batch = WriteBatch(raw_mode=True)
-        put, delete, handle = batch.put, batch.delete, self.table.handle
-        values, held, encode, stored = self.values, self.held, self.encode, self.store.stored
-        key_bytes_of = self.store.key_bytes if self.is_default else self.key_bytes
-        for key in dirty:
-            value = values[key]
-            if value is MISSING:
-                delete(key_bytes_of(key), handle)
-                continue
-            if type(value) is _Encoded:
-                data = value.data
-            else:
-                written = held.get(key)
-                data = encode(value) if written is None else written  # kept objects always pickle
-            if type(key) is str and data[-1:] == b".":  # the usual case, inline
-                put(key_bytes_of(key), data, handle)
-            else:
-                put(key_bytes_of(key), stored(key, data), handle)
+        self.write(dirty.items(), batch)
         dirty.clear()
         if own:
             self.store.require_db().write(batch, self.store.write_options)
+
+    def write(self, entries: Iterable[tuple[Any, Any]], batch: WriteBatch) -> None:
+        """Add ``entries`` (key, what to write: see ``dirty``) to ``batch``."""
+        put, delete, handle, encode = batch.put, batch.delete, self.table.handle, self.encode
+        store = self.store
+        stored = store.stored
+        # The default namespace's key bytes are mostly in the store's key cache: looked up inline.
+        cached = store.keys if self.is_default else {}
+        key_bytes_of = store.key_bytes if self.is_default else self.key_bytes
+        for key, value in entries:
+            key_bytes = cached.get(key)
+            if key_bytes is None:
+                key_bytes = key_bytes_of(key)
+            if value is MISSING:
+                delete(key_bytes, handle)
+                continue
+            data = value.data if type(value) is _Encoded else encode(value)  # kept objects always pickle
+            if type(key) is str and data[-1:] == b".":  # the usual case, inline
+                put(key_bytes, data, handle)
+            else:
+                put(key_bytes, stored(key, data), handle)
 
     def evict(self, share: float) -> None:
         """Drop the oldest ``share`` of the cache's entries (their writes flushed first)."""
@@ -494,6 +503,7 @@ class _EntrySpace(_Namespace):
         data = self.encode(key, element)
         writes = self.writes
         if writes is None:
+            self.store.settle()
             self.cf.put(entry_key, self.stored(key, user_key, data), self.store.write_options)
         else:
             writes[entry_key] = (key, user_key, data, element)
@@ -501,6 +511,7 @@ class _EntrySpace(_Namespace):
     def erase(self, entry_key: bytes, key: Any, user_key: Any) -> None:
         writes = self.writes
         if writes is None:
+            self.store.settle()
             self.cf.delete(entry_key, self.store.write_options)
         else:
             writes[entry_key] = (key, user_key, None, MISSING)
@@ -510,6 +521,7 @@ class _EntrySpace(_Namespace):
         prefix = self.key_bytes(key)
         writes = self.writes
         if writes is None:
+            self.store.settle()
             self.cf.delete_range(prefix, _prefix_end(prefix), self.store.write_options)
             return
         for entry_key in [entry_key for entry_key in writes if entry_key.startswith(prefix)]:
@@ -722,8 +734,39 @@ def _stored_entry(key: Any, user_key: Any, data: bytes) -> bytes:
     return data + pickled + _LEN.pack(len(pickled)) + bytes((_PICKLED_KEYS,))
 
 
+#: How many held-back entries (see :class:`_HeldBack`) one step writes: about a millisecond's work,
+#: so the batches in between wait no longer than that.
+_STEP_ENTRIES: Final = 2000
+#: What an entry of the value cache held back for a snapshot costs beyond its charge while its key is
+#: dirty again: the new dirty slot and the superseded value object, kept by the held-back entry.
+_HELD_BACK_ENTRY_BYTES: Final = 72
+
+
+class _HeldBack:
+    """The value caches' dirty entries as of a barrier, and the RocksDB checkpoint the barrier's snapshot
+    takes once they are written (see :meth:`_Store.hold_back`).
+
+    Each part is a space and an iterator over the dirty dict it had at the barrier: the space has a new
+    one since, so nothing changes the old one while its entries are written in steps."""
+
+    __slots__ = ("checkpoint_taken", "parts", "path", "remaining")
+
+    def __init__(
+        self, path: str, parts: list[tuple[_Space, Iterator[tuple[Any, Any]]]], remaining: int
+    ) -> None:
+        self.path = path
+        self.parts = parts
+        self.remaining = remaining
+        self.checkpoint_taken = False
+
+
 class _Store:
     """The database of one subtask and what its states share: key bytes, the open batch.
+
+    A snapshot taken by an actor holds back its value caches' writes (:meth:`hold_back`): RocksDB gets
+    them in steps between the next batches, then the RocksDB checkpoint is taken. Until then no other
+    write may reach RocksDB and no cached entry may go: whatever would (a write outside the value
+    caches, an eviction, a direct read of a column family) calls :meth:`settle` first.
 
     It holds no reference to the backend, so the backend's finalizer can release it (see
     :meth:`release`) should :meth:`RocksDBKeyedStateBackend.dispose` never be called.
@@ -759,6 +802,8 @@ class _Store:
         self.in_batch = False
         #: The bytes of memory budget the value caches of all states may take (see ``_Space``).
         self.value_cache_limit = value_cache_limit
+        #: The snapshots holding writes back, oldest first (see :meth:`hold_back`).
+        self.held_back: list[_HeldBack] = []
 
     def require_db(self) -> Rdict:
         db = self.db
@@ -822,6 +867,7 @@ class _Store:
         finally:
             self.close_batch()
         if len(batch):
+            self.settle()
             self.require_db().write(batch, self.write_options)
         self.trim()
 
@@ -834,16 +880,21 @@ class _Store:
         ]
 
     def value_cache_usage(self) -> int:
-        """The bytes the value caches are charged for."""
-        return sum(space.charge for space in self.value_spaces())
+        """The bytes the value caches are charged for, what a snapshot holds back included."""
+        spaces = self.value_spaces()
+        usage = sum(space.charge for space in spaces)
+        if self.held_back:  # held-back entries whose key is dirty again hold a second value
+            held = sum(held_back.remaining for held_back in self.held_back)
+            usage += _HELD_BACK_ENTRY_BYTES * min(held, sum(len(space.dirty) for space in spaces))
+        return usage
 
     def trim(self) -> None:
         """Keep the value caches within their budget: past it, write their dirty entries and evict
         the oldest quarter of each until within it (oldest by first caching: cheaper than an LRU on every
         access)."""
-        spaces = self.value_spaces()
-        if sum(space.charge for space in spaces) <= self.value_cache_limit:
+        if self.value_cache_usage() <= self.value_cache_limit:
             return
+        spaces = self.value_spaces()
         self.flush()
         while sum(space.charge for space in spaces) > self.value_cache_limit and any(
             space.values for space in spaces
@@ -854,11 +905,82 @@ class _Store:
     def flush(self) -> None:
         """Write every value cache's dirty entries, with one WriteBatch: RocksDB then holds every
         write made so far (what a snapshot and a direct read of RocksDB need)."""
+        self.settle()
         batch = WriteBatch(raw_mode=True)
         for space in self.value_spaces():
             space.flush(batch)
         if len(batch):
             self.require_db().write(batch, self.write_options)
+
+    # ---- snapshots that hold writes back
+
+    def hold_back(self, path: str) -> _HeldBack:
+        """The synchronous part of a snapshot in O(states): the value caches' dirty entries are set
+        aside as they are at the barrier (each space starts a new dirty dict), to be written in steps
+        (:meth:`write_step`) before the RocksDB checkpoint at ``path`` is taken (:meth:`take_checkpoint`).
+
+        The checkpoint then holds exactly the writes before the barrier: the set-aside entries are
+        the values as of the barrier (the batches after it change only the new dirty dicts); the
+        snapshots held back before it write theirs and take their checkpoints first, in the order
+        of their barriers; and every other write to RocksDB settles them all first. Reads stay right
+        meanwhile: a set-aside key stays cached (evicting settles first), so no read of it goes to
+        RocksDB. The caller has committed the open batch."""
+        parts: list[tuple[_Space, Iterator[tuple[Any, Any]]]] = []
+        remaining = 0
+        for space in self.value_spaces():
+            if space.dirty:
+                parts.append((space, iter(space.dirty.items())))
+                remaining += len(space.dirty)
+                space.dirty = {}
+        held_back = _HeldBack(path, parts, remaining)
+        self.held_back.append(held_back)
+        return held_back
+
+    def write_step(self, limit: int | None = _STEP_ENTRIES) -> bool:
+        """Write up to ``limit`` entries (all if None) of the oldest held-back snapshot, with one
+        WriteBatch; whether it has entries left."""
+        if not self.held_back:
+            return False
+        held_back = self.held_back[0]
+        batch = WriteBatch(raw_mode=True)
+        parts = held_back.parts
+        while parts and (limit is None or len(batch) < limit):
+            space, entries = parts[-1]
+            wanted = None if limit is None else limit - len(batch)
+            chunk = list(itertools.islice(entries, wanted))
+            space.write(chunk, batch)
+            if wanted is None or len(chunk) < wanted:
+                parts.pop()
+        held_back.remaining -= len(batch)
+        if len(batch):
+            self.require_db().write(batch, self.write_options)
+        return bool(parts)
+
+    def take_checkpoint(self) -> None:
+        """Write the rest of the oldest held-back snapshot's entries and take its RocksDB checkpoint."""
+        self.write_step(None)
+        held_back = self.held_back.pop(0)
+        Checkpoint(self.require_db()).create_checkpoint(held_back.path)
+        held_back.checkpoint_taken = True
+
+    def settle(self, upto: _HeldBack | None = None) -> None:
+        """Take the checkpoints of the held-back snapshots (of those up to ``upto``, if given), their
+        entries written first: from here on RocksDB may change again."""
+        while self.held_back and (upto is None or upto in self.held_back):
+            self.take_checkpoint()
+
+    def flush_memtables(self) -> None:
+        """Start flushing every column family's memtable in RocksDB's background threads."""
+        for table in self.tables.values():
+            table.cf.flush(False)
+
+    def flushing(self) -> bool:
+        """Whether some column family still has entries in memory (a checkpoint would flush them)."""
+        return any(
+            table.cf.property_int_value("rocksdb.num-entries-active-mem-table")
+            or table.cf.property_int_value("rocksdb.num-immutable-mem-table")
+            for table in self.tables.values()
+        )
 
     def close_batch(self) -> None:
         self.in_batch = False
@@ -873,6 +995,7 @@ class _Store:
         """Drop the open batch and every reference to the database's column families, and hand over
         the database and the names of the states' column families, to close. Idempotent."""
         db, self.db = self.db, None
+        self.held_back = []  # their snapshots fail: their checkpoints are never taken
         self.close_batch()
         closed = _ClosedFamily(self.operator_uid)
         for table in self.tables.values():

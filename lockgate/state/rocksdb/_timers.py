@@ -277,6 +277,7 @@ class RocksDBTimerQueue(TimerQueue):
         if cf.get(raw_key) is not None:
             return False
         value = b"" if plain else DEFAULT_SERIALIZER.dumps((key, namespace))
+        self._store.settle()
         cf.put(raw_key, value, self._store.write_options)
         if self._count is not None:
             self._count += 1
@@ -300,6 +301,7 @@ class RocksDBTimerQueue(TimerQueue):
         cf = self._table.cf
         if cf.get(raw_key) is None:
             return False
+        self._store.settle()
         cf.delete(raw_key, self._store.write_options)
         if self._count is not None:
             self._count -= 1
@@ -340,6 +342,7 @@ class RocksDBTimerQueue(TimerQueue):
                 self._refresh(key_group, timestamp)  # the head was not what RocksDB holds: set it again
                 continue
             raw_key, value = head.timers.pop(0)
+            self._store.settle()
             self._table.cf.delete(raw_key, self._store.write_options)
             if self._count is not None:
                 self._count -= 1
