@@ -14,18 +14,16 @@ import pickle
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
-from lockgate.cli import main as cli
 from lockgate.snapshots import (
     DEFAULT_INLINE_THRESHOLD,
     METADATA_NAME,
@@ -40,6 +38,7 @@ from lockgate.snapshots import (
 from lockgate.testing import FailureSchedule, assert_exactly_once, inputs_with_failures
 from tests._sources import GUARD
 from tests.test_recovery import Watch
+from tests.test_signing import Count, restore, run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -241,16 +240,6 @@ async def test_checkpoints_with_inline_state_restore_exactly_once_after_crashes(
 # ---- savepoints, read offline and by the command line
 
 
-class Count(lg.KeyedProcessFunction[str, Any]):
-    def open(self, ctx: lg.RuntimeContext) -> None:
-        self.count = ctx.get_state(lg.ValueStateDescriptor[int]("count", default=0))
-
-    def process_element(self, key: str, ctx: lg.RuntimeContext) -> Iterator[Any]:
-        count = self.count.value_nowait() + 1
-        self.count.update_nowait(count)
-        yield (key, count)
-
-
 KEYS = ["a", "b", "a", "c", "a"]
 
 
@@ -285,21 +274,6 @@ async def take(
 
 def local(pointer: str) -> Path:
     return Path(pointer.removeprefix("file://"))
-
-
-async def restore(pointer: str, key: bytes | None = None) -> list[Any]:
-    env = lg.StreamEnvironment(parallelism=2, max_parallelism=8)
-    env.set_checkpoint_signing_key(key)
-    sink = lg.CollectSink[Any]()
-    keyed = env.from_collection(["a", "d"], uid="src2").key_by(lambda k: k)
-    keyed.process(Count(), uid="count").sink(sink, uid="out2")
-    with anyio.fail_after(GUARD):
-        await env.execute("after", restore_from=pointer, allow_non_restored_state=True)
-    return sorted(sink.results)
-
-
-async def run_cli(*arguments: str) -> Any:
-    return await anyio.to_thread.run_sync(lambda: CliRunner().invoke(cli, list(arguments)))
 
 
 async def test_a_savepoint_with_inline_state_is_one_file_read_by_savepoint_and_the_cli(

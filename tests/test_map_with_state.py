@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
+from tests.test_unaligned import expected_sums
 
 pytestmark = pytest.mark.anyio
 
@@ -49,15 +50,6 @@ def running_sum(record: Record, total: int) -> tuple[Record, int]:
 async def running_sum_awaiting(record: Record, total: int) -> tuple[Record, int]:
     await anyio.lowlevel.checkpoint()
     return running_sum(record, total)
-
-
-def reference_sums(items: list[Record]) -> list[Record]:
-    totals: dict[str, int] = {}
-    out = []
-    for key, value in items:
-        totals[key] = totals.get(key, 0) + value
-        out.append((key, totals[key]))
-    return out
 
 
 async def run(
@@ -93,7 +85,7 @@ async def test_each_key_folds_its_records_in_order_on_every_backend_and_path(
     out = await run(items, fn, parallelism=parallelism, backend=backend, state=total_state(form == "def-ttl"))
     # One source subtask: each key's records reach their subtask in order, so each key's sums are
     # the reference's, in the reference's order.
-    expected = reference_sums(items)
+    expected = expected_sums(items)
     assert Counter(out) == Counter(expected)
     for key in {key for key, _ in items}:
         assert [r for r in out if r[0] == key] == [r for r in expected if r[0] == key]

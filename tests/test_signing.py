@@ -89,7 +89,7 @@ async def take(
     return pointer
 
 
-async def restore(pointer: str, key: bytes | None) -> list[Any]:
+async def restore(pointer: str, key: bytes | None = None) -> list[Any]:
     env = environment(key)
     sink = lg.CollectSink[Any]()
     # Other uids for source and sink: only the count's state is taken (the first sink's open
