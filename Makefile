@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/compare.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/large_keyspace.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
