@@ -268,7 +268,8 @@ _UNPACKING_MESSAGES = (
 
 
 def _failed_unpacking(exc: Exception) -> bool:
-    """Whether ``exc`` was raised by unpacking a result in the runtime's loop, not inside the function."""
+    """Whether ``exc`` was raised by unpacking a result in the runtime's loop (each backend's is named
+    ``map_batch_nowait``), not inside the function."""
     traceback = exc.__traceback__
     while traceback is not None and traceback.tb_next is not None:
         traceback = traceback.tb_next

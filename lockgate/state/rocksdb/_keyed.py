@@ -801,24 +801,8 @@ class RocksDBValueState(ValueState[T]):
         records: Sequence[Any],
         step: Callable[[Any, T], tuple[Any, T | None]],
     ) -> list[Any]:
-        # value_nowait and update_nowait inline, on the space's buffers; a key that cannot be stored
-        # fails as its bytes are made.
-        space = self._space
-        read, put, delete = space.read, space.put, space.delete
-        fresh_default = self._descriptor.fresh_default
-        out: list[Any] = []
-        append = out.append
-        for key, record in zip(keys, records, strict=True):
-            value = read(key)
-            if value is MISSING:
-                value = fresh_default()
-            output, value = step(record, value)
-            if value is None:
-                delete(key)
-            else:
-                put(key, value)
-            append(output)
-        return out
+        # A key that cannot be stored fails as its bytes are made.
+        return self._space.map_batch_nowait(keys, records, step, self._descriptor.fresh_default)
 
     async def value(self) -> T:
         return self.value_nowait()

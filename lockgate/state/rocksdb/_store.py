@@ -363,6 +363,42 @@ class _Space(_Namespace):
         self.held[key] = data
         self.dirty[key] = _Encoded(data)
 
+    def map_batch_nowait(
+        self,
+        keys: Sequence[Any],
+        records: Sequence[Any],
+        step: Callable[[Any, Any], tuple[Any, Any]],
+        fresh_default: Callable[[], Any],
+    ) -> list[Any]:
+        """A value state's ``map_batch_nowait`` on this space: each record's value read, passed to
+        ``step``, and what it gives back written. In a batch of a persistent space, a read the cache
+        answers and a write of a small immutable value over a cached object are done inline (what
+        :meth:`read` and :meth:`put` would do); everything else goes through them."""
+        read, put, delete = self.read, self.put, self.delete
+        fast = self.in_batch and self.persistent  # for the whole batch: only open and close change them
+        values, dirty, held = self.values, self.dirty, self.held
+        getsizeof = sys.getsizeof
+        out: list[Any] = []
+        append = out.append
+        for key, record in zip(keys, records, strict=True):
+            value = values.get(key, _UNKNOWN)
+            if not fast or value is _UNKNOWN or type(value) is _Encoded:
+                value = read(key)
+            if value is MISSING:
+                value = fresh_default()
+            output, value = step(record, value)
+            if value is None:
+                delete(key)
+            elif fast and not held and type(value) in _KEPT_TYPES and getsizeof(value) <= _MAX_KEPT_OBJECT:
+                # put's hot path for a key the read just cached: with nothing held, replacing it
+                # changes no charge.
+                values[key] = value
+                dirty[key] = value
+            else:
+                put(key, value)
+            append(output)
+        return out
+
     def replacing(self, key: Any) -> None:
         """``key``'s cached entry is about to hold a new object: what it held goes."""
         previous = self.values[key]
