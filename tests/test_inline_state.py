@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import pickle
-import struct
 import uuid
 import zlib
 from collections.abc import Callable
@@ -38,13 +37,11 @@ from lockgate.snapshots import (
 from lockgate.testing import FailureSchedule, assert_exactly_once, inputs_with_failures
 from tests._sources import GUARD
 from tests.test_recovery import Watch
-from tests.test_signing import Count, restore, run_cli
+from tests.test_signing import HEADER, RAN, Count, Evil, restore, run_cli
 
 pytestmark = pytest.mark.anyio
 
-HEADER = struct.Struct(">4sHHQI")
 KEY = b"inline signing key"
-RAN: list[str] = []
 Record = tuple[str, int]
 
 
@@ -346,16 +343,6 @@ async def test_inline_bytes_that_do_not_match_their_handle_are_refused_by_restor
 def counts_handle_name(pointer: str) -> str:
     document = json.loads((local(pointer) / METADATA_NAME).read_bytes()[HEADER.size :])
     return str(counts_handle(document)["name"])
-
-
-def mark(what: str) -> str:
-    RAN.append(what)
-    return what
-
-
-class Evil:
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (mark, ("unpickled",))
 
 
 async def test_forged_inline_state_in_signed_metadata_is_refused_before_it_is_unpickled(
