@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 from _common import CountSink, compare, report
-from keyed_sum import VARIANTS, FinalSums, expected_sum, summed
+from keyed_sum import VARIANTS, FinalSums, expected_sum, key_selector, summed
 
 import lockgate as lg
 from lockgate.state import RocksDBStateBackend
@@ -61,7 +61,7 @@ def run_engine(
     if checkpoints is not None:
         env.set_checkpoint_storage(checkpoints)
         env.enable_checkpointing(interval)
-    keyed = env.from_collection(records, uid="source").key_by(lambda r: r[0])
+    keyed = env.from_collection(records, uid="source").key_by(key_selector(variant))
     summed(keyed, variant).sink(sink, uid="count")
 
     async def main() -> Any:

@@ -3,6 +3,7 @@ misuse is refused while the graph is built."""
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import pytest
@@ -313,3 +314,22 @@ async def test_a_raising_key_selector_is_reported_as_the_keyed_operators_failure
     cause = failed.value.__cause__
     assert isinstance(cause, ValueError)
     assert any("('a', 5)" in note and "key selector" in note for note in getattr(cause, "__notes__", []))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parallelism", [1, 2])
+async def test_a_key_selector_written_in_c_that_raises_is_reported_with_the_record(parallelism: int) -> None:
+    # operator.itemgetter runs no Python frame: the record is found by asking the selector again.
+    items: list[Any] = [("a", n) for n in range(8)]
+    items[5] = 5
+    env = lg.StreamEnvironment(parallelism=parallelism, batch_size=4)
+    env.from_collection(items, uid="src", parallelism=1).key_by(operator.itemgetter(0)).sum(
+        1, uid="sum"
+    ).sink(lg.CollectSink(), uid="out")
+    with pytest.raises(lg.JobFailedError) as failed:
+        await env.execute("keys")
+    assert failed.value.operator_uid == "sum"
+    cause = failed.value.__cause__
+    assert isinstance(cause, TypeError)
+    notes = getattr(cause, "__notes__", [])
+    assert any("key selector" in note and "on the record 5, number" in note for note in notes)

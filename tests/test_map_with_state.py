@@ -4,6 +4,7 @@ the runtime's paths (the state runs the batch; or each record awaits its state).
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -60,11 +61,12 @@ async def run(
     backend: str = "heap",
     state: lg.ValueStateDescriptor[Any] | None = None,
     batch_size: int = 3,
+    key_of: Callable[[Record], str] = lambda r: r[0],
 ) -> list[Any]:
     env = lg.StreamEnvironment(parallelism=parallelism, max_parallelism=16, batch_size=batch_size)
     env.set_state_backend(BACKENDS[backend]())
     sink: lg.CollectSink[Any] = lg.CollectSink()
-    keyed = env.from_collection(items, uid="src", parallelism=1).key_by(lambda r: r[0])
+    keyed = env.from_collection(items, uid="src", parallelism=1).key_by(key_of)
     keyed.map_with_state(fn, state=state, uid="sum").sink(sink, uid="out")
     with anyio.fail_after(GUARD):
         await env.execute("map with state")
@@ -77,12 +79,14 @@ async def run(
     parallelism=st.integers(1, 4),
     backend=st.sampled_from(sorted(BACKENDS)),
     form=st.sampled_from(["def", "def-ttl", "async def"]),
+    key_of=st.sampled_from([lambda r: r[0], operator.itemgetter(0)]),  # a Python and a C selector
 )
 async def test_each_key_folds_its_records_in_order_on_every_backend_and_path(
-    items: list[Record], parallelism: int, backend: str, form: str
+    items: list[Record], parallelism: int, backend: str, form: str, key_of: Callable[[Record], str]
 ) -> None:
     fn = running_sum_awaiting if form == "async def" else running_sum
-    out = await run(items, fn, parallelism=parallelism, backend=backend, state=total_state(form == "def-ttl"))
+    state = total_state(form == "def-ttl")
+    out = await run(items, fn, parallelism=parallelism, backend=backend, state=state, key_of=key_of)
     # One source subtask: each key's records reach their subtask in order, so each key's sums are
     # the reference's, in the reference's order.
     expected = expected_sums(items)
