@@ -15,7 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockgate as lg
-from lockgate.mailbox import END_OF_INPUT, MAIL, Channel, ChannelStatistics, ControlEvent, EndOfInput, Mailbox
+from lockgate.mailbox import (
+    END_OF_INPUT,
+    MAIL,
+    Barrier,
+    Channel,
+    ChannelStatistics,
+    ControlEvent,
+    EndOfInput,
+    Mailbox,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -230,6 +239,50 @@ async def test_round_robin_skips_empty_channels() -> None:
     assert sorted(index for index, _ in received) == [0, 2, 2, 2, 2]
     # channel 2's messages stay in order however they interleave with channel 0's
     assert [m for i, m in received if i == 2] == [[("c2", j)] for j in range(4)]
+
+
+@FAST
+@given(
+    queued=st.lists(st.integers(0, 4), min_size=2, max_size=4),
+    turn=st.integers(0, 3),
+    target=st.integers(0, 3),
+    paused=st.booleans(),
+)
+async def test_a_barrier_that_overtook_to_the_head_of_its_channel_is_taken_next(
+    queued: list[int], turn: int, target: int, paused: bool
+) -> None:
+    # Whoever's turn it is, an unaligned barrier heading its channel comes before other channels'
+    # batches (an unaligned checkpoint need not wait for one more batch); unless its channel is paused.
+    # Either way, every channel keeps its order.
+    count = len(queued)
+    target %= count
+    channels = [Channel(8, f"c{i}") for i in range(count)]
+    mailbox = Mailbox(channels)
+    for i, channel in enumerate(channels):
+        for j in range(queued[i]):
+            await channel.send([(i, j)])
+    for _ in range(turn % count):  # move the round-robin turn along
+        if any(queued):
+            index, _ = await mailbox.receive()
+            queued[index] -= 1
+    if paused:
+        mailbox.pause(target)
+    assert channels[target].overtake(7) == queued[target]
+    if paused:
+        if any(queued[i] for i in range(count) if i != target):
+            index, message = await mailbox.receive()
+            assert index != target and isinstance(message, list)
+        mailbox.resume(target)
+    else:
+        index, message = await mailbox.receive()
+        assert index == target and isinstance(message, Barrier) and message.checkpoint_id == 7
+    received: dict[int, list[Any]] = {i: [] for i in range(count)}
+    while any(channel.statistics().queued for channel in channels):
+        index, message = await mailbox.receive()
+        received[index].append(message)
+    for i in range(count):
+        batches = [m for m in received[i] if isinstance(m, list)]
+        assert batches == sorted(batches), (i, received[i])  # each channel in its order
 
 
 # --------------------------------------------------------------------------------------------------------

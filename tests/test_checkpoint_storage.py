@@ -416,9 +416,10 @@ async def test_metadata_appears_whole_by_rename_after_fsync(
 ) -> None:
     storage = lg.FileCheckpointStorage(tmp_path / "ckpts", inline_threshold=0)
     location = await storage.create_checkpoint_location(1)
-    target = storage.checkpoint_directory(1) / METADATA_NAME
+    directory = storage.checkpoint_directory(1)
+    target = directory / METADATA_NAME
     synced: set[int] = set()  # inode numbers
-    renames: list[tuple[str, bool, bool, bytes]] = []
+    renames: list[tuple[str, bool, set[int], bytes]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd: int) -> None:
@@ -428,19 +429,26 @@ async def test_metadata_appears_whole_by_rename_after_fsync(
     def replace(source: Any, destination: Any) -> None:
         # At the rename: the metadata is whole under its temporary name, fsynced, and not yet visible.
         path = Path(source)
-        renames.append((path.name, target.exists(), path.stat().st_ino in synced, path.read_bytes()))
+        renames.append((path.name, target.exists(), set(synced), path.read_bytes()))
         real_replace(source, destination)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    await storage.write_state(location, "state", b"x")
+    await storage.write_state(location, "state", b"x" * 100)
+    await storage.write_state(location, "other", b"y" * 100)
     await storage.write_metadata(location, b"metadata")
-    [(temporary, visible_before, was_synced, content)] = renames
+    [(temporary, visible_before, synced_before, content)] = renames
     assert temporary.startswith(f".{METADATA_NAME}.") and temporary.endswith(".tmp")
-    assert not visible_before and was_synced
+    assert not visible_before and os.stat(target).st_ino in synced_before
     assert content == target.read_bytes() and content.endswith(b"metadata")
-    assert sorted(os.listdir(storage.checkpoint_directory(1))) == sorted(["state", METADATA_NAME])
-    assert os.stat(storage.checkpoint_directory(1) / "state").st_ino in synced  # state files are durable
+    assert sorted(os.listdir(directory)) == sorted(["state", "other", METADATA_NAME])
+    # Before _metadata appears, what it points at is durable: the state files (written unsynced, synced
+    # all at once with the metadata), the directory's entries and the checkpoint directory's own entry.
+    for durable in (directory / "state", directory / "other", directory, storage.directory):
+        assert os.stat(durable).st_ino in synced_before, durable
+    synced.clear()
+    await storage.write_state(await storage.create_checkpoint_location(2), "state", b"z" * 100)
+    assert not synced  # a state file alone is not synced: the metadata's write does it
 
 
 async def test_a_failed_metadata_write_leaves_the_checkpoint_incomplete(

@@ -10,7 +10,10 @@ tests wait for events it causes.
 
 from __future__ import annotations
 
+import itertools
+import os
 import pickle
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,6 +445,35 @@ async def test_keyed_counts_are_exactly_once_with_unaligned_checkpoints(
     )
 
 
+def on_files(parallelism: int, root: Path) -> Callable[[], lg.StreamEnvironment]:
+    """:func:`unaligned_environment` with its checkpoints in files, a new directory for each job, and
+    nothing inline: keyed state and in-flight records go to files written unsynced, which the
+    metadata's write makes durable (``FileCheckpointStorage._write_metadata``)."""
+    runs = itertools.count()
+
+    def make() -> lg.StreamEnvironment:
+        env = unaligned_environment(parallelism)()
+        env.set_checkpoint_storage(lg.FileCheckpointStorage(root / f"job-{next(runs)}", inline_threshold=0))
+        return env
+
+    return make
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=records,
+    parallelism=parallelisms,
+    schedule=failure_schedules(["src", "double", "sum", "out"], max_record=40, max_checkpoint_every=6),
+)
+async def test_keyed_counts_are_exactly_once_restoring_unaligned_checkpoints_from_files(
+    items: list[Record], parallelism: int, schedule: FailureSchedule
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="lockgate-unaligned-") as root:
+        await assert_exactly_once(
+            running_sums(items, 2), schedule, environment=on_files(parallelism, Path(root))
+        )
+
+
 def bump(record: list[Any]) -> list[Any]:
     """Changes the record it is given, in place, as functions may."""
     record[1] += 1000
@@ -585,12 +617,16 @@ def expected_sums(items: list[Record]) -> list[Record]:
 ITEMS: list[Record] = [(key, index) for index, key in enumerate("abcab" * 8)]  # 40 records, 3 keys
 
 
-async def snapshot_full_queues(root: Path, sink: lg.CollectSink[Any], *, savepoint: bool = False) -> Any:
+async def snapshot_full_queues(
+    root: Path, sink: lg.CollectSink[Any], *, savepoint: bool = False, inline: bool = True
+) -> Any:
     """Job 1: the gated sums of :data:`ITEMS`, held by a closed gate until every queue is full, then a
     checkpoint (or savepoint) whose barrier leaves the source as the gate opens; then cancelled.
-    Returns the snapshot's pointer and statistics."""
+    Returns the snapshot's pointer and statistics. Not ``inline``: every blob is a file."""
     env = unaligned_environment(1)()
-    env.set_checkpoint_storage(root.as_uri())
+    env.set_checkpoint_storage(
+        root.as_uri() if inline else lg.FileCheckpointStorage(root, inline_threshold=0)
+    )
     source = PausingSource(ITEMS, (FILLS_QUEUES,))
     gated_sums(env.from_source(source, uid="src"), Gate(), sink)
     with anyio.fail_after(GUARD):
@@ -614,14 +650,19 @@ def restored_job(parallelism: int, sink: lg.CollectSink[Any]) -> lg.StreamEnviro
     return env
 
 
-async def test_barriers_overtake_full_queues_and_a_restore_replays_what_they_overtook(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [True, False])
+async def test_barriers_overtake_full_queues_and_a_restore_replays_what_they_overtook(
+    tmp_path: Path, inline: bool
+) -> None:
     sink = lg.CollectSink[Any]()  # both jobs commit to it, each transaction once
-    pointer, stats = await snapshot_full_queues(tmp_path, sink)
+    pointer, stats = await snapshot_full_queues(tmp_path, sink, inline=inline)
     assert stats.status == "completed" and stats.unaligned
     assert stats.in_flight_bytes > 0
     assert stats.persisted_bytes >= stats.in_flight_bytes
     loaded = await load_from_pointer(pointer)
     assert set(loaded.channel) <= {"sum", "gate"} and loaded.channel  # where records were in flight
+    if not inline:  # in files written unsynced, made durable with the metadata
+        assert any(name.endswith("-channel") for name in os.listdir(Path(pointer.removeprefix("file://"))))
 
     with anyio.fail_after(GUARD):
         await restored_job(1, sink).execute("job-2", restore_from=pointer)

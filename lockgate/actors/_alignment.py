@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from lockgate._config import CheckpointingMode
 from lockgate.actors._channel_state import ChannelStateRecording
@@ -157,6 +158,8 @@ class BarrierAlignment:
         if progress.unaligned:
             if progress.recording is not None:
                 progress.recording.complete()
+                # Let the snapshot's asynchronous part, waiting for this, go before the next batch.
+                await anyio.lowlevel.checkpoint()
             return
         self._stop_timer(progress)
         alignment = time.perf_counter() - progress.started

@@ -66,8 +66,12 @@ class ChannelStateRecording:
         self._done.set()
 
     async def finished(self) -> FrozenBatches | None:
-        """Wait until the recording is complete; the recorded batches, or None if it was abandoned."""
-        await self._done.wait()
+        """Wait until the recording is complete; the recorded batches, or None if it was abandoned.
+
+        A recording complete already returns at once, without a turn of the event loop (which an
+        anyio event's ``wait`` takes even when it is set): the acknowledgement waits for this."""
+        if not self._done.is_set():
+            await self._done.wait()
         if self._abandoned:
             return None
         return self._batches

@@ -10,7 +10,7 @@ what it persisted; how (whole or incremental) is the backend's business.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -57,18 +57,6 @@ class _Part:
                 capture.keyed.release()
 
 
-@dataclass
-class _ChannelStateUpload:
-    """An unaligned checkpoint's channel state, stored by a background task of its own while the rest
-    of the subtask's snapshot is written; ``stored`` is set once it is done, with ``ok`` false if the
-    checkpoint was given up, aborted, or declined because the channel state could not be stored."""
-
-    recording: ChannelStateRecording
-    stored: anyio.Event = field(default_factory=anyio.Event)
-    ok: bool = False
-    handle: StreamStateHandle | None = None
-
-
 class SubtaskSnapshots:
     """Takes the checkpoints of one subtask actor (its chain of operators, its source if it has one)."""
 
@@ -103,9 +91,7 @@ class SubtaskSnapshots:
             # The channel state is complete only after the barrier has moved on: always in the background.
             recording = completed_recording() if actor.is_source else ChannelStateRecording(actor.head_uid)
             await self._pass_barrier(checkpoint_id, savepoint, unaligned)
-            upload = _ChannelStateUpload(recording)
-            actor.runtime.spawn(self._store_channel_state, coordinator, part, upload)
-            actor.runtime.spawn(self._persist, coordinator, part, upload)
+            actor.runtime.spawn(self._persist, coordinator, part, recording)
             return recording
         if actor.runtime.asynchronous:
             await actor.output.emit_event(Barrier(checkpoint_id, savepoint=savepoint))
@@ -151,10 +137,13 @@ class SubtaskSnapshots:
         return captures
 
     async def _persist(
-        self, coordinator: SubtaskCoordinator, part: _Part, in_flight: _ChannelStateUpload | None = None
+        self, coordinator: SubtaskCoordinator, part: _Part, in_flight: ChannelStateRecording | None = None
     ) -> None:
-        """The asynchronous part: write every operator's captured state, acknowledge the checkpoint (an
-        unaligned one's once its channel state, ``in_flight``, is stored too).
+        """The asynchronous part: write every operator's captured state, then, for an unaligned
+        checkpoint, its channel state once ``in_flight`` is complete, and acknowledge the checkpoint.
+
+        One task does it all, in order: each hand-over between tasks would wait for a turn of the
+        event loop, which every subtask of a local job shares.
 
         Shared blobs that incremental snapshots wrote are deleted again if the checkpoint fails or
         does not take the acknowledgement."""
@@ -165,7 +154,27 @@ class SubtaskSnapshots:
             target.storage, target.location, actor.subtask_index, canonical=target.canonical
         )
         try:
-            states = await self._write(part, writer)
+            try:
+                states = await self._write(part, writer)
+            finally:
+                part.release()
+            if states is None:  # aborted meanwhile
+                await _discard(writer)
+                return
+            ack = SubtaskAcknowledgement(
+                states,
+                part.sync_duration,
+                time.perf_counter() - started,
+                part.alignment,
+                frozenset(handle.name for handle in writer.uploaded),
+                finished=part.finished,
+            )
+            if in_flight is not None:
+                stored, handle = await self._store_channel_state(coordinator, part, in_flight)
+                if not stored:
+                    await _discard(writer)
+                    return
+                ack = self._with_channel_state(ack, handle, time.perf_counter() - started)
         except StateSerializationError:
             # No later checkpoint can take it either: the job fails now, whatever failures it tolerates.
             await _discard(writer)
@@ -177,25 +186,6 @@ class SubtaskSnapshots:
         except BaseException:  # the attempt is cancelled: no checkpoint will take the uploads
             await _discard(writer)
             raise
-        finally:
-            part.release()
-        if states is None:  # aborted meanwhile
-            await _discard(writer)
-            return
-        ack = SubtaskAcknowledgement(
-            states,
-            part.sync_duration,
-            time.perf_counter() - started,
-            part.alignment,
-            frozenset(handle.name for handle in writer.uploaded),
-            finished=part.finished,
-        )
-        if in_flight is not None:
-            await in_flight.stored.wait()
-            if not in_flight.ok:
-                await _discard(writer)
-                return
-            ack = self._with_channel_state(ack, in_flight.handle, time.perf_counter() - started)
         if not await coordinator.acknowledge(checkpoint_id, actor.key, ack):
             await _discard(writer)
 
@@ -219,29 +209,29 @@ class SubtaskSnapshots:
         return states
 
     async def _store_channel_state(
-        self, coordinator: SubtaskCoordinator, part: _Part, upload: _ChannelStateUpload
-    ) -> None:
+        self, coordinator: SubtaskCoordinator, part: _Part, recording: ChannelStateRecording
+    ) -> tuple[bool, StreamStateHandle | None]:
         """Wait for an unaligned checkpoint's channel state to be complete and write it, as a blob of
-        the chain's first operator (none if nothing was in flight)."""
+        the chain's first operator. Whether the checkpoint may be acknowledged (not if it was given
+        up, aborted, or declined here because the records could not be stored), and the blob's handle
+        (None if nothing was in flight)."""
         actor = self.actor
+        recorded = await recording.finished()
+        if recorded is None or part.target.aborted:
+            return False, None  # given up or aborted: nothing to store
+        if not recorded:
+            return True, None
         try:
-            recorded = await upload.recording.finished()
-            if recorded is None or part.target.aborted:
-                return  # given up or aborted: nothing to store
-            try:
-                if recorded:
-                    data = await run_sync(encode_channel_state, recorded)
-                    writer = SubtaskStateWriter(
-                        part.target.storage, part.target.location, actor.subtask_index, canonical=False
-                    )
-                    upload.handle = await writer.for_operator(actor.head_uid).write_blob("channel", data)
-            except Exception as exc:
-                reason = f"its in-flight records could not be stored: {type(exc).__name__}: {exc}"
-                await coordinator.decline(part.checkpoint_id, actor.key, reason, cause=exc)
-                return
-            upload.ok = True
-        finally:
-            upload.stored.set()
+            data = await run_sync(encode_channel_state, recorded)
+            writer = SubtaskStateWriter(
+                part.target.storage, part.target.location, actor.subtask_index, canonical=False
+            )
+            handle = await writer.for_operator(actor.head_uid).write_blob("channel", data)
+        except Exception as exc:
+            reason = f"its in-flight records could not be stored: {type(exc).__name__}: {exc}"
+            await coordinator.decline(part.checkpoint_id, actor.key, reason, cause=exc)
+            return False, None
+        return True, handle
 
     def _with_channel_state(
         self, ack: SubtaskAcknowledgement, handle: StreamStateHandle | None, async_duration: float

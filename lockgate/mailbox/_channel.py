@@ -143,8 +143,10 @@ class Channel:
         if len(queue) > self._max_queued:
             self._max_queued = len(queue)
         mailbox = self._mailbox
-        if mailbox is not None and mailbox._wakeup is not None:
-            mailbox._wakeup.set()
+        if mailbox is not None:
+            mailbox._overtaken = True
+            if mailbox._wakeup is not None:
+                mailbox._wakeup.set()
         return overtaken
 
     def _take(self) -> Message:
@@ -181,6 +183,10 @@ class Mailbox:
     Mail (:meth:`post`) is what others ask of the actor (trigger a checkpoint, a checkpoint is
     complete): it comes before any channel's messages, so the actor handles it between two messages,
     never in the middle of one.
+
+    A barrier that overtook (:meth:`Channel.overtake`) is as urgent: once it heads its channel, it
+    comes before the other channels' messages, whoever's turn it is, so an unaligned checkpoint does
+    not wait for a batch of another input. Order within each channel never changes.
     """
 
     def __init__(self, channels: list[Channel]) -> None:
@@ -194,6 +200,7 @@ class Mailbox:
         self._next = 0
         self._wakeup: anyio.Event | None = None
         self._mail: deque[Any] = deque()
+        self._overtaken = False  # a barrier overtook into a channel, and may head it now
         self._waited = 0.0  # seconds receive() waited for anything to come, the wait under way aside
         self._waiting_since: float | None = None
 
@@ -241,6 +248,16 @@ class Mailbox:
         if self._wakeup is not None and self._channels[index]._queue:
             self._wakeup.set()
 
+    def _heading_barrier(self) -> int | None:
+        """The index of an unpaused channel that a barrier heads, if any; once there is none, overtaken
+        barriers are no longer looked for (until the next one)."""
+        for index, channel in enumerate(self._channels):
+            queue = channel._queue
+            if queue and not self._paused[index] and isinstance(queue[0], Barrier):
+                return index
+        self._overtaken = False
+        return None
+
     async def receive(self) -> tuple[int, Any]:
         """The next mail as ``(MAIL, letter)``, else the next message of any unpaused channel with the
         channel's index; waits for one."""
@@ -250,6 +267,10 @@ class Mailbox:
         while True:
             if self._mail:
                 return MAIL, self._mail.popleft()
+            if self._overtaken:
+                urgent = self._heading_barrier()
+                if urgent is not None:
+                    return urgent, channels[urgent]._take()
             start = self._next
             for step in range(count):
                 index = (start + step) % count

@@ -18,11 +18,16 @@ Every file is framed (see :mod:`lockgate.snapshots._format`): a 20-byte header, 
 all integers big endian. A reader checks magic, version, flags, length and CRC, and refuses a damaged,
 truncated or extended file with a :class:`~lockgate.CorruptCheckpointError` naming it.
 
-Durability: each state file is fsynced when written. The metadata is written to a temporary name in
-the checkpoint's directory, fsynced, and renamed to ``_metadata`` (atomic on POSIX file systems), after
-the directory itself was fsynced so the state files' entries are durable first; the directory is fsynced
-again after the rename. A crash at any point leaves either a complete checkpoint or an incomplete one,
-never a ``_metadata`` that points at missing data.
+Durability: a checkpoint's state files are not synced one by one as they are written (a subtask's
+write is then a few system calls, not a wait for the disk), nor is the storage directory when a
+checkpoint's directory is created: nothing counts on them until ``_metadata`` exists. Writing the
+metadata makes them durable first, all at once, in parallel (:func:`_all_done`): every file in the
+checkpoint's directory and the directory itself are fsynced, as is the storage directory (the
+checkpoint directory's entry), while the metadata is written to a temporary name and fsynced; only
+then is it renamed to ``_metadata`` (atomic on POSIX file systems), and the directory fsynced again
+before the checkpoint counts as complete. A crash at any point leaves either a complete checkpoint or
+an incomplete one, never a ``_metadata`` that points at missing data. Shared blobs (``shared/``),
+which later checkpoints reference, are fsynced when written.
 
 All file I/O runs in worker threads (:func:`lockgate._threads.run_sync`, which lets them run even while
 the event loop is busy): the event loop waits for the disk at most a couple of milliseconds per step,
@@ -32,6 +37,7 @@ finish; this works on asyncio and on trio alike (aiofiles is asyncio only).
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import os
@@ -40,6 +46,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -276,8 +283,7 @@ class FileCheckpointStorage(CheckpointStorage):
             if directory.exists():  # an earlier attempt at this id that never completed
                 shutil.rmtree(directory)
             self.directory.mkdir(parents=True, exist_ok=True)
-            directory.mkdir()
-            fsync_directory(self.directory)
+            directory.mkdir()  # its entry is made durable with the metadata (_write_metadata)
         except OSError as error:
             raise CheckpointError(f"cannot create the checkpoint directory {directory}: {error}") from error
 
@@ -290,15 +296,17 @@ class FileCheckpointStorage(CheckpointStorage):
         check_state_name(name)
         check_state_data(data)
         path = self.checkpoint_directory(location.checkpoint_id) / name
+        # Not synced here: writing the metadata syncs every file of the checkpoint at once.
         if isinstance(data, AsyncIterable):
-            size, checksum = await self._write_stream(path, location.checkpoint_id, data)
+            size, checksum = await self._write_stream(path, location.checkpoint_id, data, False)
         else:
             payload = byte_view(data)
-            checksum = await _in_thread(self._write_whole, path, location.checkpoint_id, payload)
+            checksum = await _in_thread(self._write_whole, path, location.checkpoint_id, payload, False)
             size = payload.nbytes
         return StreamStateHandle(location.checkpoint_id, name, str(path), size, checksum)
 
-    def _write_whole(self, path: Path, checkpoint_id: int, payload: memoryview) -> int:
+    def _write_whole(self, path: Path, checkpoint_id: int, payload: memoryview, sync: bool) -> int:
+        """Write a framed file; ``sync``: fsync it before it is closed."""
         file = self._open_new(path, checkpoint_id)
         try:
             builder = FrameBuilder(self.signing_key)
@@ -307,7 +315,7 @@ class FileCheckpointStorage(CheckpointStorage):
             file.write(header)
             file.write(payload)  # as it is: no framed copy of a large payload
             file.write(signature)
-            _close_durably(file)
+            _close(file, sync)
         except BaseException as error:
             _abandon(file, path)
             if isinstance(error, OSError):
@@ -316,7 +324,7 @@ class FileCheckpointStorage(CheckpointStorage):
         return builder.checksum
 
     async def _write_stream(
-        self, path: Path, checkpoint_id: int, chunks: AsyncIterable[bytes]
+        self, path: Path, checkpoint_id: int, chunks: AsyncIterable[bytes], sync: bool
     ) -> tuple[int, int]:
         file = await _in_thread(self._open_new, path, checkpoint_id)
         builder = FrameBuilder(self.signing_key)
@@ -326,7 +334,7 @@ class FileCheckpointStorage(CheckpointStorage):
                 async for chunk in iterable:
                     await run_sync(_write_chunk, file, byte_view(chunk), builder)
             header, signature = builder.finish()
-            await run_sync(_finish_stream, file, header, signature)
+            await run_sync(_finish_stream, file, header, signature, sync)
         except BaseException as error:
             with anyio.CancelScope(shield=True):
                 await run_sync(_abandon, file, path)
@@ -369,14 +377,23 @@ class FileCheckpointStorage(CheckpointStorage):
                 "location was not created with create_checkpoint_location()"
             )
         temporary = directory / f".{METADATA_NAME}.{uuid.uuid4().hex}.tmp"
-        try:
-            fsync_directory(directory)  # the state files' entries are durable before the metadata
+
+        def write_temporary() -> None:
             with open(temporary, "xb") as file:
                 file.write(framed)
-                file.flush()
-                os.fsync(file.fileno())
+                _close(file, True)
+
+        try:
+            # What _metadata will point at becomes durable before it exists: the state files (written
+            # unsynced), their entries, the checkpoint directory's entry, and the metadata itself,
+            # each fsynced in a thread of its own, so the disk's wait is paid about once.
+            files = [entry.path for entry in os.scandir(directory) if entry.is_file(follow_symlinks=False)]
+            steps: list[Callable[[], None]] = [write_temporary]
+            steps += [partial(_fsync_file, path) for path in files]
+            steps += [partial(fsync_directory, directory), partial(fsync_directory, self.directory)]
+            _all_done(steps)
             os.replace(temporary, target)
-            fsync_directory(directory)
+            fsync_directory(directory)  # the rename is durable: only now does the checkpoint count
         except OSError as error:
             temporary.unlink(missing_ok=True)
             raise CheckpointError(f"cannot write the checkpoint metadata {target}: {error}") from error
@@ -451,11 +468,12 @@ class FileCheckpointStorage(CheckpointStorage):
         check_state_data(data)
         path = self.shared_directory / name
         await _in_thread(self._create_shared_directory)
+        # Synced now: a checkpoint's metadata syncs only the files in its own directory.
         if isinstance(data, AsyncIterable):
-            size, checksum = await self._write_stream(path, 0, data)
+            size, checksum = await self._write_stream(path, 0, data, True)
         else:
             payload = byte_view(data)
-            checksum = await _in_thread(self._write_whole, path, 0, payload)
+            checksum = await _in_thread(self._write_whole, path, 0, payload, True)
             size = payload.nbytes
         return SharedStateHandle(name, str(path), size, checksum)
 
@@ -621,17 +639,46 @@ def _write_chunk(file: BinaryIO, chunk: Bytes, builder: FrameBuilder) -> None:
     builder.update(chunk)
 
 
-def _finish_stream(file: BinaryIO, header: bytes, signature: bytes) -> None:
+def _finish_stream(file: BinaryIO, header: bytes, signature: bytes, sync: bool) -> None:
     file.write(signature)  # after the payload: the file is positioned there
     file.seek(0)
     file.write(header)
-    _close_durably(file)
+    _close(file, sync)
 
 
-def _close_durably(file: BinaryIO) -> None:
+def _close(file: BinaryIO, sync: bool) -> None:
+    """Close ``file``, fsynced first if ``sync``."""
     file.flush()
-    os.fsync(file.fileno())
+    if sync:
+        os.fsync(file.fileno())
     file.close()
+
+
+def _fsync_file(path: str) -> None:
+    """Make the content of the file at ``path``, written and closed earlier, durable."""
+    fd = os.open(path, os.O_RDWR)  # writable: some systems (Windows) sync only what may be written
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Threads that wait for the disk beside a metadata write's own (:func:`_all_done`); a pool apart from
+#: run_sync's, whose thread submits to it and waits.
+_syncers = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lockgate-fsync")
+
+
+def _all_done(steps: list[Callable[[], None]]) -> None:
+    """Run ``steps`` at once (the first in this thread, the others in :data:`_syncers`) and return when
+    every one has; the first error of any, raised. Each fsync waits for the disk, and concurrent ones
+    share its flushes, so this takes about as long as the slowest, not the sum."""
+    futures = [_syncers.submit(step) for step in steps[1:]]
+    try:
+        steps[0]()
+    finally:
+        concurrent.futures.wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _abandon(file: BinaryIO, path: Path) -> None:
