@@ -31,7 +31,7 @@ from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import KeyedStateBackend, PendingMigration, S
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
-from lockgate.state._keygroups import KeyGroupRange, key_group_for
+from lockgate.state._keygroups import KeyGroupRange, key_groups_of
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import PICKLE_PROTOCOL, PickleSerializer
 from lockgate.state._snapshot import (
@@ -464,8 +464,12 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         max_parallelism = self.max_parallelism
         groups: dict[int, list[Entry]] = {}
         for namespace, table in spaces.items():
-            for key, data in table.items():
-                groups.setdefault(key_group_for(key, max_parallelism), []).append((key, namespace, data))
+            # Key groups computed for all keys at once, uncached: a restore's keys would flush the
+            # process's key-hash cache of keys in use.
+            for (key, data), key_group in zip(
+                table.items(), key_groups_of(list(table), max_parallelism), strict=True
+            ):
+                groups.setdefault(key_group, []).append((key, namespace, data))
         self._restore_state(descriptor, groups)
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
@@ -474,8 +478,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         max_parallelism = self.max_parallelism
         groups: dict[int, list[Entry]] = {}
         for namespace, table in spaces.items():
-            for key, value in table.items():
-                key_group = key_group_for(key, max_parallelism)
+            for (key, value), key_group in zip(
+                table.items(), key_groups_of(list(table), max_parallelism), strict=True
+            ):
                 groups.setdefault(key_group, []).append((key, namespace, encode(value)))
         self._restore_state(descriptor, groups)
 

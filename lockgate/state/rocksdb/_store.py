@@ -11,7 +11,7 @@ from rocksdict import Checkpoint, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from lockgate._errors import StateSerializationError, StateValueTooLargeError
 from lockgate.state._descriptors import StateDescriptor
-from lockgate.state._keygroups import key_group_for
+from lockgate.state._keygroups import hash_of_key_bytes
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER
 from lockgate.state._snapshot import StateCodec
@@ -866,8 +866,11 @@ class _Store:
         return key_bytes
 
     def make_key_bytes(self, key: Any) -> bytes:
-        group = self.key_group_bytes[key_group_for(key, self.max_parallelism)]
-        return group + canonical_key_bytes(key) + _DEFAULT_NS_BYTES
+        # The key's bytes are made once, and hashed here: through the process's key-hash cache, each
+        # key would stay in memory there as well as in this store's own cache, beyond any budget.
+        data = canonical_key_bytes(key)
+        group = self.key_group_bytes[hash_of_key_bytes(data) % self.max_parallelism]
+        return group + data + _DEFAULT_NS_BYTES
 
     @staticmethod
     def stored(key: Any, data: bytes) -> bytes:
