@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate.state import KeyGroupRange, RocksDBKeyedStateBackend, RocksDBStateBackend
+from lockgate.state._keygroups import _key_hashes
 from lockgate.state.rocksdb._snapshots import _RocksDBSnapshotResources
 from lockgate.state.rocksdb._store import _HeldBack, _Space, _Store
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
@@ -233,6 +234,35 @@ def test_the_cache_stays_within_its_share_of_the_memory_budget() -> None:
         found = await backend.get_many("total", [f"key{i}" for i in range(2000)], None)
         assert found == [DEFAULT + 1] * 2000
         await backend.dispose()
+
+    anyio.run(main)
+
+
+def test_keys_stored_in_rocksdb_stay_out_of_the_process_key_hash_cache() -> None:
+    """The backend hashes the bytes it makes for a RocksDB key: the process's key-hash cache, which
+    partitioning fills, would keep each key a second time, outside the memory budget."""
+
+    async def main() -> None:
+        keys = [f"kept-once-{i}" for i in range(300)]
+        backend, state = make_backend(1000)  # a few entries: the cache evicts, writing to RocksDB
+        try:
+            await backend.prepare_batch(keys)
+            for key in keys:
+                backend.current_key = key
+                state.update_nowait(7)
+            await backend.finish_batch()
+            assert await backend.get_many("total", keys, None) == [7] * 300
+            whole = backend.snapshot_sync()
+            snapshot = whole.materialize()
+            whole.release()
+            restored, _ = make_backend(1000, snapshot)
+            try:
+                assert await restored.get_many("total", keys, None) == [7] * 300
+            finally:
+                await restored.dispose()
+        finally:
+            await backend.dispose()
+        assert not any(key in _key_hashes.hashes for key in keys)
 
     anyio.run(main)
 
