@@ -49,8 +49,8 @@ def hash_of_key_bytes(data: bytes) -> int:
 
 #: What the key-hash cache may hold, in bytes (see :class:`_KeyHashCache`).
 KEY_HASH_CACHE_BYTES: Final = 16 * 1024 * 1024
-#: What one entry of the key-hash cache is charged besides its key object: its slot in the dict (an
-#: entry of 24 bytes at most 2/3 full, and its index) and the int it maps to (32 bytes).
+#: What one entry of the key-hash cache is charged besides its key object: its slot in the dict and
+#: the int it maps to (70 bytes an entry measured with tracemalloc, 100 k str keys).
 _HASH_ENTRY_BYTES: Final = 72
 
 
