@@ -8,6 +8,7 @@ other snapshots, evictions), each such snapshot holds exactly the state as of it
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import lockgate as lg
 from lockgate.state import KeyGroupRange, RocksDBKeyedStateBackend, RocksDBStateBackend
 from lockgate.state._keygroups import _key_hashes
+from lockgate.state.rocksdb._options import _KEY_CACHE_ENTRY_BYTES
 from lockgate.state.rocksdb._snapshots import _RocksDBSnapshotResources
 from lockgate.state.rocksdb._store import _HeldBack, _Space, _Store
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
@@ -265,6 +267,35 @@ def test_keys_stored_in_rocksdb_stay_out_of_the_process_key_hash_cache() -> None
         assert not any(key in _key_hashes.hashes for key in keys)
 
     anyio.run(main)
+
+
+KEY_CACHE_KEYS = (
+    st.text(max_size=12)
+    | st.integers()
+    | st.tuples(st.text(max_size=4), st.integers())
+    | st.text(min_size=100, max_size=2000)  # large keys: fewer fit, some not at all
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(KEY_CACHE_KEYS, max_size=80), st.integers(0, 3000))
+@example(["x" * 3000, "a", "x" * 3000], 600)  # a key over the limit alone leaves the others cached
+def test_the_key_cache_stays_within_its_bytes_for_any_keys(keys: list[Any], limit: int) -> None:
+    """Whatever keys come, the store's cache of RocksDB keys answers each key's own bytes, and what
+    it holds (each entry's slot, key object and bytes object) stays within its limit in bytes."""
+    store = _Store("op", MAX_P, 1 << 20, limit, "unused", None)  # type: ignore[arg-type]  # no database
+    for key in keys * 2:
+        before = dict(store.keys)
+        assert store.key_bytes(key) == store.make_key_bytes(key)
+        held = sum(
+            _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(k) + sys.getsizeof(data) for k, data in store.keys.items()
+        )
+        assert held == store.key_cache_charge <= limit
+        if key not in store.keys:  # not kept: only a key too large for the whole cache
+            assert store.keys == before
+            assert (
+                _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(key) + sys.getsizeof(store.make_key_bytes(key)) > limit
+            )
 
 
 class RunningSum(lg.MapFunction[tuple[str, int], tuple[str, int]]):

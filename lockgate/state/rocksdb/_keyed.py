@@ -60,7 +60,7 @@ from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, re
 from lockgate.state.rocksdb._native import NativeRocksDBState
 from lockgate.state.rocksdb._options import (
     _HASH_PREFIX_LEN,
-    _KEY_CACHE_BUDGET_PER_ENTRY,
+    _KEY_CACHE_SHARE,
     _MAX_MEMTABLE,
     _MIB,
     _VALUE_CACHE_SHARE,
@@ -131,7 +131,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         # The value caches take a share of the budget (see _store._Space); RocksDB the rest.
         value_cache_limit = int(memory_budget * _VALUE_CACHE_SHARE)
         cache_capacity, write_buffer_capacity = _memory_split(memory_budget - value_cache_limit)
-        key_cache_limit = max(4096, memory_budget // _KEY_CACHE_BUDGET_PER_ENTRY)
+        key_cache_limit = int(memory_budget * _KEY_CACHE_SHARE)  # bytes, on top of the budget
         self._block_cache = Cache(cache_capacity)  # LRU, shared by every column family
         self._block_cache_capacity = cache_capacity
         # Memtables are charged to the block cache: one budget for both.
@@ -716,7 +716,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     # ---- inspection and the end
 
     def memory_usage(self) -> dict[str, int]:
-        """The memory budget, how it is split, and what is used, in bytes (entries for the key cache)."""
+        """The memory budget, how it is split, and what is used, in bytes (and the key cache's entries)."""
         return {
             "budget": self.memory_budget,
             "block_cache_capacity": self._block_cache_capacity,
@@ -725,6 +725,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             "write_buffer_usage": self._write_buffer_manager.get_usage(),
             "key_cache_entries": len(self._store.keys),
             "key_cache_limit": self._store.key_cache_limit,
+            "key_cache_usage": self._store.key_cache_charge,
             "value_cache_limit": self._store.value_cache_limit,
             "value_cache_usage": self._store.value_cache_usage(),
         }
