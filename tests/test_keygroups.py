@@ -35,7 +35,16 @@ from lockgate.state import (
     stable_key_hash,
     subtask_for_key_group,
 )
-from lockgate.state._keygroups import _fmix32, _fmix32_all, key_groups_of
+from lockgate.state._keygroups import (
+    _HASH_ENTRY_BYTES,
+    KEY_HASH_CACHE_BYTES,
+    _fmix32,
+    _fmix32_all,
+    _key_hashes,
+    _KeyHashCache,
+    key_groups_of,
+    uncached_key_hash,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -575,3 +584,56 @@ def test_every_32_bit_hash_is_finalised_as_one_at_a_time(hashes: list[int]) -> N
 def test_many_keys_of_an_unsupported_type_are_refused() -> None:
     with pytest.raises(lg.KeySerializationError):
         key_groups_of(["a", object()], 128)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The key-hash cache: partitioning hashes every record's key, so recent keys' hashes are cached, within a
+# bound in bytes whatever the keys.
+
+big_keys = st.text(min_size=200, max_size=3000) | st.binary(min_size=200, max_size=3000)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(keys | big_keys | st.text(max_size=40), max_size=120),
+    st.integers(0, 4000),
+)
+@example(["x" * 5000], 4000)  # a key whose entry alone is over the limit
+def test_the_key_hash_cache_stays_within_its_bytes_for_any_keys(sequence: list[Any], limit: int) -> None:
+    """Whatever keys come, in whatever order, the cache answers each key's own hash and what it holds
+    (each entry's slot and the key object it keeps alive) never exceeds its limit."""
+    cache = _KeyHashCache(limit)
+    for key in sequence * 2:  # the second pass hits what the first left
+        cached = cache.hashes.get(key)
+        value = cache.miss(key) if cached is None else cached
+        assert value == uncached_key_hash(key)
+        held = sum(_HASH_ENTRY_BYTES + sys.getsizeof(k) for k in cache.hashes)
+        assert held <= cache.charged <= limit
+    assert all(value == uncached_key_hash(key) for key, value in cache.hashes.items())
+
+
+def test_the_key_hash_cache_answers_hits_from_its_dict_and_refills_after_emptying() -> None:
+    cache = _KeyHashCache(10 * (_HASH_ENTRY_BYTES + sys.getsizeof("k0")))
+    for i in range(10):
+        cache.miss(f"k{i}")
+    assert len(cache.hashes) == 10
+    cache.miss("k10")  # over the limit: it empties, then holds the new key
+    assert list(cache.hashes) == ["k10"]
+    assert cache.charged == _HASH_ENTRY_BYTES + sys.getsizeof("k10")
+    assert "10 keys" not in repr(cache) and "1 keys" in repr(cache)
+
+
+@dataclass
+class Mutable:
+    x: Any
+    y: Any
+
+
+def test_stable_key_hash_caches_recent_keys_and_not_unhashable_ones() -> None:
+    key = ("a cached key", 17)
+    first = stable_key_hash(key)
+    assert _key_hashes.hashes.get(key) == first == uncached_key_hash(key)
+    assert stable_key_hash(("a cached key", 17.0)) == first  # equal keys, one entry
+    unhashable = Mutable(1, "a")  # a dataclass that is not frozen: hashed each time, never cached
+    assert stable_key_hash(unhashable) == uncached_key_hash(Mutable(1, "a"))
+    assert _key_hashes.charged <= KEY_HASH_CACHE_BYTES

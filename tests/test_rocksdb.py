@@ -536,7 +536,8 @@ async def test_one_memory_budget_bounds_the_block_cache_and_the_memtables_of_eve
     # Memtables are charged to the block cache: their memory shows in the cache's usage.
     assert usage["write_buffer_usage"] > 800_000
     assert usage["block_cache_usage"] >= usage["write_buffer_usage"]
-    assert usage["key_cache_limit"] == budget // 512
+    assert usage["key_cache_limit"] == budget // 4  # bytes, on top of the budget
+    assert 0 < usage["key_cache_usage"] <= usage["key_cache_limit"]
     await backend.dispose()
 
 

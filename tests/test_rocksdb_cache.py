@@ -8,6 +8,7 @@ other snapshots, evictions), each such snapshot holds exactly the state as of it
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 
 import lockgate as lg
 from lockgate.state import KeyGroupRange, RocksDBKeyedStateBackend, RocksDBStateBackend
+from lockgate.state._keygroups import _key_hashes
+from lockgate.state.rocksdb._options import _KEY_CACHE_ENTRY_BYTES
 from lockgate.state.rocksdb._snapshots import _RocksDBSnapshotResources
 from lockgate.state.rocksdb._store import _HeldBack, _Space, _Store
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
@@ -235,6 +238,64 @@ def test_the_cache_stays_within_its_share_of_the_memory_budget() -> None:
         await backend.dispose()
 
     anyio.run(main)
+
+
+def test_keys_stored_in_rocksdb_stay_out_of_the_process_key_hash_cache() -> None:
+    """The backend hashes the bytes it makes for a RocksDB key: the process's key-hash cache, which
+    partitioning fills, would keep each key a second time, outside the memory budget."""
+
+    async def main() -> None:
+        keys = [f"kept-once-{i}" for i in range(300)]
+        backend, state = make_backend(1000)  # a few entries: the cache evicts, writing to RocksDB
+        try:
+            await backend.prepare_batch(keys)
+            for key in keys:
+                backend.current_key = key
+                state.update_nowait(7)
+            await backend.finish_batch()
+            assert await backend.get_many("total", keys, None) == [7] * 300
+            whole = backend.snapshot_sync()
+            snapshot = whole.materialize()
+            whole.release()
+            restored, _ = make_backend(1000, snapshot)
+            try:
+                assert await restored.get_many("total", keys, None) == [7] * 300
+            finally:
+                await restored.dispose()
+        finally:
+            await backend.dispose()
+        assert not any(key in _key_hashes.hashes for key in keys)
+
+    anyio.run(main)
+
+
+KEY_CACHE_KEYS = (
+    st.text(max_size=12)
+    | st.integers()
+    | st.tuples(st.text(max_size=4), st.integers())
+    | st.text(min_size=100, max_size=2000)  # large keys: fewer fit, some not at all
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(KEY_CACHE_KEYS, max_size=80), st.integers(0, 3000))
+@example(["x" * 3000, "a", "x" * 3000], 600)  # a key over the limit alone leaves the others cached
+def test_the_key_cache_stays_within_its_bytes_for_any_keys(keys: list[Any], limit: int) -> None:
+    """Whatever keys come, the store's cache of RocksDB keys answers each key's own bytes, and what
+    it holds (each entry's slot, key object and bytes object) stays within its limit in bytes."""
+    store = _Store("op", MAX_P, 1 << 20, limit, "unused", None)  # type: ignore[arg-type]  # no database
+    for key in keys * 2:
+        before = dict(store.keys)
+        assert store.key_bytes(key) == store.make_key_bytes(key)
+        held = sum(
+            _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(k) + sys.getsizeof(data) for k, data in store.keys.items()
+        )
+        assert held == store.key_cache_charge <= limit
+        if key not in store.keys:  # not kept: only a key too large for the whole cache
+            assert store.keys == before
+            assert (
+                _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(key) + sys.getsizeof(store.make_key_bytes(key)) > limit
+            )
 
 
 class RunningSum(lg.MapFunction[tuple[str, int], tuple[str, int]]):

@@ -47,8 +47,12 @@ Memory
     One LRU block cache per subtask, shared by all its column families (the default one too), and a
     write buffer manager that charges memtable memory to that cache: ``memory_budget`` bounds the block
     cache, the index and filter blocks and the memtables together (Flink's managed-memory scheme; see
-    :func:`_memory_split`). On the Python side, a cache of the RocksDB keys of recent keys (one entry,
-    about 85 bytes plus the key object, per 512 bytes of budget) and the per-batch cache come on top.
+    :func:`_memory_split`). On the Python side, a cache of the RocksDB keys of recent keys (at most a
+    quarter of ``memory_budget`` in bytes, each entry charged its slot, its key object and its bytes:
+    about 27 k keys like ``"k1234567"`` at 16 MiB) and the per-batch cache come on top.
+    The key group of a key is hashed from the bytes made for its RocksDB key, not through the
+    process's key-hash cache that partitioning uses (``stable_key_hash``), which would keep every key
+    a second time.
     The value caches take 3/8 of ``memory_budget`` (RocksDB the rest), charged per entry (128 bytes,
     the key object, any bytes held).
     A state's memtable holds at most 2 MiB, whatever the budget: a checkpoint flushes it while the

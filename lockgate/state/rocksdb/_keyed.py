@@ -31,7 +31,7 @@ from lockgate._threads import run_sync
 from lockgate.snapshots import SharedStateHandle
 from lockgate.state._backend import KeyedStateBackend, PendingMigration, S
 from lockgate.state._descriptors import StateDescriptor, ValueStateDescriptor
-from lockgate.state._keygroups import KeyGroupRange, key_group_for
+from lockgate.state._keygroups import KeyGroupRange, key_groups_of
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import PICKLE_PROTOCOL, PickleSerializer
 from lockgate.state._snapshot import (
@@ -60,7 +60,7 @@ from lockgate.state.rocksdb._files import _WORKING_PREFIX, _close_and_remove, re
 from lockgate.state.rocksdb._native import NativeRocksDBState
 from lockgate.state.rocksdb._options import (
     _HASH_PREFIX_LEN,
-    _KEY_CACHE_BUDGET_PER_ENTRY,
+    _KEY_CACHE_SHARE,
     _MAX_MEMTABLE,
     _MIB,
     _VALUE_CACHE_SHARE,
@@ -131,7 +131,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         # The value caches take a share of the budget (see _store._Space); RocksDB the rest.
         value_cache_limit = int(memory_budget * _VALUE_CACHE_SHARE)
         cache_capacity, write_buffer_capacity = _memory_split(memory_budget - value_cache_limit)
-        key_cache_limit = max(4096, memory_budget // _KEY_CACHE_BUDGET_PER_ENTRY)
+        key_cache_limit = int(memory_budget * _KEY_CACHE_SHARE)  # bytes, on top of the budget
         self._block_cache = Cache(cache_capacity)  # LRU, shared by every column family
         self._block_cache_capacity = cache_capacity
         # Memtables are charged to the block cache: one budget for both.
@@ -464,8 +464,12 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         max_parallelism = self.max_parallelism
         groups: dict[int, list[Entry]] = {}
         for namespace, table in spaces.items():
-            for key, data in table.items():
-                groups.setdefault(key_group_for(key, max_parallelism), []).append((key, namespace, data))
+            # Key groups computed for all keys at once, uncached: a restore's keys would flush the
+            # process's key-hash cache of keys in use.
+            for (key, data), key_group in zip(
+                table.items(), key_groups_of(list(table), max_parallelism), strict=True
+            ):
+                groups.setdefault(key_group, []).append((key, namespace, data))
         self._restore_state(descriptor, groups)
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
@@ -474,8 +478,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         max_parallelism = self.max_parallelism
         groups: dict[int, list[Entry]] = {}
         for namespace, table in spaces.items():
-            for key, value in table.items():
-                key_group = key_group_for(key, max_parallelism)
+            for (key, value), key_group in zip(
+                table.items(), key_groups_of(list(table), max_parallelism), strict=True
+            ):
                 groups.setdefault(key_group, []).append((key, namespace, encode(value)))
         self._restore_state(descriptor, groups)
 
@@ -711,7 +716,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     # ---- inspection and the end
 
     def memory_usage(self) -> dict[str, int]:
-        """The memory budget, how it is split, and what is used, in bytes (entries for the key cache)."""
+        """The memory budget, how it is split, and what is used, in bytes (and the key cache's entries)."""
         return {
             "budget": self.memory_budget,
             "block_cache_capacity": self._block_cache_capacity,
@@ -720,6 +725,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             "write_buffer_usage": self._write_buffer_manager.get_usage(),
             "key_cache_entries": len(self._store.keys),
             "key_cache_limit": self._store.key_cache_limit,
+            "key_cache_usage": self._store.key_cache_charge,
             "value_cache_limit": self._store.value_cache_limit,
             "value_cache_usage": self._store.value_cache_usage(),
         }

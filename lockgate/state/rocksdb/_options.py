@@ -10,9 +10,13 @@ MIN_MEMORY_BUDGET: Final = 4 * _MIB
 #: RocksDB refuses values of 4 GiB or more (their length is a 32-bit number).
 MAX_VALUE_SIZE_LIMIT: Final = (1 << 32) - 1
 
-# Keys repeat across batches, so their bytes are cached: one entry per 512 bytes of memory budget
-# (an entry takes about 85 bytes besides the key object itself).
-_KEY_CACHE_BUDGET_PER_ENTRY = 512
+# Keys repeat across batches, so their RocksDB keys are cached (see _store._Store.key_bytes), within
+# a quarter of the memory budget in bytes, on top of it: about as many small keys as one entry per
+# 512 bytes of budget, as before it was bounded in bytes (27 k keys like "k1234567" at 16 MiB).
+_KEY_CACHE_SHARE = 0.25
+# What one entry of that cache is charged besides its key object and its bytes object: its slot in
+# the dict (32 to 64 bytes, as full as the dict is).
+_KEY_CACHE_ENTRY_BYTES = 48
 
 # The share of the memory budget that the value caches of a subtask's states take (see _store._Space):
 # decoded values of recent keys, which spare RocksDB a read and a write per record while they fit.

@@ -11,7 +11,7 @@ from rocksdict import Checkpoint, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from lockgate._errors import StateSerializationError, StateValueTooLargeError
 from lockgate.state._descriptors import StateDescriptor
-from lockgate.state._keygroups import key_group_for
+from lockgate.state._keygroups import hash_of_key_bytes
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER
 from lockgate.state._snapshot import StateCodec
@@ -30,6 +30,7 @@ from lockgate.state.rocksdb._encoding import (
     _stored_keys,
 )
 from lockgate.state.rocksdb._files import _close_and_remove
+from lockgate.state.rocksdb._options import _KEY_CACHE_ENTRY_BYTES
 
 # What the batch cache holds for a key it has not read yet (MISSING means "read, and absent").
 _UNKNOWN: Final = object()
@@ -831,9 +832,11 @@ class _Store:
         self.read_all = ReadOptions()
         self.read_all.set_total_order_seek(True)  # hash memtables iterate in key order only so
         self.key_group_bytes = [group.to_bytes(2, "big") for group in range(max_parallelism)]
-        #: The RocksDB key of each recent key in the default namespace.
+        #: The RocksDB key of each recent key in the default namespace (see :meth:`key_bytes`).
         self.keys: dict[Any, bytes] = {}
+        #: The bytes the key cache may take, and those its entries are charged for.
         self.key_cache_limit = key_cache_limit
+        self.key_cache_charge = 0
         self.batch_keys: list[Any] = []
         self.in_batch = False
         #: The bytes of memory budget the value caches of all states may take (see ``_Space``).
@@ -852,7 +855,11 @@ class _Store:
     # ---- keys
 
     def key_bytes(self, key: Any) -> bytes:
-        """The RocksDB key of ``key`` in the default namespace (cached: keys repeat)."""
+        """The RocksDB key of ``key`` in the default namespace (cached: keys repeat).
+
+        The cache is bounded in bytes: an entry is charged its slot, its key object and its bytes
+        object; one that would take it past ``key_cache_limit`` empties it first (cheaper than an LRU
+        on every access; it refills with the keys in use), and one over the limit alone is not kept."""
         keys = self.keys
         try:
             key_bytes = keys.get(key)
@@ -860,14 +867,22 @@ class _Store:
             return self.make_key_bytes(key)
         if key_bytes is None:
             key_bytes = self.make_key_bytes(key)
-            if len(keys) >= self.key_cache_limit:
-                keys.clear()  # cheaper than an LRU on every access; refills with the keys in use
+            charge = _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(key) + sys.getsizeof(key_bytes)
+            if self.key_cache_charge + charge > self.key_cache_limit:
+                if charge > self.key_cache_limit:
+                    return key_bytes
+                keys.clear()
+                self.key_cache_charge = 0
             keys[key] = key_bytes
+            self.key_cache_charge += charge
         return key_bytes
 
     def make_key_bytes(self, key: Any) -> bytes:
-        group = self.key_group_bytes[key_group_for(key, self.max_parallelism)]
-        return group + canonical_key_bytes(key) + _DEFAULT_NS_BYTES
+        # The key's bytes are made once, and hashed here: through the process's key-hash cache, each
+        # key would stay in memory there as well as in this store's own cache, beyond any budget.
+        data = canonical_key_bytes(key)
+        group = self.key_group_bytes[hash_of_key_bytes(data) % self.max_parallelism]
+        return group + data + _DEFAULT_NS_BYTES
 
     @staticmethod
     def stored(key: Any, data: bytes) -> bytes:
@@ -1045,6 +1060,7 @@ class _Store:
             table.cf = table.handle = closed
             table.default.cf = closed
         self.keys.clear()
+        self.key_cache_charge = 0
         return db, [CF_PREFIX + name for name in self.tables]
 
     def release(self) -> None:
