@@ -18,7 +18,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -42,7 +42,9 @@ from lockgate.state._snapshot import (
     StateCodec,
     StateEncoding,
     StateMetaInfo,
+    encode_values,
     table_holds_values,
+    unpack_tables,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, STATE_TYPES, State
 from lockgate.state._timers import TIMER_DOMAINS, TIMER_KIND, TimerQueue, TimerStateDescriptor
@@ -54,6 +56,9 @@ RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
 #: Restored plain values of states not registered yet: state name -> (meta info, namespace -> key ->
 #: stored value), as ``KeyedStateSnapshot.tables`` holds them.
 RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
+#: Restored plain values of states not registered yet, still by key group: state name -> (meta info,
+#: key group -> namespace -> key -> stored value), as a savepoint's packed tables hold them.
+RestoredGroups = dict[str, tuple[StateMetaInfo, dict[int, dict[Any, dict[Any, Any]]]]]
 
 #: Types whose values a query returns as they are (no copy can be changed by the caller).
 _PLAIN_TYPES: frozenset[type] = frozenset(_IMMUTABLE)
@@ -76,13 +81,14 @@ class PendingMigration:
 
 @dataclass(frozen=True)
 class UnclaimedState:
-    """Restored state that no function has registered yet, in both forms a snapshot holds."""
+    """Restored state that no function has registered yet, in the forms a restore holds it."""
 
     entries: RestoredEntries
     tables: RestoredTables
+    groups: RestoredGroups = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.tables)
+        return bool(self.entries or self.tables or self.groups)
 
 
 class KeyedStateBackend(ABC):
@@ -111,6 +117,7 @@ class KeyedStateBackend(ABC):
         # Restored state of states not registered yet, by state name: encoded entries, plain values.
         self._restored: RestoredEntries = {}
         self._restored_tables: RestoredTables = {}
+        self._restored_groups: RestoredGroups = {}
         self._timer_queues: dict[str, TimerQueue] = {}
         # Registered states whose restored values need migrating to their new schema, and whether
         # the actor has migrated the pending ones (states registered later migrate at once).
@@ -154,9 +161,11 @@ class KeyedStateBackend(ABC):
             )
         restored = self._restored.get(descriptor.name)
         values = self._restored_tables.get(descriptor.name)
+        grouped = self._restored_groups.get(descriptor.name)
         # Resolved before anything is created or loaded: a refused state leaves the backend as it was.
         read = None if restored is None else self.check_restored_meta(restored[0], descriptor)
         read_values = None if values is None else self.check_restored_meta(values[0], descriptor)
+        read_grouped = None if grouped is None else self.check_restored_meta(grouped[0], descriptor)
         self._create_state(descriptor)
         if known is None:
             self.descriptors[descriptor.name] = descriptor
@@ -178,6 +187,13 @@ class KeyedStateBackend(ABC):
                 self._restore_values(descriptor, spaces)
             else:  # values the default serializer wrote, which a typed serializer takes over
                 self._migrate_later(PendingMigration(descriptor, read_values, values=spaces))
+        if grouped is not None:  # the default serializer's values as well, by key group
+            del self._restored_groups[descriptor.name]
+            if read_grouped is None:
+                self._restore_grouped_values(descriptor, grouped[1])
+            else:
+                values_by_namespace = _by_namespace(grouped[1])
+                self._migrate_later(PendingMigration(descriptor, read_grouped, values=values_by_namespace))
 
     def _migrate_later(self, migration: PendingMigration) -> None:
         if self._migrated:
@@ -215,6 +231,14 @@ class KeyedStateBackend(ABC):
                 for key, value in table.items():
                     target[key] = decode(encode(value))
         self._restore_values(descriptor, spaces)
+
+    def _restore_grouped_values(
+        self, descriptor: StateDescriptor[Any], groups: dict[int, dict[Any, dict[Any, Any]]]
+    ) -> None:
+        """Load restored stored values of a state that has just been registered, by key group
+        (``{key group: {namespace: {key: stored}}}``, a savepoint's packed tables), which its
+        serializer (the default one) reads as they are. The dicts are this backend's to keep."""
+        self._restore_values(descriptor, _by_namespace(groups))
 
     def _restore_encoded(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, bytes]]) -> None:
         """Load restored tables of a state's codec bytes (``KeyedStateSnapshot.tables`` of a state
@@ -474,6 +498,25 @@ class KeyedStateBackend(ABC):
                         taken = mine.get(key_group)
                         # Each key group is in one snapshot: its list is taken as it is, not copied.
                         mine[key_group] = entries if taken is None else taken + entries
+            # Packed key groups (a savepoint's): only those of this subtask's range are unpickled.
+            for name, packs in snapshot.packed.items():
+                _, taken_groups = self._restored_groups.setdefault(name, (snapshot.states[name], {}))
+                checked = False
+                for key_group, pack in packs.items():
+                    if key_group not in own:
+                        continue
+                    spaces = unpack_tables(pack)
+                    if not checked:
+                        for table in itertools.islice(spaces.values(), 1):
+                            for key in itertools.islice(table, 1):
+                                self._check_key_type(name, key)
+                                checked = True
+                    held_spaces = taken_groups.get(key_group)
+                    if held_spaces is None:
+                        taken_groups[key_group] = spaces
+                    else:  # a key group in two snapshots: never written so, but keep both
+                        for namespace, table in spaces.items():
+                            held_spaces.setdefault(namespace, {}).update(table)
             # Plain values stay values: a subtask whose range holds the writer's whole range takes
             # them as they are; otherwise only the keys of its own key groups (hashed once each).
             whole = shared == len(theirs)
@@ -530,7 +573,7 @@ class KeyedStateBackend(ABC):
 
     def restored_state_names(self) -> set[str]:
         """The names of the restored states no function has registered yet."""
-        return set(self._restored) | set(self._restored_tables)
+        return set(self._restored) | set(self._restored_tables) | set(self._restored_groups)
 
     def unclaimed_restored_state(self) -> UnclaimedState:
         """Restored state that no function has registered yet, as it is now.
@@ -538,7 +581,7 @@ class KeyedStateBackend(ABC):
         The synchronous snapshot part takes this view; the asynchronous part adds it to the snapshot
         with :meth:`with_unclaimed_restored_state`, so restored state is kept, not lost.
         """
-        return UnclaimedState(dict(self._restored), dict(self._restored_tables))
+        return UnclaimedState(dict(self._restored), dict(self._restored_tables), dict(self._restored_groups))
 
     @staticmethod
     def with_unclaimed_restored_state(
@@ -563,6 +606,16 @@ class KeyedStateBackend(ABC):
             merged = {key_group: list(group) for key_group, group in entries.get(name, {}).items()}
             for key_group, group in groups.items():
                 merged.setdefault(key_group, []).extend(group)
+            entries[name] = merged
+        for name, (meta, by_group) in unclaimed.groups.items():
+            # Entries, which every snapshot and reader takes (the default serializer, no TTL).
+            states[name] = meta
+            merged = {key_group: list(group) for key_group, group in entries.get(name, {}).items()}
+            for key_group, spaces in by_group.items():
+                held = merged.setdefault(key_group, [])
+                for namespace, table in spaces.items():
+                    encoded = encode_values(table, meta.kind, snapshot.operator_uid, name)
+                    held.extend(zip(table, itertools.repeat(namespace), encoded))
             entries[name] = merged
         return KeyedStateSnapshot(
             snapshot.operator_uid,
@@ -677,3 +730,18 @@ class StateBackend(ABC):
         self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int
     ) -> KeyedStateBackend:
         """The backend for one subtask of a keyed operator."""
+
+
+def _by_namespace(groups: dict[int, dict[Any, dict[Any, Any]]]) -> dict[Any, dict[Any, Any]]:
+    """Tables by key group, ``{key group: {namespace: {key: stored}}}``, merged into new dicts,
+    ``{namespace: {key: stored}}``: the tables by key group stay as they were (a snapshot's view of
+    unclaimed state may hold them)."""
+    spaces: dict[Any, dict[Any, Any]] = {}
+    for tables in groups.values():
+        for namespace, table in tables.items():
+            held = spaces.get(namespace)
+            if held is None:
+                spaces[namespace] = dict(table)
+            else:
+                held.update(table)
+    return spaces

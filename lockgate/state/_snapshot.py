@@ -35,6 +35,9 @@ from lockgate.state._timers import TIMER_KIND
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
+#: One key group's tables of a state of the default serializer without TTL, as a savepoint holds them
+#: (see :func:`pack_tables`): the keys by namespace, and the values of all of them pickled together.
+Packed = tuple[dict[Any, list[Any]], bytes]
 
 
 def pickle_snapshot(
@@ -96,6 +99,11 @@ class KeyedStateSnapshot:
         states: Meta info by state name.
         entries: ``entries[state][key_group]`` lists that key group's entries.
         tables: ``tables[state][namespace]`` maps each key to its stored value.
+        packed: ``packed[state][key_group]`` holds that key group's tables of a state of the default
+            serializer without TTL as a savepoint holds them, its values pickled together (see
+            :func:`pack_tables`): only a snapshot loaded for a restore has them
+            (``load_keyed_state(file, packed=True)``), or a part of one that the offline reader
+            hands out; a restore unpickles the values of the key groups it takes.
     """
 
     operator_uid: str
@@ -107,15 +115,38 @@ class KeyedStateSnapshot:
     #: In a savepoint's file: the entries follow this snapshot, key group by key group (see
     #: :func:`encode_canonical`); the snapshot itself holds none.
     chunked: bool = False
+    packed: dict[str, dict[int, Packed]] = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled without ``packed`` when it is empty, as always but in a restore's memory: the header
+        # of a savepoint's file keeps the fields docs/savepoint-format.md lists.
+        state = dict(self.__dict__)
+        if not state["packed"]:
+            del state["packed"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Without ``packed``: none (and a snapshot pickled before it existed has none).
+        self.__dict__.update({"packed": {}, **state})
 
     def entry_count(self) -> int:
         """How many entries the snapshot holds."""
         encoded = sum(len(group) for groups in self.entries.values() for group in groups.values())
-        return encoded + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
+        packed = sum(packed_count(held) for groups in self.packed.values() for held in groups.values())
+        return (
+            encoded + packed + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
+        )
 
     def grouped_entries(self) -> dict[str, dict[int, list[Entry]]]:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
+        for name, packs in self.packed.items():
+            kind, mine = self.states[name].kind, dict(grouped.get(name, {}))
+            for key_group, held in packs.items():
+                mine[key_group] = mine.get(key_group, []) + _unpacked_entries(
+                    held, kind, self.operator_uid, name
+                )
+            grouped[name] = mine
         for name, spaces in self.tables.items():
             groups: dict[int, list[Entry]] = {}
             for namespace, by_group in self._encoded_tables(name, spaces):
@@ -169,10 +200,17 @@ def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     """A snapshot as a savepoint's keyed state file holds it: the snapshot without its entries
     (``chunked``), then one pickle per key group holding entries, ``(key group, {state: held})``, in
     ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`).
-    ``held`` is ``{namespace: {key: value bytes}}``; a timers state's, which may hold several entries
-    of one key and namespace, is the list of its entries."""
+    ``held`` is the key group's tables: of a state of the default serializer without TTL whose values
+    the snapshot holds, its keys and its values pickled together (:func:`pack_tables`); of any other
+    state ``{namespace: {key: value bytes}}``, each value encoded alone. A timers state's, which may
+    hold several entries of one key and namespace, is the list of its entries."""
     by_group: defaultdict[int, dict[str, Any]] = defaultdict(dict)
     for name, spaces in snapshot.tables.items():
+        meta = snapshot.states[name]
+        if table_holds_values(meta.serializer) and not any(snapshot.entries.get(name, {}).values()):
+            for key_group, grouped in _tables_by_group(spaces, snapshot.max_parallelism).items():
+                by_group[key_group][name] = pack_tables(grouped, meta.kind, snapshot.operator_uid, name)
+            continue
         for namespace, tables in snapshot._encoded_tables(name, spaces):
             for key_group, table in tables.items():
                 by_group[key_group].setdefault(name, {})[namespace] = table
@@ -200,6 +238,78 @@ def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     )
 
 
+def _tables_by_group(
+    spaces: dict[Any, dict[Any, Any]], max_parallelism: int
+) -> dict[int, dict[Any, dict[Any, Any]]]:
+    """``spaces`` (``{namespace: {key: stored}}``) split by the key group of each key, ``{key group:
+    {namespace: {key: stored}}}``; the values are not touched."""
+    by_group: dict[int, dict[Any, dict[Any, Any]]] = {}
+    for namespace, table in spaces.items():
+        keys = list(table)
+        parts: defaultdict[int, dict[Any, Any]] = defaultdict(dict)
+        for key, key_group, stored in zip(
+            keys, key_groups_of(keys, max_parallelism), table.values(), strict=True
+        ):
+            parts[key_group][key] = stored
+        for key_group, part in parts.items():
+            by_group.setdefault(key_group, {})[namespace] = part
+    return by_group
+
+
+def pack_tables(tables: dict[Any, dict[Any, Any]], kind: str, operator_uid: str, state: str) -> Packed:
+    """One key group's tables of a state of the default serializer without TTL, ``{namespace: {key:
+    stored}}``, as a savepoint holds them: ``(keys, values)``, ``keys`` the keys of each namespace,
+    ``{namespace: [key, ...]}``, and ``values`` their stored values (a value, a list of elements, a
+    map's dict) in the same order, ``{namespace: [stored, ...]}``, pickled in one call for the key
+    group instead of one per value. The keys stay apart, so that a reader can see them (and count
+    them) without unpickling a value, which may need the job's classes. :func:`unpack_tables` reads it.
+
+    Raises:
+        StateSerializationError: A value cannot be written at all; it names the state and the key
+            (found by encoding each value alone, the slow path of a failed savepoint).
+    """
+    try:
+        values = DEFAULT_SERIALIZER.dumps(
+            {namespace: list(table.values()) for namespace, table in tables.items()}
+        )
+    except Exception:
+        encode = StateCodec(StateEncoding(kind), time.time).encode
+        for table in tables.values():
+            encode_table(table, encode, operator_uid, state)  # raises, naming the key
+        raise
+    return {namespace: list(table) for namespace, table in tables.items()}, values
+
+
+def unpack_tables(held: Packed) -> dict[Any, dict[Any, Any]]:
+    """The tables that :func:`pack_tables` packed, ``{namespace: {key: stored}}``.
+
+    Raises:
+        ValueError: The keys and the values do not pair up.
+    """
+    keys, data = held
+    values: dict[Any, list[Any]] = pickle.loads(data)
+    if values.keys() != keys.keys():
+        raise ValueError("the packed values are not of the namespaces of the keys")
+    return {
+        namespace: dict(zip(held_keys, values[namespace], strict=True))
+        for namespace, held_keys in keys.items()
+    }
+
+
+def packed_count(held: Packed) -> int:
+    """How many entries packed tables hold, their values left as they are."""
+    return sum(map(len, held[0].values()))
+
+
+def _unpacked_entries(held: Packed, kind: str, operator_uid: str, state: str) -> list[Entry]:
+    """The entries of a key group's packed tables (:func:`pack_tables`), each value encoded as the
+    state's codec would (the "no TTL" column of the default serializer)."""
+    entries: list[Entry] = []
+    for namespace, table in unpack_tables(held).items():
+        entries.extend(zip(table, repeat(namespace), encode_values(table, kind, operator_uid, state)))
+    return entries
+
+
 def _tables_of(entries: list[Entry], tables: dict[Any, dict[Any, bytes]]) -> dict[Any, dict[Any, bytes]]:
     """``entries`` added to ``tables``, ``{namespace: {key: value bytes}}``."""
     namespaces = set(map(_NAMESPACE, entries))
@@ -214,23 +324,44 @@ def _tables_of(entries: list[Entry], tables: dict[Any, dict[Any, bytes]]) -> dic
 
 _KEY, _NAMESPACE, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
 
+#: What a savepoint's key group holds of one state: a list of entries (timers, and every state of
+#: metadata versions 2 and 3), tables of value bytes (version 4), or packed tables (version 5).
+Held = list[Entry] | dict[Any, dict[Any, bytes]] | Packed
 
-def read_key_groups(file: BinaryIO) -> Iterator[tuple[int, dict[str, list[Entry]]]]:
+
+def read_held_key_groups(file: BinaryIO) -> Iterator[tuple[int, dict[str, Held]]]:
     """The key groups that follow a chunked snapshot in ``file`` (positioned after the snapshot), one
-    at a time: ``(key group, {state: entries})``."""
+    at a time, as they are pickled: ``(key group, {state: held})``, packed tables (a tuple) not
+    unpacked."""
     while True:
         try:
             key_group, held = pickle.load(file)
         except EOFError:
             return
-        yield key_group, {name: _entries_of(states) for name, states in held.items()}
+        yield key_group, held
 
 
-def _entries_of(held: list[Entry] | dict[Any, dict[Any, bytes]]) -> list[Entry]:
+def read_key_groups(
+    file: BinaryIO, states: Mapping[str, StateMetaInfo], operator_uid: str = ""
+) -> Iterator[tuple[int, dict[str, list[Entry]]]]:
+    """The key groups that follow a chunked snapshot in ``file`` (positioned after the snapshot), one
+    at a time: ``(key group, {state: entries})``; ``states`` is the snapshot's (packed tables are
+    encoded entry by entry as their state's kind says)."""
+    for key_group, held in read_held_key_groups(file):
+        yield (
+            key_group,
+            {name: entries_of(group, states[name].kind, operator_uid, name) for name, group in held.items()},
+        )
+
+
+def entries_of(held: Held, kind: str, operator_uid: str, state: str) -> list[Entry]:
     """A state's entries in one key group, from what a savepoint's key group holds of it: a timers
-    state's list (and every state's, in a savepoint written before tables), or its tables."""
+    state's list (and every state's, in a savepoint written before tables), its tables, or its packed
+    tables."""
     if isinstance(held, list):
         return held
+    if isinstance(held, tuple):
+        return _unpacked_entries(held, kind, operator_uid, state)
     return list(
         chain.from_iterable(
             zip(table, repeat(namespace), table.values()) for namespace, table in held.items()
@@ -238,18 +369,24 @@ def _entries_of(held: list[Entry] | dict[Any, dict[Any, bytes]]) -> list[Entry]:
     )
 
 
-def load_keyed_state(file: BinaryIO) -> object:
+def load_keyed_state(file: BinaryIO, packed: bool = False) -> object:
     """What a keyed state file holds, whole: a snapshot (its key groups read back into its entries, if
-    it is chunked) or a manifest."""
+    it is chunked) or a manifest. With ``packed``, a savepoint's packed tables stay as they are, in
+    ``KeyedStateSnapshot.packed``, for a restore that unpickles only the key groups it takes."""
     held = pickle.load(file)
     if not isinstance(held, KeyedStateSnapshot) or not held.chunked:
         return held
-    entries: dict[str, dict[int, list[Entry]]] = {name: {} for name in held.states}
-    for key_group, states in read_key_groups(file):
-        for name, group in states.items():
-            entries.setdefault(name, {})[key_group] = group
+    uid, states = held.operator_uid, held.states
+    entries: dict[str, dict[int, list[Entry]]] = {name: {} for name in states}
+    packs: dict[str, dict[int, Packed]] = {}
+    for key_group, groups in read_held_key_groups(file):
+        for name, group in groups.items():
+            if packed and isinstance(group, tuple):
+                packs.setdefault(name, {})[key_group] = group
+            else:
+                entries.setdefault(name, {})[key_group] = entries_of(group, states[name].kind, uid, name)
     return KeyedStateSnapshot(
-        held.operator_uid, held.max_parallelism, held.key_group_range, held.states, entries
+        held.operator_uid, held.max_parallelism, held.key_group_range, states, entries, packed=packs
     )
 
 

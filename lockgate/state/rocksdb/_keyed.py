@@ -9,6 +9,7 @@ import tempfile
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
+from itertools import repeat
 from typing import Any, TypeVar
 
 import anyio
@@ -467,6 +468,19 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             for key, data in table.items():
                 groups.setdefault(key_group_for(key, max_parallelism), []).append((key, namespace, data))
         self._restore_state(descriptor, groups)
+
+    def _restore_grouped_values(
+        self, descriptor: StateDescriptor[Any], groups: dict[int, dict[Any, dict[Any, Any]]]
+    ) -> None:
+        """Plain values by key group (a savepoint's packed tables), encoded as this state stores them
+        and written one WriteBatch per key group: no key is hashed again."""
+        encode = StateCodec(descriptor, self.clock).encoder
+        entries: dict[int, list[Entry]] = {}
+        for key_group, spaces in groups.items():
+            held = entries[key_group] = []
+            for namespace, table in spaces.items():
+                held.extend(zip(table, repeat(namespace), map(encode, table.values())))
+        self._restore_state(descriptor, entries)
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
         """Plain values, encoded as this state stores them and written one WriteBatch per key group."""
