@@ -34,6 +34,7 @@ from lockgate.state._descriptors import (
 from lockgate.state._evolution import Reader, restore_reader
 from lockgate.state._keygroups import KeyGroupRange, key_groups_of
 from lockgate.state._snapshot import (
+    Columns,
     Entry,
     KeyedStateManifest,
     KeyedStateSnapshot,
@@ -44,7 +45,7 @@ from lockgate.state._snapshot import (
     StateMetaInfo,
     encode_values,
     table_holds_values,
-    unpack_tables,
+    unpack_columns,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, STATE_TYPES, State
 from lockgate.state._timers import TIMER_DOMAINS, TIMER_KIND, TimerQueue, TimerStateDescriptor
@@ -57,8 +58,8 @@ RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
 #: stored value), as ``KeyedStateSnapshot.tables`` holds them.
 RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
 #: Restored plain values of states not registered yet, still by key group: state name -> (meta info,
-#: key group -> namespace -> key -> stored value), as a savepoint's packed tables hold them.
-RestoredGroups = dict[str, tuple[StateMetaInfo, dict[int, dict[Any, dict[Any, Any]]]]]
+#: key group -> namespace -> (keys, stored values)), a savepoint's packed tables unpickled.
+RestoredGroups = dict[str, tuple[StateMetaInfo, dict[int, Columns]]]
 
 #: Types whose values a query returns as they are (no copy can be changed by the caller).
 _PLAIN_TYPES: frozenset[type] = frozenset(_IMMUTABLE)
@@ -232,12 +233,10 @@ class KeyedStateBackend(ABC):
                     target[key] = decode(encode(value))
         self._restore_values(descriptor, spaces)
 
-    def _restore_grouped_values(
-        self, descriptor: StateDescriptor[Any], groups: dict[int, dict[Any, dict[Any, Any]]]
-    ) -> None:
+    def _restore_grouped_values(self, descriptor: StateDescriptor[Any], groups: dict[int, Columns]) -> None:
         """Load restored stored values of a state that has just been registered, by key group
-        (``{key group: {namespace: {key: stored}}}``, a savepoint's packed tables), which its
-        serializer (the default one) reads as they are. The dicts are this backend's to keep."""
+        (``{key group: {namespace: (keys, stored values)}}``, a savepoint's packed tables), which its
+        serializer (the default one) reads as they are."""
         self._restore_values(descriptor, _by_namespace(groups))
 
     def _restore_encoded(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, bytes]]) -> None:
@@ -505,18 +504,19 @@ class KeyedStateBackend(ABC):
                 for key_group, pack in packs.items():
                     if key_group not in own:
                         continue
-                    spaces = unpack_tables(pack)
+                    columns = unpack_columns(pack)
                     if not checked:
-                        for table in itertools.islice(spaces.values(), 1):
-                            for key in itertools.islice(table, 1):
+                        for held_keys, _ in itertools.islice(columns.values(), 1):
+                            for key in itertools.islice(held_keys, 1):
                                 self._check_key_type(name, key)
                                 checked = True
-                    held_spaces = taken_groups.get(key_group)
-                    if held_spaces is None:
-                        taken_groups[key_group] = spaces
+                    held_columns = taken_groups.get(key_group)
+                    if held_columns is None:
+                        taken_groups[key_group] = columns
                     else:  # a key group in two snapshots: never written so, but keep both
-                        for namespace, table in spaces.items():
-                            held_spaces.setdefault(namespace, {}).update(table)
+                        for namespace, (more_keys, more_values) in columns.items():
+                            before = held_columns.get(namespace, ([], []))
+                            held_columns[namespace] = (before[0] + more_keys, before[1] + more_values)
             # Plain values stay values: a subtask whose range holds the writer's whole range takes
             # them as they are; otherwise only the keys of its own key groups (hashed once each).
             whole = shared == len(theirs)
@@ -611,9 +611,10 @@ class KeyedStateBackend(ABC):
             # Entries, which every snapshot and reader takes (the default serializer, no TTL).
             states[name] = meta
             merged = {key_group: list(group) for key_group, group in entries.get(name, {}).items()}
-            for key_group, spaces in by_group.items():
+            for key_group, columns in by_group.items():
                 held = merged.setdefault(key_group, [])
-                for namespace, table in spaces.items():
+                for namespace, (held_keys, values) in columns.items():
+                    table = dict(zip(held_keys, values, strict=True))
                     encoded = encode_values(table, meta.kind, snapshot.operator_uid, name)
                     held.extend(zip(table, itertools.repeat(namespace), encoded))
             entries[name] = merged
@@ -732,16 +733,15 @@ class StateBackend(ABC):
         """The backend for one subtask of a keyed operator."""
 
 
-def _by_namespace(groups: dict[int, dict[Any, dict[Any, Any]]]) -> dict[Any, dict[Any, Any]]:
-    """Tables by key group, ``{key group: {namespace: {key: stored}}}``, merged into new dicts,
-    ``{namespace: {key: stored}}``: the tables by key group stay as they were (a snapshot's view of
-    unclaimed state may hold them)."""
+def _by_namespace(groups: dict[int, Columns]) -> dict[Any, dict[Any, Any]]:
+    """Keys and stored values by key group, ``{key group: {namespace: (keys, values)}}``, as new
+    tables, ``{namespace: {key: stored}}``: one ``dict.update`` per key group and namespace, no dict
+    made for each key group."""
     spaces: dict[Any, dict[Any, Any]] = {}
-    for tables in groups.values():
-        for namespace, table in tables.items():
-            held = spaces.get(namespace)
-            if held is None:
-                spaces[namespace] = dict(table)
-            else:
-                held.update(table)
+    for columns in groups.values():
+        for namespace, (keys, values) in columns.items():
+            table = spaces.get(namespace)
+            if table is None:
+                table = spaces[namespace] = {}
+            table.update(zip(keys, values, strict=True))
     return spaces

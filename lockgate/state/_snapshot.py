@@ -286,14 +286,30 @@ def unpack_tables(held: Packed) -> dict[Any, dict[Any, Any]]:
     Raises:
         ValueError: The keys and the values do not pair up.
     """
+    return {
+        namespace: dict(zip(*columns, strict=True)) for namespace, columns in unpack_columns(held).items()
+    }
+
+
+#: Packed tables unpickled (see :func:`unpack_columns`): by namespace, its keys and their stored
+#: values, in the same order.
+Columns = dict[Any, tuple[list[Any], list[Any]]]
+
+
+def unpack_columns(held: Packed) -> Columns:
+    """The keys and stored values that :func:`pack_tables` packed, ``{namespace: (keys, values)}``, in
+    the order of the keys: no dict built (``dict.update(zip(keys, values))`` takes them into a table).
+
+    Raises:
+        ValueError: The keys and the values do not pair up.
+    """
     keys, data = held
     values: dict[Any, list[Any]] = pickle.loads(data)
-    if values.keys() != keys.keys():
-        raise ValueError("the packed values are not of the namespaces of the keys")
-    return {
-        namespace: dict(zip(held_keys, values[namespace], strict=True))
-        for namespace, held_keys in keys.items()
-    }
+    if values.keys() != keys.keys() or any(
+        len(keys[namespace]) != len(values[namespace]) for namespace in keys
+    ):
+        raise ValueError("the packed values do not pair up with the keys")
+    return {namespace: (held_keys, values[namespace]) for namespace, held_keys in keys.items()}
 
 
 def packed_count(held: Packed) -> int:

@@ -36,6 +36,7 @@ from lockgate.state._keygroups import KeyGroupRange, key_group_for
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import PICKLE_PROTOCOL, PickleSerializer
 from lockgate.state._snapshot import (
+    Columns,
     Entry,
     KeyedStateSnapshot,
     PreparedKeyedState,
@@ -469,17 +470,15 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 groups.setdefault(key_group_for(key, max_parallelism), []).append((key, namespace, data))
         self._restore_state(descriptor, groups)
 
-    def _restore_grouped_values(
-        self, descriptor: StateDescriptor[Any], groups: dict[int, dict[Any, dict[Any, Any]]]
-    ) -> None:
+    def _restore_grouped_values(self, descriptor: StateDescriptor[Any], groups: dict[int, Columns]) -> None:
         """Plain values by key group (a savepoint's packed tables), encoded as this state stores them
         and written one WriteBatch per key group: no key is hashed again."""
         encode = StateCodec(descriptor, self.clock).encoder
         entries: dict[int, list[Entry]] = {}
-        for key_group, spaces in groups.items():
+        for key_group, columns in groups.items():
             held = entries[key_group] = []
-            for namespace, table in spaces.items():
-                held.extend(zip(table, repeat(namespace), map(encode, table.values())))
+            for namespace, (keys, values) in columns.items():
+                held.extend(zip(keys, repeat(namespace), map(encode, values)))
         self._restore_state(descriptor, entries)
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
