@@ -212,14 +212,14 @@ def load_keyed(data: bytes) -> tuple[Any, dict[str, dict[int, list[Any]]]]:
             if type(held) is tuple:  # packed: (keys by namespace, their values pickled together)
                 assert (meta.serializer.name, meta.serializer.version, meta.ttl) == ("pickle", 5, None)
                 keys, pickled = held
-                values = load(pickled)
-                assert type(pickled) is bytes and keys.keys() == values.keys()
+                values = load(pickled)  # a list per namespace of keys, in its order
+                assert type(pickled) is bytes and type(values) is list and len(values) == len(keys)
                 held = {}
-                for namespace, names in keys.items():
-                    assert len(names) == len(values[namespace]) and names
+                for (namespace, names), stored_values in zip(keys.items(), values, strict=True):
+                    assert len(names) == len(stored_values) and names
                     held[namespace] = {
                         key: encode_stored(meta.kind, stored)
-                        for key, stored in zip(names, values[namespace], strict=True)
+                        for key, stored in zip(names, stored_values, strict=True)
                     }
             # Every other state: {namespace: {key: value_bytes}}.
             assert type(held) is dict and all(type(table) is dict and table for table in held.values())

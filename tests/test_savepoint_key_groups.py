@@ -427,6 +427,33 @@ async def test_a_packed_value_nothing_writes_is_named_with_its_state_and_key(kin
     assert "lock" in raised.value.reason
 
 
+class Loop:
+    """A namespace that holds itself: the fast pickler (no memo) of a key group refuses it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_key_group_the_fast_pickler_refuses_is_pickled_with_the_memo() -> None:
+    class Local:  # a namespace only cloudpickle writes
+        pass
+
+    loop, local = Loop(), Local()
+    meta = StateMetaInfo.of(lg.ValueStateDescriptor[int]("s"))
+    every = lgs.KeyGroupRange(0, MAX_PARALLELISM - 1)
+    tables = {loop: {"a": 1, "b": 2}, local: {"c": 3}, None: {"d": 4}}
+    data = encode_canonical(KeyedStateSnapshot("op", MAX_PARALLELISM, every, {"s": meta}, {}, {"s": tables}))
+    loaded = load_keyed_state(io.BytesIO(data), packed=True)
+    assert isinstance(loaded, KeyedStateSnapshot)
+    found: dict[Any, dict[Any, Any]] = {}
+    for held in loaded.packed["s"].values():
+        for namespace, table in unpack_tables(held).items():
+            found.setdefault(type(namespace).__name__, {}).update(table)
+            if isinstance(namespace, Loop):
+                assert namespace.me is namespace
+    assert found == {"Loop": {"a": 1, "b": 2}, "Local": {"c": 3}, "NoneType": {"d": 4}}
+
+
 # ---- a whole job, through the public API
 
 

@@ -13,6 +13,7 @@ its range. Values are bytes written by the state's codec (its descriptor's seria
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
 from abc import ABC, abstractmethod
@@ -36,8 +37,11 @@ from lockgate.state._timers import TIMER_KIND
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
 #: One key group's tables of a state of the default serializer without TTL, as a savepoint holds them
-#: (see :func:`pack_tables`): the keys by namespace, and the values of all of them pickled together.
+#: (see :func:`pack_columns`): the keys by namespace, and the values of all of them pickled together.
 Packed = tuple[dict[Any, list[Any]], bytes]
+#: Tables as keys and stored values, by namespace: ``{namespace: (keys, values)}``, each value that
+#: of the key in the same place (what :func:`pack_columns` packs and :func:`unpack_columns` unpacks).
+Columns = dict[Any, tuple[list[Any], list[Any]]]
 
 
 def pickle_snapshot(
@@ -101,7 +105,7 @@ class KeyedStateSnapshot:
         tables: ``tables[state][namespace]`` maps each key to its stored value.
         packed: ``packed[state][key_group]`` holds that key group's tables of a state of the default
             serializer without TTL as a savepoint holds them, its values pickled together (see
-            :func:`pack_tables`): only a snapshot loaded for a restore has them
+            :func:`pack_columns`): only a snapshot loaded for a restore has them
             (``load_keyed_state(file, packed=True)``), or a part of one that the offline reader
             hands out; a restore unpickles the values of the key groups it takes.
     """
@@ -201,15 +205,15 @@ def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     (``chunked``), then one pickle per key group holding entries, ``(key group, {state: held})``, in
     ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`).
     ``held`` is the key group's tables: of a state of the default serializer without TTL whose values
-    the snapshot holds, its keys and its values pickled together (:func:`pack_tables`); of any other
+    the snapshot holds, its keys and its values pickled together (:func:`pack_columns`); of any other
     state ``{namespace: {key: value bytes}}``, each value encoded alone. A timers state's, which may
     hold several entries of one key and namespace, is the list of its entries."""
     by_group: defaultdict[int, dict[str, Any]] = defaultdict(dict)
     for name, spaces in snapshot.tables.items():
         meta = snapshot.states[name]
         if table_holds_values(meta.serializer) and not any(snapshot.entries.get(name, {}).values()):
-            for key_group, grouped in _tables_by_group(spaces, snapshot.max_parallelism).items():
-                by_group[key_group][name] = pack_tables(grouped, meta.kind, snapshot.operator_uid, name)
+            for key_group, columns in _columns_by_group(spaces, snapshot.max_parallelism).items():
+                by_group[key_group][name] = pack_columns(columns, meta.kind, snapshot.operator_uid, name)
             continue
         for namespace, tables in snapshot._encoded_tables(name, spaces):
             for key_group, table in tables.items():
@@ -232,56 +236,76 @@ def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
         {},
         chunked=True,
     )
-    dumps = DEFAULT_SERIALIZER.dumps  # cloudpickle for keys plain pickle refuses
     return b"".join(
-        [dumps(header), *(dumps((key_group, by_group[key_group])) for key_group in sorted(by_group))]
+        [
+            DEFAULT_SERIALIZER.dumps(header),
+            *(_dumps_without_memo((key_group, by_group[key_group])) for key_group in sorted(by_group)),
+        ]
     )
 
 
-def _tables_by_group(
-    spaces: dict[Any, dict[Any, Any]], max_parallelism: int
-) -> dict[int, dict[Any, dict[Any, Any]]]:
+def _dumps_without_memo(structure: object) -> bytes:
+    """A key group's pickle, written without pickle's memo (``Pickler.fast``): it holds keys,
+    namespaces and bytes, each object once or equal copies of it, so remembering every object
+    pickled (a dict insert per key) buys nothing. The values are not in it: a packed state's are
+    pickled with the memo (:func:`pack_columns`), so what they share stays shared. Anything the fast
+    pickler refuses (an object within itself), or that plain pickle refuses (cloudpickle takes it),
+    goes through the default serializer."""
+    buffer = io.BytesIO()
+    try:
+        pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
+        pickler.fast = True
+        pickler.dump(structure)
+    except Exception:
+        return DEFAULT_SERIALIZER.dumps(structure)
+    return buffer.getvalue()
+
+
+def _columns_by_group(spaces: dict[Any, dict[Any, Any]], max_parallelism: int) -> dict[int, Columns]:
     """``spaces`` (``{namespace: {key: stored}}``) split by the key group of each key, ``{key group:
-    {namespace: {key: stored}}}``; the values are not touched."""
-    by_group: dict[int, dict[Any, dict[Any, Any]]] = {}
+    {namespace: (keys, stored values)}}``, in lists (appending to a list costs a fraction of a dict's
+    insert); the values are not touched."""
+    by_group: dict[int, Columns] = {}
     for namespace, table in spaces.items():
         keys = list(table)
-        parts: defaultdict[int, dict[Any, Any]] = defaultdict(dict)
+        key_lists: defaultdict[int, list[Any]] = defaultdict(list)
+        value_lists: defaultdict[int, list[Any]] = defaultdict(list)
         for key, key_group, stored in zip(
             keys, key_groups_of(keys, max_parallelism), table.values(), strict=True
         ):
-            parts[key_group][key] = stored
-        for key_group, part in parts.items():
-            by_group.setdefault(key_group, {})[namespace] = part
+            key_lists[key_group].append(key)
+            value_lists[key_group].append(stored)
+        for key_group, group_keys in key_lists.items():
+            by_group.setdefault(key_group, {})[namespace] = (group_keys, value_lists[key_group])
     return by_group
 
 
-def pack_tables(tables: dict[Any, dict[Any, Any]], kind: str, operator_uid: str, state: str) -> Packed:
-    """One key group's tables of a state of the default serializer without TTL, ``{namespace: {key:
-    stored}}``, as a savepoint holds them: ``(keys, values)``, ``keys`` the keys of each namespace,
-    ``{namespace: [key, ...]}``, and ``values`` their stored values (a value, a list of elements, a
-    map's dict) in the same order, ``{namespace: [stored, ...]}``, pickled in one call for the key
-    group instead of one per value. The keys stay apart, so that a reader can see them (and count
-    them) without unpickling a value, which may need the job's classes. :func:`unpack_tables` reads it.
+def pack_columns(columns: Columns, kind: str, operator_uid: str, state: str) -> Packed:
+    """One key group's tables of a state of the default serializer without TTL, given as ``{namespace:
+    (keys, stored values)}``, as a savepoint holds them: ``(keys, values)``, ``keys`` the keys of
+    each namespace, ``{namespace: [key, ...]}``, and ``values`` their stored values (a value, a list
+    of elements, a map's dict), ``[[stored, ...], ...]``, a list per namespace in the order of
+    ``keys``, each in the order of its keys, pickled in one call for the key group instead of one per
+    value (the namespaces only in ``keys``: one object each, whatever their equality). The keys stay
+    apart, so that a reader can see them (and count them) without unpickling a value, which may need
+    the job's classes. :func:`unpack_columns` reads it.
 
     Raises:
         StateSerializationError: A value cannot be written at all; it names the state and the key
             (found by encoding each value alone, the slow path of a failed savepoint).
     """
     try:
-        values = DEFAULT_SERIALIZER.dumps(
-            {namespace: list(table.values()) for namespace, table in tables.items()}
-        )
+        values = DEFAULT_SERIALIZER.dumps([stored for _, stored in columns.values()])
     except Exception:
         encode = StateCodec(StateEncoding(kind), time.time).encode
-        for table in tables.values():
-            encode_table(table, encode, operator_uid, state)  # raises, naming the key
+        for keys, stored in columns.values():
+            encode_table(dict(zip(keys, stored, strict=True)), encode, operator_uid, state)  # names the key
         raise
-    return {namespace: list(table) for namespace, table in tables.items()}, values
+    return {namespace: keys for namespace, (keys, _) in columns.items()}, values
 
 
 def unpack_tables(held: Packed) -> dict[Any, dict[Any, Any]]:
-    """The tables that :func:`pack_tables` packed, ``{namespace: {key: stored}}``.
+    """The tables that :func:`pack_columns` packed, ``{namespace: {key: stored}}``.
 
     Raises:
         ValueError: The keys and the values do not pair up.
@@ -291,25 +315,25 @@ def unpack_tables(held: Packed) -> dict[Any, dict[Any, Any]]:
     }
 
 
-#: Packed tables unpickled (see :func:`unpack_columns`): by namespace, its keys and their stored
-#: values, in the same order.
-Columns = dict[Any, tuple[list[Any], list[Any]]]
-
-
 def unpack_columns(held: Packed) -> Columns:
-    """The keys and stored values that :func:`pack_tables` packed, ``{namespace: (keys, values)}``, in
+    """The keys and stored values that :func:`pack_columns` packed, ``{namespace: (keys, values)}``, in
     the order of the keys: no dict built (``dict.update(zip(keys, values))`` takes them into a table).
 
     Raises:
         ValueError: The keys and the values do not pair up.
     """
     keys, data = held
-    values: dict[Any, list[Any]] = pickle.loads(data)
-    if values.keys() != keys.keys() or any(
-        len(keys[namespace]) != len(values[namespace]) for namespace in keys
-    ):
+    values: list[list[Any]] = pickle.loads(data)
+    if len(values) != len(keys) or any(map(_unequal_lengths, keys.values(), values)):
         raise ValueError("the packed values do not pair up with the keys")
-    return {namespace: (held_keys, values[namespace]) for namespace, held_keys in keys.items()}
+    return {
+        namespace: (held_keys, stored)
+        for (namespace, held_keys), stored in zip(keys.items(), values, strict=True)
+    }
+
+
+def _unequal_lengths(keys: list[Any], values: list[Any]) -> bool:
+    return len(keys) != len(values)
 
 
 def packed_count(held: Packed) -> int:
@@ -318,7 +342,7 @@ def packed_count(held: Packed) -> int:
 
 
 def _unpacked_entries(held: Packed, kind: str, operator_uid: str, state: str) -> list[Entry]:
-    """The entries of a key group's packed tables (:func:`pack_tables`), each value encoded as the
+    """The entries of a key group's packed tables (:func:`pack_columns`), each value encoded as the
     state's codec would (the "no TTL" column of the default serializer)."""
     entries: list[Entry] = []
     for namespace, table in unpack_tables(held).items():
