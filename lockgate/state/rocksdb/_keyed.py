@@ -43,6 +43,7 @@ from lockgate.state._snapshot import (
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    pickle_each,
     split_list,
     split_map,
 )
@@ -474,11 +475,22 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """Plain values by key group (a savepoint's packed tables), encoded as this state stores them
         and written one WriteBatch per key group: no key is hashed again."""
         encode = StateCodec(descriptor, self.clock).encoder
+        # The default serializer's plain values: pickled in one C-level loop (what its dumps writes);
+        # should plain pickle refuse one, the codec's loop takes them all (cloudpickle).
+        plain = type(descriptor.serializer) is PickleSerializer and descriptor.kind not in ("list", "map")
         entries: dict[int, list[Entry]] = {}
         for key_group, columns in groups.items():
             held = entries[key_group] = []
             for namespace, (keys, values) in columns.items():
-                held.extend(zip(keys, repeat(namespace), map(encode, values)))
+                encoded: list[bytes] | None = None
+                if plain:
+                    try:
+                        encoded = pickle_each(values)
+                    except Exception:
+                        encoded = None
+                if encoded is None:
+                    encoded = list(map(encode, values))
+                held.extend(zip(keys, repeat(namespace), encoded))
         self._restore_state(descriptor, entries)
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
