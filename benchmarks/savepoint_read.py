@@ -80,8 +80,8 @@ def child(mode: str, url: str) -> dict[str, float]:
     elif mode == "baseline":  # the file, and every key group unpickled: nothing decoded or handed out
         with open(path, "rb") as file:
             file.seek(20)  # the frame's header
-            pickle.load(file)
-            for _, states in read_key_groups(file):
+            header = pickle.load(file)
+            for _, states in read_key_groups(file, header.states):
                 entries += len(states["total"])
     else:  # whole: the state loaded at once, as a restore does
         with open(path, "rb") as file:

@@ -64,7 +64,7 @@ def test_inline_handles_round_trip_through_the_metadata_as_base64(payload: bytes
     file = StreamStateHandle(7, "op-0-operator", "/x/chk-7/op-0-operator", 3, 99)
     written = metadata_with(inline_handle(payload), file, inline_handle(payload, "op-0-channel"))
     document = json.loads(written.to_bytes())
-    assert document["version"] == 4
+    assert document["version"] == 5
     stored = document["operators"]["op"]["subtasks"]["0"]
     assert base64.b64decode(stored["keyed"]["inline"], validate=True) == payload
     assert "inline" not in stored["operator"]  # a file's handle is as in version 2
@@ -79,11 +79,11 @@ def test_version_2_is_read_without_inline_handles_and_refused_with_one() -> None
     document["version"] = 2
     old = CheckpointMetadata.from_bytes(json.dumps(document).encode(), "old")
     assert old.version == 2 and old.operators["op"].subtasks[0].keyed == file
-    assert json.loads(old.to_bytes())["version"] == 4  # written again, it is version 4
+    assert json.loads(old.to_bytes())["version"] == 5  # written again, it is version 5
     document["operators"]["op"]["subtasks"]["0"]["keyed"]["inline"] = "AAAA"
     with pytest.raises(lg.CorruptCheckpointError, match="inline handle in metadata version 2"):
         CheckpointMetadata.from_bytes(json.dumps(document).encode(), "old")
-    for version in (1, 5):
+    for version in (1, 6):
         document["version"] = version
         with pytest.raises(lg.CorruptCheckpointError, match=f"version {version} is not supported"):
             CheckpointMetadata.from_bytes(json.dumps(document).encode(), "other")

@@ -568,7 +568,8 @@ def test_the_intersection_of_two_ranges_holds_exactly_their_common_key_groups(
 @given(
     st.lists(keys, max_size=30)
     | st.lists(st.text(), max_size=30),  # mixed types, and str only (its own path)
-    st.integers(1, UPPER_BOUND_MAX_PARALLELISM),
+    st.integers(1, UPPER_BOUND_MAX_PARALLELISM)
+    | st.integers(0, 15).map(lambda n: 1 << n),  # a power of two: the modulo is a mask (its own path)
 )
 @example(["\ud800", "x\udfff", ""], 7)  # lone surrogates: str keys encode with surrogatepass
 def test_the_key_groups_of_many_keys_are_each_key_s_own(many: list[Any], max_parallelism: int) -> None:
@@ -579,6 +580,8 @@ def test_the_key_groups_of_many_keys_are_each_key_s_own(many: list[Any], max_par
 def test_every_32_bit_hash_is_finalised_as_one_at_a_time(hashes: list[int]) -> None:
     """The finaliser run on all hashes at once (64-bit lanes of one int) gives each hash's own."""
     assert list(_fmix32_all(hashes)) == [_fmix32(h) for h in hashes]
+    for bits in (0, 1, 7, 15, 31):
+        assert list(_fmix32_all(hashes, (1 << bits) - 1)) == [_fmix32(h) % (1 << bits) for h in hashes]
 
 
 def test_many_keys_of_an_unsupported_type_are_refused() -> None:

@@ -205,15 +205,37 @@ def load_keyed(data: bytes) -> tuple[Any, dict[str, dict[int, list[Any]]]]:
         previous = key_group
         for name, held in states.items():
             assert held
-            if snapshot.states[name].kind == "timers":  # a list of entries
+            meta = snapshot.states[name]
+            if meta.kind == "timers":  # a list of entries
                 entries[name][key_group] = held
                 continue
+            if type(held) is tuple:  # packed: (keys by namespace, their values pickled together)
+                assert (meta.serializer.name, meta.serializer.version, meta.ttl) == ("pickle", 5, None)
+                keys, pickled = held
+                values = load(pickled)  # a list per namespace of keys, in its order
+                assert type(pickled) is bytes and type(values) is list and len(values) == len(keys)
+                held = {}
+                for (namespace, names), stored_values in zip(keys.items(), values, strict=True):
+                    assert len(names) == len(stored_values) and names
+                    held[namespace] = {
+                        key: encode_stored(meta.kind, stored)
+                        for key, stored in zip(names, stored_values, strict=True)
+                    }
             # Every other state: {namespace: {key: value_bytes}}.
             assert type(held) is dict and all(type(table) is dict and table for table in held.values())
             entries[name][key_group] = [
                 (key, namespace, data) for namespace, table in held.items() for key, data in table.items()
             ]
     return snapshot, entries
+
+
+def encode_stored(kind: str, stored: Any) -> bytes:
+    """A packed table's stored value as value bytes, by the "no TTL" column with ``ser = pickle.dumps``."""
+    if kind == "list":
+        return pickle.dumps([pickle.dumps(element, protocol=5) for element in stored], protocol=5)
+    if kind == "map":
+        return pickle.dumps({k: pickle.dumps(v, protocol=5) for k, v in stored.items()}, protocol=5)
+    return pickle.dumps(stored, protocol=5)
 
 
 # ---- key groups, by "Key groups"
@@ -349,7 +371,7 @@ def check_savepoint(tmp_path: Path, url: str, committed: list[Any], before: floa
     assert url == directory.as_uri()
     metadata = read_metadata(unframe((directory / "_metadata").read_bytes()))
     assert metadata.format == "lockgate-metadata"
-    assert (metadata.version, metadata.kind) == (4, "savepoint")
+    assert (metadata.version, metadata.kind) == (5, "savepoint")
     assert metadata.checkpoint_id == int(match[1])
     assert (metadata.job_name, metadata.max_parallelism) == ("savepoint-format", MAX_PARALLELISM)
     assert before - 1 <= metadata.timestamp <= after

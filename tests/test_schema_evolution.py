@@ -586,6 +586,7 @@ async def test_migration_runs_in_a_worker_thread_before_the_first_record(tmp_pat
     ("before", "after", "save"),
     [
         ("heap", "heap", "checkpoint"),  # the pickled tables of a heap checkpoint
+        ("heap", "heap", "savepoint"),  # a savepoint's packed tables
         ("heap", "rocksdb", "savepoint"),
         ("rocksdb-incremental", "rocksdb", "checkpoint"),  # pickles in a database opened in place
     ],

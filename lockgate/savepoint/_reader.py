@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, TypeVar
 
 from lockgate._errors import ConfigurationError, CorruptCheckpointError, StateNotFoundError
@@ -45,7 +46,17 @@ from lockgate.state import (
 from lockgate.state._evolution import restore_reader
 from lockgate.state._keygroups import uncached_key_hash
 from lockgate.state._schema import to_named
-from lockgate.state._snapshot import StateEncoding, load_keyed_state, read_key_groups, table_holds_values
+from lockgate.state._snapshot import (
+    Entry,
+    Packed,
+    StateEncoding,
+    entries_of,
+    load_keyed_state,
+    packed_count,
+    read_held_key_groups,
+    table_holds_values,
+    unpack_tables,
+)
 from lockgate.state._states import TtlValue
 from lockgate.state._timers import decode_timestamp
 
@@ -233,7 +244,13 @@ class Savepoint:
         def items(part: KeyedStateSnapshot) -> list[Any]:
             """What to hand out of a part, prepared in the worker thread that read it."""
             meta = part.states.get(state)
-            if meta is not None and meta.ttl is None and not windows and not part.tables.get(state):
+            if (
+                meta is not None
+                and meta.ttl is None
+                and not windows
+                and not part.tables.get(state)
+                and not part.packed.get(state)
+            ):
                 # The common case: one comprehension from the stored entries to the pairs handed out.
                 decode = self._codec(uid, state, meta, serializer).decoder
                 groups = part.entries.get(state, {})
@@ -466,15 +483,27 @@ class Savepoint:
         try:
             held = await run_sync(_loaded, pickle.load, file, keyed.pointer)
             if isinstance(held, KeyedStateSnapshot) and held.chunked:
-                chunks = read_key_groups(file)
+                chunks = read_held_key_groups(file)
+                uid, metas = held.operator_uid, held.states
 
                 def next_part() -> tuple[T] | None:
                     chunk = _loaded(next, chunks, None, keyed.pointer)
                     if chunk is None:
                         return None
                     key_group, states = chunk
-                    entries = {name: {key_group: group} for name, group in states.items()}
-                    return (prepare(dataclasses.replace(held, entries=entries, chunked=False)),)
+                    # Packed tables stay packed: their values are unpickled only if they are read.
+                    entries: dict[str, dict[int, list[Entry]]] = {}
+                    packed: dict[str, dict[int, Packed]] = {}
+                    for name, group in states.items():
+                        if isinstance(group, tuple):
+                            packed[name] = {key_group: group}
+                        else:
+                            kind = metas[name].kind
+                            entries[name] = {
+                                key_group: _loaded(entries_of, group, kind, uid, name, keyed.pointer)
+                            }
+                    part = dataclasses.replace(held, entries=entries, packed=packed, chunked=False)
+                    return (prepare(part),)
 
                 while (part := await run_sync(next_part)) is not None:
                     yield part[0]
@@ -569,6 +598,12 @@ class Savepoint:
 
         groups: dict[int, list[tuple[Any, Any, Any]]] = {}
         decoder = codec.decoder
+        # A value the default serializer stored, read by another serializer (a typed one taking over).
+        encode = StateCodec(StateEncoding(meta.kind), self.clock).encode
+
+        def read_stored(stored: Any) -> Any:
+            return codec.decode(encode(stored))
+
         for key_group, entries in snapshot.entries.get(state, {}).items():
             if meta.ttl is None:  # the common case, in one comprehension
                 groups[key_group] = [(key, namespace, decoder(data)) for key, namespace, data in entries]
@@ -578,12 +613,18 @@ class Savepoint:
                 value = value_of(decoder(data))
                 if value is not MISSING:
                     out.append((key, namespace, value))
+        for key_group, held in snapshot.packed.get(state, {}).items():  # the values themselves
+            out = groups.setdefault(key_group, [])
+            for namespace, table in unpack_tables(held).items():
+                if serializer is None:
+                    out.extend(zip(table, repeat(namespace), table.values()))
+                else:
+                    out.extend((key, namespace, read_stored(stored)) for key, stored in table.items())
         spaces = snapshot.tables.get(state)
         if spaces:
             decode: Callable[[Any], Any] | None = codec.decode
             if table_holds_values(meta.serializer):  # the values themselves, unless read by another
-                encode = StateCodec(StateEncoding(meta.kind), self.clock).encode
-                decode = None if serializer is None else lambda stored: codec.decode(encode(stored))
+                decode = None if serializer is None else read_stored
             max_parallelism = snapshot.max_parallelism
             for namespace, table in spaces.items():
                 for key, stored in table.items():
@@ -627,5 +668,6 @@ def _counts(snapshot: KeyedStateSnapshot) -> dict[str, tuple[StateMetaInfo, int]
     counts = {}
     for name, meta in snapshot.states.items():
         encoded = sum(len(group) for group in snapshot.entries.get(name, {}).values())
+        encoded += sum(map(packed_count, snapshot.packed.get(name, {}).values()))  # no value unpickled
         counts[name] = (meta, encoded + sum(len(table) for table in snapshot.tables.get(name, {}).values()))
     return counts

@@ -151,10 +151,11 @@ def _keyed_state(
 
 
 def load_keyed_blob(blob: Blob) -> object:
-    """What a keyed state blob holds (a snapshot, a savepoint's key groups read back into it, or a
-    manifest), naming the blob if it cannot be read."""
+    """What a keyed state blob holds (a snapshot, a savepoint's key groups read back into it, their
+    packed tables left for the restore to unpickle, or a manifest), naming the blob if it cannot be
+    read."""
     data, pointer = blob
     try:
-        return load_keyed_state(io.BytesIO(data))
+        return load_keyed_state(io.BytesIO(data), packed=True)
     except Exception as exc:
         raise CorruptCheckpointError(pointer, f"the state cannot be read ({exc})") from exc

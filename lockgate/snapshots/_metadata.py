@@ -29,10 +29,11 @@ T = TypeVar("T")
 #: 1 was a pickle; version 3 added inline handles (a state blob's bytes in the metadata itself); version
 #: 4 holds a savepoint's keyed entries as tables by namespace where 2 and 3 held lists of entries (see
 #: docs/savepoint-format.md).
-METADATA_VERSION: Final = 4
+METADATA_VERSION: Final = 5
 
-#: The versions a reader takes: 2 is 3 without inline handles, 3 is 4 with lists of entries.
-READABLE_VERSIONS: Final = (2, 3, 4)
+#: The versions a reader takes: 2 is 3 without inline handles, 3 is 4 with lists of entries, 4 is 5
+#: without packed tables (each value of a state of the default serializer pickled alone).
+READABLE_VERSIONS: Final = (2, 3, 4, 5)
 
 #: What the metadata's ``format`` field says.
 METADATA_FORMAT: Final = "lockgate-metadata"

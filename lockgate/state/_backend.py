@@ -18,7 +18,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -34,6 +34,7 @@ from lockgate.state._descriptors import (
 from lockgate.state._evolution import Reader, restore_reader
 from lockgate.state._keygroups import KeyGroupRange, key_groups_of
 from lockgate.state._snapshot import (
+    Columns,
     Entry,
     KeyedStateManifest,
     KeyedStateSnapshot,
@@ -42,7 +43,9 @@ from lockgate.state._snapshot import (
     StateCodec,
     StateEncoding,
     StateMetaInfo,
+    encode_values,
     table_holds_values,
+    unpack_columns,
 )
 from lockgate.state._states import DEFAULT_NAMESPACE, MISSING, STATE_TYPES, State
 from lockgate.state._timers import TIMER_DOMAINS, TIMER_KIND, TimerQueue, TimerStateDescriptor
@@ -54,6 +57,9 @@ RestoredEntries = dict[str, tuple[StateMetaInfo, dict[int, list[Entry]]]]
 #: Restored plain values of states not registered yet: state name -> (meta info, namespace -> key ->
 #: stored value), as ``KeyedStateSnapshot.tables`` holds them.
 RestoredTables = dict[str, tuple[StateMetaInfo, dict[Any, dict[Any, Any]]]]
+#: Restored plain values of states not registered yet, still by key group: state name -> (meta info,
+#: key group -> namespace -> (keys, stored values)), a savepoint's packed tables unpickled.
+RestoredGroups = dict[str, tuple[StateMetaInfo, dict[int, Columns]]]
 
 #: Types whose values a query returns as they are (no copy can be changed by the caller).
 _PLAIN_TYPES: frozenset[type] = frozenset(_IMMUTABLE)
@@ -76,13 +82,14 @@ class PendingMigration:
 
 @dataclass(frozen=True)
 class UnclaimedState:
-    """Restored state that no function has registered yet, in both forms a snapshot holds."""
+    """Restored state that no function has registered yet, in the forms a restore holds it."""
 
     entries: RestoredEntries
     tables: RestoredTables
+    groups: RestoredGroups = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.tables)
+        return bool(self.entries or self.tables or self.groups)
 
 
 class KeyedStateBackend(ABC):
@@ -111,6 +118,7 @@ class KeyedStateBackend(ABC):
         # Restored state of states not registered yet, by state name: encoded entries, plain values.
         self._restored: RestoredEntries = {}
         self._restored_tables: RestoredTables = {}
+        self._restored_groups: RestoredGroups = {}
         self._timer_queues: dict[str, TimerQueue] = {}
         # Registered states whose restored values need migrating to their new schema, and whether
         # the actor has migrated the pending ones (states registered later migrate at once).
@@ -154,9 +162,11 @@ class KeyedStateBackend(ABC):
             )
         restored = self._restored.get(descriptor.name)
         values = self._restored_tables.get(descriptor.name)
+        grouped = self._restored_groups.get(descriptor.name)
         # Resolved before anything is created or loaded: a refused state leaves the backend as it was.
         read = None if restored is None else self.check_restored_meta(restored[0], descriptor)
         read_values = None if values is None else self.check_restored_meta(values[0], descriptor)
+        read_grouped = None if grouped is None else self.check_restored_meta(grouped[0], descriptor)
         self._create_state(descriptor)
         if known is None:
             self.descriptors[descriptor.name] = descriptor
@@ -178,6 +188,13 @@ class KeyedStateBackend(ABC):
                 self._restore_values(descriptor, spaces)
             else:  # values the default serializer wrote, which a typed serializer takes over
                 self._migrate_later(PendingMigration(descriptor, read_values, values=spaces))
+        if grouped is not None:  # the default serializer's values as well, by key group
+            del self._restored_groups[descriptor.name]
+            if read_grouped is None:
+                self._restore_grouped_values(descriptor, grouped[1])
+            else:
+                values_by_namespace = _by_namespace(grouped[1])
+                self._migrate_later(PendingMigration(descriptor, read_grouped, values=values_by_namespace))
 
     def _migrate_later(self, migration: PendingMigration) -> None:
         if self._migrated:
@@ -215,6 +232,12 @@ class KeyedStateBackend(ABC):
                 for key, value in table.items():
                     target[key] = decode(encode(value))
         self._restore_values(descriptor, spaces)
+
+    def _restore_grouped_values(self, descriptor: StateDescriptor[Any], groups: dict[int, Columns]) -> None:
+        """Load restored stored values of a state that has just been registered, by key group
+        (``{key group: {namespace: (keys, stored values)}}``, a savepoint's packed tables), which its
+        serializer (the default one) reads as they are."""
+        self._restore_values(descriptor, _by_namespace(groups))
 
     def _restore_encoded(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, bytes]]) -> None:
         """Load restored tables of a state's codec bytes (``KeyedStateSnapshot.tables`` of a state
@@ -474,6 +497,26 @@ class KeyedStateBackend(ABC):
                         taken = mine.get(key_group)
                         # Each key group is in one snapshot: its list is taken as it is, not copied.
                         mine[key_group] = entries if taken is None else taken + entries
+            # Packed key groups (a savepoint's): only those of this subtask's range are unpickled.
+            for name, packs in snapshot.packed.items():
+                _, taken_groups = self._restored_groups.setdefault(name, (snapshot.states[name], {}))
+                checked = False
+                for key_group, pack in packs.items():
+                    if key_group not in own:
+                        continue
+                    columns = unpack_columns(pack)
+                    if not checked:
+                        for held_keys, _ in itertools.islice(columns.values(), 1):
+                            for key in itertools.islice(held_keys, 1):
+                                self._check_key_type(name, key)
+                                checked = True
+                    held_columns = taken_groups.get(key_group)
+                    if held_columns is None:
+                        taken_groups[key_group] = columns
+                    else:  # a key group in two snapshots: never written so, but keep both
+                        for namespace, (more_keys, more_values) in columns.items():
+                            before = held_columns.get(namespace, ([], []))
+                            held_columns[namespace] = (before[0] + more_keys, before[1] + more_values)
             # Plain values stay values: a subtask whose range holds the writer's whole range takes
             # them as they are; otherwise only the keys of its own key groups (hashed once each).
             whole = shared == len(theirs)
@@ -530,7 +573,7 @@ class KeyedStateBackend(ABC):
 
     def restored_state_names(self) -> set[str]:
         """The names of the restored states no function has registered yet."""
-        return set(self._restored) | set(self._restored_tables)
+        return set(self._restored) | set(self._restored_tables) | set(self._restored_groups)
 
     def unclaimed_restored_state(self) -> UnclaimedState:
         """Restored state that no function has registered yet, as it is now.
@@ -538,7 +581,7 @@ class KeyedStateBackend(ABC):
         The synchronous snapshot part takes this view; the asynchronous part adds it to the snapshot
         with :meth:`with_unclaimed_restored_state`, so restored state is kept, not lost.
         """
-        return UnclaimedState(dict(self._restored), dict(self._restored_tables))
+        return UnclaimedState(dict(self._restored), dict(self._restored_tables), dict(self._restored_groups))
 
     @staticmethod
     def with_unclaimed_restored_state(
@@ -563,6 +606,17 @@ class KeyedStateBackend(ABC):
             merged = {key_group: list(group) for key_group, group in entries.get(name, {}).items()}
             for key_group, group in groups.items():
                 merged.setdefault(key_group, []).extend(group)
+            entries[name] = merged
+        for name, (meta, by_group) in unclaimed.groups.items():
+            # Entries, which every snapshot and reader takes (the default serializer, no TTL).
+            states[name] = meta
+            merged = {key_group: list(group) for key_group, group in entries.get(name, {}).items()}
+            for key_group, columns in by_group.items():
+                held = merged.setdefault(key_group, [])
+                for namespace, (held_keys, values) in columns.items():
+                    table = dict(zip(held_keys, values, strict=True))
+                    encoded = encode_values(table, meta.kind, snapshot.operator_uid, name)
+                    held.extend(zip(table, itertools.repeat(namespace), encoded))
             entries[name] = merged
         return KeyedStateSnapshot(
             snapshot.operator_uid,
@@ -677,3 +731,17 @@ class StateBackend(ABC):
         self, operator_uid: str, key_group_range: KeyGroupRange, max_parallelism: int
     ) -> KeyedStateBackend:
         """The backend for one subtask of a keyed operator."""
+
+
+def _by_namespace(groups: dict[int, Columns]) -> dict[Any, dict[Any, Any]]:
+    """Keys and stored values by key group, ``{key group: {namespace: (keys, values)}}``, as new
+    tables, ``{namespace: {key: stored}}``: one ``dict.update`` per key group and namespace, no dict
+    made for each key group."""
+    spaces: dict[Any, dict[Any, Any]] = {}
+    for columns in groups.values():
+        for namespace, (keys, values) in columns.items():
+            table = spaces.get(namespace)
+            if table is None:
+                table = spaces[namespace] = {}
+            table.update(zip(keys, values, strict=True))
+    return spaces

@@ -155,11 +155,11 @@ def key_groups_of(keys: Sequence[Any], max_parallelism: int) -> list[int]:
     if set(map(type, keys)) <= _STR:
         # crc32(b"S" + u32(len) + data) continues the CRC of the prefix, which depends on the length only.
         data = list(map(str.encode, keys, repeat("utf-8"), repeat("surrogatepass")))
-        lengths = list(map(len, data))
-        prefixes = {n: zlib.crc32(b"S" + _LENGTH.pack(n)) for n in set(lengths)}
-        crcs = list(map(zlib.crc32, data, map(prefixes.__getitem__, lengths)))
+        crcs = list(map(zlib.crc32, data, map(_STR_PREFIXES.__getitem__, map(len, data))))
     else:
         crcs = list(map(zlib.crc32, map(canonical_key_bytes, keys)))
+    if not max_parallelism & (max_parallelism - 1):  # a power of two: the modulo is a mask, of all lanes
+        return _fmix32_all(crcs, max_parallelism - 1).tolist()
     return list(map(max_parallelism.__rmod__, _fmix32_all(crcs)))
 
 
@@ -167,11 +167,24 @@ _LENGTH = struct.Struct(">I")
 _STR = {str}
 
 
-def _fmix32_all(hashes: list[int]) -> array.array[int]:
+class _Prefixes(dict[int, int]):
+    """The CRC-32 of a str key's canonical prefix, ``b"S" + u32(length)``, by length: made on the first
+    lookup of a length, a dict lookup after."""
+
+    def __missing__(self, length: int) -> int:
+        crc = self[length] = zlib.crc32(b"S" + _LENGTH.pack(length))
+        return crc
+
+
+_STR_PREFIXES: Final = _Prefixes()
+
+
+def _fmix32_all(hashes: list[int], low_bits: int = _MASK32) -> array.array[int]:
     """:func:`_fmix32` of each of ``hashes`` (32-bit), computed on all at once: each is a 64-bit lane
     of one big int, whose multiplications and shifts are C loops. A lane's upper half takes the
     carries of its own products and what shifts bring in from the lane above; masking clears it after
-    each step, so no lane ever affects another."""
+    each step, so no lane ever affects another. The last mask keeps ``low_bits`` (at most 32 bits) of
+    each result: ``2**n - 1`` gives each result modulo ``2**n``."""
     count = len(hashes)
     if not count:
         return array.array("Q")
@@ -182,6 +195,8 @@ def _fmix32_all(hashes: list[int]) -> array.array[int]:
     h = (h * 0x85EBCA6B) & mask
     h = (h ^ (h >> 13)) & mask
     h = (h * 0xC2B2AE35) & mask
+    if low_bits != _MASK32:
+        mask = int.from_bytes(low_bits.to_bytes(8, sys.byteorder) * count, sys.byteorder)
     h = (h ^ (h >> 16)) & mask
     mixed = array.array("Q")
     mixed.frombytes(h.to_bytes(8 * count, sys.byteorder))

@@ -13,13 +13,13 @@ its range. Values are bytes written by the state's codec (its descriptor's seria
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, BinaryIO, Final, Protocol
@@ -35,6 +35,12 @@ from lockgate.state._timers import TIMER_KIND
 
 #: (key, namespace, encoded value) of one stored entry.
 Entry = tuple[Any, Any, bytes]
+#: One key group's tables of a state of the default serializer without TTL, as a savepoint holds them
+#: (see :func:`pack_columns`): the keys by namespace, and the values of all of them pickled together.
+Packed = tuple[dict[Any, list[Any]], bytes]
+#: Tables as keys and stored values, by namespace: ``{namespace: (keys, values)}``, each value that
+#: of the key in the same place (what :func:`pack_columns` packs and :func:`unpack_columns` unpacks).
+Columns = dict[Any, tuple[list[Any], list[Any]]]
 
 
 def pickle_snapshot(
@@ -96,6 +102,11 @@ class KeyedStateSnapshot:
         states: Meta info by state name.
         entries: ``entries[state][key_group]`` lists that key group's entries.
         tables: ``tables[state][namespace]`` maps each key to its stored value.
+        packed: ``packed[state][key_group]`` holds that key group's tables of a state of the default
+            serializer without TTL as a savepoint holds them, its values pickled together (see
+            :func:`pack_columns`): only a snapshot loaded for a restore has them
+            (``load_keyed_state(file, packed=True)``), or a part of one that the offline reader
+            hands out; a restore unpickles the values of the key groups it takes.
     """
 
     operator_uid: str
@@ -107,15 +118,38 @@ class KeyedStateSnapshot:
     #: In a savepoint's file: the entries follow this snapshot, key group by key group (see
     #: :func:`encode_canonical`); the snapshot itself holds none.
     chunked: bool = False
+    packed: dict[str, dict[int, Packed]] = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled without ``packed`` when it is empty, as always but in a restore's memory: the header
+        # of a savepoint's file keeps the fields docs/savepoint-format.md lists.
+        state = dict(self.__dict__)
+        if not state["packed"]:
+            del state["packed"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Without ``packed``: none (and a snapshot pickled before it existed has none).
+        self.__dict__.update({"packed": {}, **state})
 
     def entry_count(self) -> int:
         """How many entries the snapshot holds."""
         encoded = sum(len(group) for groups in self.entries.values() for group in groups.values())
-        return encoded + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
+        packed = sum(packed_count(held) for groups in self.packed.values() for held in groups.values())
+        return (
+            encoded + packed + sum(len(table) for spaces in self.tables.values() for table in spaces.values())
+        )
 
     def grouped_entries(self) -> dict[str, dict[int, list[Entry]]]:
         """Every state's entries, encoded and grouped by key group, whichever form holds them."""
         grouped = dict(self.entries)
+        for name, packs in self.packed.items():
+            kind, mine = self.states[name].kind, dict(grouped.get(name, {}))
+            for key_group, held in packs.items():
+                mine[key_group] = mine.get(key_group, []) + _unpacked_entries(
+                    held, kind, self.operator_uid, name
+                )
+            grouped[name] = mine
         for name, spaces in self.tables.items():
             groups: dict[int, list[Entry]] = {}
             for namespace, by_group in self._encoded_tables(name, spaces):
@@ -155,24 +189,38 @@ def encode_values(table: dict[Any, Any], kind: str, operator_uid: str, state: st
     """
     if kind not in ("list", "map"):
         try:
-            return list(map(_PICKLE_VALUE, table.values()))
+            return pickle_each(table.values())
         except Exception:  # the codec's loop below falls back to cloudpickle, or names the key
             pass
     encode = StateCodec(StateEncoding(kind), time.time).encode
     return list(encode_table(table, encode, operator_uid, state).values())
 
 
-_PICKLE_VALUE: Final = partial(pickle.dumps, protocol=PICKLE_PROTOCOL)
+def pickle_each(values: Iterable[Any]) -> list[bytes]:
+    """``pickle.dumps(value, protocol=5)`` of each of ``values``, in one C-level loop (the protocol
+    passed positionally: through ``functools.partial`` each call costs about twice as much).
+
+    Raises:
+        Exception: Whatever plain pickle raises for a value it refuses.
+    """
+    return list(map(pickle.dumps, values, repeat(PICKLE_PROTOCOL)))
 
 
 def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
     """A snapshot as a savepoint's keyed state file holds it: the snapshot without its entries
     (``chunked``), then one pickle per key group holding entries, ``(key group, {state: held})``, in
     ascending key group order; so a reader holds one key group at a time (:func:`read_key_groups`).
-    ``held`` is ``{namespace: {key: value bytes}}``; a timers state's, which may hold several entries
-    of one key and namespace, is the list of its entries."""
+    ``held`` is the key group's tables: of a state of the default serializer without TTL whose values
+    the snapshot holds, its keys and its values pickled together (:func:`pack_columns`); of any other
+    state ``{namespace: {key: value bytes}}``, each value encoded alone. A timers state's, which may
+    hold several entries of one key and namespace, is the list of its entries."""
     by_group: defaultdict[int, dict[str, Any]] = defaultdict(dict)
     for name, spaces in snapshot.tables.items():
+        meta = snapshot.states[name]
+        if table_holds_values(meta.serializer) and not any(snapshot.entries.get(name, {}).values()):
+            for key_group, columns in _columns_by_group(spaces, snapshot.max_parallelism).items():
+                by_group[key_group][name] = pack_columns(columns, meta.kind, snapshot.operator_uid, name)
+            continue
         for namespace, tables in snapshot._encoded_tables(name, spaces):
             for key_group, table in tables.items():
                 by_group[key_group].setdefault(name, {})[namespace] = table
@@ -194,10 +242,118 @@ def encode_canonical(snapshot: KeyedStateSnapshot) -> bytes:
         {},
         chunked=True,
     )
-    dumps = DEFAULT_SERIALIZER.dumps  # cloudpickle for keys plain pickle refuses
     return b"".join(
-        [dumps(header), *(dumps((key_group, by_group[key_group])) for key_group in sorted(by_group))]
+        [
+            DEFAULT_SERIALIZER.dumps(header),
+            *(_dumps_without_memo((key_group, by_group[key_group])) for key_group in sorted(by_group)),
+        ]
     )
+
+
+def _dumps_without_memo(structure: object) -> bytes:
+    """A key group's pickle, written without pickle's memo (``Pickler.fast``): it holds keys,
+    namespaces and bytes, each object once or equal copies of it, so remembering every object
+    pickled (a dict insert per key) buys nothing. The values are not in it: a packed state's are
+    pickled with the memo (:func:`pack_columns`), so what they share stays shared. Anything the fast
+    pickler refuses (an object within itself), or that plain pickle refuses (cloudpickle takes it),
+    goes through the default serializer."""
+    buffer = io.BytesIO()
+    try:
+        pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
+        pickler.fast = True
+        pickler.dump(structure)
+    except Exception:
+        return DEFAULT_SERIALIZER.dumps(structure)
+    return buffer.getvalue()
+
+
+def _columns_by_group(spaces: dict[Any, dict[Any, Any]], max_parallelism: int) -> dict[int, Columns]:
+    """``spaces`` (``{namespace: {key: stored}}``) split by the key group of each key, ``{key group:
+    {namespace: (keys, stored values)}}``, in lists (appending to a list costs a fraction of a dict's
+    insert); the values are not touched."""
+    by_group: dict[int, Columns] = {}
+    for namespace, table in spaces.items():
+        keys = list(table)
+        key_lists: defaultdict[int, list[Any]] = defaultdict(list)
+        value_lists: defaultdict[int, list[Any]] = defaultdict(list)
+        for key, key_group, stored in zip(
+            keys, key_groups_of(keys, max_parallelism), table.values(), strict=True
+        ):
+            key_lists[key_group].append(key)
+            value_lists[key_group].append(stored)
+        for key_group, group_keys in key_lists.items():
+            by_group.setdefault(key_group, {})[namespace] = (group_keys, value_lists[key_group])
+    return by_group
+
+
+def pack_columns(columns: Columns, kind: str, operator_uid: str, state: str) -> Packed:
+    """One key group's tables of a state of the default serializer without TTL, given as ``{namespace:
+    (keys, stored values)}``, as a savepoint holds them: ``(keys, values)``, ``keys`` the keys of
+    each namespace, ``{namespace: [key, ...]}``, and ``values`` their stored values (a value, a list
+    of elements, a map's dict), ``[[stored, ...], ...]``, a list per namespace in the order of
+    ``keys``, each in the order of its keys, pickled in one call for the key group instead of one per
+    value (the namespaces only in ``keys``: one object each, whatever their equality). The keys stay
+    apart, so that a reader can see them (and count them) without unpickling a value, which may need
+    the job's classes. :func:`unpack_columns` reads it.
+
+    Raises:
+        StateSerializationError: A value cannot be written at all; it names the state and the key
+            (found by encoding each value alone, the slow path of a failed savepoint).
+    """
+    try:
+        values = DEFAULT_SERIALIZER.dumps([stored for _, stored in columns.values()])
+    except Exception:
+        encode = StateCodec(StateEncoding(kind), time.time).encode
+        for keys, stored in columns.values():
+            encode_table(dict(zip(keys, stored, strict=True)), encode, operator_uid, state)  # names the key
+        raise
+    return {namespace: keys for namespace, (keys, _) in columns.items()}, values
+
+
+def unpack_tables(held: Packed) -> dict[Any, dict[Any, Any]]:
+    """The tables that :func:`pack_columns` packed, ``{namespace: {key: stored}}``.
+
+    Raises:
+        ValueError: The keys and the values do not pair up.
+    """
+    return {
+        namespace: dict(zip(*columns, strict=True)) for namespace, columns in unpack_columns(held).items()
+    }
+
+
+def unpack_columns(held: Packed) -> Columns:
+    """The keys and stored values that :func:`pack_columns` packed, ``{namespace: (keys, values)}``, in
+    the order of the keys: no dict built (``dict.update(zip(keys, values))`` takes them into a table).
+
+    Raises:
+        ValueError: The keys and the values do not pair up.
+    """
+    keys, data = held
+    values: list[list[Any]] = pickle.loads(data)
+    if len(values) != len(keys) or any(map(_unequal_lengths, keys.values(), values)):
+        raise ValueError("the packed values do not pair up with the keys")
+    return {
+        namespace: (held_keys, stored)
+        for (namespace, held_keys), stored in zip(keys.items(), values, strict=True)
+    }
+
+
+def _unequal_lengths(keys: list[Any], values: list[Any]) -> bool:
+    return len(keys) != len(values)
+
+
+def packed_count(held: Packed) -> int:
+    """How many entries packed tables hold, their values left as they are."""
+    return sum(map(len, held[0].values()))
+
+
+def _unpacked_entries(held: Packed, kind: str, operator_uid: str, state: str) -> list[Entry]:
+    """The entries of a key group's packed tables (:func:`pack_columns`), each value encoded as the
+    state's codec would (the "no TTL" column of the default serializer)."""
+    entries: list[Entry] = []
+    for namespace, table in unpack_tables(held).items():
+        entries.extend(zip(table, repeat(namespace), encode_values(table, kind, operator_uid, state)))
+    return entries
 
 
 def _tables_of(entries: list[Entry], tables: dict[Any, dict[Any, bytes]]) -> dict[Any, dict[Any, bytes]]:
@@ -214,23 +370,44 @@ def _tables_of(entries: list[Entry], tables: dict[Any, dict[Any, bytes]]) -> dic
 
 _KEY, _NAMESPACE, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)
 
+#: What a savepoint's key group holds of one state: a list of entries (timers, and every state of
+#: metadata versions 2 and 3), tables of value bytes (version 4), or packed tables (version 5).
+Held = list[Entry] | dict[Any, dict[Any, bytes]] | Packed
 
-def read_key_groups(file: BinaryIO) -> Iterator[tuple[int, dict[str, list[Entry]]]]:
+
+def read_held_key_groups(file: BinaryIO) -> Iterator[tuple[int, dict[str, Held]]]:
     """The key groups that follow a chunked snapshot in ``file`` (positioned after the snapshot), one
-    at a time: ``(key group, {state: entries})``."""
+    at a time, as they are pickled: ``(key group, {state: held})``, packed tables (a tuple) not
+    unpacked."""
     while True:
         try:
             key_group, held = pickle.load(file)
         except EOFError:
             return
-        yield key_group, {name: _entries_of(states) for name, states in held.items()}
+        yield key_group, held
 
 
-def _entries_of(held: list[Entry] | dict[Any, dict[Any, bytes]]) -> list[Entry]:
+def read_key_groups(
+    file: BinaryIO, states: Mapping[str, StateMetaInfo], operator_uid: str = ""
+) -> Iterator[tuple[int, dict[str, list[Entry]]]]:
+    """The key groups that follow a chunked snapshot in ``file`` (positioned after the snapshot), one
+    at a time: ``(key group, {state: entries})``; ``states`` is the snapshot's (packed tables are
+    encoded entry by entry as their state's kind says)."""
+    for key_group, held in read_held_key_groups(file):
+        yield (
+            key_group,
+            {name: entries_of(group, states[name].kind, operator_uid, name) for name, group in held.items()},
+        )
+
+
+def entries_of(held: Held, kind: str, operator_uid: str, state: str) -> list[Entry]:
     """A state's entries in one key group, from what a savepoint's key group holds of it: a timers
-    state's list (and every state's, in a savepoint written before tables), or its tables."""
+    state's list (and every state's, in a savepoint written before tables), its tables, or its packed
+    tables."""
     if isinstance(held, list):
         return held
+    if isinstance(held, tuple):
+        return _unpacked_entries(held, kind, operator_uid, state)
     return list(
         chain.from_iterable(
             zip(table, repeat(namespace), table.values()) for namespace, table in held.items()
@@ -238,18 +415,24 @@ def _entries_of(held: list[Entry] | dict[Any, dict[Any, bytes]]) -> list[Entry]:
     )
 
 
-def load_keyed_state(file: BinaryIO) -> object:
+def load_keyed_state(file: BinaryIO, packed: bool = False) -> object:
     """What a keyed state file holds, whole: a snapshot (its key groups read back into its entries, if
-    it is chunked) or a manifest."""
+    it is chunked) or a manifest. With ``packed``, a savepoint's packed tables stay as they are, in
+    ``KeyedStateSnapshot.packed``, for a restore that unpickles only the key groups it takes."""
     held = pickle.load(file)
     if not isinstance(held, KeyedStateSnapshot) or not held.chunked:
         return held
-    entries: dict[str, dict[int, list[Entry]]] = {name: {} for name in held.states}
-    for key_group, states in read_key_groups(file):
-        for name, group in states.items():
-            entries.setdefault(name, {})[key_group] = group
+    uid, states = held.operator_uid, held.states
+    entries: dict[str, dict[int, list[Entry]]] = {name: {} for name in states}
+    packs: dict[str, dict[int, Packed]] = {}
+    for key_group, groups in read_held_key_groups(file):
+        for name, group in groups.items():
+            if packed and isinstance(group, tuple):
+                packs.setdefault(name, {})[key_group] = group
+            else:
+                entries.setdefault(name, {})[key_group] = entries_of(group, states[name].kind, uid, name)
     return KeyedStateSnapshot(
-        held.operator_uid, held.max_parallelism, held.key_group_range, held.states, entries
+        held.operator_uid, held.max_parallelism, held.key_group_range, states, entries, packed=packs
     )
 
 

@@ -9,6 +9,7 @@ import tempfile
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
+from itertools import repeat
 from typing import Any, TypeVar
 
 import anyio
@@ -35,12 +36,14 @@ from lockgate.state._keygroups import KeyGroupRange, key_groups_of
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import PICKLE_PROTOCOL, PickleSerializer
 from lockgate.state._snapshot import (
+    Columns,
     Entry,
     KeyedStateSnapshot,
     PreparedKeyedState,
     SnapshotResources,
     StateCodec,
     StateMetaInfo,
+    pickle_each,
     split_list,
     split_map,
 )
@@ -471,6 +474,28 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             ):
                 groups.setdefault(key_group, []).append((key, namespace, data))
         self._restore_state(descriptor, groups)
+
+    def _restore_grouped_values(self, descriptor: StateDescriptor[Any], groups: dict[int, Columns]) -> None:
+        """Plain values by key group (a savepoint's packed tables), encoded as this state stores them
+        and written one WriteBatch per key group: no key is hashed again."""
+        encode = StateCodec(descriptor, self.clock).encoder
+        # The default serializer's plain values: pickled in one C-level loop (what its dumps writes);
+        # should plain pickle refuse one, the codec's loop takes them all (cloudpickle).
+        plain = type(descriptor.serializer) is PickleSerializer and descriptor.kind not in ("list", "map")
+        entries: dict[int, list[Entry]] = {}
+        for key_group, columns in groups.items():
+            held = entries[key_group] = []
+            for namespace, (keys, values) in columns.items():
+                encoded: list[bytes] | None = None
+                if plain:
+                    try:
+                        encoded = pickle_each(values)
+                    except Exception:
+                        encoded = None
+                if encoded is None:
+                    encoded = list(map(encode, values))
+                held.extend(zip(keys, repeat(namespace), encoded))
+        self._restore_state(descriptor, entries)
 
     def _restore_values(self, descriptor: StateDescriptor[Any], spaces: dict[Any, dict[Any, Any]]) -> None:
         """Plain values, encoded as this state stores them and written one WriteBatch per key group."""
