@@ -575,3 +575,56 @@ async def test_state_no_function_declares_is_carried_through_a_rescaled_savepoin
     assert holds == {name: (1 + i % 5, [1 + i % 5], Reading(1 + i % 5)) for i, name in enumerate(names)}
     timers = sorted(result[1:] for result in probes.results if result[0] == "timer")
     assert timers == sorted((name, 1 + i % 5) for i, name in enumerate(names))
+
+
+@pytest.mark.parametrize("first_kind", ["savepoint", "checkpoint"])
+async def test_state_no_function_declares_survives_a_rocksdb_checkpoint_between_heap_jobs(
+    tmp_path: Any, first_kind: str
+) -> None:
+    """Heap state restored into RocksDB by a job that declares one state of three, which then takes
+    an incremental checkpoint (RocksDB's own files); a heap job restored from that checkpoint finds
+    every state as the first job left it."""
+    names = [f"key-{i}" for i in range(200)]
+    items = [(name, 1 + i % 5) for i, name in enumerate(names)]
+
+    env = lg.StreamEnvironment(parallelism=2, max_parallelism=MAX_PARALLELISM)
+    env.set_state_backend(lg.HeapStateBackend())
+    env.set_checkpoint_storage((tmp_path / "first").as_uri())
+    env.enable_checkpointing(3600)
+    source = PausingSource(items, (len(items),))
+    keep(env, env.from_source(source, uid="src"), lg.CollectSink[Any]())
+    with anyio.fail_after(GUARD):
+        job = await env.start("first")
+        await source.reached(len(items))
+        if first_kind == "savepoint":
+            first = await job.stop_with_savepoint((tmp_path / "savepoint").as_uri())
+        else:
+            first = (await job.trigger_checkpoint()).pointer
+            await job.cancel()
+
+    env = lg.StreamEnvironment(parallelism=3, max_parallelism=MAX_PARALLELISM)
+    env.set_state_backend(lgs.RocksDBStateBackend(incremental=True))
+    env.set_checkpoint_storage((tmp_path / "middle").as_uri())
+    env.enable_checkpointing(3600)
+    idle = PausingSource([], (0,))
+    env.from_source(idle, uid="idle").key_by(lambda record: record[0]).process(
+        KeepTotalOnly(), uid="keep"
+    ).sink(lg.CollectSink[Any](), uid="out")
+    with anyio.fail_after(GUARD):
+        job = await env.start("middle", restore_from=first, allow_non_restored_state=True)
+        await idle.reached(0)
+        middle = (await job.trigger_checkpoint()).pointer
+        await job.cancel()
+
+    env = lg.StreamEnvironment(parallelism=1, max_parallelism=MAX_PARALLELISM)
+    env.set_state_backend(lg.HeapStateBackend())
+    env.enable_checkpointing(3600)
+    probes = lg.CollectSink[Any]()
+    keep(env, env.from_collection([(name, -1) for name in names], uid="probes"), probes)
+    with anyio.fail_after(GUARD):
+        await env.execute("last", restore_from=middle, allow_non_restored_state=True)
+
+    holds = {result[1]: result[2:] for result in probes.results if result[0] == "holds"}
+    assert holds == {name: (1 + i % 5, [1 + i % 5], Reading(1 + i % 5)) for i, name in enumerate(names)}
+    timers = sorted(result[1:] for result in probes.results if result[0] == "timer")
+    assert timers == sorted((name, 1 + i % 5) for i, name in enumerate(names))

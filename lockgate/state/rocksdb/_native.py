@@ -85,7 +85,8 @@ class RocksDBManifest(KeyedStateManifest):
         states = dict(self.states)
         if self.unclaimed is not None:
             states.update(self.unclaimed.states)
-            for name, groups in self.unclaimed.entries.items():
+            # Whichever form it holds (restored from a heap checkpoint: tables), as entries.
+            for name, groups in self.unclaimed.grouped_entries().items():
                 mine = entries.setdefault(name, {})
                 for key_group, group in groups.items():
                     mine.setdefault(key_group, []).extend(group)
