@@ -531,62 +531,13 @@ class KeepTotalOnly(lg.KeyedProcessFunction[tuple[str, int], Any]):
         yield value
 
 
-@pytest.mark.parametrize("middle", ["heap", "rocksdb"])
-async def test_state_no_function_declares_is_carried_through_a_rescaled_savepoint(
-    tmp_path: Any, middle: str
-) -> None:
-    """Saved on the heap at parallelism 2; restored at 3 by a job that declares one state of three
-    (the packed key groups of the others stay unclaimed) and saved again; restored at 1 with every
-    key's total, amounts, typed reading and timers as the first job left them."""
-    names = [f"key-{i}" for i in range(200)]
-    items = [(name, 1 + i % 5) for i, name in enumerate(names)]
-
-    env = lg.StreamEnvironment(parallelism=2, max_parallelism=MAX_PARALLELISM)
-    env.set_state_backend(lg.HeapStateBackend())
-    env.enable_checkpointing(3600)
-    source = PausingSource(items, (len(items),))
-    keep(env, env.from_source(source, uid="src"), lg.CollectSink[Any]())
-    with anyio.fail_after(GUARD):
-        job = await env.start("first")
-        await source.reached(len(items))
-        first = await job.stop_with_savepoint((tmp_path / "first").as_uri())
-
-    env = lg.StreamEnvironment(parallelism=3, max_parallelism=MAX_PARALLELISM)
-    env.set_state_backend(BACKENDS[middle]())
-    env.enable_checkpointing(3600)
-    idle = PausingSource([], (0,))
-    env.from_source(idle, uid="idle").key_by(lambda record: record[0]).process(
-        KeepTotalOnly(), uid="keep"
-    ).sink(lg.CollectSink[Any](), uid="out")
-    with anyio.fail_after(GUARD):
-        job = await env.start("middle", restore_from=first, allow_non_restored_state=True)
-        await idle.reached(0)
-        second = await job.stop_with_savepoint((tmp_path / "second").as_uri())
-
-    env = lg.StreamEnvironment(parallelism=1, max_parallelism=MAX_PARALLELISM)
-    env.set_state_backend(lg.HeapStateBackend())
-    env.enable_checkpointing(3600)
-    probes = lg.CollectSink[Any]()
-    keep(env, env.from_collection([(name, -1) for name in names], uid="probes"), probes)
-    with anyio.fail_after(GUARD):
-        await env.execute("last", restore_from=second, allow_non_restored_state=True)
-
-    holds = {result[1]: result[2:] for result in probes.results if result[0] == "holds"}
-    assert holds == {name: (1 + i % 5, [1 + i % 5], Reading(1 + i % 5)) for i, name in enumerate(names)}
-    timers = sorted(result[1:] for result in probes.results if result[0] == "timer")
-    assert timers == sorted((name, 1 + i % 5) for i, name in enumerate(names))
+NAMES = [f"key-{i}" for i in range(200)]
 
 
-@pytest.mark.parametrize("first_kind", ["savepoint", "checkpoint"])
-async def test_state_no_function_declares_survives_a_rocksdb_checkpoint_between_heap_jobs(
-    tmp_path: Any, first_kind: str
-) -> None:
-    """Heap state restored into RocksDB by a job that declares one state of three, which then takes
-    an incremental checkpoint (RocksDB's own files); a heap job restored from that checkpoint finds
-    every state as the first job left it."""
-    names = [f"key-{i}" for i in range(200)]
-    items = [(name, 1 + i % 5) for i, name in enumerate(names)]
-
+async def first_job_on_heap(tmp_path: Any, taken: str) -> str:
+    """Keep's states for each of NAMES at parallelism 2 on the heap, then a savepoint of them or a
+    checkpoint (``taken``); its URL."""
+    items = [(name, 1 + i % 5) for i, name in enumerate(NAMES)]
     env = lg.StreamEnvironment(parallelism=2, max_parallelism=MAX_PARALLELISM)
     env.set_state_backend(lg.HeapStateBackend())
     env.set_checkpoint_storage((tmp_path / "first").as_uri())
@@ -596,14 +547,20 @@ async def test_state_no_function_declares_survives_a_rocksdb_checkpoint_between_
     with anyio.fail_after(GUARD):
         job = await env.start("first")
         await source.reached(len(items))
-        if first_kind == "savepoint":
-            first = await job.stop_with_savepoint((tmp_path / "savepoint").as_uri())
-        else:
-            first = (await job.trigger_checkpoint()).pointer
-            await job.cancel()
+        if taken == "savepoint":
+            return await job.stop_with_savepoint((tmp_path / "first-savepoint").as_uri())
+        pointer = (await job.trigger_checkpoint()).pointer
+        await job.cancel()
+        return pointer
 
+
+async def middle_job_declaring_one_state(
+    tmp_path: Any, backend: lg.StateBackend, restore_from: str, taken: str
+) -> str:
+    """Restored at parallelism 3 by a job that declares one state of Keep's three (the others stay
+    unclaimed), which takes a savepoint or a checkpoint (``taken``) at once; its URL."""
     env = lg.StreamEnvironment(parallelism=3, max_parallelism=MAX_PARALLELISM)
-    env.set_state_backend(lgs.RocksDBStateBackend(incremental=True))
+    env.set_state_backend(backend)
     env.set_checkpoint_storage((tmp_path / "middle").as_uri())
     env.enable_checkpointing(3600)
     idle = PausingSource([], (0,))
@@ -611,20 +568,52 @@ async def test_state_no_function_declares_survives_a_rocksdb_checkpoint_between_
         KeepTotalOnly(), uid="keep"
     ).sink(lg.CollectSink[Any](), uid="out")
     with anyio.fail_after(GUARD):
-        job = await env.start("middle", restore_from=first, allow_non_restored_state=True)
+        job = await env.start("middle", restore_from=restore_from, allow_non_restored_state=True)
         await idle.reached(0)
-        middle = (await job.trigger_checkpoint()).pointer
+        if taken == "savepoint":
+            return await job.stop_with_savepoint((tmp_path / "middle-savepoint").as_uri())
+        pointer = (await job.trigger_checkpoint()).pointer
         await job.cancel()
+        return pointer
 
+
+async def assert_as_the_first_job_left_them(restore_from: str) -> None:
+    """A heap job at parallelism 1 restored from ``restore_from`` finds every key's total, amounts,
+    typed reading and timers as :func:`first_job_on_heap` left them."""
     env = lg.StreamEnvironment(parallelism=1, max_parallelism=MAX_PARALLELISM)
     env.set_state_backend(lg.HeapStateBackend())
     env.enable_checkpointing(3600)
     probes = lg.CollectSink[Any]()
-    keep(env, env.from_collection([(name, -1) for name in names], uid="probes"), probes)
+    keep(env, env.from_collection([(name, -1) for name in NAMES], uid="probes"), probes)
     with anyio.fail_after(GUARD):
-        await env.execute("last", restore_from=middle, allow_non_restored_state=True)
+        await env.execute("last", restore_from=restore_from, allow_non_restored_state=True)
 
     holds = {result[1]: result[2:] for result in probes.results if result[0] == "holds"}
-    assert holds == {name: (1 + i % 5, [1 + i % 5], Reading(1 + i % 5)) for i, name in enumerate(names)}
+    assert holds == {name: (1 + i % 5, [1 + i % 5], Reading(1 + i % 5)) for i, name in enumerate(NAMES)}
     timers = sorted(result[1:] for result in probes.results if result[0] == "timer")
-    assert timers == sorted((name, 1 + i % 5) for i, name in enumerate(names))
+    assert timers == sorted((name, 1 + i % 5) for i, name in enumerate(NAMES))
+
+
+@pytest.mark.parametrize("middle", ["heap", "rocksdb"])
+async def test_state_no_function_declares_is_carried_through_a_rescaled_savepoint(
+    tmp_path: Any, middle: str
+) -> None:
+    """Saved on the heap at parallelism 2; restored at 3 by a job that declares one state of three
+    (the packed key groups of the others stay unclaimed) and saved again; restored at 1 with every
+    state as the first job left it."""
+    first = await first_job_on_heap(tmp_path, "savepoint")
+    second = await middle_job_declaring_one_state(tmp_path, BACKENDS[middle](), first, "savepoint")
+    await assert_as_the_first_job_left_them(second)
+
+
+@pytest.mark.parametrize("first_kind", ["savepoint", "checkpoint"])
+async def test_state_no_function_declares_survives_a_rocksdb_checkpoint_between_heap_jobs(
+    tmp_path: Any, first_kind: str
+) -> None:
+    """Heap state restored into RocksDB by a job that declares one state of three, which then takes
+    an incremental checkpoint (RocksDB's own files); a heap job restored from that checkpoint finds
+    every state as the first job left it."""
+    first = await first_job_on_heap(tmp_path, first_kind)
+    backend = lgs.RocksDBStateBackend(incremental=True)
+    middle = await middle_job_declaring_one_state(tmp_path, backend, first, "checkpoint")
+    await assert_as_the_first_job_left_them(middle)
