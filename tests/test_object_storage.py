@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import lockgate as lg
 from lockgate.snapshots import METADATA_NAME, read_checkpoint_metadata, storage_for
 from lockgate.testing import FailureSchedule, assert_exactly_once, failure_schedules
+from tests.test_inline_state import running_sums
 
 fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
@@ -121,15 +122,6 @@ BACKENDS: dict[str, Callable[[], lg.StateBackend]] = {
     "heap": lambda: lg.HeapStateBackend(),
     "rocksdb-incremental": lambda: lg.RocksDBStateBackend(incremental=True),
 }
-
-
-def running_sums(items: list[Record]) -> Callable[[lg.StreamEnvironment], lg.CollectSink[Any]]:
-    def build(env: lg.StreamEnvironment) -> lg.CollectSink[Any]:
-        sink: lg.CollectSink[Any] = lg.CollectSink()
-        env.from_collection(items, uid="src").key_by(lambda r: r[0]).sum(1, uid="sum").sink(sink, uid="out")
-        return sink
-
-    return build
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

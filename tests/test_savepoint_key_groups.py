@@ -123,6 +123,17 @@ def savepoint_file(backend: lg.KeyedStateBackend) -> bytes:
         resources.release()
 
 
+async def savepoint_files(backend: str, keys: list[Any], written_at: int) -> list[bytes]:
+    """The keyed state files of a savepoint of ``keys`` taken at parallelism ``written_at``."""
+    writers = [backend_of(backend, written_at, index) for index in range(written_at)]
+    try:
+        for index, writer in enumerate(writers):
+            await fill(writer, keys, index, written_at)
+        return [savepoint_file(writer) for writer in writers]
+    finally:
+        await disposed(writers)
+
+
 async def disposed(backends: list[lg.KeyedStateBackend]) -> None:
     for backend in backends:
         await backend.dispose()
@@ -148,13 +159,7 @@ async def test_every_key_comes_back_in_its_owner_at_any_parallelism(
 ) -> None:
     """``packed``: the files loaded as a restore loads them, packed tables unpickled only by the
     subtask that takes their key group; otherwise entry by entry, as the offline reader has them."""
-    writers = [backend_of(backends[0], written_at, index) for index in range(written_at)]
-    try:
-        for index, writer in enumerate(writers):
-            await fill(writer, keys, index, written_at)
-        files = [savepoint_file(writer) for writer in writers]
-    finally:
-        await disposed(writers)
+    files = await savepoint_files(backends[0], keys, written_at)
     snapshots = [load_keyed_state(io.BytesIO(data), packed=packed) for data in files]
 
     every_key = expected(keys)
@@ -357,13 +362,7 @@ async def test_a_version_4_file_restores_as_the_version_5_file_of_the_same_state
 ) -> None:
     """Version 4 held every state's tables as value bytes; a file of each, of the same state, restores
     the same at any parallelism (on the heap, and into RocksDB)."""
-    writers = [backend_of("heap", written_at, index) for index in range(written_at)]
-    try:
-        for index, writer in enumerate(writers):
-            await fill(writer, keys, index, written_at)
-        files = [savepoint_file(writer) for writer in writers]
-    finally:
-        await disposed(writers)
+    files = await savepoint_files("heap", keys, written_at)
     old_files = [_as_version_4(data) for data in files]
     every_key = expected(keys)
     for kind in BACKENDS:

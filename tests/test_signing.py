@@ -173,23 +173,31 @@ async def test_a_signed_incremental_rocksdb_checkpoint_restores_and_verifies_wit
     assert result.exit_code == 0, result.output
 
 
+async def assert_forgery_refused_before_unpickling(pointer: str, key: bytes) -> lg.CorruptCheckpointError:
+    """A restore and ``Savepoint.load`` of the forged checkpoint at ``pointer`` with ``key`` refuse it
+    before anything of it is unpickled; the restore's error. Without the key the forgery is unpickled:
+    the check would catch a reader that does not check."""
+    RAN.clear()
+    with pytest.raises(lg.CorruptCheckpointError, match="signature does not match") as refused:
+        await restore(pointer, key)
+    assert RAN == []
+    with pytest.raises(lg.CorruptCheckpointError, match="signature does not match"):
+        await lg.Savepoint.load(pointer, key=key)
+    assert RAN == []
+    with pytest.raises(lg.CorruptCheckpointError):
+        await lg.Savepoint.load(pointer)
+    assert RAN == ["unpickled"]
+    return refused.value
+
+
 async def test_a_forged_file_is_refused_before_it_is_unpickled(tmp_path: Path) -> None:
     pointer = await take(tmp_path, KEY)
     target = next(
         path for path in files_of(pointer) if path.name.startswith("count-") and "keyed" in path.name
     )
     forge(target, pickle.dumps(Evil()))
-    RAN.clear()
-    with pytest.raises(lg.CorruptCheckpointError, match="signature does not match") as refused:
-        await restore(pointer, KEY)
-    assert refused.value.path == str(target) and RAN == []
-    with pytest.raises(lg.CorruptCheckpointError, match="signature does not match"):
-        await lg.Savepoint.load(pointer, key=KEY)
-    assert RAN == []
-    # The kit catches a reader that does not check: without the key the forgery is unpickled.
-    with pytest.raises(lg.CorruptCheckpointError):
-        await lg.Savepoint.load(pointer)
-    assert RAN == ["unpickled"]
+    refused = await assert_forgery_refused_before_unpickling(pointer, KEY)
+    assert refused.path == str(target)
 
 
 async def test_unsigned_files_are_refused_when_a_key_is_set(tmp_path: Path) -> None:
