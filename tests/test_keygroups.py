@@ -607,21 +607,21 @@ def test_the_key_hash_cache_stays_within_its_bytes_for_any_keys(sequence: list[A
     (each entry's slot and the key object it keeps alive) never exceeds its limit."""
     cache = _KeyHashCache(limit)
     for key in sequence * 2:  # the second pass hits what the first left
-        cached = cache.hashes.get(key)
+        cached = cache.entries.get(key)
         value = cache.miss(key) if cached is None else cached
         assert value == uncached_key_hash(key)
-        held = sum(_HASH_ENTRY_BYTES + sys.getsizeof(k) for k in cache.hashes)
+        held = sum(_HASH_ENTRY_BYTES + sys.getsizeof(k) for k in cache.entries)
         assert held <= cache.charged <= limit
-    assert all(value == uncached_key_hash(key) for key, value in cache.hashes.items())
+    assert all(value == uncached_key_hash(key) for key, value in cache.entries.items())
 
 
 def test_the_key_hash_cache_answers_hits_from_its_dict_and_refills_after_emptying() -> None:
     cache = _KeyHashCache(10 * (_HASH_ENTRY_BYTES + sys.getsizeof("k0")))
     for i in range(10):
         cache.miss(f"k{i}")
-    assert len(cache.hashes) == 10
+    assert len(cache.entries) == 10
     cache.miss("k10")  # over the limit: it empties, then holds the new key
-    assert list(cache.hashes) == ["k10"]
+    assert list(cache.entries) == ["k10"]
     assert cache.charged == _HASH_ENTRY_BYTES + sys.getsizeof("k10")
     assert "10 keys" not in repr(cache) and "1 keys" in repr(cache)
 
@@ -635,7 +635,7 @@ class Mutable:
 def test_stable_key_hash_caches_recent_keys_and_not_unhashable_ones() -> None:
     key = ("a cached key", 17)
     first = stable_key_hash(key)
-    assert _key_hashes.hashes.get(key) == first == uncached_key_hash(key)
+    assert _key_hashes.entries.get(key) == first == uncached_key_hash(key)
     assert stable_key_hash(("a cached key", 17.0)) == first  # equal keys, one entry
     unhashable = Mutable(1, "a")  # a dataclass that is not frozen: hashed each time, never cached
     assert stable_key_hash(unhashable) == uncached_key_hash(Mutable(1, "a"))

@@ -264,7 +264,7 @@ def test_keys_stored_in_rocksdb_stay_out_of_the_process_key_hash_cache() -> None
                 await restored.dispose()
         finally:
             await backend.dispose()
-        assert not any(key in _key_hashes.hashes for key in keys)
+        assert not any(key in _key_hashes.entries for key in keys)
 
     anyio.run(main)
 
@@ -285,14 +285,15 @@ def test_the_key_cache_stays_within_its_bytes_for_any_keys(keys: list[Any], limi
     it holds (each entry's slot, key object and bytes object) stays within its limit in bytes."""
     store = _Store("op", MAX_P, 1 << 20, limit, "unused", None)  # type: ignore[arg-type]  # no database
     for key in keys * 2:
-        before = dict(store.keys)
+        before = dict(store.keys.entries)
         assert store.key_bytes(key) == store.make_key_bytes(key)
         held = sum(
-            _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(k) + sys.getsizeof(data) for k, data in store.keys.items()
+            _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(k) + sys.getsizeof(data)
+            for k, data in store.keys.entries.items()
         )
-        assert held == store.key_cache_charge <= limit
-        if key not in store.keys:  # not kept: only a key too large for the whole cache
-            assert store.keys == before
+        assert held == store.keys.charged <= limit
+        if key not in store.keys.entries:  # not kept: only a key too large for the whole cache
+            assert store.keys.entries == before
             assert (
                 _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(key) + sys.getsizeof(store.make_key_bytes(key)) > limit
             )

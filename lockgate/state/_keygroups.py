@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from lockgate._errors import ConfigurationError
 from lockgate.state._serialization import canonical_key_bytes
@@ -47,6 +47,8 @@ def hash_of_key_bytes(data: bytes) -> int:
     return _fmix32(zlib.crc32(data))
 
 
+V = TypeVar("V")
+
 #: What the key-hash cache may hold, in bytes (see :class:`_KeyHashCache`).
 KEY_HASH_CACHE_BYTES: Final = 16 * 1024 * 1024
 #: What one entry of the key-hash cache is charged besides its key object: its slot in the dict and
@@ -54,30 +56,57 @@ KEY_HASH_CACHE_BYTES: Final = 16 * 1024 * 1024
 _HASH_ENTRY_BYTES: Final = 72
 
 
-class _KeyHashCache:
-    """The hashes of recent keys, bounded in bytes: partitioning by key group hashes every record's key,
-    and keys repeat, so a hit spares encoding and hashing the key (about a microsecond).
+class KeyCache(Generic[V]):
+    """Values made from keys (their hashes, their RocksDB keys) for recent keys, bounded in bytes.
 
-    An entry is charged :data:`_HASH_ENTRY_BYTES` plus the size of its key object (for a key other than
-    a str, bytes, int or float, plus its canonical bytes' length, standing for the objects it holds:
-    ``sys.getsizeof`` of a tuple leaves its items out). A key whose entry would take the cache past
-    ``limit`` empties it first (cheaper than an LRU's bookkeeping on every hit; it refills with the keys
-    in use), so :attr:`charged` never exceeds ``limit``; a key whose entry alone would is not cached.
-    Lookups are plain dict reads; a miss updates the dict and the count under a lock, so threads that
-    hash keys too (restores, queries) cannot make the count drift from what the dict holds.
+    Reads are plain ``entries.get``. :meth:`add` charges an entry what the caller says it takes; one
+    that would take the cache past ``limit`` empties it first (cheaper than an LRU's bookkeeping on
+    every hit; it refills with the keys in use), so :attr:`charged` never exceeds ``limit``, and an
+    entry over ``limit`` alone is not kept. Not thread-safe: a cache that several threads fill adds
+    under a lock (:class:`_KeyHashCache`).
     """
 
-    __slots__ = ("charged", "hashes", "limit", "lock")
+    __slots__ = ("charged", "entries", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.hashes: dict[Any, int] = {}
-        #: The bytes the entries in :attr:`hashes` are charged for.
+        self.entries: dict[Any, V] = {}
+        #: The bytes the entries are charged for.
         self.charged = 0
-        self.lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<_KeyHashCache [{len(self.hashes)} keys, {self.charged}/{self.limit} bytes]>"
+        return f"<{type(self).__name__} [{len(self.entries)} keys, {self.charged}/{self.limit} bytes]>"
+
+    def add(self, key: Any, value: V, charge: int) -> None:
+        """Keep ``value`` for ``key`` (which the cache does not hold), charged ``charge`` bytes."""
+        if charge > self.limit:
+            return
+        if self.charged + charge > self.limit:
+            self.entries.clear()
+            self.charged = 0
+        self.entries[key] = value
+        self.charged += charge
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.charged = 0
+
+
+class _KeyHashCache(KeyCache[int]):
+    """The hashes of recent keys: partitioning by key group hashes every record's key, and keys
+    repeat, so a hit spares encoding and hashing the key (about a microsecond).
+
+    An entry is charged :data:`_HASH_ENTRY_BYTES` plus the size of its key object (for a key other than
+    a str, bytes, int or float, plus its canonical bytes' length, standing for the objects it holds:
+    ``sys.getsizeof`` of a tuple leaves its items out). A miss adds under a lock, so threads that hash
+    keys too (restores, queries) cannot make the count drift from what the dict holds.
+    """
+
+    __slots__ = ("lock",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.lock = threading.Lock()
 
     def miss(self, key: Any) -> int:
         """The hash of ``key``, which the cache does not hold: computed, and cached if it fits.
@@ -91,23 +120,14 @@ class _KeyHashCache:
         charge = _HASH_ENTRY_BYTES + sys.getsizeof(key)
         if type(key) not in _FLAT_KEY_TYPES:
             charge += len(data)
-        if charge > self.limit:
-            return value
         with self.lock:
-            hashes = self.hashes
-            if key in hashes:  # another thread cached it meanwhile
-                return value
-            if self.charged + charge > self.limit:
-                hashes.clear()
-                self.charged = 0
-            hashes[key] = value
-            self.charged += charge
+            if key not in self.entries:  # another thread may have cached it meanwhile
+                self.add(key, value, charge)
         return value
 
     def clear(self) -> None:
         with self.lock:
-            self.hashes.clear()
-            self.charged = 0
+            super().clear()
 
 
 #: Key types whose object holds all its data (``sys.getsizeof`` counts it whole).
@@ -115,7 +135,7 @@ _FLAT_KEY_TYPES: Final = frozenset({str, bytes, int, float, bool, type(None)})
 
 # One cache for the process: a key's hash is the same for every edge and subtask that routes it.
 _key_hashes = _KeyHashCache(KEY_HASH_CACHE_BYTES)
-_cached_hashes_get = _key_hashes.hashes.get
+_cached_hashes_get = _key_hashes.entries.get
 
 
 def stable_key_hash(key: Any) -> int:

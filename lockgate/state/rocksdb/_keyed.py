@@ -747,9 +747,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             "block_cache_usage": self._block_cache.get_usage(),
             "write_buffer_capacity": self._write_buffer_manager.get_buffer_size(),
             "write_buffer_usage": self._write_buffer_manager.get_usage(),
-            "key_cache_entries": len(self._store.keys),
-            "key_cache_limit": self._store.key_cache_limit,
-            "key_cache_usage": self._store.key_cache_charge,
+            "key_cache_entries": len(self._store.keys.entries),
+            "key_cache_limit": self._store.keys.limit,
+            "key_cache_usage": self._store.keys.charged,
             "value_cache_limit": self._store.value_cache_limit,
             "value_cache_usage": self._store.value_cache_usage(),
         }

@@ -11,7 +11,7 @@ from rocksdict import Checkpoint, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from lockgate._errors import StateSerializationError, StateValueTooLargeError
 from lockgate.state._descriptors import StateDescriptor
-from lockgate.state._keygroups import hash_of_key_bytes
+from lockgate.state._keygroups import KeyCache, hash_of_key_bytes
 from lockgate.state._serialization import canonical_key_bytes
 from lockgate.state._serializers import DEFAULT_SERIALIZER
 from lockgate.state._snapshot import StateCodec
@@ -455,7 +455,7 @@ class _Space(_Namespace):
         store = self.store
         stored = store.stored
         # The default namespace's key bytes are mostly in the store's key cache: looked up inline.
-        cached = store.keys if self.is_default else {}
+        cached = store.keys.entries if self.is_default else {}
         key_bytes_of = store.key_bytes if self.is_default else self.key_bytes
         for key, value in entries:
             key_bytes = cached.get(key)
@@ -832,11 +832,9 @@ class _Store:
         self.read_all = ReadOptions()
         self.read_all.set_total_order_seek(True)  # hash memtables iterate in key order only so
         self.key_group_bytes = [group.to_bytes(2, "big") for group in range(max_parallelism)]
-        #: The RocksDB key of each recent key in the default namespace (see :meth:`key_bytes`).
-        self.keys: dict[Any, bytes] = {}
-        #: The bytes the key cache may take, and those its entries are charged for.
-        self.key_cache_limit = key_cache_limit
-        self.key_cache_charge = 0
+        #: The RocksDB key of each recent key in the default namespace (see :meth:`key_bytes`), within
+        #: ``key_cache_limit`` bytes.
+        self.keys: KeyCache[bytes] = KeyCache(key_cache_limit)
         self.batch_keys: list[Any] = []
         self.in_batch = False
         #: The bytes of memory budget the value caches of all states may take (see ``_Space``).
@@ -858,23 +856,16 @@ class _Store:
         """The RocksDB key of ``key`` in the default namespace (cached: keys repeat).
 
         The cache is bounded in bytes: an entry is charged its slot, its key object and its bytes
-        object; one that would take it past ``key_cache_limit`` empties it first (cheaper than an LRU
-        on every access; it refills with the keys in use), and one over the limit alone is not kept."""
-        keys = self.keys
+        object (:class:`~lockgate.state._keygroups.KeyCache`)."""
         try:
-            key_bytes = keys.get(key)
+            key_bytes = self.keys.entries.get(key)
         except TypeError:  # an unhashable key (a mutable dataclass) is not cacheable
             return self.make_key_bytes(key)
         if key_bytes is None:
             key_bytes = self.make_key_bytes(key)
-            charge = _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(key) + sys.getsizeof(key_bytes)
-            if self.key_cache_charge + charge > self.key_cache_limit:
-                if charge > self.key_cache_limit:
-                    return key_bytes
-                keys.clear()
-                self.key_cache_charge = 0
-            keys[key] = key_bytes
-            self.key_cache_charge += charge
+            self.keys.add(
+                key, key_bytes, _KEY_CACHE_ENTRY_BYTES + sys.getsizeof(key) + sys.getsizeof(key_bytes)
+            )
         return key_bytes
 
     def make_key_bytes(self, key: Any) -> bytes:
@@ -1060,7 +1051,6 @@ class _Store:
             table.cf = table.handle = closed
             table.default.cf = closed
         self.keys.clear()
-        self.key_cache_charge = 0
         return db, [CF_PREFIX + name for name in self.tables]
 
     def release(self) -> None:
